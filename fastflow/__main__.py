@@ -1,0 +1,3 @@
+from fastflow.cli import main
+
+main()

@@ -1,0 +1,17 @@
+"""The `fastflow` command line: thin click commands over library functions.
+
+Each command parses its options, calls one library function and formats the result. Command
+groups live in sibling modules and are registered here.
+"""
+from __future__ import annotations
+
+import click
+
+from fastflow import __version__
+from fastflow.cli.common import FastflowGroup
+
+
+@click.group(cls=FastflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fastflow")
+def main() -> None:
+    """Fast-Flow: a git-native pipeline runner configured entirely by files."""

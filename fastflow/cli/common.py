@@ -1,0 +1,62 @@
+"""What every CLI command shares: error reporting, output helpers, shared options.
+
+The CLI is the only layer that reads the environment, prints, or exits. Domain errors
+(`FastflowError`) become `Error: <message>` on stderr and exit code 1; usage errors exit 2
+(click's own convention).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from fastflow.errors import FastflowError
+
+
+class FastflowGroup(click.Group):
+    """A click group that turns `FastflowError` into `Error: ...` and exit 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FastflowError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def repo_option(func: Callable) -> Callable:
+    """`--repo DIR`: the pipelines repository (default: the current directory)."""
+
+    @click.option(
+        "--repo",
+        "repo",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=".",
+        show_default=True,
+        help="The pipelines repository (its root folder).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["repo"] = Path(kwargs["repo"]).resolve()
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def echo_json(data: Any) -> None:
+    """Print `data` as indented JSON (for `--json` output)."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def host_environment() -> dict[str, str]:
+    """The process environment; the only place the CLI's library calls get it from."""
+    return dict(os.environ)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

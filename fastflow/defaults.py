@@ -1,0 +1,30 @@
+"""Every built-in default, in one place (rq's habit).
+
+`config` fills these in when a file is silent, and records that the value came from here.
+"""
+from __future__ import annotations
+
+DEFAULT_PIPELINES_DIR = "pipelines"
+DEFAULT_BRANCH = "main"
+DEFAULT_RESULTS_BRANCH = "fastflow/results"
+DEFAULT_PYTHON = "3.11"
+DEFAULT_IMAGE = "fastflow-runner:py3.11"
+DEFAULT_MAX_CONCURRENT_RUNS = 2
+DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout
+DEFAULT_RETRY_ATTEMPTS = 0
+DEFAULT_GRACE_PERIOD = 10.0  # seconds between SIGTERM and SIGKILL
+DEFAULT_LOG_CAP_BYTES = 5 * 1024 * 1024
+DEFAULT_SECRETS_FILE = ".fastflow/secrets.enc.yaml"
+DEFAULT_AUTHOR_NAME = "Fast-Flow"
+DEFAULT_AUTHOR_EMAIL = "fastflow@localhost"
+DEFAULT_NETWORK = "bridge"
+DEFAULT_PIDS_LIMIT = 512
+
+# Exponential backoff when a pipeline names the strategy but leaves a field out.
+DEFAULT_BACKOFF_INITIAL_DELAY = 1.0
+DEFAULT_BACKOFF_MAX_DELAY = 300.0
+DEFAULT_BACKOFF_MULTIPLIER = 2.0
+
+CONFIG_DIR = ".fastflow"
+CONFIG_FILE = ".fastflow/config.yaml"
+SCHEDULES_FILE = ".fastflow/schedules.yaml"

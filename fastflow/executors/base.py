@@ -1,0 +1,123 @@
+"""The executor contract: run one attempt of a pipeline and report how it ended.
+
+An executor is given an `AttemptSpec` (everything about the attempt, already resolved: the env
+with its precedence applied, limits, timeout), an `OutputSink` that receives the live output
+line by line with the stream kept, and a `threading.Event` that asks it to cancel. It returns an
+`AttemptResult`. It never retries (the runner does) and never raises for an outcome of the
+pipeline itself: a non-zero exit, a timeout, an OOM kill or a cancel are results, not errors.
+`ExecutorError` is raised only when the executor itself cannot work (no engine, no uv).
+
+Contract, shared by every backend (tests/test_executor_contract.py runs it against each):
+- exit 0 -> `succeeded`; any other exit -> `failed` with the exit code.
+- `spec.timeout > 0`: when it expires, SIGTERM, then SIGKILL after `spec.grace_period`;
+  status `timed_out` whatever the exit code.
+- `cancel` set: the attempt's whole process tree is stopped the same way; status `cancelled`.
+- `oom_killed` only when the kernel/engine reports an OOM kill.
+- every line written before the process ends reaches the sink, the last one too, even without a
+  trailing newline.
+- `FASTFLOW_ROUTE_FILE` is set to a writable file; what the pipeline writes there (stripped)
+  is `AttemptResult.route`.
+"""
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Mapping, Protocol
+
+from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
+from fastflow.record import Environment, ErrorInfo, Resources
+
+Clock = Callable[[], datetime]
+
+STDOUT = "stdout"
+STDERR = "stderr"
+
+# Where the notebook runner script lives inside the package; executors make it reachable.
+NOTEBOOK_RUNNER = Path(__file__).resolve().parent.parent / "notebook.py"
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    """One line of output (without its newline), the stream it came on, and when."""
+
+    stream: str
+    text: str
+    at: datetime
+
+
+class OutputSink(Protocol):
+    def __call__(self, line: OutputLine) -> None: ...
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """Everything one attempt needs, fully resolved by the runner."""
+
+    run_id: str
+    pipeline: str
+    attempt: int
+    workdir: Path  # the pipeline folder on the host
+    entry: str  # main.py or main.ipynb
+    type: PipelineType
+    python_version: str | None
+    requirements: str | None  # file name inside workdir, or None
+    env: Mapping[str, str]  # the pipeline's environment, precedence applied
+    limits: Limits = Limits()
+    timeout: float = 0.0  # seconds, 0 = none
+    grace_period: float = 10.0
+    network: NetworkMode = NetworkMode.BRIDGE
+    cells: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status: RunStatus
+    exit_code: int | None
+    started_at: datetime
+    finished_at: datetime
+    error: ErrorInfo | None = None
+    route: str | None = None
+    resources: Resources = Resources()
+    environment: Environment = Environment()
+
+
+class Executor(abc.ABC):
+    """Runs one attempt. Subclasses: `LocalExecutor` (host processes), `DockerExecutor`."""
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    def execute(
+        self, spec: AttemptSpec, sink: OutputSink, cancel: threading.Event
+    ) -> AttemptResult:
+        """Run the attempt to its end and return how it ended (see the module contract)."""
+
+
+def uv_command(spec: AttemptSpec, notebook_runner: str, uv: str = "uv") -> list[str]:
+    """The `uv run` command line for an attempt, identical on the host and in a container.
+
+    `notebook_runner` is the path of `fastflow/notebook.py` as seen by the process (it differs
+    between the host and a container).
+    """
+    cmd = [uv, "run", "--no-project"]
+    if spec.python_version:
+        cmd += ["--python", spec.python_version]
+    if spec.requirements:
+        cmd += ["--with-requirements", spec.requirements]
+    if spec.type is PipelineType.NOTEBOOK:
+        cmd += [notebook_runner, spec.entry]
+    else:
+        cmd += [spec.entry]
+    return cmd
+
+
+def read_route(path: Path) -> str | None:
+    """The label a pipeline wrote to its route file, or None when it wrote none."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    return text.splitlines()[-1].strip() if text else None

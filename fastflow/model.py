@@ -1,0 +1,274 @@
+"""The domain model: frozen dataclasses and str Enums shared by every layer.
+
+Nothing here does I/O. Configuration files are parsed into these types once (`config`), then
+passed down explicitly. Defaults live in `fastflow.defaults`.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping
+
+
+class RunStatus(str, enum.Enum):
+    """The life of a run: queued -> running -> one terminal state (or skipped)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    OOM_KILLED = "oom_killed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    SKIPPED = "skipped"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+    @property
+    def retryable(self) -> bool:
+        """A terminal outcome that a retry policy may retry (never cancelled, lost or skipped)."""
+        return self in (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.OOM_KILLED)
+
+
+class PipelineType(str, enum.Enum):
+    SCRIPT = "script"
+    NOTEBOOK = "notebook"
+
+
+class NetworkMode(str, enum.Enum):
+    BRIDGE = "bridge"
+    NONE = "none"
+
+
+class RetryStrategy(str, enum.Enum):
+    EXPONENTIAL_BACKOFF = "exponential_backoff"
+    FIXED_DELAY = "fixed_delay"
+    CUSTOM_SCHEDULE = "custom_schedule"
+
+
+class Severity(str, enum.Enum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of validation: where (file, field), what, and how bad."""
+
+    file: str
+    field: str
+    message: str
+    severity: Severity = Severity.ERROR
+    pipeline: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.field}" if self.field else self.file
+        return f"{where}: {self.message}"
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "field": self.field,
+            "message": self.message,
+            "severity": self.severity.value,
+            "pipeline": self.pipeline,
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits. Hard limits are enforced; soft limits only produce warnings."""
+
+    cpu_hard_limit: float | None = None
+    mem_hard_limit: int | None = None  # bytes
+    cpu_soft_limit: float | None = None
+    mem_soft_limit: int | None = None  # bytes
+
+    def to_json(self) -> dict:
+        return {
+            "cpu_hard_limit": self.cpu_hard_limit,
+            "mem_hard_limit": self.mem_hard_limit,
+            "cpu_soft_limit": self.cpu_soft_limit,
+            "mem_soft_limit": self.mem_soft_limit,
+        }
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times to retry a failed attempt and how long to wait before each retry.
+
+    `attempts` is the number of *retries* (Fast-Flow's `retry_attempts`): a run makes at most
+    `attempts + 1` attempts.
+    """
+
+    attempts: int = 0
+    strategy: RetryStrategy = RetryStrategy.FIXED_DELAY
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+    multiplier: float = 2.0
+    delay: float = 0.0
+    delays: tuple[float, ...] = ()
+    on_exit_codes: tuple[int, ...] | None = None  # ours: retry only these exit codes
+
+    def wait_before_retry(self, n: int) -> float:
+        """Seconds to wait before retry number `n` (1-based)."""
+        if n < 1:
+            raise ValueError("retry numbers start at 1")
+        if self.strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
+            return min(self.initial_delay * self.multiplier ** (n - 1), self.max_delay)
+        if self.strategy is RetryStrategy.CUSTOM_SCHEDULE:
+            if not self.delays:
+                return 0.0
+            return self.delays[min(n, len(self.delays)) - 1]
+        return self.delay
+
+    def to_json(self) -> dict:
+        data: dict = {"attempts": self.attempts, "strategy": self.strategy.value}
+        if self.strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
+            data.update(
+                initial_delay=self.initial_delay, max_delay=self.max_delay, multiplier=self.multiplier
+            )
+        elif self.strategy is RetryStrategy.FIXED_DELAY:
+            data["delay"] = self.delay
+        else:
+            data["delays"] = list(self.delays)
+        if self.on_exit_codes is not None:
+            data["on_exit_codes"] = list(self.on_exit_codes)
+        return data
+
+
+@dataclass(frozen=True)
+class DownstreamTrigger:
+    """Run another pipeline when this one ends (on success, failure, or a route label)."""
+
+    pipeline: str
+    on_success: bool = True
+    on_failure: bool = False
+    on_route: tuple[str, ...] = ()
+    run_config_id: str | None = None
+    inert_reason: str | None = None  # set when the target does not exist: the trigger never fires
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A named run configuration (`schedules[]` entry of pipeline.json).
+
+    Fields left as None inherit the pipeline's value.
+    """
+
+    id: str
+    cron: str | None = None
+    interval_seconds: float | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    enabled: bool = True
+    default_env: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits | None = None
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    webhook_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The pipeline-level schedule fields of pipeline.json."""
+
+    cron: str | None = None
+    interval_seconds: float | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    run_once_at: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.cron is None and self.interval_seconds is None and self.run_once_at is None
+
+
+@dataclass(frozen=True)
+class DaemonPolicy:
+    """Long-running pipelines: how many instances and how to restart them."""
+
+    max_instances: int = 1
+    restart_on_crash: bool = False
+    restart_cooldown: float = 0.0
+    restart_interval: float | None = None
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A valid pipeline: its folder, entry point and fully resolved metadata.
+
+    `sources` maps each field name to where its value came from (the metadata file, the
+    repository config, or the built-in default), for `fastflow show`.
+    """
+
+    name: str
+    path: Path
+    entry: str
+    type: PipelineType
+    metadata_file: Path | None
+    requirements: Path | None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    python_version: str | None = None
+    timeout: float = 0.0  # seconds; 0 means no timeout
+    retry: RetryPolicy = RetryPolicy()
+    limits: Limits = Limits()
+    cells: Mapping[str, object] = field(default_factory=dict)
+    default_env: Mapping[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    schedule: ScheduleSpec = ScheduleSpec()
+    run_configs: tuple[RunConfig, ...] = ()
+    daemon: DaemonPolicy = DaemonPolicy()
+    downstream: tuple[DownstreamTrigger, ...] = ()
+    webhook_key: str | None = None
+    network: NetworkMode = NetworkMode.BRIDGE
+    run_on_change: bool = False
+    warnings: tuple[Problem, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def run_config(self, run_config_id: str) -> RunConfig:
+        for rc in self.run_configs:
+            if rc.id == run_config_id:
+                return rc
+        raise KeyError(run_config_id)
+
+
+@dataclass(frozen=True)
+class InvalidPipeline:
+    """A folder that is meant to be a pipeline but cannot be used; `problems` says why."""
+
+    name: str
+    path: Path
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """`.fastflow/config.yaml`, validated, with defaults from `fastflow.defaults` filled in."""
+
+    pipelines_dir: str
+    branch: str
+    results_branch: str
+    image: str
+    default_python: str | None
+    max_concurrent_runs: int
+    default_timeout: float
+    default_retry_attempts: int
+    default_limits: Limits
+    log_cap_bytes: int
+    keep_runs: int | None
+    keep_days: int | None
+    ca_bundle: str | None
+    secrets_file: str
+    grace_period: float
+    author_name: str
+    author_email: str
+    notifications: Mapping[str, object] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)

@@ -1,0 +1,239 @@
+"""The run record (`"schema": 1`): what one run did, as stored on the results branch.
+
+Dataclasses <-> JSON, both directions, lossless. A record never holds a secret value.
+Timestamps are timezone-aware datetimes, serialised as ISO 8601 with offset.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any
+
+from fastflow.model import RunStatus
+
+SCHEMA_VERSION = 1
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} in a run record; use an aware one")
+    return value.isoformat()
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str = "manual"  # manual | schedule | push | downstream | webhook | restart
+    schedule_id: str | None = None
+    slot: datetime | None = None
+    parent_run_id: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "schedule_id": self.schedule_id,
+            "slot": _iso(self.slot),
+            "parent_run_id": self.parent_run_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Trigger":
+        return cls(
+            kind=data.get("kind", "manual"),
+            schedule_id=data.get("schedule_id"),
+            slot=_parse_iso(data.get("slot")),
+            parent_run_id=data.get("parent_run_id"),
+        )
+
+
+@dataclass(frozen=True)
+class CommitRef:
+    sha: str | None = None
+    tree: str | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    image: str | None = None
+    image_id: str | None = None
+    python: str | None = None
+    uv_version: str | None = None
+    requirements_hash: str | None = None
+    resolved: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["resolved"] = list(self.resolved)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Environment":
+        return cls(**{**data, "resolved": tuple(data.get("resolved") or ())})
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    n: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    status: RunStatus
+    wait_before_s: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "n": self.n,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "exit_code": self.exit_code,
+            "status": self.status.value,
+            "wait_before_s": self.wait_before_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Attempt":
+        return cls(
+            n=data["n"],
+            started_at=_parse_iso(data.get("started_at")),
+            finished_at=_parse_iso(data.get("finished_at")),
+            exit_code=data.get("exit_code"),
+            status=RunStatus(data["status"]),
+            wait_before_s=data.get("wait_before_s", 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class Resources:
+    peak_memory_bytes: int | None = None
+    cpu_mean_cores: float | None = None
+    cpu_max_cores: float | None = None
+    samples: tuple[dict, ...] = ()  # downsampled [{t, mem, cpu}]
+    soft_limit_events: tuple[dict, ...] = ()  # [{t, kind, value, limit}]
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["samples"] = list(self.samples)
+        data["soft_limit_events"] = list(self.soft_limit_events)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Resources":
+        return cls(
+            peak_memory_bytes=data.get("peak_memory_bytes"),
+            cpu_mean_cores=data.get("cpu_mean_cores"),
+            cpu_max_cores=data.get("cpu_max_cores"),
+            samples=tuple(data.get("samples") or ()),
+            soft_limit_events=tuple(data.get("soft_limit_events") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    path: str | None = None
+    bytes: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, from queue to terminal state. `to_json`/`from_json` round-trip exactly."""
+
+    run_id: str
+    pipeline: str
+    status: RunStatus
+    run_config: str | None = None
+    trigger: Trigger = Trigger()
+    commit: CommitRef = CommitRef()
+    environment: Environment = Environment()
+    limits: dict = field(default_factory=dict)
+    exit_code: int | None = None
+    error: ErrorInfo | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    attempts: tuple[Attempt, ...] = ()
+    resources: Resources = Resources()
+    log: LogInfo = LogInfo()
+    route: str | None = None
+    downstream: tuple[dict, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "run_config": self.run_config,
+            "trigger": self.trigger.to_json(),
+            "commit": asdict(self.commit),
+            "environment": self.environment.to_json(),
+            "limits": dict(self.limits),
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "error": asdict(self.error) if self.error else None,
+            "queued_at": _iso(self.queued_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_s": self.duration_s,
+            "attempts": [a.to_json() for a in self.attempts],
+            "resources": self.resources.to_json(),
+            "log": asdict(self.log),
+            "route": self.route,
+            "downstream": list(self.downstream),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunRecord":
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"unsupported run record schema {data.get('schema')!r}")
+        return cls(
+            schema=data["schema"],
+            run_id=data["run_id"],
+            pipeline=data["pipeline"],
+            run_config=data.get("run_config"),
+            trigger=Trigger.from_json(data.get("trigger") or {}),
+            commit=CommitRef(**(data.get("commit") or {})),
+            environment=Environment.from_json(data.get("environment") or {}),
+            limits=dict(data.get("limits") or {}),
+            status=RunStatus(data["status"]),
+            exit_code=data.get("exit_code"),
+            error=ErrorInfo(**data["error"]) if data.get("error") else None,
+            queued_at=_parse_iso(data.get("queued_at")),
+            started_at=_parse_iso(data.get("started_at")),
+            finished_at=_parse_iso(data.get("finished_at")),
+            duration_s=data.get("duration_s"),
+            attempts=tuple(Attempt.from_json(a) for a in data.get("attempts") or ()),
+            resources=Resources.from_json(data.get("resources") or {}),
+            log=LogInfo(**(data.get("log") or {})),
+            route=data.get("route"),
+            downstream=tuple(data.get("downstream") or ()),
+        )
+
+
+RECORD_KEYS = tuple(f.name for f in fields(RunRecord))
+
+__all__ = [
+    "Attempt",
+    "CommitRef",
+    "Environment",
+    "ErrorInfo",
+    "LogInfo",
+    "RECORD_KEYS",
+    "Resources",
+    "RunRecord",
+    "SCHEMA_VERSION",
+    "Trigger",
+    "replace",
+]
