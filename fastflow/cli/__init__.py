@@ -1,13 +1,14 @@
 """The `fastflow` command line: thin click commands over library functions.
 
-Each command parses its options, calls one library function and formats the result. Command
-groups live in sibling modules and are registered here.
+Each command parses its options, calls one library function and formats the result. Commands
+live in sibling modules (one per topic) and are attached to the `main` group here.
 """
 from __future__ import annotations
 
 import click
 
 from fastflow import __version__
+from fastflow.cli import pipelines, run
 from fastflow.cli.common import FastflowGroup
 
 
@@ -15,3 +16,7 @@ from fastflow.cli.common import FastflowGroup
 @click.version_option(__version__, prog_name="fastflow")
 def main() -> None:
     """Fast-Flow: a git-native pipeline runner configured entirely by files."""
+
+
+for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run):
+    main.add_command(_command)

@@ -1,0 +1,115 @@
+"""`fastflow list`, `validate` and `show`: what the repository holds and whether it is valid."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fastflow.cli.common import echo_json, repo_option
+from fastflow.cli.render import (
+    format_bytes,
+    print_table,
+    schedule_summary,
+)
+from fastflow.discovery import resolved_view
+from fastflow.model import Pipeline, Severity
+from fastflow.workspace import open_workspace, validate_workspace
+
+
+def _limits_summary(pipeline: Pipeline) -> str:
+    limits = pipeline.limits
+    parts = []
+    if limits.cpu_hard_limit is not None:
+        parts.append(f"cpu {limits.cpu_hard_limit:g}")
+    if limits.mem_hard_limit is not None:
+        parts.append(f"mem {format_bytes(limits.mem_hard_limit)}")
+    if pipeline.timeout:
+        parts.append(f"timeout {pipeline.timeout:g}s")
+    return ", ".join(parts) or "-"
+
+
+@click.command("list")
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_pipelines(repo: Path, as_json: bool) -> None:
+    """List every pipeline with its type, schedule, limits and validity."""
+    workspace = open_workspace(repo)
+    discovery = workspace.discovery
+    if as_json:
+        echo_json(
+            {
+                "pipelines": [
+                    {
+                        "name": p.name,
+                        "type": p.type.value,
+                        "schedule": schedule_summary(p),
+                        "limits": p.limits.to_json(),
+                        "timeout": p.timeout,
+                        "enabled": p.enabled,
+                        "valid": True,
+                        "warnings": [w.to_json() for w in p.warnings],
+                    }
+                    for p in discovery.pipelines.values()
+                ],
+                "invalid": [
+                    {"name": i.name, "valid": False, "problems": [pr.to_json() for pr in i.problems]}
+                    for i in discovery.invalid.values()
+                ],
+            }
+        )
+        return
+    rows = []
+    for name in sorted([*discovery.pipelines, *discovery.invalid]):
+        if name in discovery.pipelines:
+            p = discovery.pipelines[name]
+            state = "valid" if p.enabled else "disabled"
+            if p.warnings:
+                state += f" ({len(p.warnings)} warning{'s' if len(p.warnings) > 1 else ''})"
+            rows.append((name, p.type.value, schedule_summary(p), _limits_summary(p), state))
+        else:
+            problems = discovery.invalid[name].problems
+            reason = "; ".join(str(pr) for pr in problems if pr.severity is Severity.ERROR)
+            rows.append((name, "-", "-", "-", f"[red]invalid[/red]: {reason}"))
+    print_table(["pipeline", "type", "schedule", "limits", "status"], rows)
+
+
+@click.command("validate")
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+def validate(repo: Path, as_json: bool) -> None:
+    """Check every pipeline.json / <name>.json and .fastflow/config.yaml; exit 1 on errors."""
+    problems = validate_workspace(repo)
+    errors = [p for p in problems if p.severity is Severity.ERROR]
+    if as_json:
+        echo_json({"ok": not errors, "problems": [p.to_json() for p in problems]})
+    else:
+        for problem in problems:
+            click.echo(f"{problem.severity.value}: {problem}", err=problem.severity is Severity.ERROR)
+        if not errors:
+            warned = f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""
+            click.echo(f"ok: the repository is valid{warned}")
+    if errors:
+        raise SystemExit(1)
+
+
+@click.command("show")
+@repo_option
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def show(repo: Path, name: str, as_json: bool) -> None:
+    """Print the fully resolved configuration of pipeline NAME and where each value came from."""
+    workspace = open_workspace(repo)
+    rows = resolved_view(workspace.pipeline(name))
+    if as_json:
+        echo_json({field: {"value": value, "source": source} for field, value, source in rows})
+        return
+    print_table(["field", "value", "source"], [(f, _fmt(v), s) for f, v, s in rows])
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)

@@ -1,0 +1,3 @@
+import os
+
+print("publishing; started by", os.environ["FASTFLOW_TRIGGER"])

@@ -1,0 +1,1 @@
+print("The smallest pipeline: just a main.py, every setting at its default.")
