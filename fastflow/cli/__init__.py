@@ -5,6 +5,8 @@ live in sibling modules (one per topic) and are attached to the `main` group her
 """
 from __future__ import annotations
 
+import logging
+
 import click
 
 from fastflow import __version__
@@ -14,8 +16,13 @@ from fastflow.cli.common import FastflowGroup
 
 @click.group(cls=FastflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastflow")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Show Fast-Flow's debug messages.")
+def main(verbose: bool) -> None:
     """Fast-Flow: a git-native pipeline runner configured entirely by files."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="fastflow: %(levelname)s: %(message)s",
+    )
 
 
 for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run):

@@ -1,0 +1,220 @@
+"""The `fastflow` command line: help and docs for every command, exit codes, exact messages.
+
+`run` is exercised through a real `python -m fastflow` subprocess with real uv (host executor),
+so signals (Ctrl-C) and exit codes are the real ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from fastflow.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def all_commands(group: click.Group, prefix: str = "fastflow") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix} {name}"
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found.extend(all_commands(command, path))
+    return found
+
+
+def fastflow(*args: str, cwd: Path | None = None, env: dict | None = None, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "fastflow", *args], capture_output=True, text=True,
+        cwd=cwd, env={**os.environ, **(env or {})}, timeout=300, **kw,
+    )
+
+
+def test_every_command_has_help_and_a_docs_section():
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    for path, command in all_commands(main):
+        assert command.help, f"{path} has no help text"
+        assert f"## `{path}" in docs or f"### `{path}" in docs, f"docs/cli.md lacks a section for {path}"
+
+
+def test_list_shows_every_gallery_pipeline():
+    result = CliRunner().invoke(main, ["list", "--repo", str(ROOT)])
+    assert result.exit_code == 0, result.output
+    expected = json.loads((ROOT / "pipelines" / "expected.json").read_text())
+    for name in expected:
+        assert name in result.output
+    assert "cron */15 * * * *" in result.output
+
+
+def test_list_json_shows_invalid_pipelines_with_file_field_reason(make_repo):
+    repo = make_repo({
+        "pipelines/good/main.py": "print(1)\n",
+        "pipelines/bad/main.py": "print(1)\n",
+        "pipelines/bad/pipeline.json": '{"timeout": "soon"}',
+    })
+    result = CliRunner().invoke(main, ["list", "--repo", str(repo), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [p["name"] for p in data["pipelines"]] == ["good"]
+    (bad,) = data["invalid"]
+    assert bad["name"] == "bad"
+    assert bad["problems"][0]["file"] == "pipelines/bad/pipeline.json"
+    assert bad["problems"][0]["field"] == "timeout"
+
+
+def test_validate_exits_1_with_one_line_per_problem(make_repo):
+    repo = make_repo({
+        "pipelines/ok/main.py": "print(1)\n",
+        "pipelines/broken/main.py": "print(1)\n",
+        "pipelines/broken/pipeline.json": '{"timeout": 5,\n "retry_attempts": -1\n',
+    })
+    result = fastflow("validate", "--repo", str(repo))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: pipelines/broken/pipeline.json: invalid JSON at line 3, column 1: "
+        "Expecting ',' delimiter"
+    ]
+
+
+def test_validate_ok_and_json(make_repo):
+    repo = make_repo({"pipelines/ok/main.py": "print(1)\n"})
+    result = fastflow("validate", "--repo", str(repo))
+    assert result.returncode == 0
+    assert result.stdout == "ok: the repository is valid\n"
+    result = fastflow("validate", "--repo", str(repo), "--json")
+    assert json.loads(result.stdout) == {"ok": True, "problems": []}
+
+
+def test_validate_reports_an_invalid_config_yaml(make_repo):
+    repo = make_repo({
+        "pipelines/ok/main.py": "print(1)\n",
+        ".fastflow/config.yaml": "max_concurrent_runs: many\n",
+    })
+    result = fastflow("validate", "--repo", str(repo), "--json")
+    assert result.returncode == 1
+    (problem,) = json.loads(result.stdout)["problems"]
+    assert problem["file"] == ".fastflow/config.yaml"
+    assert problem["field"] == "max_concurrent_runs"
+
+
+def test_show_unknown_pipeline_suggests_a_name():
+    result = fastflow("show", "standrd", "--repo", str(ROOT))
+    assert result.returncode == 1
+    assert result.stderr == 'Error: no pipeline named "standrd" in "pipelines"; did you mean "standard"?\n'
+
+
+def test_show_gives_values_and_their_sources():
+    result = CliRunner().invoke(main, ["show", "standard", "--repo", str(ROOT), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["timeout"] == {"value": 300.0, "source": "pipelines/standard/pipeline.json"}
+    assert data["retry_attempts"]["source"] == "default"
+    assert data["python_version"]["source"] == ".fastflow/config.yaml"
+
+
+def test_run_env_must_be_key_value():
+    result = fastflow("run", "minimal", "--env", "BAD", "--local", "--repo", str(ROOT))
+    assert result.returncode == 2
+    assert "Invalid value for --env: 'BAD' is not KEY=VALUE" in result.stderr
+
+
+def test_run_without_engine_says_how_to_start_one():
+    result = fastflow("run", "minimal", "--repo", str(ROOT),
+                      env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: no Docker engine answers (")
+    assert result.stderr.rstrip().endswith(
+        "start one with `sudo systemctl start docker` (or `sudo dockerd &`), "
+        "or run on the host with `--local`"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "main_py, metadata, status, code",
+    [
+        ("print('hi')\n", None, "succeeded", 0),
+        ("import sys; sys.exit(4)\n", None, "failed", 10),
+        ("import time; time.sleep(30)\n", '{"timeout": 1}', "timed_out", 124),
+    ],
+)
+def test_run_exit_code_reflects_the_status(make_repo, tmp_path, main_py, metadata, status, code):
+    files = {"pipelines/p/main.py": main_py}
+    if metadata:
+        files["pipelines/p/pipeline.json"] = metadata
+    repo = make_repo(files)
+    record_path = tmp_path / "record.json"
+    result = fastflow("run", "p", "--local", "--repo", str(repo), "--record-json", str(record_path))
+    assert result.returncode == code, result.stderr
+    record = json.loads(record_path.read_text())
+    assert record["schema"] == 1
+    assert record["status"] == status
+    assert f"run {record['run_id']}: {status}" in result.stderr
+
+
+@pytest.mark.slow
+def test_run_streams_stdout_and_stderr_apart_with_timestamps(make_repo, tmp_path):
+    repo = make_repo({"pipelines/p/main.py":
+                      "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\n"})
+    log_file = tmp_path / "run.log"
+    result = fastflow("run", "p", "--local", "-t", "--repo", str(repo), "--log-file", str(log_file))
+    assert result.returncode == 0, result.stderr
+    assert "to out" in result.stdout and "to err" not in result.stdout
+    assert "to err" in result.stderr
+    (out_line,) = [line for line in result.stdout.splitlines() if "to out" in line]
+    assert time.strptime(out_line.split(" ")[0][:8], "%H:%M:%S")
+    log = log_file.read_text()
+    assert "stdout | to out" in log and "stderr | to err" in log
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_run_and_its_process_tree(make_repo, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    repo = make_repo({
+        "pipelines/sleeper/main.py": (
+            "import subprocess, sys, time\n"
+            f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n"
+        ),
+        "pipelines/sleeper/pipeline.json": '{"retry_attempts": 3}',
+    })
+    record_path = tmp_path / "record.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastflow", "run", "sleeper", "--local", "--repo", str(repo),
+         "--record-json", str(record_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    grandchild = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "cancelled"
+    assert len(record["attempts"]) == 1  # a cancel is never retried
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(grandchild):
+        time.sleep(0.1)
+    assert not _alive(grandchild), "the pipeline's child process survived the cancel"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its parent is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
