@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastflow.config import load_repo_config
+from fastflow.config import check_repo_config, load_repo_config
 from fastflow.discovery import Discovery, discover, find_pipeline
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
@@ -28,14 +28,8 @@ class Workspace:
 
     def problems(self) -> list[Problem]:
         """Every problem and warning of the repository, errors first, in a stable order."""
-        found = list(self.config_warnings) + list(self.discovery.problems)
-        for invalid in self.discovery.invalid.values():
-            found.extend(invalid.problems)
-        for pipeline in self.discovery.pipelines.values():
-            found.extend(pipeline.warnings)
-        found.extend(getattr(self.discovery, "warnings", ()))
-        unique = list(dict.fromkeys(found))
-        return sorted(unique, key=lambda p: (p.severity is not Severity.ERROR, p.file, p.field))
+        found = list(self.config_warnings) + self.discovery.all_problems()
+        return _ordered(found)
 
 
 def open_workspace(root: Path) -> Workspace:
@@ -49,21 +43,13 @@ def open_workspace(root: Path) -> Workspace:
 
 def validate_workspace(root: Path) -> list[Problem]:
     """Every problem of the repository at `root`; an invalid config.yaml is reported, not raised."""
-    try:
-        workspace = open_workspace(root)
-    except ConfigError as exc:
-        return [
-            Problem(file=".fastflow/config.yaml", field="", message=line)
-            if not line.startswith(".fastflow/")
-            else _problem_from_line(line)
-            for line in str(exc).splitlines()
-        ]
-    return workspace.problems()
+    root = Path(root).resolve()
+    config, problems = check_repo_config(root)
+    if config is None:
+        return _ordered(problems)
+    return Workspace(root, config, tuple(problems), discover(root, config)).problems()
 
 
-def _problem_from_line(line: str) -> Problem:
-    file, _, rest = line.partition(": ")
-    field, sep, message = rest.partition(": ")
-    if not sep:
-        return Problem(file=file, field="", message=rest)
-    return Problem(file=file, field=field, message=message)
+def _ordered(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.severity is not Severity.ERROR, p.file, p.field))
