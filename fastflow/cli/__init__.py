@@ -11,6 +11,7 @@ import click
 
 from fastflow import __version__
 from fastflow.cli import pipelines, run
+from fastflow.cli.secrets import secrets
 from fastflow.cli.common import FastflowGroup
 
 
@@ -25,5 +26,5 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run):
+for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets):
     main.add_command(_command)
