@@ -1,0 +1,102 @@
+"""The git adapter: the only part of Fast-Flow that imports pygit2.
+
+- `core`: open repositories, resolve branches, read blobs/trees, diff commits.
+- `write`: build trees path by path, write commits, move refs with compare-and-swap.
+- `snapshot`: immutable on-disk snapshots of trees, keyed by tree id, with GC.
+- `remote`: mirror fetches, branch fetches and pushes with credentials from callbacks.
+"""
+from __future__ import annotations
+
+from fastflow.changes import ChangeSet, compute_changes, normalise_pipelines_dir, pipelines_in
+from fastflow.repo.core import (
+    ChangedPath,
+    CommitInfo,
+    GitRepo,
+    TreeItem,
+    branch_head,
+    changed_paths,
+    commit_info,
+    init_repo,
+    list_tree,
+    open_repo,
+    read_blob,
+    resolve_branch,
+    tree_id,
+)
+from fastflow.repo.remote import (
+    Credentials,
+    PushResult,
+    credentials_from_env,
+    fetch_branch,
+    mirror_fetch,
+    push_branch,
+)
+from fastflow.repo.snapshot import gc_snapshots, pin_snapshot, snapshot_tree
+from fastflow.repo.write import (
+    BlobRef,
+    Change,
+    RefConflict,
+    build_tree,
+    delete_ref,
+    diff_blobs,
+    make_commit,
+    merge_base,
+    update_ref,
+)
+
+
+def pipeline_folders(repo: GitRepo, commit: str | None, pipelines_dir: str) -> frozenset[str]:
+    """Candidate pipeline folders (with `main.py`/`main.ipynb`) at `commit`; empty for None."""
+    if commit is None:
+        return frozenset()
+    base = normalise_pipelines_dir(pipelines_dir)
+    folders = {
+        item.name: {f.name for f in list_tree(repo, commit, f"{base}/{item.name}".strip("/"))}
+        for item in list_tree(repo, commit, base)
+        if item.kind == "tree"
+    }
+    return pipelines_in(folders)
+
+
+def change_set(repo: GitRepo, old: str | None, new: str, pipelines_dir: str) -> ChangeSet:
+    """What commit `new` changed since `old` (None: first sync), in pipeline terms."""
+    paths = [c.path for c in changed_paths(repo, old, new)]
+    old_names = None if old is None else pipeline_folders(repo, old, pipelines_dir)
+    return compute_changes(paths, pipelines_dir, old_names, pipeline_folders(repo, new, pipelines_dir))
+
+
+__all__ = [
+    "BlobRef",
+    "Change",
+    "ChangedPath",
+    "CommitInfo",
+    "Credentials",
+    "GitRepo",
+    "PushResult",
+    "RefConflict",
+    "TreeItem",
+    "branch_head",
+    "build_tree",
+    "change_set",
+    "changed_paths",
+    "commit_info",
+    "credentials_from_env",
+    "delete_ref",
+    "diff_blobs",
+    "fetch_branch",
+    "gc_snapshots",
+    "init_repo",
+    "list_tree",
+    "make_commit",
+    "merge_base",
+    "mirror_fetch",
+    "open_repo",
+    "pin_snapshot",
+    "pipeline_folders",
+    "push_branch",
+    "read_blob",
+    "resolve_branch",
+    "snapshot_tree",
+    "tree_id",
+    "update_ref",
+]

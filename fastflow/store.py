@@ -1,0 +1,496 @@
+"""The results branch (`fastflow/results`): run records, logs, summary, badges and state in git.
+
+Written with `fastflow.repo` (pygit2), never through a work tree. Layout: DESIGN.md section 5
+and docs/results-branch.md. Durability: every run is first journalled (one fsync'd file per
+run in `journal_dir`), then committed, then its journal file is removed; `recover()` commits
+whatever is journalled and not yet on the branch, checking by path, so a crash at any point
+neither loses nor duplicates a run. Cost: a commit rewrites only the trees on the paths it
+touches, and `summary.json` is updated incrementally, so recording never scans all runs.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from fastflow import repo as git
+from fastflow.defaults import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME, DEFAULT_RESULTS_BRANCH
+from fastflow.errors import FastflowError, RepositoryError
+from fastflow.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+SUMMARY_PATH = "summary.json"
+RECENT_MAX = 30  # runs kept per pipeline in summary.json (success rate, sparkline)
+_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-(.+)$")
+_STATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_COLORS = {
+    "succeeded": "brightgreen", "failed": "red", "timed_out": "orange", "oom_killed": "red",
+    "cancelled": "lightgrey", "lost": "yellow", "skipped": "lightgrey", "running": "blue",
+    "queued": "blue",
+}
+_CRASH_POINTS = ("after_journal", "after_tree", "after_commit", "after_ref", "after_cleanup")
+
+
+class _InjectedCrash(BaseException):
+    """Raised only in tests (`_fail_at`) to stop a write exactly where a kill would."""
+
+
+def run_month(run_id: str) -> tuple[str, str, str]:
+    """(YYYY, MM, rest after the timestamp) of a run id like `20261122T143000Z-report-7f3a`."""
+    m = _RUN_ID.match(run_id)
+    if not m:
+        raise RepositoryError(
+            f"run id {run_id!r} does not start with a UTC timestamp like 20261122T143000Z-; "
+            "run ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`"
+        )
+    return m.group(1), m.group(2), m.group(7)
+
+
+def run_time(run_id: str) -> datetime:
+    """The UTC time embedded in a run id."""
+    return datetime.strptime(run_id[:16] + "+0000", "%Y%m%dT%H%M%SZ%z")
+
+
+def record_path(pipeline: str, run_id: str) -> str:
+    """`runs/<pipeline>/<YYYY>/<MM>/<run_id>.json` on the results branch."""
+    year, month, _ = run_month(run_id)
+    return f"runs/{pipeline}/{year}/{month}/{run_id}.json"
+
+
+def log_path(pipeline: str, run_id: str) -> str:
+    """`logs/<pipeline>/<YYYY>/<MM>/<run_id>.log` on the results branch."""
+    year, month, _ = run_month(run_id)
+    return f"logs/{pipeline}/{year}/{month}/{run_id}.log"
+
+
+def badge_json(pipeline: str, status: str) -> dict:
+    """A shields.io endpoint badge for a pipeline's last status."""
+    return {"schemaVersion": 1, "label": pipeline, "message": status.replace("_", " "),
+            "color": _COLORS.get(status, "lightgrey")}
+
+
+def apply_run_to_summary(summary: dict, record: dict) -> dict:
+    """Fold one run record (JSON) into `summary` in place; bounded per pipeline, order-safe."""
+    pipelines = summary.setdefault("pipelines", {})
+    entry = pipelines.setdefault(record["pipeline"], {"runs_recorded": 0, "recent": []})
+    entry["runs_recorded"] = entry.get("runs_recorded", 0) + 1
+    recent = [r for r in entry.get("recent", []) if r["run_id"] != record["run_id"]]
+    recent.append({"run_id": record["run_id"], "status": record["status"],
+                   "finished_at": record.get("finished_at"), "duration_s": record.get("duration_s")})
+    recent.sort(key=lambda r: r["run_id"])
+    entry["recent"] = recent[-RECENT_MAX:]
+    last = entry["recent"][-1]
+    entry.update(last_run_id=last["run_id"], last_status=last["status"],
+                 last_finished_at=last["finished_at"], last_duration_s=last["duration_s"])
+    counted = [r for r in entry["recent"] if r["status"] not in ("skipped", "cancelled")]
+    ok = sum(r["status"] == "succeeded" for r in counted)
+    entry["success_rate"] = round(ok / len(counted), 4) if counted else None
+    return summary
+
+
+def commit_message(runs: list[dict], states: list[str]) -> str:
+    """`report 2026...-report-ab12: succeeded in 12.3s`; several runs: a summary line + one each."""
+    def line(r: dict) -> str:
+        took = f" in {r['duration_s']:.1f}s" if r.get("duration_s") is not None else ""
+        return f"{r['pipeline']} {r['run_id']}: {r['status']}{took}"
+
+    if len(runs) == 1:
+        head = line(runs[0])
+        return head + (f"\n\nstate: {', '.join(states)}\n" if states else "\n")
+    if not runs:
+        return f"state: {', '.join(states)}\n"
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    body = "\n".join(line(r) for r in runs)
+    tail = f"\nstate: {', '.join(states)}" if states else ""
+    return f"record {len(runs)} runs: {parts}\n\n{body}{tail}\n"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResultsStore:
+    """The results branch of one repository, with its local journal and optional remote.
+
+    `author` is (name, email); `clock()` returns an aware datetime (commit times, summary);
+    `remote` is a remote name, URL or path to push to, None for a local-only branch.
+    One process writes a store at a time (the daemon's state-dir lock guarantees it);
+    threads of that process may share it.
+    """
+
+    def __init__(
+        self,
+        repo_path: Path | str,
+        journal_dir: Path | str,
+        clock: Callable[[], datetime],
+        branch: str = DEFAULT_RESULTS_BRANCH,
+        author: tuple[str, str] = (DEFAULT_AUTHOR_NAME, DEFAULT_AUTHOR_EMAIL),
+        remote: str | None = None,
+        credentials: git.Credentials | None = None,
+        _fail_at: str | None = None,
+    ) -> None:
+        if _fail_at is not None and _fail_at not in _CRASH_POINTS:
+            raise ValueError(f"unknown crash point {_fail_at!r}; one of {_CRASH_POINTS}")
+        self.repo = git.open_repo(repo_path)
+        self.journal_dir = Path(journal_dir)
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self.branch = branch
+        self.author = author
+        self.remote = remote
+        self.credentials = credentials
+        self._fail_at = _fail_at
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- writing
+    def record_run(
+        self,
+        record: RunRecord,
+        log_text: str,
+        extra_files: Mapping[str, bytes | None] | None = None,
+        commit: bool = True,
+    ) -> str | None:
+        """Journal a finished run (record, log, extra files such as site pages), then commit it
+        unless `commit` is False (then a later `flush()` commits it with others). Returns the
+        commit sha when committed."""
+        if not record.run_id.startswith(tuple("0123456789")) or \
+                not run_month(record.run_id)[2].startswith(record.pipeline + "-"):
+            raise RepositoryError(
+                f"run id {record.run_id!r} does not name its pipeline {record.pipeline!r}; run "
+                "ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`"
+            )
+        extra = {p: (None if b is None else base64.b64encode(b).decode()) for p, b in
+                 (extra_files or {}).items()}
+        self._journal({"kind": "run", "record": record.to_json(), "log": log_text,
+                       "extra": extra})
+        self._crash("after_journal")
+        return self.flush() if commit else None
+
+    def write_state(self, name: str, data: dict, commit: bool = False) -> str | None:
+        """Journal `state/<name>.json` (watermarks, last synced commit, heartbeat); it goes into
+        the next commit, or one of its own when `commit` is True."""
+        if not _STATE_NAME.match(name):
+            raise RepositoryError(
+                f"state name {name!r} is invalid; use letters, digits, '_', '.', '-'"
+            )
+        self._journal({"kind": "state", "name": name, "data": data})
+        return self.flush() if commit else None
+
+    def flush(self) -> str | None:
+        """Commit everything journalled in one commit (runs not yet on the branch, state), then
+        drop the journal files and push when a remote is set. Returns the new commit or None."""
+        with self._lock:
+            entries = self._journal_entries()
+            if not entries:
+                return None
+            sha = self._commit_loop(lambda head: self._changes_from(entries, head))
+            self._crash("after_ref")
+            for path, _ in entries:
+                path.unlink(missing_ok=True)
+            _fsync_dir(self.journal_dir)
+            self._crash("after_cleanup")
+        if self.remote:
+            self.push_pending()
+        return sha
+
+    def recover(self) -> str | None:
+        """On start: commit what the journal holds and the branch lacks (by path, so nothing is
+        written twice), then push what is pending. Returns the new commit, if any."""
+        for stray in self.journal_dir.glob(".tmp-*"):
+            stray.unlink(missing_ok=True)  # a journal write interrupted before its rename
+        sha = self.flush()
+        if sha is None and self.remote:
+            self.push_pending()
+        return sha
+
+    def _changes_from(self, entries, head: str | None):
+        changes: dict[str, bytes | None] = {}
+        runs, states = [], []
+        summary = self._summary_at(head)
+        for _, entry in entries:
+            if entry["kind"] == "state":
+                changes[f"state/{entry['name']}.json"] = _dump(entry["data"])
+                states.append(entry["name"])
+                continue
+            rec = entry["record"]
+            path = record_path(rec["pipeline"], rec["run_id"])
+            if head is not None and git.read_blob(self.repo, head, path) is not None:
+                continue  # committed before a crash: never write it twice
+            changes[path] = _dump(rec)
+            changes[log_path(rec["pipeline"], rec["run_id"])] = entry["log"].encode()
+            for extra, data in entry["extra"].items():
+                changes[extra] = None if data is None else base64.b64decode(data)
+            apply_run_to_summary(summary, rec)
+            runs.append(rec)
+        if not changes:
+            return None
+        self._add_summary(changes, summary, {r["pipeline"] for r in runs})
+        return changes, commit_message(runs, list(dict.fromkeys(states)))
+
+    def _add_summary(self, changes: dict, summary: dict, pipelines: Iterable[str]) -> None:
+        pipelines = sorted(set(pipelines))
+        if not pipelines:
+            return
+        summary["schema"] = 1
+        summary["updated_at"] = self.clock().isoformat()
+        changes[SUMMARY_PATH] = _dump(summary)
+        for name in pipelines:
+            status = summary["pipelines"][name]["last_status"]
+            changes[f"badges/{name}.json"] = _dump(badge_json(name, status))
+
+    def _commit_loop(self, make_changes, parents_extra=()) -> str | None:
+        """Build a commit from `make_changes(head)` on the branch head, CAS the ref, retry."""
+        for _ in range(5):
+            head = git.branch_head(self.repo, self.branch)
+            made = make_changes(head)
+            if made is None:
+                return head
+            changes, message = made
+            tree = git.build_tree(self.repo, head, changes)
+            self._crash("after_tree")
+            parents = ([head] if head else []) + list(parents_extra)
+            sha = git.make_commit(self.repo, tree, parents, message, self.author, self.clock())
+            self._crash("after_commit")
+            try:
+                git.update_ref(self.repo, self.branch, sha, head, message.splitlines()[0])
+                return sha
+            except git.RefConflict:
+                log.info("results branch moved while committing; rebuilding on the new head")
+        raise RepositoryError(f"{self.repo.path}: branch {self.branch!r} keeps moving; retry")
+
+    def _journal(self, entry: dict) -> None:
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        tmp = self.journal_dir / f".tmp-{name}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(entry, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, self.journal_dir / name)
+        _fsync_dir(self.journal_dir)
+
+    def _journal_entries(self) -> list[tuple[Path, dict]]:
+        out = []
+        for path in sorted(self.journal_dir.glob("[0-9]*.json")):
+            try:
+                out.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError) as exc:
+                raise RepositoryError(
+                    f"{path}: unreadable journal entry ({exc}); move it away to continue"
+                ) from None
+        return out
+
+    def _crash(self, point: str) -> None:
+        if self._fail_at == point:
+            raise _InjectedCrash(point)
+
+    # ---------------------------------------------------------------- reading
+    def head(self) -> str | None:
+        """The commit the results branch points to, None before the first record."""
+        return git.branch_head(self.repo, self.branch)
+
+    def _summary_at(self, head: str | None) -> dict:
+        data = git.read_blob(self.repo, head, SUMMARY_PATH) if head else None
+        return json.loads(data) if data else {"schema": 1, "pipelines": {}}
+
+    def read_summary(self) -> dict:
+        """`summary.json` of the branch: per pipeline the last run and the last 30 runs."""
+        return self._summary_at(self.head())
+
+    def read_state(self, name: str) -> dict | None:
+        """`state/<name>.json`: the newest journalled value if one is pending, else the branch's."""
+        for _, entry in reversed(self._journal_entries()):
+            if entry["kind"] == "state" and entry["name"] == name:
+                return entry["data"]
+        head = self.head()
+        data = git.read_blob(self.repo, head, f"state/{name}.json") if head else None
+        return json.loads(data) if data else None
+
+    def list_run_ids(self, pipeline: str, limit: int = 50, before: str | None = None) -> list[str]:
+        """Run ids of `pipeline`, newest first, older than `before` when given; reads only the
+        year/month folders needed to find `limit` of them."""
+        head = self.head()
+        if head is None:
+            return []
+        ids: list[str] = []
+        cut = run_month(before)[:2] if before else None
+        base = f"runs/{pipeline}"
+        for year in sorted((i.name for i in git.list_tree(self.repo, head, base)), reverse=True):
+            if cut and year > cut[0]:
+                continue
+            for month in sorted((i.name for i in git.list_tree(self.repo, head, f"{base}/{year}")),
+                                reverse=True):
+                if cut and (year, month) > cut:
+                    continue
+                names = git.list_tree(self.repo, head, f"{base}/{year}/{month}")
+                for name in sorted((i.name[:-5] for i in names if i.name.endswith(".json")),
+                                   reverse=True):
+                    if before is None or name < before:
+                        ids.append(name)
+                        if len(ids) >= limit:
+                            return ids
+        return ids
+
+    def list_runs(self, pipeline: str, limit: int = 50, before: str | None = None) -> list[RunRecord]:
+        """The records of `pipeline`, newest first (see `list_run_ids`)."""
+        return [self.read_run(i, pipeline) for i in self.list_run_ids(pipeline, limit, before)]
+
+    def _find(self, run_id: str, pipeline: str | None, kind: str) -> str:
+        head = self.head()
+        _, _, rest = run_month(run_id)
+        if pipeline is not None:
+            candidates = [pipeline]
+        else:  # names may contain '-': try every pipeline folder the id can start with
+            names = [i.name for i in git.list_tree(self.repo, head, "runs")] if head else []
+            candidates = sorted((n for n in names if rest.startswith(n + "-")), key=len,
+                                reverse=True)
+        for name in candidates:
+            path = (record_path if kind == "record" else log_path)(name, run_id)
+            data = git.read_blob(self.repo, head, path) if head else None
+            if data is not None:
+                return data.decode("utf-8")
+        raise RepositoryError(
+            f"no run {run_id!r} on the results branch {self.branch!r} of {self.repo.path}; "
+            "list runs with `fastflow history PIPELINE`"
+        )
+
+    def read_run(self, run_id: str, pipeline: str | None = None) -> RunRecord:
+        """The record of `run_id` (its pipeline derived from the id when not given)."""
+        return RunRecord.from_json(json.loads(self._find(run_id, pipeline, "record")))
+
+    def read_log(self, run_id: str, pipeline: str | None = None) -> str:
+        """The stored log of `run_id`."""
+        return self._find(run_id, pipeline, "log")
+
+    # ---------------------------------------------------------------- growth
+    def apply_retention(
+        self,
+        pipeline: str,
+        now: datetime,
+        keep_runs: int | None = None,
+        keep_days: int | None = None,
+        extra_paths: Callable[[str], Iterable[str]] | None = None,
+    ) -> list[str]:
+        """Remove records and logs of `pipeline` beyond the newest `keep_runs` or older than
+        `keep_days` (by run id time), plus `extra_paths(run_id)` (site pages), in one commit.
+        Returns the removed run ids, oldest first."""
+        if keep_runs is None and keep_days is None:
+            return []
+        with self._lock:
+            ids = self.list_run_ids(pipeline, limit=10**9)
+            doomed = set(ids[keep_runs:]) if keep_runs is not None else set()
+            if keep_days is not None:
+                cutoff = now - timedelta(days=keep_days)
+                doomed.update(i for i in ids if run_time(i) < cutoff)
+            if not doomed:
+                return []
+            removed = sorted(doomed)
+            changes: dict[str, bytes | None] = {}
+            for run_id in removed:
+                changes[record_path(pipeline, run_id)] = None
+                changes[log_path(pipeline, run_id)] = None
+                for extra in extra_paths(run_id) if extra_paths else ():
+                    changes[extra] = None
+            message = f"retention {pipeline}: removed {len(removed)} runs\n"
+            self._commit_loop(lambda head: (changes, message))
+        if self.remote:
+            self.push_pending()
+        return removed
+
+    def compact(self) -> str | None:
+        """Rewrite the branch to one commit holding the current tree (opt-in, see the docs).
+
+        With a remote, everything must be pushed first; the compacted branch is then pushed
+        with force — the only forced push Fast-Flow ever makes, and only on this request.
+        """
+        with self._lock:
+            self.flush()
+            if self.remote and self.push_pending() is not git.PushResult.PUSHED:
+                raise RepositoryError(
+                    f"{self.remote}: cannot push {self.branch!r} before compacting; compact "
+                    "when the remote is reachable"
+                )
+            head = self.head()
+            if head is None:
+                return None
+            info = git.commit_info(self.repo, head)
+            message = f"compact: history of {self.branch} squashed\n"
+            sha = git.make_commit(self.repo, info.tree, [], message, self.author, self.clock())
+            git.update_ref(self.repo, self.branch, sha, head, "compact")
+            if self.remote:
+                result, detail = git.push_branch(self.repo, self.remote, self.branch,
+                                                 self.credentials, force=True)
+                if result is not git.PushResult.PUSHED:
+                    raise RepositoryError(f"{self.remote}: compacted branch not pushed ({detail})")
+            return sha
+
+    # ---------------------------------------------------------------- remote
+    def push_pending(self) -> git.PushResult | None:
+        """Push the branch; when rejected, fetch the remote's, merge (re-apply our files on
+        top of it) and retry; when unreachable, keep the commits for a later call."""
+        if not self.remote or self.head() is None:
+            return None
+        with self._lock:
+            for _ in range(5):
+                try:
+                    result, detail = git.push_branch(self.repo, self.remote, self.branch,
+                                                     self.credentials)
+                except FastflowError as exc:
+                    result, detail = git.PushResult.UNREACHABLE, str(exc)
+                if result is not git.PushResult.REJECTED:
+                    if result is git.PushResult.UNREACHABLE:
+                        log.warning("results not pushed (kept locally): %s", detail)
+                    return result
+                try:
+                    upstream = git.fetch_branch(self.repo, self.remote, self.branch,
+                                                self.credentials)
+                except FastflowError as exc:
+                    log.warning("results not pushed (kept locally): %s", exc)
+                    return git.PushResult.UNREACHABLE
+                if upstream is not None:
+                    self._merge(upstream)
+        return git.PushResult.REJECTED
+
+    def _merge(self, upstream: str) -> str | None:
+        """Re-apply our changes since the common ancestor on top of `upstream` (merge commit)."""
+        local = self.head()
+        base = git.merge_base(self.repo, local, upstream)
+        if base == local:  # nothing of ours is missing upstream: fast-forward
+            git.update_ref(self.repo, self.branch, upstream, local, "fast-forward")
+            return upstream
+        ours = git.diff_blobs(self.repo, base and git.commit_info(self.repo, base).tree, local)
+        changes = {p: v for p, v in ours.items()
+                   if p != SUMMARY_PATH and not p.startswith("badges/")}
+        summary, pipelines = self._summary_at(upstream), set()
+        for path, value in changes.items():
+            if path.startswith("runs/") and isinstance(value, git.BlobRef) and \
+                    git.read_blob(self.repo, upstream, path) is None:
+                rec = json.loads(git.read_blob(self.repo, local, path))
+                apply_run_to_summary(summary, rec)
+                pipelines.add(rec["pipeline"])
+        self._add_summary(changes, summary, pipelines)
+        tree = git.build_tree(self.repo, upstream, changes)
+        message = f"merge {self.branch} from {self.remote}: re-apply local results\n"
+        sha = git.make_commit(self.repo, tree, [upstream, local], message, self.author,
+                              self.clock())
+        git.update_ref(self.repo, self.branch, sha, local, "merge")
+        return sha
+
+
+def _dump(data: object) -> bytes:
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")

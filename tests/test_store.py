@@ -1,0 +1,318 @@
+"""The results branch: real repositories, real remotes (bare repos), crash injection, kill -9."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fastflow import repo as g
+from fastflow.errors import RepositoryError
+from fastflow.model import RunStatus
+from fastflow.record import RunRecord
+from fastflow.store import RECENT_MAX, ResultsStore, _InjectedCrash
+
+NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
+
+
+def clock() -> datetime:
+    return NOW
+
+
+def run(pipeline: str, when: str, suffix: str = "ab12", status=RunStatus.SUCCEEDED,
+        duration: float | None = 12.3) -> RunRecord:
+    return RunRecord(run_id=f"{when}-{pipeline}-{suffix}", pipeline=pipeline, status=status,
+                     duration_s=duration, finished_at=NOW)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ResultsStore:
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    return ResultsStore(tmp_path / "repo.git", tmp_path / "journal", clock)
+
+
+def files(repo: Path, branch: str = "fastflow/results") -> list[str]:
+    return git(repo, "ls-tree", "-r", "--name-only", branch).splitlines()
+
+
+def test_record_layout_message_summary_and_badge(store, tmp_path):
+    rec = run("report", "20261122T030000Z")
+    sha = store.record_run(rec, "hello\n", {"site/index.html": b"<html></html>"})
+    repo = tmp_path / "repo.git"
+    assert files(repo) == [
+        "badges/report.json",
+        "logs/report/2026/11/20261122T030000Z-report-ab12.log",
+        "runs/report/2026/11/20261122T030000Z-report-ab12.json",
+        "site/index.html",
+        "summary.json",
+    ]
+    assert git(repo, "log", "-1", "--format=%B", sha) == \
+        "report 20261122T030000Z-report-ab12: succeeded in 12.3s"
+    assert git(repo, "log", "-1", "--format=%an <%ae> %aI", sha) == \
+        "Fast-Flow <fastflow@localhost> 2026-11-22T03:00:00+00:00"
+    assert store.read_run(rec.run_id) == rec
+    assert store.read_log(rec.run_id) == "hello\n"
+    badge = json.loads(git(repo, "show", "fastflow/results:badges/report.json"))
+    assert badge == {"schemaVersion": 1, "label": "report", "message": "succeeded",
+                     "color": "brightgreen"}
+    entry = store.read_summary()["pipelines"]["report"]
+    assert (entry["last_status"], entry["last_run_id"], entry["success_rate"]) == \
+        ("succeeded", rec.run_id, 1.0)
+    assert list(os.listdir(tmp_path / "journal")) == []
+
+
+def test_batch_flush_one_commit_with_readable_message(store, tmp_path):
+    store.record_run(run("a", "20261122T010000Z"), "", commit=False)
+    store.record_run(run("b-x", "20261122T020000Z", status=RunStatus.FAILED, duration=None), "",
+                     commit=False)
+    store.write_state("heartbeat", {"at": NOW.isoformat()})
+    assert store.head() is None
+    sha = store.flush()
+    assert git(tmp_path / "repo.git", "log", "--format=%B", sha) == (
+        "record 2 runs: 1 failed, 1 succeeded\n\n"
+        "a 20261122T010000Z-a-ab12: succeeded in 12.3s\n"
+        "b-x 20261122T020000Z-b-x-ab12: failed\n"
+        "state: heartbeat"
+    )
+    assert git(tmp_path / "repo.git", "rev-list", "--count", "fastflow/results") == "1"
+    assert store.read_state("heartbeat") == {"at": NOW.isoformat()}
+    assert store.flush() is None  # nothing pending: no empty commit
+
+
+def test_state_read_your_writes_and_errors(store):
+    assert store.read_state("watermarks") is None
+    store.write_state("watermarks", {"s": 1})
+    assert store.read_state("watermarks") == {"s": 1}  # pending, not committed yet
+    store.write_state("watermarks", {"s": 2}, commit=True)
+    assert store.read_state("watermarks") == {"s": 2}
+    with pytest.raises(RepositoryError) as exc:
+        store.write_state("../x", {})
+    assert str(exc.value) == "state name '../x' is invalid; use letters, digits, '_', '.', '-'"
+
+
+def test_summary_is_bounded_and_ordered(store):
+    for i in range(RECENT_MAX + 5):
+        status = RunStatus.FAILED if i % 5 == 0 else RunStatus.SUCCEEDED
+        store.record_run(run("p", f"20261122T{i // 60:02d}{i % 60:02d}00Z", status=status), "",
+                         commit=False)
+    store.flush()
+    entry = store.read_summary()["pipelines"]["p"]
+    assert len(entry["recent"]) == RECENT_MAX and entry["runs_recorded"] == RECENT_MAX + 5
+    assert entry["last_run_id"] == "20261122T003400Z-p-ab12"
+    assert entry["success_rate"] == round(24 / 30, 4)
+    # a late (older) run never becomes the "last" one
+    store.record_run(run("p", "20200101T000000Z"), "")
+    assert store.read_summary()["pipelines"]["p"]["last_run_id"] == "20261122T003400Z-p-ab12"
+
+
+def test_list_runs_newest_first_across_months_with_cursor(store):
+    ids = []
+    for month in ("2025-12", "2026-01", "2026-02"):
+        y, m = month.split("-")
+        for day in ("01", "15"):
+            rec = run("p", f"{y}{m}{day}T000000Z")
+            ids.append(rec.run_id)
+            store.record_run(rec, "", commit=False)
+    store.record_run(run("p-2", "20260301T000000Z"), "", commit=False)
+    store.flush()
+    newest = list(reversed(ids))
+    assert store.list_run_ids("p", limit=3) == newest[:3]
+    assert store.list_run_ids("p", limit=3, before=newest[2]) == newest[3:6]
+    assert [r.run_id for r in store.list_runs("p", limit=10)] == newest
+    assert store.list_run_ids("absent") == []
+    # ids of "p" and "p-2" never mix: the pipeline is derived from the folders on the branch
+    assert store.read_run("20260301T000000Z-p-2-ab12").pipeline == "p-2"
+    assert store.read_run(ids[0]).pipeline == "p"
+
+
+def test_read_errors(store):
+    with pytest.raises(RepositoryError) as exc:
+        store.read_run("20261122T030000Z-nope-1234")
+    assert str(exc.value) == (f"no run '20261122T030000Z-nope-1234' on the results branch "
+                              f"'fastflow/results' of {store.repo.path}; list runs with "
+                              "`fastflow history PIPELINE`")
+    with pytest.raises(RepositoryError) as exc:
+        store.record_run(run("p", "yesterday"), "")
+    assert str(exc.value) == ("run id 'yesterday-p-ab12' does not name its pipeline 'p'; run ids "
+                              "must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`")
+    with pytest.raises(RepositoryError) as exc:
+        store.record_run(RunRecord(run_id="20261122T030000Z-other-1", pipeline="p",
+                                   status=RunStatus.FAILED), "")
+    assert "does not name its pipeline 'p'" in str(exc.value)
+    assert os.listdir(store.journal_dir) == []  # rejected before anything was journalled
+
+
+def test_retention_keep_runs_and_days(store, tmp_path):
+    for day in range(1, 11):
+        store.record_run(run("p", f"202611{day:02d}T000000Z"), "log", commit=False)
+    store.record_run(run("q", "20261101T000000Z"), "", commit=False)
+    store.flush()
+    pages = lambda run_id: [f"site/runs/{run_id}.html"]  # noqa: E731
+    removed = store.apply_retention("p", now=NOW, keep_runs=8, extra_paths=pages)
+    assert removed == ["20261101T000000Z-p-ab12", "20261102T000000Z-p-ab12"]
+    removed = store.apply_retention("p", now=NOW, keep_days=15)  # cutoff 2026-11-07T03:00
+    assert removed == [f"202611{d:02d}T000000Z-p-ab12" for d in (3, 4, 5, 6, 7)]
+    assert len(store.list_run_ids("p")) == 3 and store.list_run_ids("q")
+    assert not any("20261101T000000Z-p" in f for f in files(tmp_path / "repo.git"))
+    assert store.apply_retention("p", now=NOW, keep_runs=10) == []
+    assert git(tmp_path / "repo.git", "log", "-1", "--format=%s", "fastflow/results") == \
+        "retention p: removed 5 runs"
+
+
+def test_compact_local(store, tmp_path):
+    for i in range(3):
+        store.record_run(run("p", f"2026112{i}T000000Z"), "")
+    before = files(tmp_path / "repo.git")
+    sha = store.compact()
+    assert git(tmp_path / "repo.git", "rev-list", "--count", "fastflow/results") == "1"
+    assert files(tmp_path / "repo.git") == before and store.head() == sha
+
+
+# ----------------------------------------------------------------------- crash safety
+@pytest.mark.parametrize("point", ["after_journal", "after_tree", "after_commit", "after_ref",
+                                   "after_cleanup"])
+def test_crash_at_each_step_then_recover(tmp_path, point):
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    journal = tmp_path / "journal"
+    ResultsStore(tmp_path / "repo.git", journal, clock).record_run(run("p", "20261121T000000Z"), "")
+    crashing = ResultsStore(tmp_path / "repo.git", journal, clock, _fail_at=point)
+    with pytest.raises(_InjectedCrash):
+        crashing.record_run(run("p", "20261122T000000Z"), "second\n")
+    fresh = ResultsStore(tmp_path / "repo.git", journal, clock)  # the restarted daemon
+    fresh.recover()
+    assert fresh.list_run_ids("p") == ["20261122T000000Z-p-ab12", "20261121T000000Z-p-ab12"]
+    assert fresh.read_log("20261122T000000Z-p-ab12") == "second\n"
+    entry = fresh.read_summary()["pipelines"]["p"]
+    assert entry["runs_recorded"] == 2  # counted once, never twice
+    assert [r["run_id"] for r in entry["recent"]] == ["20261121T000000Z-p-ab12",
+                                                      "20261122T000000Z-p-ab12"]
+    assert os.listdir(journal) == []
+    assert fresh.recover() is None  # idempotent
+
+
+KILL_SCRIPT = """
+import sys
+from datetime import datetime, timezone
+from fastflow.model import RunStatus
+from fastflow.record import RunRecord
+from fastflow.store import ResultsStore
+store = ResultsStore(sys.argv[1], sys.argv[2], lambda: datetime(2026, 11, 22, tzinfo=timezone.utc))
+for i in range(10_000):
+    rid = f"20261122T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}Z-p-{i:04d}"
+    store.record_run(RunRecord(run_id=rid, pipeline="p", status=RunStatus.SUCCEEDED), "x")
+    print(rid, flush=True)
+"""
+
+
+def test_kill_9_mid_write_loses_and_duplicates_nothing(tmp_path):
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    journal = tmp_path / "journal"
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "repo.git"),
+                                 str(journal)], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0 + 0.37 * attempt)
+        os.kill(proc.pid, signal.SIGKILL)
+        acknowledged = proc.communicate()[0].split()
+        store = ResultsStore(tmp_path / "repo.git", journal, clock)
+        store.recover()
+        on_branch = store.list_run_ids("p", limit=10**6)
+        assert len(on_branch) == len(set(on_branch))
+        assert set(acknowledged) <= set(on_branch)
+        assert store.read_summary()["pipelines"]["p"]["runs_recorded"] == len(on_branch)
+        assert os.listdir(journal) == []
+        # the next attempt records the same ids again: recording stays idempotent by path
+
+
+# ----------------------------------------------------------------------- remotes
+def make_remote(tmp_path: Path) -> Path:
+    remote = tmp_path / "remote.git"
+    g.init_repo(remote, bare=True)
+    return remote
+
+
+def test_pushes_to_bare_remote(tmp_path):
+    remote = make_remote(tmp_path)
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    store = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock, remote=str(remote))
+    sha = store.record_run(run("p", "20261122T000000Z"), "")
+    assert git(remote, "rev-parse", "fastflow/results") == sha
+
+
+def test_rejected_push_is_merged_and_retried(tmp_path):
+    remote = make_remote(tmp_path)
+    g.init_repo(tmp_path / "a.git", bare=True)
+    g.init_repo(tmp_path / "b.git", bare=True)
+    a = ResultsStore(tmp_path / "a.git", tmp_path / "ja", clock, remote=str(remote))
+    b = ResultsStore(tmp_path / "b.git", tmp_path / "jb", clock, remote=str(remote))
+    a.record_run(run("p", "20261122T000000Z"), "a1")
+    b.record_run(run("p", "20261122T010000Z"), "b1")  # rejected once (a pushed), merged, pushed
+    b.record_run(run("q", "20261122T020000Z"), "b2")
+    a.record_run(run("p", "20261122T030000Z"), "a2")  # rejected once (b pushed), merged
+    assert a.head() == git(remote, "rev-parse", "fastflow/results")
+    ids = a.list_run_ids("p")
+    assert ids == ["20261122T030000Z-p-ab12", "20261122T010000Z-p-ab12", "20261122T000000Z-p-ab12"]
+    assert a.read_log("20261122T010000Z-p-ab12") == "b1"
+    summary = a.read_summary()["pipelines"]
+    assert summary["p"]["runs_recorded"] == 3 and summary["q"]["runs_recorded"] == 1
+    assert summary["p"]["last_run_id"] == "20261122T030000Z-p-ab12"
+    # never a force push: every earlier remote head is an ancestor of the final one
+    log = git(remote, "log", "--format=%s", "fastflow/results")
+    assert "merge fastflow/results" in log
+    assert b.push_pending() is g.PushResult.PUSHED  # b catches up with a fast-forward merge
+
+
+def test_offline_remote_accumulates_then_pushes(tmp_path):
+    remote = tmp_path / "later.git"  # does not exist yet: unreachable
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    store = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock, remote=str(remote))
+    for i in range(3):
+        store.record_run(run("p", f"2026112{i}T000000Z"), "")
+    assert store.push_pending() is g.PushResult.UNREACHABLE
+    assert len(store.list_run_ids("p")) == 3  # committed locally meanwhile
+    g.init_repo(remote, bare=True)  # the remote comes back
+    assert store.push_pending() is g.PushResult.PUSHED
+    assert git(remote, "rev-parse", "fastflow/results") == store.head()
+    assert git(remote, "rev-list", "--count", "fastflow/results") == "3"
+
+
+def test_compact_with_remote_force_pushes_once_everything_is_there(tmp_path):
+    remote = make_remote(tmp_path)
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    store = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock, remote=str(remote))
+    store.record_run(run("p", "20261121T000000Z"), "")
+    store.record_run(run("p", "20261122T000000Z"), "")
+    sha = store.compact()
+    assert git(remote, "rev-parse", "fastflow/results") == sha
+    assert git(remote, "rev-list", "--count", "fastflow/results") == "1"
+    offline = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock,
+                           remote=str(tmp_path / "gone.git"))
+    with pytest.raises(RepositoryError) as exc:
+        offline.compact()
+    assert str(exc.value) == (f"{tmp_path / 'gone.git'}: cannot push 'fastflow/results' before "
+                              "compacting; compact when the remote is reachable")
+
+
+def test_unknown_crash_point_is_refused(tmp_path):
+    g.init_repo(tmp_path / "r.git", bare=True)
+    with pytest.raises(ValueError):
+        ResultsStore(tmp_path / "r.git", tmp_path / "j", clock, _fail_at="later")
+
+
+def test_badge_colors_for_failures(store):
+    store.record_run(run("p", "20261122T000000Z", status=RunStatus.TIMED_OUT), "")
+    data = g.read_blob(store.repo, store.head(), "badges/p.json")
+    assert json.loads(data)["message"] == "timed out"
+    assert json.loads(data)["color"] == "orange"
+    assert store.read_summary()["pipelines"]["p"]["success_rate"] == 0.0
+    assert store.read_run("20261122T000000Z-p-ab12").finished_at == NOW - timedelta(0)
