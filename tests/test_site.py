@@ -1,0 +1,429 @@
+"""The static status site: pages from real pipeline folders (discovered from files) and records."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import html5lib
+import pytest
+
+from fastflow.config_repo import default_repo_config
+from fastflow.discovery import discover
+from fastflow.errors import FastflowError
+from fastflow.model import Problem, RunStatus, Severity
+from fastflow.record import (
+    Attempt, CommitRef, Environment, ErrorInfo, LogInfo, Resources, RunRecord, Trigger,
+)
+from fastflow.schedules import check_schedules
+from fastflow.site import (
+    PipelineSummary, SiteData, build_site, cron_words, interval_words, pages_for_new_run,
+    render_all, render_overview, render_pipeline_pages, render_run_page, summarize_runs,
+)
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 22, 14, 30, tzinfo=UTC)
+MIB = 1024 * 1024
+
+PIPELINES = {
+    "pipelines/etl_daily/main.py": "print('hi')\n",
+    "pipelines/etl_daily/pipeline.json": json.dumps({
+        "description": "Loads yesterday's orders into the warehouse.",
+        "tags": ["etl", "nightly"],
+        "schedule_cron": "0 3 * * 1-5",
+        "mem_hard_limit": "512m", "mem_soft_limit": "384m",
+        "cpu_hard_limit": 2, "cpu_soft_limit": 1.5,
+        "retry_attempts": 2,
+        "retry_strategy": {"type": "fixed_delay", "delay": 5},
+    }),
+    "pipelines/every_15/main.py": "print('tick')\n",
+    "pipelines/every_15/pipeline.json": json.dumps({"schedule_interval_seconds": 900}),
+    "pipelines/minimal/main.py": "print('min')\n",
+    "pipelines/broken/main.py": "print('x')\n",
+    "pipelines/broken/pipeline.json": json.dumps({"timeout": "soon"}),
+}
+STATUS_CYCLE = [RunStatus.SUCCEEDED] * 5 + [RunStatus.FAILED, RunStatus.SUCCEEDED,
+                                            RunStatus.TIMED_OUT, RunStatus.SUCCEEDED,
+                                            RunStatus.OOM_KILLED]
+
+
+def write_repo(root: Path) -> Path:
+    for rel, text in PIPELINES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+def make_record(pipeline: str, i: int, status: RunStatus, **changes) -> RunRecord:
+    """Run number `i` (0 = oldest) of `pipeline`, an hour apart, finishing before NOW."""
+    start = NOW - timedelta(hours=200 - i)
+    duration = 30.0 + (i % 7) * 11.5
+    samples = tuple({"t": float(t), "mem": (100 + t * 3) * MIB, "cpu": round(0.3 + (t % 15) / 12, 3)}
+                    for t in range(0, int(duration), 5))
+    error = None if status is RunStatus.SUCCEEDED else ErrorInfo(status.value, f"{status.value} <b>")
+    record = RunRecord(
+        run_id=f"{start:%Y%m%dT%H%M%SZ}-{pipeline}-{i:04x}", pipeline=pipeline, status=status,
+        trigger=Trigger("schedule", "etl_daily.cron", start) if i % 2 else Trigger("push"),
+        commit=CommitRef("0123456789abcdef0123456789abcdef01234567", "f" * 40),
+        environment=Environment(image="fastflow-runner:py3.11", python="3.11.9", uv_version="0.4.0",
+                                requirements_hash="abc123", resolved=("requests==2.32.3",)),
+        limits={"mem_hard_limit": 512 * MIB, "mem_soft_limit": 384 * MIB,
+                "cpu_hard_limit": 2.0, "cpu_soft_limit": 1.5},
+        exit_code=0 if status is RunStatus.SUCCEEDED else 1, error=error,
+        queued_at=start - timedelta(seconds=2), started_at=start,
+        finished_at=start + timedelta(seconds=duration), duration_s=duration,
+        attempts=(Attempt(1, start, start + timedelta(seconds=duration), 0, status),),
+        resources=Resources(peak_memory_bytes=(100 + int(duration) * 3) * MIB,
+                            cpu_mean_cores=0.8, cpu_max_cores=1.4, samples=samples),
+        log=LogInfo(f"logs/{pipeline}/x.log", 120, False),
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def retried_record() -> RunRecord:
+    start = NOW - timedelta(minutes=30)
+    base = make_record("etl_daily", 199, RunStatus.SUCCEEDED)
+    attempts = (
+        Attempt(1, start, start + timedelta(seconds=10), 1, RunStatus.FAILED),
+        Attempt(2, start + timedelta(seconds=15), start + timedelta(seconds=25), 1,
+                RunStatus.FAILED, wait_before_s=5.0),
+        Attempt(3, start + timedelta(seconds=30), start + timedelta(seconds=60), 0,
+                RunStatus.SUCCEEDED, wait_before_s=5.0),
+    )
+    events = ({"t": 20.0, "kind": "memory", "value": 400 * MIB, "limit": 384 * MIB},)
+    return dataclasses.replace(
+        base, attempts=attempts, log=LogInfo("logs/etl_daily/x.log", 6_000_000, True),
+        resources=dataclasses.replace(base.resources, soft_limit_events=events))
+
+
+LOG = (
+    "2026-11-22T14:00:00.123Z stdout | starting <script>alert(1)</script>\n"
+    "2026-11-22T14:00:01.000Z stderr | Traceback & <b>boom</b>\n"
+    "--- 12345 bytes omitted by Fast-Flow (log cap 5.0 MiB) ---\n"
+    "2026-11-22T14:00:02.000Z runner | attempt 2 of 3 starting after a 5s wait\n"
+    "a line without prefix\n"
+)
+
+
+def build_sample(tmp_path: Path, runs: int = 120):
+    """Real pipelines discovered from files + realistic records: (data, runs_by_pipeline, logs)."""
+    root = write_repo(tmp_path / "repo")
+    found = discover(root, default_repo_config())
+    schedules = check_schedules(None, found.pipelines, root=root, invalid_pipelines=found.invalid)
+    by_pipeline: dict[str, list] = {}
+    for s in schedules.schedules:
+        by_pipeline.setdefault(s.pipeline, []).append(s)
+    etl = [make_record("etl_daily", i, STATUS_CYCLE[i % len(STATUS_CYCLE)]) for i in range(runs - 1)]
+    etl.append(retried_record())
+    etl.reverse()  # newest first
+    quick = [make_record("every_15", i, s) for i, s in enumerate(
+        [RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SKIPPED,
+         RunStatus.FAILED])][::-1]
+    runs_by_pipeline = {"etl_daily": etl, "every_15": quick}
+    data = SiteData(
+        now=NOW, pipelines=found.pipelines, invalid=found.invalid,
+        config_problems=[Problem(".fastflow/schedules.yaml", "schedules[2].cron",
+                                 '"61 * * * *" is not a valid cron <expression>')],
+        summaries={name: summarize_runs(r) for name, r in runs_by_pipeline.items()},
+        next_runs={"etl_daily": (datetime(2026, 11, 23, 3, 0, tzinfo=UTC), "UTC"),
+                   "every_15": (NOW + timedelta(minutes=15), "Europe/Berlin")},
+        schedules=by_pipeline, heartbeat=NOW - timedelta(seconds=30), title="Acme pipelines")
+    logs = {r.run_id: LOG for rs in runs_by_pipeline.values() for r in rs}
+    return data, runs_by_pipeline, logs
+
+
+def text(pages: dict[str, bytes], path: str) -> str:
+    return pages[path].decode("utf-8")
+
+
+@pytest.fixture
+def sample(tmp_path):
+    return build_sample(tmp_path)
+
+
+@pytest.fixture
+def site(sample):
+    return render_all(*sample)
+
+
+# --- the overview ------------------------------------------------------------------------------
+
+
+def test_overview_lists_every_pipeline_problems_first(site, sample):
+    html = text(site, "index.html")
+    assert "style.css" in site
+    for name in ("etl_daily", "every_15", "minimal", "broken"):
+        assert f'href="pipelines/{name}/index.html"' in html
+    assert html.index("Needs attention") < html.index("All pipelines")
+    assert "schedules[2].cron" in html
+    assert "is not a valid cron &lt;expression&gt;" in html
+    assert "Invalid pipelines" in html and "timeout" in html
+
+
+def test_overview_shows_status_rate_sparkline_schedule_and_next_run(site):
+    html = text(site, "index.html")
+    assert 'data-status="succeeded"' in html and "✓</span> succeeded" in html
+    # every_15: succeeded, cancelled, lost, (skipped not counted), failed -> 1 of 4
+    assert ">25%<" in html and "1 of 4 recent runs succeeded" in html
+    assert 'class="ff-chart ff-spark"' in html
+    assert "every weekday (Monday to Friday) at 03:00 (UTC)" in html
+    assert "every 15 minutes" in html
+    assert "2026-11-22 15:45 CET" in html and "in 15 min" in html
+    assert "manual only" in html  # minimal has no schedule
+
+
+def test_heartbeat_alive_then_stale_then_absent(sample):
+    data = sample[0]
+    assert "Scheduler: alive" in text(render_overview(data), "index.html")
+    stale = dataclasses.replace(data, heartbeat=NOW - timedelta(minutes=4))
+    html = text(render_overview(stale), "index.html")
+    assert "heartbeat-stale" in html and "stale: the scheduler may be down" in html
+    assert "4 min ago" in html
+    none = dataclasses.replace(data, heartbeat=None)
+    assert "no heartbeat recorded" in text(render_overview(none), "index.html")
+
+
+# --- pipeline pages and pagination -------------------------------------------------------------
+
+
+def test_pipeline_page_has_description_tags_config_schedules_charts_reasons(site):
+    html = text(site, "pipelines/etl_daily/index.html")
+    assert "Loads yesterday&#39;s orders into the warehouse." in html
+    assert '<span class="tag">nightly</span>' in html
+    assert "<code>mem_hard_limit</code>" in html and "512m" in html
+    assert "/repo/" not in html  # no host paths: the page is the same on every machine
+    assert "Durations of the last 50 runs of etl_daily" in html
+    assert "Peak memory of the last 50 runs of etl_daily" in html
+    assert "hard memory limit: 512 MiB" in html
+    assert "failed: failed &lt;b&gt;" in html  # failure reasons, escaped
+    assert "120</strong> runs recorded" in html
+    assert 'href="history-1.html"' in html and 'href="history-3.html"' in html
+
+
+def test_invalid_pipeline_page_lists_its_problems(site):
+    html = text(site, "pipelines/broken/index.html")
+    assert "This pipeline is invalid" in html and "timeout" in html
+    assert "No runs yet." in html
+
+
+def test_history_pages_are_numbered_from_the_oldest(site, sample):
+    etl = sample[1]["etl_daily"]
+    first = text(site, "pipelines/etl_daily/history-1.html")
+    third = text(site, "pipelines/etl_daily/history-3.html")
+    assert etl[-1].run_id in first and etl[-50].run_id in first and etl[-51].run_id not in first
+    assert etl[0].run_id in third and third.count('<th scope="row"><a class="mono"') == 20
+    assert "Runs 101–120" in third
+    assert 'href="history-2.html">Older' in third and "Newer runs" not in third
+    assert "pipelines/etl_daily/history-4.html" not in site
+
+
+def test_adding_a_run_changes_only_a_bounded_set_of_pages(sample):
+    data, runs_by_pipeline, logs = sample
+    before = render_all(data, runs_by_pipeline, logs)
+    etl = runs_by_pipeline["etl_daily"]
+    new = make_record("etl_daily", 500, RunStatus.FAILED,
+                      run_id="20261122T142900Z-etl_daily-new1")
+    after_runs = {**runs_by_pipeline, "etl_daily": [new, *etl]}
+    logs = {**logs, new.run_id: "2026-11-22T14:29:00.000Z stderr | oops\n"}
+    after = render_all(data, after_runs, logs)
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert changed == {"index.html", "pipelines/etl_daily/index.html",
+                       "pipelines/etl_daily/history-3.html", f"runs/etl_daily/{new.run_id}.html"}
+    incremental = pages_for_new_run(data, new, logs[new.run_id], [new, *etl[:50]],
+                                    total_runs=121)
+    assert set(incremental) == changed | {"style.css"}
+    assert all(incremental[p] == after[p] for p in incremental)
+
+
+def test_a_run_that_opens_a_page_also_rerenders_the_previous_page(sample):
+    data, runs_by_pipeline, logs = sample
+    etl = runs_by_pipeline["etl_daily"][:100]  # 100 runs: pages 1 and 2 are full
+    full = render_all(data, {"etl_daily": etl}, logs)
+    new = make_record("etl_daily", 501, RunStatus.SUCCEEDED,
+                      run_id="20261122T142900Z-etl_daily-new2")
+    pages = pages_for_new_run(data, new, "", [new, *etl[:50]], total_runs=101)
+    assert {"pipelines/etl_daily/history-3.html", "pipelines/etl_daily/history-2.html"} <= set(pages)
+    assert "pipelines/etl_daily/history-1.html" not in pages
+    assert 'href="history-3.html">← Newer' in text(pages, "pipelines/etl_daily/history-2.html")
+    assert full["pipelines/etl_daily/history-2.html"] != pages["pipelines/etl_daily/history-2.html"]
+
+
+def test_pages_for_new_run_refuses_too_short_a_window(sample):
+    data, runs_by_pipeline, _ = sample
+    etl = runs_by_pipeline["etl_daily"]
+    with pytest.raises(ValueError, match="needs the newest 51 runs, got 10"):
+        pages_for_new_run(data, etl[0], "", etl[:10], total_runs=120)
+
+
+def test_a_window_renders_only_complete_history_pages(sample):
+    data, runs_by_pipeline, _ = sample
+    etl = runs_by_pipeline["etl_daily"]
+    pages = render_pipeline_pages(data, "etl_daily", etl[:75], total_runs=120)
+    assert sorted(pages) == ["pipelines/etl_daily/history-2.html",  # runs 51-100 of 46-120
+                             "pipelines/etl_daily/history-3.html", "pipelines/etl_daily/index.html"]
+
+
+# --- run pages ---------------------------------------------------------------------------------
+
+
+def test_run_page_shows_attempts_waits_commit_trigger_and_truncation(sample):
+    data, runs_by_pipeline, _ = sample
+    record = runs_by_pipeline["etl_daily"][0]
+    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/{record.run_id}.html")
+    assert '<code title="0123456789abcdef0123456789abcdef01234567">0123456789ab</code>' in html
+    assert html.count('<th scope="row" class="num">') == 3
+    assert html.count('<td class="num">5 s</td>') == 2  # the waits before attempts 2 and 3
+    assert "schedule etl_daily.cron (slot 2026-11-22 13:30:00 UTC)" in html
+    assert "Log truncated." in html
+    assert "memory reached 400 MiB (soft limit 384 MiB) 20 s after the start" in html
+    assert "Memory over time: peak" in html and "soft memory limit 384 MiB" in html
+    assert "CPU over time: peak" in html and "hard CPU limit 2 cores" in html
+
+
+def test_run_log_escapes_html_and_marks_stderr(sample):
+    data, runs_by_pipeline, _ = sample
+    record = runs_by_pipeline["etl_daily"][0]
+    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/{record.run_id}.html")
+    assert "<script>" not in html and "<b>boom" not in html
+    assert "starting &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert ('<span class="ln ln-stderr"><span class="ts" title="2026-11-22T14:00:01.000Z">'
+            '14:00:01.000</span><span class="stream stream-stderr">stderr</span>'
+            '<span class="tx">Traceback &amp; &lt;b&gt;boom&lt;/b&gt;</span>\n</span>') in html
+    assert '<span class="ln ln-omitted"><span class="tx">--- 12345 bytes omitted' in html
+    assert '<span class="ln ln-plain"><span class="tx">a line without prefix</span>' in html
+
+
+def test_run_page_without_samples_or_log(sample):
+    data = sample[0]
+    record = RunRecord(run_id="20261122T140000Z-minimal-0001", pipeline="minimal",
+                       status=RunStatus.QUEUED)
+    html = text(render_run_page(data, record, ""), "runs/minimal/20261122T140000Z-minimal-0001.html")
+    assert "No resource samples were recorded" in html and "No output was captured." in html
+    assert "working tree" in html
+
+
+def test_unsafe_names_are_refused(sample):
+    data = sample[0]
+    record = RunRecord(run_id="../../etc/passwd", pipeline="minimal", status=RunStatus.FAILED)
+    with pytest.raises(FastflowError) as info:
+        render_run_page(data, record, "")
+    assert str(info.value) == (
+        "cannot render a site page for run id '../../etc/passwd': it must match "
+        "[A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters); rename it or remove its record")
+
+
+# --- the whole site ----------------------------------------------------------------------------
+
+
+def test_output_is_deterministic(tmp_path):
+    first = render_all(*build_sample(tmp_path / "a"))
+    second = render_all(*build_sample(tmp_path / "b"))
+    assert first == second
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("href", "src"):
+            if attrs.get(key):
+                self.links.append(attrs[key])
+        if attrs.get("id"):
+            self.ids.add(attrs["id"])
+
+
+def test_every_relative_link_resolves_to_a_generated_file(site):
+    checked = 0
+    for path, content in site.items():
+        if not path.endswith(".html"):
+            continue
+        parser = _Links()
+        parser.feed(content.decode("utf-8"))
+        for link in parser.links:
+            url, fragment = urldefrag(link)
+            if url.startswith("data:"):
+                continue
+            assert not urlsplit(url).scheme and not url.startswith("/"), (path, link)
+            if not url:
+                assert fragment in parser.ids, (path, link)
+                continue
+            target = (Path("/site") / path).parent.joinpath(url).resolve()
+            assert target.relative_to("/site").as_posix() in site, (path, link)
+            checked += 1
+    assert checked > 500
+
+
+def test_every_page_parses_as_html5_without_errors(site):
+    parser = html5lib.HTMLParser(strict=True)
+    for path, content in site.items():
+        if path.endswith(".html"):
+            parser.parse(content)  # strict: raises on the first parse error
+
+
+def test_pages_make_no_network_requests_and_carry_no_script(site):
+    for path, content in site.items():
+        html = content.decode("utf-8")
+        assert "<script" not in html, path
+        assert not re.search(r'(src|href)="(https?:)?//', html), path
+
+
+def test_build_site_writes_files_and_keeps_unchanged_ones(tmp_path):
+    data, runs, logs = build_sample(tmp_path / "src")
+    out = tmp_path / "out"
+    written = build_site(data, runs, logs, out)
+    assert (out / "index.html").is_file() and (out / "style.css").is_file()
+    assert len(written) == len(list(p for p in out.rglob("*") if p.is_file()))
+    stamp = (out / "pipelines/minimal/index.html").stat().st_mtime_ns
+    build_site(data, runs, logs, out)
+    assert (out / "pipelines/minimal/index.html").stat().st_mtime_ns == stamp
+
+
+# --- words and summaries -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cron, words", [
+    ("* * * * *", "every minute"),
+    ("*/5 * * * *", "every 5 minutes"),
+    ("0 * * * *", "every hour"),
+    ("15 * * * *", "every hour at 15 minutes past"),
+    ("0 */6 * * *", "every 6 hours"),
+    ("30 2 * * *", "every day at 02:30"),
+    ("0 8,18 * * *", "every day at 08:00 and 18:00"),
+    ("0 9 * * 1-5", "every weekday (Monday to Friday) at 09:00"),
+    ("0 10 * * sat,sun", "every Saturday and Sunday at 10:00"),
+    ("0 7 * * 1,3", "every Monday and Wednesday at 07:00"),
+    ("0 0 1 * *", "on day 1 of every month at 00:00"),
+    ("0 12 25 12 *", "every year on December 25 at 12:00"),
+    ("@daily", "every day at 00:00"),
+    ("7,19 1-5 * * *", "cron 7,19 1-5 * * *"),
+])
+def test_cron_words(cron, words):
+    assert cron_words(cron) == words
+
+
+def test_interval_words():
+    assert [interval_words(s) for s in (60, 900, 3600, 7200, 86400, 90, 1)] == [
+        "every minute", "every 15 minutes", "every hour", "every 2 hours", "every day",
+        "every 90 seconds", "every second"]
+
+
+def test_summary_success_rate_ignores_skipped_and_unfinished():
+    summary = PipelineSummary(recent_statuses=(RunStatus.SUCCEEDED, RunStatus.SKIPPED,
+                                               RunStatus.RUNNING, RunStatus.FAILED))
+    assert summary.success_rate == 0.5
+    assert PipelineSummary().success_rate is None
+
+
+def test_problem_severity_is_shown_in_words(sample):
+    data = dataclasses.replace(sample[0], config_problems=[
+        Problem("x.yaml", "", "just a warning", Severity.WARNING)])
+    assert '<strong class="sev">warning</strong>' in text(render_overview(data), "index.html")
