@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 
 from fastflow.capture import LogCapture, Masker
 from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_LOG_CAP_BYTES
-from fastflow.errors import ConfigError, ExecutorError
+from fastflow.errors import ConfigError, ExecutorError, SecretsError
 from fastflow.executors.base import (
     STDERR,
     STDOUT,
@@ -207,6 +207,9 @@ class RunRequest:
     queued_at: datetime | None = None
     workdir: Path | None = None
     log_path: str | None = None
+    # Decrypts the pipeline's secrets at run start (in memory only); a SecretsError it raises
+    # fails the run before any attempt, with the reason. Its values join `secrets`.
+    secrets_loader: Callable[[], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,13 @@ def run_pipeline(
     started = clock()
     run_id = run_id or new_run_id(pipeline.name, started)
     settings = resolve_settings(pipeline, request.run_config_id)
+    if request.secrets_loader is not None:
+        try:
+            loaded = request.secrets_loader()
+        except SecretsError as exc:
+            return _refused(request, settings, run_id, started, clock(), sink,
+                            ErrorInfo("secrets", str(exc)))
+        request = replace(request, secrets={**request.secrets, **loaded}, secrets_loader=None)
     build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
               _context(request, run_id, 1))  # validates the env before anything runs
     masker = Masker(request.secrets.values())
@@ -367,6 +377,28 @@ def run_pipeline(
     progress = _run_attempts(request, settings, executor, capture, masker, clock, wait, cancel, run_id)
     record = _make_record(request, settings, run_id, started, clock(), progress, capture)
     return RunOutcome(record, capture.text())
+
+
+def _refused(request: RunRequest, settings: RunSettings, run_id: str, started: datetime,
+             finished: datetime, sink: OutputSink | None, error: ErrorInfo) -> RunOutcome:
+    """A run that fails before any attempt (secrets refused, dependencies broken)."""
+    capture = LogCapture(request.log_cap_bytes, forward=sink)
+    capture.emit(f"the run cannot start: {error.message}", finished)
+    progress = _Progress(error=error)
+    record = _make_record(request, settings, run_id, started, finished, progress, capture)
+    fired = downstream_to_fire(request.pipeline, RunStatus.FAILED, None)
+    return RunOutcome(replace(record, status=RunStatus.FAILED, downstream=tuple(fired)),
+                      capture.text())
+
+
+def refuse_run(request: RunRequest, error: ErrorInfo, *, clock: Clock,
+               sink: OutputSink | None = None, run_id: str | None = None) -> RunOutcome:
+    """The record of a run that fails before its first attempt, for a reason found by the
+    caller (e.g. its dependencies are broken): status `failed`, no attempts, the reason."""
+    started = clock()
+    settings = resolve_settings(request.pipeline, request.run_config_id)
+    run_id = run_id or new_run_id(request.pipeline.name, started)
+    return _refused(request, settings, run_id, started, clock(), sink, error)
 
 
 def _context(request: RunRequest, run_id: str, attempt: int) -> RunContext:

@@ -10,7 +10,7 @@ import logging
 import click
 
 from fastflow import __version__
-from fastflow.cli import pipelines, run
+from fastflow.cli import pipelines, run, serve
 from fastflow.cli.secrets import secrets
 from fastflow.cli.common import FastflowGroup
 
@@ -26,5 +26,6 @@ def main(verbose: bool) -> None:
     )
 
 
-for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets):
+for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets,
+                 serve.serve, serve.sync):
     main.add_command(_command)

@@ -9,11 +9,13 @@ from pathlib import Path
 import click
 
 from fastflow.cli.common import host_environment, repo_option
-from fastflow.cli.executors import choose_executor
 from fastflow.cli.render import console, format_bytes, format_duration, styled_status
+from fastflow.daemon import default_state_dir, queue_remote_run
+from fastflow.engines import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord, Trigger
+from fastflow.secrets.runtime import secrets_loader
 from fastflow.runner import RunRequest, run_pipeline, write_record_json
 from fastflow.workspace import open_workspace
 
@@ -104,17 +106,27 @@ def print_summary(record: RunRecord) -> None:
               help="Write the run record (JSON, schema 1) to this file.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the captured log (capped, as stored on the results branch) to this file.")
+@click.option("--remote", is_flag=True,
+              help="Queue the run on the `fastflow serve` daemon (at its deployed commit) instead.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --remote: the daemon's state dir [default: as `fastflow serve --repo`].")
 def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | None, local: bool,
-        timestamps: bool, record_json: Path | None, log_file: Path | None) -> None:
+        timestamps: bool, record_json: Path | None, log_file: Path | None, remote: bool,
+        state_dir: Path | None) -> None:
     """Run pipeline NAME from the working tree, streaming its output, and exit with its status.
 
     Exit codes: 0 succeeded, 10 failed, 11 lost, 124 timed_out, 130 cancelled, 137 oom_killed;
     1 when nothing could run (an `Error:` line says why), 2 for a usage error.
     """
     trigger_env = parse_env_pairs(env_pairs)
+    if remote:
+        state = state_dir or default_state_dir(str(repo), host_environment())
+        run_id = queue_remote_run(state, name, trigger_env, run_config, utc_now())
+        click.echo(f"queued {run_id} on the daemon of {state}")
+        return
     workspace = open_workspace(repo)
     pipeline = workspace.pipeline(name)
-    executor = choose_executor(workspace, local=local, environ=host_environment(), clock=utc_now)
+    executor = choose_executor(workspace.config, local=local, environ=host_environment(), clock=utc_now)
     request = RunRequest(
         pipeline=pipeline,
         run_config_id=run_config,
@@ -123,6 +135,8 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
         log_cap_bytes=workspace.config.log_cap_bytes,
         grace_period=workspace.config.grace_period,
         log_path=str(log_file) if log_file else None,
+        secrets_loader=secrets_loader(workspace.root, workspace.config, pipeline,
+                                      host_environment()),
     )
     cancel = threading.Event()
     previous = _install_cancel_handlers(cancel)

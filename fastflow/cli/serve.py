@@ -1,0 +1,102 @@
+"""`fastflow serve` and `fastflow sync`: follow a repository; `git push` is the deploy."""
+from __future__ import annotations
+
+import json
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from fastflow import repo as git
+from fastflow.cli.common import echo_json, host_environment
+from fastflow.daemon import Daemon, ServeOptions, default_state_dir
+from fastflow.engines import choose_executor, preheat_function
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def source_options(func):
+    """`--repo PATH_OR_URL`, `--branch`, `--state-dir`, `--local`: shared by serve and sync."""
+    func = click.option("--local", is_flag=True,
+                        help="Run pipelines on the host with uv instead of in Docker containers.")(func)
+    func = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None,
+                        help="Where the daemon keeps its local state "
+                             "[default: ~/.local/state/fastflow/<repository name>].")(func)
+    func = click.option("--branch", default="main", show_default=True,
+                        help="The branch to follow.")(func)
+    func = click.option("--repo", "source", default=".", show_default=True,
+                        help="The repository to follow: a local path (bare or not) or a URL.")(func)
+    return func
+
+
+def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
+            poll_interval: float, max_concurrent: int | None) -> Daemon:
+    environ = host_environment()
+    options = ServeOptions(
+        source=source, state_dir=state_dir or default_state_dir(source, environ), branch=branch,
+        poll_interval=poll_interval, max_concurrent_runs=max_concurrent,
+    )
+    # The executor is built from the configuration at the branch head once the daemon has
+    # read it; until then we need one for reconciliation, so build it lazily.
+    return Daemon(options, clock=utc_now, environ=environ,
+                  executor_factory=lambda config: choose_executor(
+                      config, local=local, environ=environ, clock=utc_now),
+                  preheat_factory=lambda config: preheat_function(
+                      config, local=local, environ=environ),
+                  credentials=git.credentials_from_env(environ))
+
+
+@click.command("serve")
+@source_options
+@click.option("--poll-interval", type=float, default=60.0, show_default=True,
+              help="Seconds between polls of the branch (a post-receive hook wakes it at once).")
+@click.option("--max-concurrent-runs", type=int, default=None,
+              help="Override max_concurrent_runs of .fastflow/config.yaml.")
+def serve(source: str, branch: str, state_dir: Path | None, local: bool, poll_interval: float,
+          max_concurrent_runs: int | None) -> None:
+    """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time."""
+    daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs)
+    notes = daemon.start()
+    for note in notes:
+        click.echo(f"reconciled {note}", err=True)
+    click.echo(f"fastflow serve: following {branch} of {source} (state dir {daemon.state_dir})",
+               err=True)
+
+    def handler(signum, frame):  # noqa: ARG001 - only sets flags
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        daemon.serve()
+    finally:
+        click.echo("fastflow serve: stopping (running runs get the grace period)", err=True)
+        daemon.stop()
+
+
+@click.command("sync")
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the change set as JSON.")
+def sync(source: str, branch: str, state_dir: Path | None, local: bool, as_json: bool) -> None:
+    """Sync once: deploy the branch head, pre-heat what changed, print the change set."""
+    daemon = _daemon(source, branch, state_dir, local, 60.0, None)
+    deployment = daemon.sync_once()
+    if as_json:
+        echo_json(deployment.to_json() if deployment else {"changes": None})
+        return
+    if deployment is None:
+        click.echo("up to date: the branch did not move since the last sync")
+        return
+    click.echo(f"synced {deployment.commit}")
+    click.echo(json.dumps(deployment.changes.to_json() if deployment.changes else {}, indent=2))
+    for problem in deployment.errors:
+        click.echo(f"error: {problem}", err=True)
+    for name, state in sorted(daemon.preheater.states().items()):
+        click.echo(f"dependencies of {name}: {state.status} ({state.message})")
+
+
+

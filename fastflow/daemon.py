@@ -1,0 +1,433 @@
+"""`fastflow serve`: follow a branch of a pipelines repository and run its pipelines.
+
+The loop is huey's: `tick(now)` does one round of work and returns when it next needs to run;
+`serve()` wraps it in a thin `while` that sleeps on the inbox (a push notification or a run
+request wakes it at once) until then. Signal handlers only set flags.
+
+One round: drain the inbox; sync when a push was announced or the poll interval passed (fetch
+a remote into the mirror, diff the new commit, deploy it with last-valid semantics, pre-heat
+changed dependencies, queue `run_on_change` runs); queue requested runs; ask the scheduler
+for due slots; write the heartbeat.
+
+The state dir holds everything local: `daemon.lock` (one daemon per state dir), `inbox/`,
+`active/` (the run journal), `journal/` (the results store's), `live/` (output of running
+runs), `snapshots/`, `cache/` (the shared uv cache), `preheat/`, `mirror.git` (for a URL),
+and `status.json`.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Mapping
+
+from fastflow import repo as git
+from fastflow.config import default_repo_config
+from fastflow.deploy import (ActivePipeline, Deployment, dependencies_changed, deploy_commit,
+                             restore_deployment, save_deployment)
+from fastflow.dispatcher import Dispatcher
+from fastflow.errors import FastflowError, RepositoryError
+from fastflow.executors.base import Executor
+from fastflow.inbox import Inbox, PushMessage
+from fastflow.inbox import RunRequest as RunRequestMessage
+from fastflow.launcher import LaunchContext, RunLauncher, RunOrder
+from fastflow.model import RepoConfig
+from fastflow.preheat import PreheatFunction, PreheatJob, PreheatOutcome, Preheater
+from fastflow.record import RunRecord, Trigger
+from fastflow.runner import new_run_id
+from fastflow.store import ResultsStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLL_INTERVAL = 60.0
+HEARTBEAT_INTERVAL = 60.0  # status.json in the state dir
+BRANCH_HEARTBEAT_INTERVAL = 900.0  # state/daemon.json committed on its own (else with runs)
+
+
+class StateDirBusy(FastflowError):
+    """Another daemon holds the state dir's lock."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `fastflow serve` follows a repository."""
+
+    source: str  # a local repository path (bare or not) or a remote URL
+    state_dir: Path
+    branch: str = "main"
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    stop_grace: float = 30.0  # on SIGTERM, how long running runs may finish
+    max_concurrent_runs: int | None = None  # None: from config.yaml
+
+
+def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/fastflow/<name>` (default `~/.local/state/...`), `<name>` from the source."""
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local" / "state")
+    name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
+    if not is_remote(source):
+        name = Path(source).resolve().name.removesuffix(".git") or "repo"
+    return Path(base).expanduser() / "fastflow" / name
+
+
+def run_id_for_request(pipeline: str, request_id: str) -> str:
+    """The run id of a `fastflow run --remote` request (`<stamp>-<hex>`): known to the client
+    at once, and the same however often the request is seen."""
+    stamp, _, suffix = request_id.partition("-")
+    return f"{stamp}-{pipeline}-{suffix}"
+
+
+def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
+                     run_config: str | None, now: datetime) -> str:
+    """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have."""
+    inbox_dir = Path(state_dir) / "inbox"
+    if not inbox_dir.is_dir():
+        raise FastflowError(
+            f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
+            "or pass its --state-dir"
+        )
+    request_id = Inbox(state_dir).post_run_request(pipeline, dict(env), run_config, now)
+    return run_id_for_request(pipeline, request_id)
+
+
+def is_remote(source: str) -> bool:
+    """A URL (`https://`, `ssh://`, `file://`, `git@host:path`) rather than a local path."""
+    return "://" in source or (":" in source and "@" in source.split(":", 1)[0])
+
+
+class StateLock:
+    """An exclusive `flock` on `<state_dir>/daemon.lock`, released when the process dies."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "daemon.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirBusy(
+                f"{self.path.parent}: another `fastflow serve` (pid {owner}) uses this state dir; "
+                "stop it first or pass another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    """Follows one branch of one repository; see the module doc."""
+
+    def __init__(self, options: ServeOptions, *, clock: Callable[[], datetime],
+                 environ: Mapping[str, str],
+                 executor_factory: Callable[[RepoConfig], Executor],
+                 preheat_factory: Callable[[RepoConfig], PreheatFunction],
+                 credentials: git.Credentials | None = None) -> None:
+        self.options = options
+        self.state_dir = Path(options.state_dir).resolve()
+        self.clock = clock
+        self.environ = dict(environ)
+        self.credentials = credentials
+        self.lock = StateLock(self.state_dir)
+        self.snapshots = self.state_dir / "snapshots"
+        self.deployment: Deployment | None = None
+        self.stopping = threading.Event()
+        self._executor_factory = executor_factory
+        self._preheat_factory = preheat_factory
+        self._engine_config: tuple | None = None
+        self._waiter = None
+        self._next_poll: datetime | None = None
+        self._next_heartbeat: datetime | None = None
+        self._next_branch_heartbeat: datetime | None = None
+        self._sync_errors: list[str] = []
+        self._lock = threading.RLock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _open(self) -> RepoConfig:
+        """Lock the state dir; open the repository, the results store and the run machinery."""
+        self.lock.acquire()
+        self.inbox = Inbox(self.state_dir)
+        self.repository = self._open_repository()
+        self.deployment = restore_deployment(self.repository, self.snapshots,
+                                             self.state_dir / "deployment.json")
+        config = self._config_at_head()
+        if config is None:
+            config = default_repo_config()
+            logger.error("the configuration at the head of %s is invalid and no earlier valid one "
+                         "is known; nothing runs until a push fixes it", self.options.branch)
+        self.store = ResultsStore(
+            self.repository.path, self.state_dir / "journal", self.clock,
+            branch=config.results_branch, author=(config.author_name, config.author_email),
+            remote=self.options.source if is_remote(self.options.source) else None,
+            credentials=self.credentials,
+        )
+        self.store.recover()
+        self.executor = self._executor_factory(config)
+        self.preheater = Preheater(self._run_preheat, self.state_dir, self.clock)
+        self._preheat_with = self._preheat_factory(config)
+        self.dispatcher = Dispatcher(self.options.max_concurrent_runs or config.max_concurrent_runs)
+        self.launcher = RunLauncher(
+            state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
+            store=self.store, executor=self.executor, preheater=self.preheater,
+            dispatcher=self.dispatcher, clock=self.clock, environ=self.environ,
+            after_record=self._after_record,
+        )
+        return config
+
+    def _run_preheat(self, job: PreheatJob) -> PreheatOutcome:
+        return self._preheat_with(job)
+
+    def start(self) -> list[str]:
+        """Open everything, recover what a previous daemon left (journalled records, active
+        runs), and sync once. Returns notes on what reconciliation did."""
+        self._open()
+        self._safe_sync()
+        return self.launcher.reconcile(self._context_for_order)
+
+    def sync_once(self) -> Deployment | None:
+        """`fastflow sync`: one sync (pre-heats included, waited for), then release the state
+        dir. Returns the new deployment, or None when the branch did not move."""
+        self._open()
+        try:
+            deployment = self.sync()
+            self.preheater.wait_all()
+            self.store.flush()
+            return deployment
+        finally:
+            self.preheater.shutdown()
+            self.lock.release()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Take no new work; let running runs finish up to `grace` seconds, then leave them
+        (their containers keep running; the next start reconciles them)."""
+        self.stopping.set()
+        dropped = self.dispatcher.stop_accepting()
+        logger.info("stopping: %d queued runs stay journalled for the next start", len(dropped))
+        if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
+            logger.warning("runs still active after the grace period; the next start reconciles them")
+        self.store.flush()
+        self.preheater.shutdown()
+        self.lock.release()
+
+    def serve(self) -> None:
+        """Run until `request_stop()` (the SIGTERM/SIGINT handlers call it)."""
+        self._waiter = self.inbox.waiter()
+        try:
+            while not self.stopping.is_set():
+                wake_at = self.tick(self.clock())
+                timeout = max(0.0, (wake_at - self.clock()).total_seconds())
+                self._waiter.wait(min(timeout, HEARTBEAT_INTERVAL))
+        finally:
+            self._waiter.close()
+
+    def request_stop(self) -> None:
+        """Ask `serve` to return (safe from a signal handler: it only sets flags)."""
+        self.stopping.set()
+        if self._waiter is not None:
+            self._waiter.wake()
+
+    # --- one round --------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> datetime:
+        """One round of work (see the module doc); returns when the next round is due."""
+        messages = self.inbox.drain()
+        ref = f"refs/heads/{self.options.branch}"
+        pushed = any(isinstance(m, PushMessage) and m.updates_ref(ref) for m in messages)
+        if pushed or self._next_poll is None or now >= self._next_poll:
+            self._safe_sync()
+            self._next_poll = now + timedelta(seconds=self.options.poll_interval)
+        for message in messages:
+            if isinstance(message, RunRequestMessage):
+                self._accept_request(message, now)
+        if self._next_heartbeat is None or now >= self._next_heartbeat:
+            self.write_status(now)
+            self._next_heartbeat = now + timedelta(seconds=HEARTBEAT_INTERVAL)
+        return min(self._next_poll, self._next_heartbeat)
+
+    def _safe_sync(self) -> None:
+        try:
+            self.sync()
+        except FastflowError as exc:  # the remote is away, a ref vanished: keep what runs
+            logger.warning("sync failed, the current deployment stays active: %s", exc)
+            self._sync_errors = [str(exc)]
+
+    # --- syncing ----------------------------------------------------------------------------
+
+    def _open_repository(self) -> git.GitRepo:
+        source = self.options.source
+        if is_remote(source):
+            mirror = self.state_dir / "mirror.git"
+            git.mirror_fetch(source, mirror, self.credentials, protect=("fastflow/results",))
+            return git.open_repo(mirror)
+        return git.open_repo(Path(source).resolve())
+
+    def _config_at_head(self) -> RepoConfig | None:
+        head = git.branch_head(self.repository, self.options.branch)
+        if head is None:
+            return self.deployment.config if self.deployment else None
+        return deploy_commit(self.repository, head, self.snapshots, self.deployment).config
+
+    def sync(self) -> Deployment | None:
+        """Fetch (for a URL), deploy the branch's new head, pre-heat, queue run_on_change runs.
+        Returns the new deployment, or None when the branch did not move."""
+        with self._lock:
+            if is_remote(self.options.source):
+                git.mirror_fetch(self.options.source, Path(self.repository.path), self.credentials,
+                                 protect=(self.store.branch,))
+            head = git.branch_head(self.repository, self.options.branch)
+            if head is None:
+                raise RepositoryError(
+                    f"{self.options.source}: branch {self.options.branch!r} does not exist; "
+                    "push it or pass --branch"
+                )
+            previous = self.deployment
+            if previous is not None and previous.commit == head:
+                return None
+            deployment = deploy_commit(self.repository, head, self.snapshots, previous)
+            self.deployment = deployment
+            save_deployment(deployment, self.state_dir / "deployment.json")
+            self._sync_errors = []
+            self._preheat(previous, deployment)
+            self._run_on_change(deployment)
+            self._collect_snapshots(deployment)
+            self.store.write_state("sync", {"commit": head, "at": self.clock().isoformat()})
+            logger.info("synced %s: %s", head[:10], json.dumps(deployment.changes.to_json()))
+            return deployment
+
+    def _preheat(self, previous: Deployment | None, deployment: Deployment) -> None:
+        for name in dependencies_changed(previous, deployment):
+            active = deployment.active[name]
+            workdir = git.snapshot_tree(self.repository, active.tree, "", self.snapshots)
+            self.preheater.submit(PreheatJob(
+                name, workdir, Path(active.pipeline.requirements).name,
+                active.pipeline.python_version,
+            ))
+        for name, state in self.preheater.states().items():
+            active = deployment.active.get(name)
+            if active is None or active.pipeline.requirements is None:
+                self.preheater.forget(name)
+
+    def _run_on_change(self, deployment: Deployment) -> None:
+        changes = deployment.changes
+        if changes is None or changes.first_sync:
+            return
+        touched = set(changes.added) | {c.name for c in changes.changed}
+        for name in sorted(touched):
+            active = deployment.active.get(name)
+            if active is None or not active.pipeline.run_on_change or active.commit != deployment.commit:
+                continue
+            if not active.pipeline.enabled:
+                continue
+            self.submit(name, Trigger(kind="push"), now=self.clock())
+
+    def _collect_snapshots(self, deployment: Deployment) -> None:
+        keep = {a.tree for a in deployment.active.values()}
+        keep.add(deployment.root_tree)
+        try:
+            git.gc_snapshots(self.snapshots, keep=keep)
+        except OSError as exc:  # never fatal: a later sync collects again
+            logger.warning("snapshot garbage collection failed: %s", exc)
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def submit(self, pipeline: str, trigger: Trigger, *, now: datetime,
+               env: Mapping[str, str] | None = None, run_config_id: str | None = None,
+               run_id: str | None = None) -> str:
+        """Queue a run of `pipeline` at the current deployment's version of it; returns its id."""
+        deployment = self.deployment
+        if deployment is None or pipeline not in deployment.active:
+            raise FastflowError(f"no active pipeline named {pipeline!r}")
+        active = deployment.active[pipeline]
+        order = RunOrder(
+            run_id=run_id or new_run_id(pipeline, now), pipeline=pipeline,
+            commit=active.commit, root_tree=self._root_tree(active, deployment),
+            tree=active.tree, queued_at=now, trigger=trigger, run_config_id=run_config_id,
+            env=dict(env or {}),
+        )
+        self.launcher.submit(order, LaunchContext(active, deployment.config))
+        return order.run_id
+
+    def _root_tree(self, active: ActivePipeline, deployment: Deployment) -> str:
+        if active.commit == deployment.commit:
+            return deployment.root_tree
+        return git.commit_info(self.repository, active.commit).tree
+
+    def _accept_request(self, request: RunRequestMessage, now: datetime) -> None:
+        try:
+            run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
+                                 env=request.env, run_config_id=request.run_config,
+                                 run_id=run_id_for_request(request.pipeline, request.request_id))
+            logger.info("queued %s (request %s)", run_id, request.request_id)
+        except FastflowError as exc:
+            logger.warning("run request %s refused: %s", request.request_id, exc)
+
+    def _after_record(self, record: RunRecord) -> None:
+        """Downstream triggers fire when their parent's record is stored."""
+        if self.stopping.is_set():
+            return
+        for fired in record.downstream:
+            try:
+                self.submit(fired["pipeline"], Trigger(kind="downstream", parent_run_id=record.run_id),
+                            now=self.clock(), run_config_id=fired.get("run_config_id"))
+            except FastflowError as exc:
+                logger.warning("downstream %s of %s not started: %s", fired["pipeline"],
+                               record.run_id, exc)
+
+    def _context_for_order(self, order: RunOrder) -> LaunchContext | None:
+        """The pipeline as of an order's commit, for runs re-queued after a crash."""
+        deployment = self.deployment
+        if deployment is not None and order.pipeline in deployment.active \
+                and deployment.active[order.pipeline].tree == order.tree:
+            return LaunchContext(deployment.active[order.pipeline], deployment.config)
+        try:
+            at_commit = deploy_commit(self.repository, order.commit, self.snapshots, None)
+        except FastflowError:
+            return None
+        active = at_commit.active.get(order.pipeline)
+        return LaunchContext(active, at_commit.config) if active else None
+
+    # --- status -----------------------------------------------------------------------------
+
+    def status(self, now: datetime) -> dict:
+        """What `fastflow status` shows about the daemon (also state/daemon.json on the branch)."""
+        deployment = self.deployment
+        return {
+            "heartbeat": now.isoformat(),
+            "pid": os.getpid(),
+            "source": self.options.source,
+            "branch": self.options.branch,
+            "deployment": deployment.to_json() if deployment else None,
+            "sync_errors": list(self._sync_errors),
+            "dependencies": {n: vars(s) for n, s in self.preheater.states().items()},
+            "running": sorted(j.run_id for j in self.dispatcher.running()),
+            "queued": [j.run_id for j in self.dispatcher.queued()],
+        }
+
+    def write_status(self, now: datetime) -> None:
+        """`status.json` in the state dir every heartbeat; `state/daemon.json` on the results
+        branch goes with the next run's commit, or on its own every BRANCH_HEARTBEAT_INTERVAL."""
+        data = self.status(now)
+        path = self.state_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
+        self.store.write_state("daemon", data)
+        if self._next_branch_heartbeat is None or now >= self._next_branch_heartbeat:
+            self.store.flush()
+            self._next_branch_heartbeat = now + timedelta(seconds=BRANCH_HEARTBEAT_INTERVAL)
+
+
