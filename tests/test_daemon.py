@@ -1,0 +1,266 @@
+"""The daemon against real repositories: a bare repository, a clone pushing with the git CLI
+(the tests play the user with git; the product uses pygit2), real uv runs on the host executor.
+Docker-specific behaviour (re-attaching containers after kill -9) is in test_daemon_docker.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from fastflow.daemon import Daemon, ServeOptions, StateDirBusy, queue_remote_run
+from fastflow.engines import choose_executor, preheat_function
+from fastflow.model import RunStatus
+from fastflow.record import Trigger
+
+pytestmark = pytest.mark.slow
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}).stdout.strip()
+
+
+class User:
+    """A developer with a clone of the bare repository."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.bare = tmp_path / "origin.git"
+        git("init", "-q", "--bare", "-b", "main", str(self.bare), cwd=tmp_path)
+        self.work = tmp_path / "work"
+        git("clone", "-q", str(self.bare), str(self.work), cwd=tmp_path)
+        git("checkout", "-q", "-b", "main", cwd=self.work)
+
+    def push(self, files: dict[str, str | None], message: str = "change") -> str:
+        for rel, text in files.items():
+            path = self.work / rel
+            if text is None:
+                path.unlink()
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "origin", "main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+
+def make_daemon(source: str, state_dir: Path, **options) -> Daemon:
+    environ = dict(os.environ)
+    return Daemon(
+        ServeOptions(source, state_dir, **options), clock=utc_now, environ=environ,
+        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=utc_now),
+        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
+    )
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def records(daemon: Daemon, pipeline: str) -> list:
+    return daemon.store.list_runs(pipeline, limit=50)
+
+
+PRINT_COMMIT = 'import os; print("code v{v} at", os.environ["FASTFLOW_COMMIT"], os.environ["FASTFLOW_TRIGGER"])\n'
+
+
+@pytest.fixture
+def user(tmp_path):
+    u = User(tmp_path)
+    u.push({
+        ".fastflow/config.yaml": "max_concurrent_runs: 2\n",
+        "pipelines/etl/main.py": PRINT_COMMIT.format(v=1),
+        "pipelines/etl/pipeline.json": '{"run_on_change": true}',
+        "pipelines/report/main.py": "print('report')\n",
+    }, "first")
+    return u
+
+
+@pytest.fixture
+def daemon(user, tmp_path):
+    d = make_daemon(str(user.bare), tmp_path / "state")
+    d.start()
+    yield d
+    d.stop(grace=30)
+
+
+def test_first_sync_deploys_without_running_run_on_change(daemon, user):
+    assert sorted(daemon.deployment.active) == ["etl", "report"]
+    assert daemon.deployment.changes.first_sync
+    assert records(daemon, "etl") == []
+
+
+def test_a_push_of_a_run_on_change_pipeline_runs_it_at_that_commit(daemon, user):
+    sha = user.push({"pipelines/etl/main.py": PRINT_COMMIT.format(v=2)}, "etl v2")
+    daemon.inbox.post_push(f"{'0' * 40} {sha} refs/heads/main\n")
+    daemon.tick(utc_now())
+    assert daemon.deployment.commit == sha
+    assert [c.name for c in daemon.deployment.changes.changed] == ["etl"]
+    assert daemon.dispatcher.wait_idle(60)
+    (record,) = wait_for(lambda: records(daemon, "etl"))
+    assert record.status is RunStatus.SUCCEEDED
+    assert record.trigger.kind == "push"
+    assert record.commit.sha == sha
+    assert f"code v2 at {sha} push" in daemon.store.read_log(record.run_id)
+    assert records(daemon, "report") == []  # unchanged pipelines do not run
+
+
+def test_a_push_to_another_branch_changes_nothing(daemon, user):
+    before = daemon.deployment.commit
+    git("checkout", "-q", "-b", "feature", cwd=user.work)
+    (user.work / "pipelines/etl/main.py").write_text("print('feature')\n")
+    git("commit", "-qam", "feature", cwd=user.work)
+    git("push", "-q", "origin", "feature", cwd=user.work)
+    daemon.inbox.post_push(f"{'0' * 40} {'1' * 40} refs/heads/feature\n")
+    daemon.tick(utc_now())
+    assert daemon.deployment.commit == before
+
+
+def test_broken_metadata_keeps_the_last_valid_version(daemon, user):
+    good = daemon.deployment.active["etl"]
+    user.push({"pipelines/etl/pipeline.json": '{"run_on_change": true, "timeout": -5}',
+               "pipelines/etl/main.py": PRINT_COMMIT.format(v=3)}, "broken")
+    daemon.sync()
+    assert daemon.deployment.active["etl"] == good  # old code, old metadata, old commit
+    (error,) = [p for p in daemon.deployment.errors if p.pipeline == "etl"]
+    assert error.file == "pipelines/etl/pipeline.json" and error.field == "timeout"
+    assert error.message.endswith(f"(the last valid version (commit {good.commit[:10]}) stays active)")
+    run_id = daemon.submit("etl", Trigger("manual"), now=utc_now())
+    assert daemon.dispatcher.wait_idle(60)
+    assert "code v1" in wait_for(lambda: daemon.store.read_log(run_id))
+
+
+def test_broken_config_yaml_keeps_the_previous_configuration(daemon, user):
+    user.push({".fastflow/config.yaml": "max_concurrent_runs: lots\n"}, "bad config")
+    daemon.sync()
+    assert daemon.deployment.config.max_concurrent_runs == 2
+    (error,) = daemon.deployment.errors
+    assert error.file == ".fastflow/config.yaml" and error.field == "max_concurrent_runs"
+    assert error.message.endswith("(the previous valid configuration stays active)")
+    assert sorted(daemon.deployment.active) == ["etl", "report"]
+
+
+def test_a_push_during_a_run_changes_nothing_for_it(daemon, user):
+    first = user.push({"pipelines/etl/main.py":
+                       "import time; time.sleep(3); print('old code')\n"}, "slow")
+    daemon.sync()
+    (record_id,) = [r.run_id for r in daemon.dispatcher.running()] or [None]
+    user.push({"pipelines/etl/main.py": "print('new code')\n"}, "new")
+    daemon.sync()
+    assert daemon.dispatcher.wait_idle(60)
+    runs = wait_for(lambda: len(records(daemon, "etl")) == 2 and records(daemon, "etl"))
+    old = next(r for r in runs if r.commit.sha == first)
+    assert "old code" in daemon.store.read_log(old.run_id)
+    assert record_id == old.run_id
+
+
+def test_changed_requirements_are_preheated_before_the_next_run(daemon, user):
+    user.push({"pipelines/report/requirements.txt": "six==1.16.0\n",
+               "pipelines/report/main.py": "import six; print('six', six.__version__)\n"}, "deps")
+    daemon.sync()
+    assert daemon.preheater.state("report").status in ("in_progress", "ready")
+    run_id = daemon.submit("report", Trigger("manual"), now=utc_now())
+    assert daemon.dispatcher.wait_idle(120)
+    record = wait_for(lambda: daemon.store.read_run(run_id))
+    state = daemon.preheater.state("report")
+    assert state.status == "ready"
+    assert datetime.fromisoformat(state.at) <= record.started_at
+    assert record.status is RunStatus.SUCCEEDED
+
+
+def test_unresolvable_requirements_fail_runs_fast_with_uvs_reason(daemon, user):
+    user.push({"pipelines/report/requirements.txt": "this-package-does-not-exist-fastflow==1.0\n"})
+    daemon.sync()
+    assert daemon.preheater.wait_all(120)
+    state = daemon.preheater.state("report")
+    assert state.status == "broken"
+    assert state.message.startswith(
+        "uv could not install the requirements of pipeline 'report' from requirements.txt: ")
+    assert "this-package-does-not-exist-fastflow" in state.message
+    run_id = daemon.submit("report", Trigger("manual"), now=utc_now())
+    assert daemon.dispatcher.wait_idle(60)
+    record = wait_for(lambda: daemon.store.read_run(run_id))
+    assert record.status is RunStatus.FAILED
+    assert record.attempts == ()
+    assert record.error.kind == "dependencies" and record.error.message == state.message
+
+
+def test_downstream_runs_start_after_the_parent_is_recorded(daemon, user):
+    user.push({
+        "pipelines/parent/main.py": "import os; open(os.environ['FASTFLOW_ROUTE_FILE'], 'w').write('go')\n",
+        "pipelines/parent/pipeline.json": json.dumps(
+            {"downstream_triggers": [{"pipeline": "report", "on_route": "go"}]}),
+    })
+    daemon.sync()
+    parent = daemon.submit("parent", Trigger("manual"), now=utc_now())
+    child = wait_for(lambda: records(daemon, "report"), timeout=60)[0]
+    assert child.trigger.kind == "downstream" and child.trigger.parent_run_id == parent
+
+
+def test_remote_run_requests_are_queued_with_a_known_run_id(daemon, user):
+    run_id = queue_remote_run(daemon.state_dir, "report", {"X": "1"}, None, utc_now())
+    daemon.tick(utc_now())
+    assert daemon.dispatcher.wait_idle(60)
+    record = wait_for(lambda: daemon.store.read_run(run_id))
+    assert record.status is RunStatus.SUCCEEDED and record.trigger.kind == "manual"
+
+
+def test_one_daemon_per_state_dir(daemon, user, tmp_path):
+    other = make_daemon(str(user.bare), tmp_path / "state")
+    with pytest.raises(StateDirBusy) as info:
+        other.start()
+    assert str(info.value) == (
+        f"{(tmp_path / 'state').resolve()}: another `fastflow serve` (pid {os.getpid()}) uses "
+        "this state dir; stop it first or pass another --state-dir"
+    )
+
+
+def test_a_remote_url_is_mirrored_and_polled(user, tmp_path):
+    d = make_daemon(f"file://{user.bare}", tmp_path / "state-url", poll_interval=0.2)
+    d.start()
+    try:
+        sha = user.push({"pipelines/etl/main.py": PRINT_COMMIT.format(v=9)}, "v9")
+        time.sleep(0.3)
+        d.tick(utc_now())  # the poll interval has passed: fetch, then deploy
+        assert d.deployment.commit == sha
+        assert (tmp_path / "state-url" / "mirror.git").is_dir()
+        assert d.dispatcher.wait_idle(60)
+        (record,) = wait_for(lambda: records(d, "etl"))
+        assert record.commit.sha == sha
+    finally:
+        d.stop(grace=30)
+    # The results branch was pushed to the remote.
+    assert git("rev-parse", "fastflow/results", cwd=user.bare)
+
+
+def test_restart_continues_from_the_saved_deployment(user, tmp_path):
+    state = tmp_path / "state"
+    d = make_daemon(str(user.bare), state)
+    d.start()
+    good = d.deployment.active["etl"]
+    user.push({"pipelines/etl/pipeline.json": "{not json"}, "broken")
+    d.sync()
+    d.stop()
+    again = make_daemon(str(user.bare), state)
+    again.start()
+    try:
+        assert again.deployment.active["etl"] == good
+    finally:
+        again.stop()
