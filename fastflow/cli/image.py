@@ -1,8 +1,5 @@
 """`fastflow image build|check`, `fastflow ps`, `fastflow cancel`: thin commands over the Docker
 executor's library functions (fastflow.executors.docker).
-
-Register in `fastflow.cli`: `main.add_command(image)`, `main.add_command(ps)`,
-`main.add_command(cancel)`.
 """
 from __future__ import annotations
 

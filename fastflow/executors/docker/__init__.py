@@ -1,0 +1,26 @@
+"""The Docker executor package: the only code that imports the `docker` SDK.
+
+- `engine`: connecting (`connect`, `docker_available`), labels, `list_running`, `cancel_run`
+- `image`: the runner image (`build_image`, `check_image`, `render_dockerfile`)
+- `cache`: the shared uv cache, its copy-on-write view in runs (trust model)
+- `preheat`: `preheat_requirements` fills the shared cache for a pipeline
+- `executor`: `DockerExecutor`; `stats` and `streams` serve it
+"""
+from fastflow.executors.docker.cache import CacheLayout, requirements_key
+from fastflow.executors.docker.engine import (
+    ENGINE_HINT, RunningRun, cancel_run, connect, docker_available, list_running,
+)
+from fastflow.executors.docker.executor import DockerExecutor
+from fastflow.executors.docker.image import (
+    DEFAULT_MIRROR, DEFAULT_SUITE, IMAGE_KIND, RUNNER_UID, ImageStatus, bootstrap_base, build_image,
+    check_image,
+    find_uv_binary, render_dockerfile, uv_version,
+)
+from fastflow.executors.docker.preheat import PreheatResult, preheat_requirements
+
+__all__ = [
+    "CacheLayout", "bootstrap_base", "DEFAULT_MIRROR", "DEFAULT_SUITE", "DockerExecutor", "ENGINE_HINT", "IMAGE_KIND",
+    "ImageStatus", "PreheatResult", "RUNNER_UID", "RunningRun", "build_image", "cancel_run",
+    "check_image", "connect", "docker_available", "find_uv_binary", "list_running",
+    "preheat_requirements", "render_dockerfile", "requirements_key", "uv_version",
+]

@@ -1,0 +1,448 @@
+"""DockerExecutor against a real engine and the real runner image (built once per session).
+
+Pure parts (line splitting, resource bookkeeping, engine timestamps) are tested without an
+engine; everything else starts real containers (marked `docker` and `slow`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import require_docker
+from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.errors import EngineUnavailable, ExecutorError
+from fastflow.executors.base import AttemptSpec, OutputLine
+from fastflow.executors.docker import (
+    DockerExecutor, build_image, cancel_run, check_image, connect, docker_available, find_uv_binary,
+    list_running,
+    preheat_requirements, uv_version,
+)
+from fastflow.executors.docker.engine import parse_engine_time
+from fastflow.executors.docker.stats import ResourceSampler, cpu_cores, memory_usage
+from fastflow.executors.docker.streams import LineSplitter
+from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
+
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+FIXED = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Lines:
+    """A real sink collecting lines; `on(text, action)` runs `action` when a line matches."""
+
+    def __init__(self) -> None:
+        self.lines: list[OutputLine] = []
+        self.triggers: dict[str, Callable[[], None]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, line: OutputLine) -> None:
+        with self.lock:
+            self.lines.append(line)
+        if line.text in self.triggers:
+            self.triggers[line.text]()
+
+    def texts(self, stream: str) -> list[str]:
+        return [line.text for line in self.lines if line.stream == stream]
+
+
+# --- fixtures: the image (once per session), the shared cache, the executor -----------------
+
+@pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The configured runner image, built with --bootstrap unless it exists and matches."""
+    require_docker()
+    status = check_image(DEFAULT_IMAGE, uv_version(find_uv_binary()))
+    if not status.matches:
+        build_image(DEFAULT_IMAGE, bootstrap=True)
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+@pytest.fixture
+def docker_executor_factory(runner_image, shared_cache) -> Callable[[], DockerExecutor]:
+    """Fresh DockerExecutors for the contract suite (tests/test_executor_contract.py)."""
+    return lambda: DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
+                                  ca_bundle=CA_BUNDLE)
+
+
+def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
+    folder = tmp_path / overrides.pop("pipeline", "pipe")
+    folder.mkdir(exist_ok=True)
+    (folder / "main.py").write_text(textwrap.dedent(code), encoding="utf-8")
+    values = dict(run_id=f"20261122T143000Z-{folder.name}-{os.urandom(2).hex()}",
+                  pipeline=folder.name, attempt=1, workdir=folder, entry="main.py",
+                  type=PipelineType.SCRIPT, python_version=None, requirements=None,
+                  env={"PYTHONUNBUFFERED": "1"}, grace_period=2.0)
+    values.update(overrides)
+    return AttemptSpec(**values)
+
+
+def tree_digest(root: Path) -> str:
+    """A digest of every path, mode and content under `root` (to prove nothing changed)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest.update(f"{path.relative_to(root)} {st.st_mode} {st.st_size}".encode())
+        if path.is_file() and not path.is_symlink():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def run(executor: DockerExecutor, spec: AttemptSpec, cancel: threading.Event | None = None):
+    sink = Lines()
+    return executor.execute(spec, sink, cancel or threading.Event()), sink
+
+
+# --- pure parts -------------------------------------------------------------------------------
+
+def test_line_splitter_keeps_streams_partial_lines_and_the_last_line():
+    sink = Lines()
+    splitter = LineSplitter(sink, lambda: FIXED, max_line_bytes=8)
+    splitter.pump(iter([(b"one\ntw", None), (None, b"err\r\n"), (b"o\n\xc3", None),
+                        (b"\xa9t\xc3\xa9 long line\n", None), (b"tail", None)]))
+    # 8 bytes at most per piece, never cutting the 2-byte \u00e9 in half.
+    assert sink.texts("stdout") == ["one", "two", "\u00e9t\u00e9 lo", "ng line", "tail"]
+    assert sink.texts("stderr") == ["err"]
+
+
+def test_line_splitter_keeps_draining_when_the_sink_fails():
+    seen = []
+
+    def sink(line):
+        seen.append(line.text)
+        raise RuntimeError("broken display")
+
+    LineSplitter(sink, lambda: FIXED).pump(iter([(b"a\nb\nc", None)]))
+    assert seen == ["a", "b", "c"]
+
+
+def test_sampler_summary_and_one_event_per_excursion():
+    sampler = ResourceSampler(Limits(cpu_soft_limit=1.5, mem_soft_limit=100))
+    for t, mem, cpu in [(0, 50, 0.5), (1, 150, 2.0), (2, 180, 3.0), (3, 90, 1.0), (4, 120, 1.6)]:
+        sampler.add(t, mem, cpu)
+    res = sampler.resources()
+    assert (res.peak_memory_bytes, res.cpu_max_cores, res.cpu_mean_cores) == (180, 3.0, 1.62)
+    assert res.soft_limit_events == (
+        {"t": 1, "kind": "memory", "value": 180, "limit": 100},
+        {"t": 1, "kind": "cpu", "value": 3.0, "limit": 1.5},
+        {"t": 4, "kind": "memory", "value": 120, "limit": 100},
+        {"t": 4, "kind": "cpu", "value": 1.6, "limit": 1.5},
+    )
+
+
+def test_sampler_downsamples_to_at_most_max_points_keeping_maxima():
+    sampler = ResourceSampler(max_points=120)
+    for t in range(1000):
+        sampler.add(t, 1000 + t, 0.1 if t != 777 else 3.5)
+    res = sampler.resources()
+    assert len(res.samples) <= 120
+    assert max(s["cpu"] for s in res.samples) == 3.5
+    assert max(s["mem"] for s in res.samples) == 1999
+    assert res.samples[0]["t"] == 0
+
+
+def test_stats_parsing_cores_are_not_clamped_and_cache_is_excluded():
+    stats = {
+        "cpu_stats": {"cpu_usage": {"total_usage": 5_000_000_000}, "system_cpu_usage": 20_000_000_000,
+                      "online_cpus": 4},
+        "precpu_stats": {"cpu_usage": {"total_usage": 2_000_000_000},
+                         "system_cpu_usage": 16_000_000_000},
+        "memory_stats": {"usage": 300, "stats": {"total_inactive_file": 100}},
+    }
+    assert cpu_cores(stats) == 3.0
+    assert memory_usage(stats) == 200
+    assert cpu_cores({"cpu_stats": {}, "precpu_stats": {}}) is None
+
+
+def test_engine_time_parsing():
+    assert parse_engine_time("2026-11-22T14:30:00.123456789Z") == FIXED.replace(microsecond=123456)
+    assert parse_engine_time("0001-01-01T00:00:00Z") is None
+
+
+def test_engine_unavailable_message():
+    with pytest.raises(EngineUnavailable) as err:
+        connect(base_url="unix:///nonexistent/docker.sock")
+    assert not docker_available(base_url="unix:///nonexistent/docker.sock")
+    assert str(err.value).startswith("no Docker engine answers (")
+    assert str(err.value).endswith(
+        "); start one with `sudo systemctl start docker` (or `sudo dockerd &`), "
+        "or run on the host with `--local`")
+
+
+# --- real containers --------------------------------------------------------------------------
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestContainers:
+    @pytest.fixture(autouse=True)
+    def _executor(self, docker_executor_factory):
+        self.executor = docker_executor_factory()
+
+    def test_output_streams_env_route_and_last_line(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import os, sys
+            print("to stdout")
+            print("to stderr", file=sys.stderr)
+            print(os.getcwd(), os.environ["GREETING"], os.environ["FASTFLOW_RUN_ID"])
+            open(os.environ["FASTFLOW_ROUTE_FILE"], "w").write("publish\\n")
+            sys.stdout.write("last line without newline")
+        """, env={"GREETING": "hej", "FASTFLOW_RUN_ID": "r-1"})
+        result, sink = run(self.executor, spec)
+        assert result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == ["to stdout", "/work/pipe hej r-1", "last line without newline"]
+        assert sink.texts("stderr") == ["to stderr"]
+        assert result.route == "publish"
+        env = result.environment
+        assert (env.image, env.python, env.uv_version) == (DEFAULT_IMAGE, "3.11", "0.13.9")
+        assert env.image_id.startswith("sha256:")
+
+    def test_nonzero_exit_is_failed_and_the_container_is_removed(self, tmp_path):
+        spec = make_spec(tmp_path, "import sys; sys.exit(3)")
+        result, _ = run(self.executor, spec)
+        assert (result.status, result.exit_code, result.error) == (RunStatus.FAILED, 3, None)
+        left = connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={spec.run_id}"})
+        assert left == []
+
+    def test_hardening_non_root_read_only_no_capabilities_no_socket(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import os
+            print("uid", os.getuid(), os.getgid())
+            for path in ("main.py", "new-file", "/usr/new-file"):
+                try:
+                    open(path, "a").close()
+                    print("writable", path)
+                except OSError as exc:
+                    print("refused", path, exc.errno)
+            open("/tmp/scratch", "w").write("ok")
+            print("tmp ok")
+            print("socket", os.path.exists("/var/run/docker.sock"))
+            print("caps", [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")])
+            print("nnp", [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")])
+        """)
+        # Permissions would allow writing the code: only the read-only mount refuses it (EROFS=30).
+        spec.workdir.chmod(0o777)
+        (spec.workdir / "main.py").chmod(0o666)
+        result, sink = run(self.executor, spec)
+        assert result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == [
+            "uid 10001 10001", "refused main.py 30", "refused new-file 30",
+            "refused /usr/new-file 30", "tmp ok", "socket False",
+            "caps ['0000000000000000']", "nnp ['1']",
+        ]
+
+    def test_network_none_has_no_network(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import socket
+            print(sorted(name for _, name in socket.if_nameindex()))
+            try:
+                socket.create_connection(("151.101.0.223", 443), timeout=3)
+                print("connected")
+            except OSError as exc:
+                print("no network")
+        """, network=NetworkMode.NONE)
+        result, sink = run(self.executor, spec)
+        assert result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == ["['lo']", "no network"]
+
+    def test_oom_killed_under_50m_and_succeeds_under_256m(self, tmp_path):
+        code = """
+            block = bytearray(100 * 1024 * 1024)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+            print("allocated")
+        """
+        small = make_spec(tmp_path, code, limits=Limits(mem_hard_limit=50 * 1024**2))
+        result, sink = run(self.executor, small)
+        assert result.status is RunStatus.OOM_KILLED, sink.lines
+        assert result.exit_code == 137
+        assert result.error.kind == "oom"
+        assert result.error.message == "killed by the kernel's OOM killer (mem_hard_limit 52428800 bytes)"
+        big = make_spec(tmp_path, code, limits=Limits(mem_hard_limit=256 * 1024**2))
+        result, sink = run(self.executor, big)
+        assert result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == ["allocated"]
+
+    def test_exit_137_without_oom_is_failed(self, tmp_path):
+        spec = make_spec(tmp_path, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+                         limits=Limits(mem_hard_limit=256 * 1024**2))
+        result, _ = run(self.executor, spec)
+        assert result.status is RunStatus.FAILED
+        assert result.exit_code == 137
+
+    def test_timeout_stops_with_sigterm_then_sigkill(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import signal, time
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("ready", flush=True)
+            time.sleep(300)
+        """, timeout=1.5, grace_period=1.0)
+        result, sink = run(self.executor, spec)
+        assert result.status is RunStatus.TIMED_OUT
+        assert result.error.message == "timed out after 1.5s (timeout 1.5s)"
+        took = (result.finished_at - result.started_at).total_seconds()
+        assert 2.5 <= took < 15, took
+        assert sink.texts("runner") == ["timeout of 1.5s reached: stopping the container"]
+
+    def test_cancel_event(self, tmp_path):
+        spec = make_spec(tmp_path, "import time; print('ready', flush=True); time.sleep(300)")
+        cancel = threading.Event()
+        sink = Lines()
+        sink.triggers["ready"] = lambda: threading.Timer(0.2, cancel.set).start()
+        result = self.executor.execute(spec, sink, cancel)
+        assert result.status is RunStatus.CANCELLED
+        assert (result.finished_at - result.started_at).total_seconds() < 10
+
+    def test_ps_lists_the_run_and_cancel_run_stops_it(self, tmp_path):
+        spec = make_spec(tmp_path, "import time; print('ready', flush=True); time.sleep(300)",
+                         attempt=2)
+        seen = []
+
+        def from_outside():
+            seen.extend(list_running())
+            cancel_run(spec.run_id, grace_period=1)
+
+        sink = Lines()
+        sink.triggers["ready"] = lambda: threading.Thread(target=from_outside).start()
+        result = self.executor.execute(spec, sink, threading.Event())
+        assert result.status is RunStatus.CANCELLED
+        assert result.error.message == ("the container was stopped from outside (fastflow cancel, "
+                                        "docker stop or docker kill)")
+        mine = [r for r in seen if r.run_id == spec.run_id]
+        assert [(r.pipeline, r.attempt) for r in mine] == [("pipe", 2)]
+        assert mine[0].started.tzinfo is not None
+
+    def test_cancel_run_of_an_unknown_id(self):
+        with pytest.raises(ExecutorError) as err:
+            cancel_run("no-such-run")
+        assert str(err.value) == ("no running run has the id 'no-such-run'; "
+                                  "`fastflow ps` lists the running runs")
+
+    def test_removed_container_is_lost(self, tmp_path):
+        spec = make_spec(tmp_path, "import time; print('ready', flush=True); time.sleep(300)")
+        sink = Lines()
+
+        def remove():
+            for c in connect().containers.list(filters={"label": f"org.fastflow.run_id={spec.run_id}"}):
+                c.remove(force=True)
+
+        sink.triggers["ready"] = lambda: threading.Thread(target=remove).start()
+        result = self.executor.execute(spec, sink, threading.Event())
+        # `docker rm -f` kills first: whether the executor still sees the kill (cancelled) or
+        # only a vanished container (lost) depends on timing; both are terminal, never retried.
+        assert result.status in (RunStatus.LOST, RunStatus.CANCELLED)
+
+    def test_cpu_quota_is_visible_in_the_samples(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import time
+            end = time.monotonic() + 4
+            while time.monotonic() < end:
+                pass
+        """, limits=Limits(cpu_hard_limit=0.5, cpu_soft_limit=0.2))
+        result, _ = run(self.executor, spec)
+        res = result.resources
+        assert result.status is RunStatus.SUCCEEDED
+        assert len(res.samples) >= 2
+        assert 0.3 <= res.cpu_max_cores <= 0.6, res
+        assert res.peak_memory_bytes > 1_000_000
+        assert [e["kind"] for e in res.soft_limit_events] == ["cpu"]
+
+    def test_a_lot_of_output_is_streamed_completely(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import sys
+            for i in range(200_000):
+                print(f"line {i}")
+            sys.stdout.write("the end")
+        """)
+        result, sink = run(self.executor, spec)
+        out = sink.texts("stdout")
+        assert result.status is RunStatus.SUCCEEDED
+        assert len(out) == 200_001 and out[-2:] == ["line 199999", "the end"]
+
+    def test_unreadable_pipeline_folder(self, tmp_path):
+        spec = make_spec(tmp_path, "print('hi')")
+        spec.workdir.chmod(0o700)
+        with pytest.raises(ExecutorError) as err:
+            run(self.executor, spec)
+        assert str(err.value) == (
+            f"{spec.workdir} is not readable by the container user (uid 10001, mode 700); make "
+            f"the pipeline folder world-readable with `chmod -R o+rX {spec.workdir}`")
+
+    def test_missing_image(self, tmp_path, shared_cache):
+        executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image="fastflow-nope:1")
+        with pytest.raises(ExecutorError) as err:
+            run(executor, make_spec(tmp_path, "print('hi')"))
+        assert str(err.value) == ("the runner image 'fastflow-nope:1' does not exist; build it "
+                                  "with `fastflow image build --bootstrap` (or `--base IMAGE`)")
+
+
+# --- the shared cache: pre-heat, warm runs offline, runs cannot change it ---------------------
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestCache:
+    def test_warm_run_needs_no_network_and_cannot_change_the_cache(self, runner_image, tmp_path):
+        cache = tmp_path / "cache"
+        spec = make_spec(tmp_path, """
+            import glob, os, shutil, six
+            print("six", six.__version__)
+            # Try to tamper with the shared cache: rewrite, delete, add.
+            for path in glob.glob("/cache/uv/**/six.py", recursive=True):
+                open(path, "a").write("\\nraise SystemExit('poisoned')\\n")
+            shutil.rmtree("/cache/uv/archive-v0", ignore_errors=True)
+            open("/cache/uv/planted", "w").write("x")
+            print("tampered")
+        """, requirements="requirements.txt", python_version="3.11", network=NetworkMode.NONE)
+        (spec.workdir / "requirements.txt").write_text("six==1.16.0\n")
+        heat = preheat_requirements(runner_image, cache, spec.workdir, "requirements.txt", "3.11",
+                                    CA_BUNDLE)
+        assert heat.ok, heat.output
+        again = preheat_requirements(runner_image, cache, spec.workdir, "requirements.txt", "3.11")
+        assert again.skipped and again.key == heat.key
+        before = tree_digest(cache)
+        executor = DockerExecutor(clock=utc_now, cache_dir=cache, image=runner_image)
+        for _ in range(2):  # the second run sees the cache exactly as the first did
+            result, sink = run(executor, spec)
+            assert result.status is RunStatus.SUCCEEDED, sink.lines
+            assert sink.texts("stdout") == ["six 1.16.0", "tampered"]
+            assert not any("Installed" in t for t in sink.texts("stderr")), sink.lines
+        assert tree_digest(cache) == before
+
+    def test_cold_run_installs_into_its_own_layer(self, runner_image, tmp_path):
+        cache = tmp_path / "cache"
+        spec = make_spec(tmp_path, "import six; print('six', six.__version__)",
+                         requirements="requirements.txt")
+        (spec.workdir / "requirements.txt").write_text("six==1.16.0\n")
+        executor = DockerExecutor(clock=utc_now, cache_dir=cache, image=runner_image,
+                                  ca_bundle=CA_BUNDLE)
+        result, sink = run(executor, spec)
+        assert result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == ["six 1.16.0"]
+        assert list((cache / "uv").iterdir()) == []  # the download stayed in the run's layer
+
+    def test_preheat_of_a_missing_file(self, runner_image, tmp_path):
+        with pytest.raises(ExecutorError) as err:
+            preheat_requirements(runner_image, tmp_path / "c", tmp_path, "requirements.txt")
+        assert str(err.value) == f"{tmp_path / 'requirements.txt'} does not exist; nothing to pre-heat"
+
+    def test_failed_preheat_is_a_result(self, runner_image, tmp_path):
+        (tmp_path / "requirements.txt").write_text("this-package-does-not-exist-fastflow==0.0.1\n")
+        tmp_path.chmod(0o755)
+        heat = preheat_requirements(runner_image, tmp_path / "c", tmp_path, "requirements.txt",
+                                    ca_bundle=CA_BUNDLE)
+        assert not heat.ok and heat.exit_code not in (0, None)
+        assert "this-package-does-not-exist-fastflow" in heat.output
+        assert not (tmp_path / "c" / "preheated" / f"{heat.key}.json").exists()
