@@ -192,6 +192,15 @@ class ResultsStore:
         self._journal({"kind": "state", "name": name, "data": data})
         return self.flush() if commit else None
 
+    def write_files(self, files: Mapping[str, bytes | None], label: str,
+                    commit: bool = False) -> str | None:
+        """Journal arbitrary files (e.g. site pages after a sync; None deletes a path); they go
+        into the next commit, or one of their own when `commit` is True. `label` names them in
+        the commit message."""
+        encoded = {p: (None if b is None else base64.b64encode(b).decode()) for p, b in files.items()}
+        self._journal({"kind": "files", "name": label, "files": encoded})
+        return self.flush() if commit else None
+
     def flush(self) -> str | None:
         """Commit everything journalled in one commit (runs not yet on the branch, state), then
         drop the journal files and push when a remote is set. Returns the new commit or None."""
@@ -226,6 +235,11 @@ class ResultsStore:
         for _, entry in entries:
             if entry["kind"] == "state":
                 changes[f"state/{entry['name']}.json"] = _dump(entry["data"])
+                states.append(entry["name"])
+                continue
+            if entry["kind"] == "files":
+                for path, data in entry["files"].items():
+                    changes[path] = None if data is None else base64.b64decode(data)
                 states.append(entry["name"])
                 continue
             rec = entry["record"]

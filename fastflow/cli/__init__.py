@@ -11,6 +11,9 @@ import click
 
 from fastflow import __version__
 from fastflow.cli import pipelines, run, serve
+from fastflow.cli.hooks import hooks
+from fastflow.cli.image import cancel, image, ps
+from fastflow.cli.schedule import schedule
 from fastflow.cli.secrets import secrets
 from fastflow.cli.common import FastflowGroup
 
@@ -27,5 +30,5 @@ def main(verbose: bool) -> None:
 
 
 for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets,
-                 serve.serve, serve.sync):
+                 serve.serve, serve.sync, image, ps, cancel, schedule, hooks):
     main.add_command(_command)

@@ -1,0 +1,107 @@
+"""Publishing the status site on the results branch: the pages a finished run or a sync changes.
+
+Pages live under `site/` on the branch, committed together with the run record that changed
+them (`fastflow.store`). A finished run re-renders only its run page, its pipeline's index and
+newest history page, and the overview (see `fastflow.site.pages_for_new_run`); a sync that
+changes the configuration re-renders the overview and the index of each changed pipeline.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Callable, Iterable, Mapping
+
+from fastflow.deploy import Deployment
+from fastflow.model import RunStatus
+from fastflow.record import RunRecord
+from fastflow.site import (
+    DEFAULT_PAGE_SIZE,
+    PipelineSummary,
+    SiteData,
+    pages_for_new_run,
+    render_overview,
+    render_pipeline_index,
+)
+from fastflow.store import ResultsStore
+
+SITE_PREFIX = "site/"
+
+
+def summaries_from_json(summary: Mapping) -> dict[str, PipelineSummary]:
+    """`summary.json` of the results branch as the site's per-pipeline summaries."""
+    found = {}
+    for name, entry in (summary.get("pipelines") or {}).items():
+        recent = entry.get("recent") or []
+        last = recent[-1] if recent else {}
+        finished = last.get("finished_at")
+        found[name] = PipelineSummary(
+            last_status=RunStatus(last["status"]) if last else None,
+            last_run_id=last.get("run_id"),
+            last_time=datetime.fromisoformat(finished) if finished else None,
+            last_duration_s=last.get("duration_s"),
+            recent_statuses=tuple(RunStatus(r["status"]) for r in recent),
+            recent_durations=tuple(r.get("duration_s") for r in recent),
+            recent_run_ids=tuple(r["run_id"] for r in recent),
+        )
+    return found
+
+
+def runs_recorded(summary: Mapping, pipeline: str) -> int:
+    return int(((summary.get("pipelines") or {}).get(pipeline) or {}).get("runs_recorded", 0))
+
+
+class SitePublisher:
+    """Renders the pages to commit with each run record or deployment."""
+
+    def __init__(self, store: ResultsStore, clock: Callable[[], datetime],
+                 deployment: Callable[[], Deployment | None],
+                 schedule_info: Callable[[Deployment], tuple[Mapping, Mapping]] | None = None,
+                 heartbeat: Callable[[], datetime | None] = lambda: None,
+                 title: str = "Fast-Flow") -> None:
+        self.store = store
+        self.clock = clock
+        self.deployment = deployment
+        self.schedule_info = schedule_info  # deployment -> (schedules, next_runs) per pipeline
+        self.heartbeat = heartbeat
+        self.title = title
+        self.lock = threading.Lock()  # pages and the record they belong to commit in order
+
+    def site_data(self, summary: Mapping) -> SiteData:
+        deployment = self.deployment()
+        schedules, next_runs = ({}, {})
+        if deployment is not None and self.schedule_info is not None:
+            schedules, next_runs = self.schedule_info(deployment)
+        return SiteData(
+            now=self.clock(),
+            pipelines=deployment.pipelines if deployment else {},
+            invalid=dict(deployment.invalid) if deployment else {},
+            config_problems=tuple(deployment.errors) if deployment else (),
+            summaries=summaries_from_json(summary),
+            schedules=schedules,
+            next_runs=next_runs,
+            heartbeat=self.heartbeat(),
+            title=self.title,
+        )
+
+    def pages_for_run(self, record: RunRecord, log_text: str) -> dict[str, bytes]:
+        """The site pages `record` changes, as results-branch paths."""
+        summary = self.store.read_summary()
+        earlier = [r for r in self.store.list_runs(record.pipeline, limit=DEFAULT_PAGE_SIZE + 1)
+                   if r.run_id != record.run_id]
+        recent = sorted([record, *earlier], key=lambda r: r.run_id, reverse=True)
+        total = runs_recorded(summary, record.pipeline) + 1
+        pages = pages_for_new_run(self.site_data(summary), record, log_text,
+                                  recent[: DEFAULT_PAGE_SIZE + 1], total)
+        return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+    def pages_for_pipelines(self, names: Iterable[str]) -> dict[str, bytes]:
+        """The overview and the index pages of `names` (after a sync changed them)."""
+        summary = self.store.read_summary()
+        data = self.site_data(summary)
+        pages = render_overview(data)
+        for name in sorted(set(names)):
+            if name not in data.pipelines:
+                continue
+            recent = self.store.list_runs(name, limit=DEFAULT_PAGE_SIZE)
+            pages.update(render_pipeline_index(data, name, recent, runs_recorded(summary, name)))
+        return {SITE_PREFIX + path: body for path, body in pages.items()}
