@@ -6,8 +6,10 @@ request wakes it at once) until then. Signal handlers only set flags.
 
 One round: drain the inbox; sync when a push was announced or the poll interval passed (fetch
 a remote into the mirror, diff the new commit, deploy it with last-valid semantics, pre-heat
-changed dependencies, queue `run_on_change` runs); queue requested runs; ask the scheduler
-for due slots; write the heartbeat.
+changed dependencies, queue `run_on_change` runs, re-plan the schedules, publish the site
+pages the sync changes); queue requested runs; ask the scheduler for due slots
+(`fastflow.timetable`); write the heartbeat. `tick` returns the earliest of the next poll, the
+next heartbeat and the next schedule slot, so an idle daemon sleeps until then.
 
 The state dir holds everything local: `daemon.lock` (one daemon per state dir), `inbox/`,
 `active/` (the run journal), `journal/` (the results store's), `live/` (output of running
@@ -38,9 +40,13 @@ from fastflow.inbox import RunRequest as RunRequestMessage
 from fastflow.launcher import LaunchContext, RunLauncher, RunOrder
 from fastflow.model import RepoConfig
 from fastflow.preheat import PreheatFunction, PreheatJob, PreheatOutcome, Preheater
+from fastflow.publish import SitePublisher
 from fastflow.record import RunRecord, Trigger
 from fastflow.runner import new_run_id
+from fastflow.scheduler import DueRun
+from fastflow.schedules import Schedule
 from fastflow.store import ResultsStore
+from fastflow.timetable import Timetable, slot_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +159,9 @@ class Daemon:
         self._next_heartbeat: datetime | None = None
         self._next_branch_heartbeat: datetime | None = None
         self._sync_errors: list[str] = []
+        self._next_slot: datetime | None = None
+        self._replanned = False  # a sync changed the schedules: tick them at once
+        self._heartbeat_at: datetime | None = None
         self._lock = threading.RLock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -180,13 +189,28 @@ class Daemon:
         self.preheater = Preheater(self._run_preheat, self.state_dir, self.clock)
         self._preheat_with = self._preheat_factory(config)
         self.dispatcher = Dispatcher(self.options.max_concurrent_runs or config.max_concurrent_runs)
+        self.timetable = Timetable(start=self._start_slot, skip=self._record_skipped,
+                                   cancel=self.dispatcher.cancel,
+                                   save=lambda data: self.store.write_state("scheduler", data))
+        self._load_watermarks()
+        self.publisher = SitePublisher(self.store, self.clock, lambda: self.deployment,
+                                       schedule_info=self._schedule_info,
+                                       heartbeat=lambda: self._heartbeat_at)
         self.launcher = RunLauncher(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, executor=self.executor, preheater=self.preheater,
             dispatcher=self.dispatcher, clock=self.clock, environ=self.environ,
-            after_record=self._after_record,
+            on_finished=self.publisher.pages_for_run, after_record=self._after_record,
         )
         return config
+
+    def _load_watermarks(self) -> None:
+        source = f"state/scheduler.json on {self.store.branch}"
+        try:
+            self.timetable.load(self.store.read_state("scheduler"), source)
+        except FastflowError as exc:
+            # Not a silent default: every schedule starts from now, and the error says so.
+            logger.error("%s; every schedule starts afresh from now", exc)
 
     def _run_preheat(self, job: PreheatJob) -> PreheatOutcome:
         return self._preheat_with(job)
@@ -195,7 +219,12 @@ class Daemon:
         """Open everything, recover what a previous daemon left (journalled records, active
         runs), and sync once. Returns notes on what reconciliation did."""
         self._open()
+        for order in self.launcher.journal.orders():  # runs of schedules a previous daemon left
+            if order.trigger.schedule_id:
+                self.timetable.track(order.run_id, order.trigger.schedule_id)
         self._safe_sync()
+        if self.deployment is not None and self.timetable.plan is None:
+            self._activate_schedules(self.deployment)  # the branch did not move since last time
         return self.launcher.reconcile(self._context_for_order)
 
     def sync_once(self) -> Deployment | None:
@@ -253,10 +282,19 @@ class Daemon:
         for message in messages:
             if isinstance(message, RunRequestMessage):
                 self._accept_request(message, now)
+        if self.timetable.plan is not None and (self._next_slot is None or now >= self._next_slot
+                                                or self._replanned):
+            with self._lock:  # finished runs release waiting ones from worker threads
+                self._replanned = False
+                self._next_slot = self.timetable.tick(now)
+                self.write_schedule_state(now)
         if self._next_heartbeat is None or now >= self._next_heartbeat:
             self.write_status(now)
             self._next_heartbeat = now + timedelta(seconds=HEARTBEAT_INTERVAL)
-        return min(self._next_poll, self._next_heartbeat)
+        wake = [self._next_poll, self._next_heartbeat]
+        if self._next_slot is not None:
+            wake.append(self._next_slot)
+        return min(wake)
 
     def _safe_sync(self) -> None:
         try:
@@ -302,9 +340,11 @@ class Daemon:
             save_deployment(deployment, self.state_dir / "deployment.json")
             self._sync_errors = []
             self._preheat(previous, deployment)
+            self._activate_schedules(deployment)
             self._run_on_change(deployment)
             self._collect_snapshots(deployment)
             self.store.write_state("sync", {"commit": head, "at": self.clock().isoformat()})
+            self._publish_deployment(previous, deployment)
             logger.info("synced %s: %s", head[:10], json.dumps(deployment.changes.to_json()))
             return deployment
 
@@ -320,6 +360,68 @@ class Daemon:
             active = deployment.active.get(name)
             if active is None or active.pipeline.requirements is None:
                 self.preheater.forget(name)
+
+    def _activate_schedules(self, deployment: Deployment) -> None:
+        self.timetable.activate(deployment.schedules, self.clock())
+        self._replanned = True
+
+    def _publish_deployment(self, previous: Deployment | None, deployment: Deployment) -> None:
+        """Commit the state and the site pages a sync changes (overview; changed pipelines)."""
+        changes = deployment.changes
+        if previous is None or changes is None or changes.first_sync:
+            names = set(deployment.active) | set(deployment.invalid)
+        else:
+            names = set(changes.added) | {c.name for c in changes.changed} | set(deployment.invalid)
+        self.write_schedule_state(self.clock())
+        self.store.write_files(self.publisher.pages_for_pipelines(names), "site")
+        self.store.flush()
+
+    def _schedule_info(self, deployment: Deployment) -> tuple[dict, dict]:
+        """(schedules per pipeline, (next instant, zone) per pipeline) for the site."""
+        schedules: dict[str, list[Schedule]] = {}
+        for schedule in deployment.schedules:
+            schedules.setdefault(schedule.pipeline, []).append(schedule)
+        next_runs: dict[str, tuple[datetime, str]] = {}
+        for upcoming in self.timetable.next_runs():  # soonest first
+            next_runs.setdefault(upcoming.schedule.pipeline,
+                                 (upcoming.at, upcoming.schedule.timezone))
+        return schedules, next_runs
+
+    def write_schedule_state(self, now: datetime) -> None:
+        """`state/deployment.json` on the branch: what is active, problems, next slots."""
+        deployment = self.deployment
+        if deployment is None:
+            return
+        self.store.write_state("deployment", {
+            "commit": deployment.commit, "at": now.isoformat(),
+            "active": {n: a.commit for n, a in sorted(deployment.active.items())},
+            "invalid": {n: [str(p) for p in i.problems] for n, i in sorted(deployment.invalid.items())},
+            "errors": [str(p) for p in deployment.errors] + list(self._sync_errors),
+            "schedules": [n.to_json() for n in self.timetable.next_runs()],
+        })
+
+    def _start_slot(self, due: DueRun) -> bool:
+        """Queue the run of a due slot; False when its id is already known or it cannot run."""
+        schedule = due.schedule
+        if self.launcher.knows(due.run_id, schedule.pipeline):
+            return False
+        try:
+            self.submit(schedule.pipeline, slot_trigger(due), now=self.clock(),
+                        env=schedule.env, run_config_id=schedule.run_config, run_id=due.run_id)
+        except FastflowError as exc:
+            logger.warning("schedule %s: slot %s not started: %s", schedule.id,
+                           due.slot.at.isoformat(), exc)
+            return False
+        logger.info("schedule %s: queued %s%s", schedule.id, due.run_id,
+                    " (catch-up)" if due.catchup else "")
+        return True
+
+    def _record_skipped(self, record: RunRecord) -> None:
+        if self.launcher.knows(record.run_id, record.pipeline):
+            return
+        logger.info("schedule %s: skipped %s (%s)", record.trigger.schedule_id, record.run_id,
+                    record.error.message if record.error else "")
+        self.launcher.store_record(record, "")
 
     def _run_on_change(self, deployment: Deployment) -> None:
         changes = deployment.changes
@@ -376,9 +478,12 @@ class Daemon:
             logger.warning("run request %s refused: %s", request.request_id, exc)
 
     def _after_record(self, record: RunRecord) -> None:
-        """Downstream triggers fire when their parent's record is stored."""
+        """Downstream triggers fire when their parent's record is stored; a schedule's waiting
+        run (overlap queue/replace) starts when its running one ended."""
         if self.stopping.is_set():
             return
+        with self._lock:
+            self.timetable.ended(record.run_id)
         for fired in record.downstream:
             try:
                 self.submit(fired["pipeline"], Trigger(kind="downstream", parent_run_id=record.run_id),
@@ -421,6 +526,7 @@ class Daemon:
         """`status.json` in the state dir every heartbeat; `state/daemon.json` on the results
         branch goes with the next run's commit, or on its own every BRANCH_HEARTBEAT_INTERVAL."""
         data = self.status(now)
+        self._heartbeat_at = now
         path = self.state_dir / "status.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))

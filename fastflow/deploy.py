@@ -12,6 +12,10 @@ Bad input after a push never deactivates what was running:
   from the commit it was valid at) stays active, with the error; a pipeline that was never
   valid is listed as invalid only.
 - a removed pipeline folder is removed.
+- `.fastflow/schedules.yaml` (with the pipelines' own schedules) invalid: the previous valid
+  schedule set stays active (minus schedules of removed pipelines), with the errors. On the
+  very first deployment there is no previous set: the schedules that are valid are activated
+  and the errors are shown.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from fastflow.config import check_repo_config
 from fastflow.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
+from fastflow.schedules import Schedule, check_schedules, read_schedules_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ class Deployment:
     errors: tuple[Problem, ...] = ()  # problems that keep an older version active, config errors
     warnings: tuple[Problem, ...] = ()
     changes: ChangeSet | None = None
+    schedules: tuple[Schedule, ...] = ()  # the active schedule set (last valid)
 
     @property
     def pipelines(self) -> dict[str, Pipeline]:
@@ -66,6 +72,7 @@ class Deployment:
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
             "changes": self.changes.to_json() if self.changes else None,
+            "schedules": [s.id for s in self.schedules],
         }
 
 
@@ -100,6 +107,7 @@ def deploy_commit(
             active[name] = old_active[name]
             note = f"the last valid version (commit {old_active[name].commit[:10]}) stays active"
             errors.extend(_kept(p, note) for p in invalid.problems if p.severity is Severity.ERROR)
+    schedules = _schedules(root, active, discovery.invalid, previous, errors, warnings)
     return Deployment(
         commit=commit,
         root_tree=info.tree,
@@ -109,7 +117,24 @@ def deploy_commit(
         errors=tuple(errors),
         warnings=tuple(warnings),
         changes=changes,
+        schedules=schedules,
     )
+
+
+def _schedules(root: Path, active: Mapping[str, ActivePipeline], invalid: Mapping[str, object],
+               previous: Deployment | None, errors: list[Problem],
+               warnings: list[Problem]) -> tuple[Schedule, ...]:
+    """The schedule set to activate (see the module doc); appends its problems."""
+    found = check_schedules(read_schedules_file(root), {n: a.pipeline for n, a in active.items()},
+                            root=root, invalid_pipelines=[n for n in invalid if n not in active])
+    warnings.extend(p for p in found.problems if p.severity is Severity.WARNING)
+    if not found.errors:
+        return found.schedules
+    if previous is None or previous.config is None:
+        errors.extend(found.errors)
+        return found.schedules
+    errors.extend(_kept(p, "the last valid schedules stay active") for p in found.errors)
+    return tuple(s for s in previous.schedules if s.pipeline in active)
 
 
 def _kept(problem: Problem, note: str) -> Problem:
@@ -173,4 +198,4 @@ def restore_deployment(repository: git.GitRepo, snapshots: Path, path: Path) -> 
         if name in older.active:
             active[name] = older.active[name]
     return Deployment(base.commit, base.root_tree, base.config, active, base.invalid,
-                      base.errors, base.warnings, None)
+                      base.errors, base.warnings, None, base.schedules)

@@ -89,6 +89,9 @@ class RunJournal:
     def remove(self, run_id: str) -> None:
         (self.dir / f"{run_id}.json").unlink(missing_ok=True)
 
+    def has(self, run_id: str) -> bool:
+        return (self.dir / f"{run_id}.json").exists()
+
     def orders(self) -> list[RunOrder]:
         found = []
         for path in sorted(self.dir.glob("*.json")):
@@ -213,14 +216,24 @@ class RunLauncher:
 
     def finish(self, order: RunOrder, outcome: RunOutcome) -> None:
         """Store the run's record and log (with the pages it changes), then drop its journal."""
-        record = outcome.record
-        extra = self.on_finished(record, outcome.log_text) if self.on_finished else {}
-        self.store.record_run(record, outcome.log_text, extra_files=extra)
-        self.journal.remove(order.run_id)
-        self.live.remove(order.run_id)
+        self.store_record(outcome.record, outcome.log_text, order.run_id)
+
+    def store_record(self, record: RunRecord, log_text: str, journalled: str | None = None) -> None:
+        """Commit `record` with its log and the site pages it changes; drop the journal entry
+        `journalled` (the run's id) when there is one; then the `after_record` hook."""
+        extra = self.on_finished(record, log_text) if self.on_finished else {}
+        self.store.record_run(record, log_text, extra_files=extra)
+        if journalled is not None:
+            self.journal.remove(journalled)
+            self.live.remove(journalled)
         logger.info("run %s: %s", record.run_id, record.status.value)
         if self.after_record is not None:
             self.after_record(record)
+
+    def knows(self, run_id: str, pipeline: str) -> bool:
+        """True when a run with this id is journalled (queued or running) or already recorded:
+        a deterministic id (a schedule slot, a remote request) must never run twice."""
+        return self.journal.has(run_id) or self.store_has(run_id, pipeline)
 
     # --- after a crash --------------------------------------------------------------------
 
@@ -232,7 +245,7 @@ class RunLauncher:
         """
         notes = []
         for order in self.journal.orders():
-            if self.store_has(order):
+            if self.store_has(order.run_id, order.pipeline):
                 self.journal.remove(order.run_id)
                 notes.append(f"{order.run_id}: already recorded")
                 continue
@@ -250,9 +263,9 @@ class RunLauncher:
             notes.append(f"{order.run_id}: {outcome.record.status.value}")
         return notes
 
-    def store_has(self, order: RunOrder) -> bool:
+    def store_has(self, run_id: str, pipeline: str) -> bool:
         try:
-            self.store.read_run(order.run_id, pipeline=order.pipeline)
+            self.store.read_run(run_id, pipeline=pipeline)
         except RepositoryError:  # the store's "no such run"
             return False
         return True

@@ -50,7 +50,7 @@ def run_month(run_id: str) -> tuple[str, str, str]:
     if not m:
         raise RepositoryError(
             f"run id {run_id!r} does not start with a UTC timestamp like 20261122T143000Z-; "
-            "run ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`"
+            "run ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]`"
         )
     return m.group(1), m.group(2), m.group(7)
 
@@ -169,11 +169,11 @@ class ResultsStore:
         """Journal a finished run (record, log, extra files such as site pages), then commit it
         unless `commit` is False (then a later `flush()` commits it with others). Returns the
         commit sha when committed."""
-        if not record.run_id.startswith(tuple("0123456789")) or \
-                not run_month(record.run_id)[2].startswith(record.pipeline + "-"):
+        rest = run_month(record.run_id)[2] if record.run_id[:1].isdigit() else ""
+        if rest != record.pipeline and not rest.startswith(record.pipeline + "-"):
             raise RepositoryError(
                 f"run id {record.run_id!r} does not name its pipeline {record.pipeline!r}; run "
-                "ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`"
+                "ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]`"
             )
         extra = {p: (None if b is None else base64.b64encode(b).decode()) for p, b in
                  (extra_files or {}).items()}
@@ -371,8 +371,8 @@ class ResultsStore:
             candidates = [pipeline]
         else:  # names may contain '-': try every pipeline folder the id can start with
             names = [i.name for i in git.list_tree(self.repo, head, "runs")] if head else []
-            candidates = sorted((n for n in names if rest.startswith(n + "-")), key=len,
-                                reverse=True)
+            candidates = sorted((n for n in names if rest == n or rest.startswith(n + "-")),
+                                key=len, reverse=True)
         for name in candidates:
             path = (record_path if kind == "record" else log_path)(name, run_id)
             data = git.read_blob(self.repo, head, path) if head else None

@@ -145,7 +145,7 @@ def test_read_errors(store):
     with pytest.raises(RepositoryError) as exc:
         store.record_run(run("p", "yesterday"), "")
     assert str(exc.value) == ("run id 'yesterday-p-ab12' does not name its pipeline 'p'; run ids "
-                              "must be `<YYYYMMDDTHHMMSSZ>-<pipeline>-<suffix>`")
+                              "must be `<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]`")
     with pytest.raises(RepositoryError) as exc:
         store.record_run(RunRecord(run_id="20261122T030000Z-other-1", pipeline="p",
                                    status=RunStatus.FAILED), "")

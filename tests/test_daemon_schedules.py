@@ -1,0 +1,199 @@
+"""The daemon runs schedules: slots due by an injected clock start runs with deterministic ids,
+watermarks on the results branch carry over a restart (catch-up policy), a push changes the
+schedules without a restart, a broken schedules.yaml keeps the last valid set, and the site and
+`state/` on the results branch follow. Real repositories and real uv runs (host executor)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fastflow.daemon import Daemon, ServeOptions
+from fastflow.engines import choose_executor, preheat_function
+from fastflow.model import RunStatus
+
+from test_daemon import User, git
+
+pytestmark = pytest.mark.slow
+
+T0 = datetime(2026, 11, 23, 10, 2, 30, tzinfo=timezone.utc)
+
+
+class Clock:
+    """The daemon's clock, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+def make_daemon(user: User, state_dir: Path, clock: Clock) -> Daemon:
+    environ = dict(os.environ)
+    return Daemon(
+        ServeOptions(str(user.bare), state_dir), clock=clock, environ=environ,
+        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
+        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
+    )
+
+
+def branch_file(user: User, path: str) -> str:
+    return git("--git-dir", str(user.bare), "show", f"fastflow/results:{path}", cwd=user.bare)
+
+
+SCHEDULES = """\
+timezone: Europe/Berlin
+schedules:
+  - pipeline: report
+    id: every5
+    cron: "*/5 * * * *"
+    env: {MODE: scheduled}
+"""
+
+
+@pytest.fixture
+def user(tmp_path):
+    u = User(tmp_path)
+    u.push({
+        ".fastflow/schedules.yaml": SCHEDULES,
+        "pipelines/report/main.py": "import os; print('report', os.environ['MODE'])\n",
+        "pipelines/other/main.py": "print('other')\n",
+    }, "first")
+    return u
+
+
+def run_tick(daemon: Daemon, clock: Clock) -> datetime:
+    """One round; returns when the next slot is due (the daemon also wakes for heartbeats)."""
+    wake = daemon.tick(clock())
+    assert daemon.dispatcher.wait_idle(120)
+    daemon.store.flush()
+    next_slot = daemon.timetable.next_runs()[0].at
+    assert clock() < wake <= next_slot  # never sleeps past a slot
+    return next_slot
+
+
+def statuses(daemon: Daemon, pipeline: str) -> dict[str, RunStatus]:
+    return {r.run_id: r.status for r in daemon.store.list_runs(pipeline, limit=50)}
+
+
+def test_a_due_slot_runs_once_with_its_deterministic_id(user, tmp_path):
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        wake = run_tick(daemon, clock)
+        assert wake == datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)  # sleeps until the slot
+        assert statuses(daemon, "report") == {}
+        clock.now = wake
+        run_tick(daemon, clock)
+        run_tick(daemon, clock)  # a second tick at the same instant starts nothing more
+        (record,) = daemon.store.list_runs("report")
+        assert record.run_id == "20261123T100500Z-report-every5"
+        assert record.status is RunStatus.SUCCEEDED
+        assert (record.trigger.kind, record.trigger.schedule_id) == ("schedule", "every5")
+        assert record.trigger.slot == wake
+        assert "report scheduled" in daemon.store.read_log(record.run_id)
+        marks = json.loads(branch_file(user, "state/scheduler.json"))
+        assert marks["schedules"]["every5"]["last_slot"] == "2026-11-23T10:05:00Z"
+        state = json.loads(branch_file(user, "state/deployment.json"))
+        (upcoming,) = state["schedules"]
+        assert upcoming["id"] == "every5" and upcoming["next_at"] == "2026-11-23T10:10:00+00:00"
+        assert upcoming["next_local"] == "2026-11-23T11:10:00+01:00"
+        overview = branch_file(user, "site/index.html")
+        assert "report" in overview and "other" in overview
+    finally:
+        daemon.stop(grace=30)
+
+
+def test_after_downtime_catchup_latest_runs_the_newest_slot_and_records_the_rest(user, tmp_path):
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
+    run_tick(daemon, clock)
+    daemon.stop(grace=30)
+
+    clock.now = datetime(2026, 11, 23, 10, 21, tzinfo=timezone.utc)  # down for 16 minutes
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        run_tick(daemon, clock)
+        found = statuses(daemon, "report")
+        assert found == {
+            "20261123T100500Z-report-every5": RunStatus.SUCCEEDED,
+            "20261123T101000Z-report-every5": RunStatus.SKIPPED,
+            "20261123T101500Z-report-every5": RunStatus.SKIPPED,
+            "20261123T102000Z-report-every5": RunStatus.SUCCEEDED,
+        }
+        skipped = daemon.store.read_run("20261123T101000Z-report-every5")
+        assert skipped.error.kind == "skipped"
+        assert skipped.error.message.startswith("superseded: the newer slot 2026-11-23T10:20:00Z")
+    finally:
+        daemon.stop(grace=30)
+
+
+def test_a_pushed_schedule_change_applies_without_restart(user, tmp_path):
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        user.push({".fastflow/schedules.yaml": SCHEDULES + "  - pipeline: other\n    interval: 1m\n"})
+        daemon.inbox.post_push("")
+        assert run_tick(daemon, clock) == datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
+        clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
+        run_tick(daemon, clock)
+        assert statuses(daemon, "other") == {"20261123T100300Z-other": RunStatus.SUCCEEDED}
+    finally:
+        daemon.stop(grace=30)
+
+
+def test_a_broken_schedules_file_keeps_the_last_valid_set(user, tmp_path):
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        user.push({".fastflow/schedules.yaml": SCHEDULES.replace("*/5 * * * *", "*/5 * * *")})
+        daemon.inbox.post_push("")
+        assert run_tick(daemon, clock) == datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
+        assert [s.id for s in daemon.deployment.schedules] == ["every5"]
+        state = json.loads(branch_file(user, "state/deployment.json"))
+        (error,) = state["errors"]
+        assert error.startswith(".fastflow/schedules.yaml: schedules[0].cron:")
+        assert error.endswith("(the last valid schedules stay active)")
+        clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
+        run_tick(daemon, clock)
+        assert statuses(daemon, "report") == {"20261123T100500Z-report-every5": RunStatus.SUCCEEDED}
+    finally:
+        daemon.stop(grace=30)
+
+
+def test_overlap_skip_records_the_slot_a_running_run_blocks(user, tmp_path):
+    user.push({
+        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n",
+        "pipelines/slow/main.py": "import time; time.sleep(4); print('done')\n",
+    })
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
+        daemon.tick(clock())
+        clock.now = datetime(2026, 11, 23, 10, 4, tzinfo=timezone.utc)
+        daemon.tick(clock())  # the 10:03 run is still running
+        assert daemon.dispatcher.wait_idle(120)
+        daemon.store.flush()
+        assert statuses(daemon, "slow") == {"20261123T100300Z-slow": RunStatus.SUCCEEDED,
+                                            "20261123T100400Z-slow": RunStatus.SKIPPED}
+        skipped = daemon.store.read_run("20261123T100400Z-slow")
+        assert "has not ended (overlap: skip)" in skipped.error.message
+    finally:
+        daemon.stop(grace=30)
