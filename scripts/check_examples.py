@@ -1,41 +1,163 @@
-"""Run every example pipeline with `fastflow run` and compare its outcome with expected.json."""
+"""The main job: the example gallery end to end, the way a team would run it.
+
+1. Makes a demo "server" repository `artifacts/demo/origin.git` (bare) and pushes this
+   repository's `pipelines/` and `.fastflow/` to it with git, as a user would.
+2. Starts `fastflow serve` on it (Docker executor when an engine answers) and installs the
+   post-receive hook.
+3. Queues one run of every example with `fastflow run NAME --remote` and waits until the daemon
+   has committed each record to the results branch (downstream runs of `chain_start` included).
+4. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
+   published on the results branch to `artifacts/site/`, and stops the daemon.
+
+Usage: python3 scripts/check_examples.py [NAME ...]    (default: every example)
+Exit 0 when every example ended as expected.
+"""
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "artifacts" / "runs"
+ART = ROOT / "artifacts"
+DEMO = ART / "demo"
+BARE = DEMO / "origin.git"
+STATE = DEMO / "state"
+SITE = ART / "site"
+RESULTS = "fastflow/results"
+TIMEOUT = 900  # seconds for every run to be recorded
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "Example user", "GIT_AUTHOR_EMAIL": "user@example.com",
+           "GIT_COMMITTER_NAME": "Example user", "GIT_COMMITTER_EMAIL": "user@example.com"}
+
+
+def git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def fastflow(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastflow", *args], cwd=ROOT, text=True, **kw)
+
+
+def make_origin() -> None:
+    """A bare repository holding the gallery, pushed from a scratch clone."""
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    git("init", "-q", "--bare", "-b", "main", str(BARE))
+    work = DEMO / "work"
+    git("clone", "-q", str(BARE), str(work))
+    git("checkout", "-q", "-b", "main", cwd=work)
+    shutil.copytree(ROOT / "pipelines", work / "pipelines")
+    shutil.copytree(ROOT / ".fastflow", work / ".fastflow")
+    git("add", "-A", cwd=work)
+    git("commit", "-q", "-m", "The example gallery", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+
+
+def results_file(path: str) -> str | None:
+    try:
+        return git("--git-dir", str(BARE), "show", f"{RESULTS}:{path}")
+    except subprocess.CalledProcessError:
+        return None
+
+
+def recorded(run_ids: dict[str, str]) -> dict[str, dict]:
+    """The records of `run_ids` (pipeline -> run id) already on the results branch."""
+    found = {}
+    for name, run_id in run_ids.items():
+        month = f"{run_id[:4]}/{run_id[4:6]}"
+        text = results_file(f"runs/{name}/{month}/{run_id}.json")
+        if text:
+            found[name] = json.loads(text)
+    return found
+
+
+def downstream_of(record: dict) -> list[str]:
+    return [d["pipeline"] for d in record.get("downstream") or []]
+
+
+def wait_for_records(run_ids: dict[str, str], daemon: subprocess.Popen) -> dict[str, dict]:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        found = recorded(run_ids)
+        if len(found) == len(run_ids):
+            return found
+        if daemon.poll() is not None:
+            raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/serve.log")
+        time.sleep(1)
+    missing = sorted(set(run_ids) - set(recorded(run_ids)))
+    raise SystemExit(f"runs not recorded after {TIMEOUT}s: {', '.join(missing)}")
+
+
+def copy_site() -> None:
+    """Extract `site/` of the results branch (published by the daemon) to artifacts/site/."""
+    shutil.rmtree(SITE, ignore_errors=True)
+    archive = subprocess.run(["git", "--git-dir", str(BARE), "archive", RESULTS, "site"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(ART, filter="data")
 
 
 def main(argv: list[str]) -> int:
     expected = json.loads((ROOT / "pipelines" / "expected.json").read_text())
     names = argv or list(expected)
-    OUT.mkdir(parents=True, exist_ok=True)
+    make_origin()
+    fastflow("hooks", "install", str(BARE), "--state-dir", str(STATE), check=True,
+             stdout=subprocess.DEVNULL)
+    log = open(DEMO / "serve.log", "w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "fastflow", "serve", "--repo", str(BARE), "--state-dir", str(STATE),
+         "--poll-interval", "5"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while not (STATE / "inbox").is_dir() or not (STATE / "deployment.json").exists():
+            if daemon.poll() is not None:
+                raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/serve.log")
+            time.sleep(0.2)
+        print(f"fastflow serve follows {BARE.relative_to(ROOT)} (log {DEMO.relative_to(ROOT)}/serve.log)")
+        run_ids = {}
+        for name in names:
+            queued = fastflow("run", name, "--remote", "--state-dir", str(STATE), check=True,
+                              capture_output=True)
+            run_ids[name] = queued.stdout.split()[1]  # "queued <run id> on the daemon of ..."
+            print(f"queued {name}: {run_ids[name]}", flush=True)
+        records = wait_for_records(run_ids, daemon)
+        for record in list(records.values()):
+            for child in downstream_of(record):  # chain_start starts chain_publish by its route
+                print(f"{record['pipeline']} started {child} (route {record.get('route')!r})")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=120)
+        log.close()
+    copy_site()
+    return report(names, expected, records)
+
+
+def report(names: list[str], expected: dict, records: dict[str, dict]) -> int:
+    print()
     mismatches = []
     for name in names:
-        record_path = OUT / f"{name}.json"
-        print(f"\n### fastflow run {name}", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "fastflow", "run", name, "--repo", str(ROOT),
-             "--record-json", str(record_path)],
-            check=False,
-        )
-        status = json.loads(record_path.read_text())["status"] if record_path.exists() else "no record"
+        record = records[name]
+        status = record["status"]
+        mark = "ok " if status == expected[name] else "BAD"
+        attempts = len(record.get("attempts") or [])
+        print(f"{mark} {name:16} {status:11} {record.get('duration_s') or 0:6.1f}s  "
+              f"{attempts} attempt(s)  {record['run_id']}")
         if status != expected[name]:
             mismatches.append(f"{name}: expected {expected[name]}, got {status}")
-    print()
-    for name in names:
-        record_path = OUT / f"{name}.json"
-        status = json.loads(record_path.read_text())["status"] if record_path.exists() else "no record"
-        mark = "ok " if status == expected[name] else "BAD"
-        print(f"{mark} {name:16} {status}")
+    print(f"\nResults branch: {RESULTS} of {BARE.relative_to(ROOT)} "
+          f"(git --git-dir {BARE.relative_to(ROOT)} log {RESULTS})")
+    print(f"Status site:    {(SITE / 'index.html').relative_to(ROOT)}")
     if mismatches:
         print("\nUnexpected outcomes:\n  " + "\n  ".join(mismatches), file=sys.stderr)
         return 1
-    print(f"\nAll {len(names)} examples ended as expected; records in {OUT.relative_to(ROOT)}/")
+    print(f"\nAll {len(names)} examples ended as expected.")
     return 0
 
 
