@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -197,3 +197,39 @@ def test_overlap_skip_records_the_slot_a_running_run_blocks(user, tmp_path):
         assert "has not ended (overlap: skip)" in skipped.error.message
     finally:
         daemon.stop(grace=30)
+
+
+def test_overlap_queue_starts_the_waiting_run_when_the_running_one_ends(user, tmp_path):
+    user.push({
+        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n"
+                                    "    overlap: queue\n",
+        "pipelines/slow/main.py": "import time; time.sleep(3); print('done')\n",
+    })
+    clock = Clock(T0)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
+        daemon.tick(clock())
+        clock.now = datetime(2026, 11, 23, 10, 4, tzinfo=timezone.utc)
+        daemon.tick(clock())  # 10:03 still running: 10:04 waits
+        assert [d.run_id for d in daemon.timetable.waiting["slow"]] == ["20261123T100400Z-slow"]
+        clock.now = datetime(2026, 11, 23, 10, 4, 30, tzinfo=timezone.utc)
+        wait_until(lambda: "20261123T100400Z-slow" in daemon.dispatcher.active_run_ids()
+                   or "20261123T100400Z-slow" in statuses(daemon, "slow"))
+        assert daemon.dispatcher.wait_idle(120)
+        daemon.store.flush()
+        runs = {r.run_id: r for r in daemon.store.list_runs("slow")}
+        assert {i: r.status for i, r in runs.items()} == {
+            "20261123T100300Z-slow": RunStatus.SUCCEEDED, "20261123T100400Z-slow": RunStatus.SUCCEEDED}
+        first, second = runs["20261123T100300Z-slow"], runs["20261123T100400Z-slow"]
+        assert second.started_at >= first.finished_at  # one after the other, never together
+    finally:
+        daemon.stop(grace=30)
+
+
+def wait_until(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
