@@ -1,0 +1,85 @@
+"""Secrets end to end through the daemon: a pipeline granted a secret prints it; the results
+branch (record, log, summary, site pages) and the daemon's state dir hold only `***`; a pipeline
+that asks for a secret it is not granted fails before starting, saying which. Real repository,
+real SOPS file (our writer, age recipients), real uv runs on the host executor."""
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from fastflow.daemon import Daemon, ServeOptions
+from fastflow.engines import choose_executor, preheat_function
+from fastflow.model import RunStatus
+from fastflow.record import Trigger
+from fastflow.secrets.age import X25519Identity
+from fastflow.secrets.store import grant_secret, init_secrets, set_secret
+
+from test_daemon import User, git
+
+pytestmark = pytest.mark.slow
+
+SECRET = "hunter2-Zq9-correct-horse"
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    identity = X25519Identity.generate()
+    user = User(tmp_path)
+    secrets = user.work / ".fastflow" / "secrets.enc.yaml"
+    init_secrets(secrets, [identity.recipient], NOW, user.work)
+    set_secret(secrets, "DB_PASSWORD", SECRET, [identity], NOW)
+    grant_secret(secrets, "DB_PASSWORD", ["etl"], [identity], NOW)
+    printer = ('import os; v = os.environ["DB_PASSWORD"]; print("password is", v); '
+               'print("split", v[:5], flush=True); import sys; sys.stderr.write(v + "\\n")\n')
+    user.push({
+        "pipelines/etl/main.py": printer,
+        "pipelines/etl/pipeline.json": '{"secrets": ["DB_PASSWORD"]}',
+        "pipelines/intruder/main.py": printer,
+        "pipelines/intruder/pipeline.json": '{"secrets": ["DB_PASSWORD"]}',
+    }, "pipelines with secrets")
+    environ = {**os.environ, "SOPS_AGE_KEY": identity.to_string(), "SOPS_AGE_KEY_FILE": "",
+               "SOPS_AGE_KEY_CMD": ""}
+    daemon = Daemon(
+        ServeOptions(str(user.bare), tmp_path / "state"), clock=utc_now, environ=environ,
+        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=utc_now),
+        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
+    )
+    daemon.start()
+    yield user, daemon, tmp_path / "state"
+    daemon.stop(grace=30)
+
+
+def test_secret_reaches_the_granted_pipeline_and_only_stars_reach_git(setup):
+    user, daemon, state = setup
+    ok = daemon.submit("etl", Trigger(kind="manual"), now=utc_now())
+    refused = daemon.submit("intruder", Trigger(kind="manual"), now=utc_now())
+    assert daemon.dispatcher.wait_idle(120)
+    daemon.store.flush()
+
+    record = daemon.store.read_run(ok, "etl")
+    assert record.status is RunStatus.SUCCEEDED
+    log = daemon.store.read_log(ok, "etl")
+    assert "password is ***" in log and "stderr | ***" in log
+    assert "split hunte" in log  # a prefix is not the secret; only exact values are masked
+
+    denied = daemon.store.read_run(refused, "intruder")
+    assert denied.status is RunStatus.FAILED and denied.attempts == ()
+    assert "DB_PASSWORD" in denied.error.message and "intruder" in denied.error.message
+
+    # Nothing on the results branch, in any blob of any commit, holds the value.
+    blobs = git("--git-dir", str(user.bare), "log", "-p", "--all", "--format=%H", cwd=user.bare)
+    assert SECRET not in blobs
+    assert "password is ***" in blobs  # the log and the run page are there, masked
+    # Nor anything the daemon keeps on disk.
+    for path in Path(state).rglob("*"):
+        if path.is_file() and "cache" not in path.parts:
+            assert SECRET.encode() not in path.read_bytes(), path
