@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 60.0
 HEARTBEAT_INTERVAL = 60.0  # status.json in the state dir
 BRANCH_HEARTBEAT_INTERVAL = 900.0  # state/daemon.json committed on its own (else with runs)
+RETENTION_INTERVAL = 3600.0  # retention (keep_runs, keep_days of config.yaml) runs hourly
 
 
 class StateDirBusy(FastflowError):
@@ -161,6 +162,7 @@ class Daemon:
         self._sync_errors: list[str] = []
         self._next_slot: datetime | None = None
         self._replanned = False  # a sync changed the schedules: tick them at once
+        self._next_retention: datetime | None = None
         self._heartbeat_at: datetime | None = None
         self._lock = threading.RLock()
 
@@ -288,6 +290,9 @@ class Daemon:
                 self._replanned = False
                 self._next_slot = self.timetable.tick(now)
                 self.write_schedule_state(now)
+        if self._next_retention is None or now >= self._next_retention:
+            self.apply_retention(now)
+            self._next_retention = now + timedelta(seconds=RETENTION_INTERVAL)
         if self._next_heartbeat is None or now >= self._next_heartbeat:
             self.write_status(now)
             self._next_heartbeat = now + timedelta(seconds=HEARTBEAT_INTERVAL)
@@ -360,6 +365,24 @@ class Daemon:
             active = deployment.active.get(name)
             if active is None or active.pipeline.requirements is None:
                 self.preheater.forget(name)
+
+    def apply_retention(self, now: datetime) -> dict[str, list[str]]:
+        """Apply `retention` of config.yaml to every pipeline on the results branch; returns
+        the removed run ids per pipeline. A failure is logged and retried next time."""
+        config = self.deployment.config if self.deployment else None
+        if config is None or (config.keep_runs is None and config.keep_days is None):
+            return {}
+        removed = {}
+        for name in sorted((self.store.read_summary().get("pipelines") or {})):
+            try:
+                gone = self.publisher.apply_retention(name, now, config.keep_runs, config.keep_days)
+            except FastflowError as exc:
+                logger.warning("retention of %s failed (next try in an hour): %s", name, exc)
+                continue
+            if gone:
+                logger.info("retention: removed %d runs of %s", len(gone), name)
+                removed[name] = gone
+        return removed
 
     def _activate_schedules(self, deployment: Deployment) -> None:
         self.timetable.activate(deployment.schedules, self.clock())

@@ -21,7 +21,10 @@ from fastflow.site import (
     pages_for_new_run,
     render_overview,
     render_pipeline_index,
+    render_pipeline_pages,
+    run_path,
 )
+from fastflow.site.views import block_count, history_name
 from fastflow.store import ResultsStore
 
 SITE_PREFIX = "site/"
@@ -105,3 +108,26 @@ class SitePublisher:
             recent = self.store.list_runs(name, limit=DEFAULT_PAGE_SIZE)
             pages.update(render_pipeline_index(data, name, recent, runs_recorded(summary, name)))
         return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+    def apply_retention(self, name: str, now: datetime, keep_runs: int | None,
+                        keep_days: int | None) -> list[str]:
+        """Remove `name`'s runs beyond the retention (records, logs, run pages), then re-render
+        its index and history pages (page 1 holds the oldest runs, so every page shifts) and the
+        overview, dropping history pages that no longer exist. Returns the removed run ids."""
+        before = runs_recorded(self.store.read_summary(), name)
+        removed = self.store.apply_retention(
+            name, now, keep_runs, keep_days,
+            extra_paths=lambda run_id: [SITE_PREFIX + run_path(name, run_id)])
+        if not removed:
+            return removed
+        summary = self.store.read_summary()
+        data = self.site_data(summary)
+        runs = self.store.list_runs(name, limit=10**9)
+        pages: dict[str, bytes | None] = {**render_overview(data),
+                                          **render_pipeline_pages(data, name, runs)}
+        for block in range(block_count(len(runs), DEFAULT_PAGE_SIZE) + 1,
+                           block_count(before, DEFAULT_PAGE_SIZE) + 1):
+            pages[f"pipelines/{name}/{history_name(block)}"] = None
+        self.store.write_files({SITE_PREFIX + path: body for path, body in pages.items()},
+                               f"site after retention of {name}", commit=True)
+        return removed

@@ -88,13 +88,18 @@ def apply_run_to_summary(summary: dict, record: dict) -> dict:
                    "finished_at": record.get("finished_at"), "duration_s": record.get("duration_s")})
     recent.sort(key=lambda r: r["run_id"])
     entry["recent"] = recent[-RECENT_MAX:]
-    last = entry["recent"][-1]
-    entry.update(last_run_id=last["run_id"], last_status=last["status"],
-                 last_finished_at=last["finished_at"], last_duration_s=last["duration_s"])
+    refresh_summary_entry(entry)
+    return summary
+
+
+def refresh_summary_entry(entry: dict) -> None:
+    """Recompute a pipeline's last-run fields and success rate from its `recent` runs."""
+    last = entry["recent"][-1] if entry["recent"] else {}
+    entry.update(last_run_id=last.get("run_id"), last_status=last.get("status"),
+                 last_finished_at=last.get("finished_at"), last_duration_s=last.get("duration_s"))
     counted = [r for r in entry["recent"] if r["status"] not in ("skipped", "cancelled")]
     ok = sum(r["status"] == "succeeded" for r in counted)
     entry["success_rate"] = round(ok / len(counted), 4) if counted else None
-    return summary
 
 
 def commit_message(runs: list[dict], states: list[str]) -> str:
@@ -421,7 +426,19 @@ class ResultsStore:
                 for extra in extra_paths(run_id) if extra_paths else ():
                     changes[extra] = None
             message = f"retention {pipeline}: removed {len(removed)} runs\n"
-            self._commit_loop(lambda head: (changes, message))
+
+            def make(head: str | None):
+                # runs_recorded counts what is on the branch (the site pages history by it)
+                summary = self._summary_at(head)
+                entry = (summary.get("pipelines") or {}).get(pipeline)
+                if entry is not None:
+                    entry["runs_recorded"] = len(ids) - len(removed)
+                    entry["recent"] = [r for r in entry.get("recent", []) if r["run_id"] not in doomed]
+                    refresh_summary_entry(entry)
+                    changes[SUMMARY_PATH] = _dump(summary)
+                return changes, message
+
+            self._commit_loop(make)
         if self.remote:
             self.push_pending()
         return removed

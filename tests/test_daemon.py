@@ -264,3 +264,24 @@ def test_restart_continues_from_the_saved_deployment(user, tmp_path):
         assert again.deployment.active["etl"] == good
     finally:
         again.stop()
+
+
+def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consistent(daemon, user):
+    sha = user.push({".fastflow/config.yaml": "max_concurrent_runs: 2\nretention:\n  keep_runs: 2\n"})
+    daemon.inbox.post_push(f"{'0' * 40} {sha} refs/heads/main\n")
+    daemon.tick(utc_now())
+    ids = []
+    for _ in range(3):
+        ids.append(daemon.submit("report", Trigger(kind="manual"), now=utc_now()))
+        assert daemon.dispatcher.wait_idle(60)
+    removed = daemon.apply_retention(utc_now())
+    assert removed == {"report": [ids[0]]}
+    assert [r.run_id for r in records(daemon, "report")] == ids[:0:-1]
+    tree = git("--git-dir", str(user.bare), "ls-tree", "-r", "--name-only", "fastflow/results",
+               cwd=user.bare)
+    assert ids[0] not in tree and ids[1] in tree and f"site/runs/report/{ids[2]}.html" in tree
+    assert daemon.store.read_summary()["pipelines"]["report"]["runs_recorded"] == 2
+    page = git("--git-dir", str(user.bare), "show", "fastflow/results:site/pipelines/report/index.html",
+               cwd=user.bare)
+    assert ids[0] not in page and ids[2] in page
+    assert daemon.apply_retention(utc_now()) == {}
