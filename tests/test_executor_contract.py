@@ -1,8 +1,8 @@
 """The executor contract of fastflow/executors/base.py, run against every executor.
 
-To add a backend, add a name to `EXECUTORS` and a branch to `executor_factory` (e.g. "docker",
-calling conftest's `require_docker()` first). Each test writes a real pipeline folder and runs
-it with real uv.
+To add a backend, add a name to `EXECUTORS` and a branch to `executor_factory`. Each test writes
+a real pipeline folder and runs it with real uv: on the host, and in real containers of the
+runner image (skipped locally without an engine, failing in CI).
 """
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from fastflow.executors.base import AttemptSpec, Executor, OutputLine
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import PipelineType, RunStatus
 
+from test_docker_executor import docker_executor_factory, runner_image, shared_cache  # noqa: F401
+
 pytestmark = pytest.mark.slow
 
-EXECUTORS = ["local"]
+EXECUTORS = ["local", "docker"]
 
 
 def utc_now() -> datetime:
@@ -33,6 +35,8 @@ def executor_factory(request) -> Callable[[], Executor]:
     """A function making a fresh executor of the parametrized backend."""
     if request.param == "local":
         return lambda: LocalExecutor(host_base_env(os.environ), clock=utc_now)
+    if request.param == "docker":
+        return request.getfixturevalue("docker_executor_factory")
     raise AssertionError(f"unknown executor {request.param}")
 
 
