@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -71,6 +73,27 @@ def user(tmp_path):
     return u
 
 
+@contextmanager
+def serving(user: User, tmp_path: Path, now: datetime = T0) -> Iterator[tuple[Daemon, Clock]]:
+    """A started daemon on the user's repository and the clock it reads; stopped afterwards."""
+    clock = Clock(now)
+    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon.start()
+    try:
+        yield daemon, clock
+    finally:
+        daemon.stop(grace=30)
+
+
+def push_slow_schedule(user: User, overlap: str) -> None:
+    """`slow` (3 s) every minute with the given overlap policy."""
+    user.push({
+        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n"
+                                    f"    overlap: {overlap}\n",
+        "pipelines/slow/main.py": "import time; time.sleep(3); print('done')\n",
+    })
+
+
 def run_tick(daemon: Daemon, clock: Clock) -> datetime:
     """One round; returns when the next slot is due (the daemon also wakes for heartbeats)."""
     wake = daemon.tick(clock())
@@ -86,10 +109,7 @@ def statuses(daemon: Daemon, pipeline: str) -> dict[str, RunStatus]:
 
 
 def test_a_due_slot_runs_once_with_its_deterministic_id(user, tmp_path):
-    clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
-    daemon.start()
-    try:
+    with serving(user, tmp_path) as (daemon, clock):
         wake = run_tick(daemon, clock)
         assert wake == datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)  # sleeps until the slot
         assert statuses(daemon, "report") == {}
@@ -110,8 +130,6 @@ def test_a_due_slot_runs_once_with_its_deterministic_id(user, tmp_path):
         assert upcoming["next_local"] == "2026-11-23T11:10:00+01:00"
         overview = branch_file(user, "site/index.html")
         assert "report" in overview and "other" in overview
-    finally:
-        daemon.stop(grace=30)
 
 
 def test_after_downtime_catchup_latest_runs_the_newest_slot_and_records_the_rest(user, tmp_path):
@@ -142,25 +160,17 @@ def test_after_downtime_catchup_latest_runs_the_newest_slot_and_records_the_rest
 
 
 def test_a_pushed_schedule_change_applies_without_restart(user, tmp_path):
-    clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
-    daemon.start()
-    try:
+    with serving(user, tmp_path) as (daemon, clock):
         user.push({".fastflow/schedules.yaml": SCHEDULES + "  - pipeline: other\n    interval: 1m\n"})
         daemon.inbox.post_push("")
         assert run_tick(daemon, clock) == datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
         clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
         run_tick(daemon, clock)
         assert statuses(daemon, "other") == {"20261123T100300Z-other": RunStatus.SUCCEEDED}
-    finally:
-        daemon.stop(grace=30)
 
 
 def test_a_broken_schedules_file_keeps_the_last_valid_set(user, tmp_path):
-    clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
-    daemon.start()
-    try:
+    with serving(user, tmp_path) as (daemon, clock):
         user.push({".fastflow/schedules.yaml": SCHEDULES.replace("*/5 * * * *", "*/5 * * *")})
         daemon.inbox.post_push("")
         assert run_tick(daemon, clock) == datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
@@ -172,19 +182,11 @@ def test_a_broken_schedules_file_keeps_the_last_valid_set(user, tmp_path):
         clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
         run_tick(daemon, clock)
         assert statuses(daemon, "report") == {"20261123T100500Z-report-every5": RunStatus.SUCCEEDED}
-    finally:
-        daemon.stop(grace=30)
 
 
 def test_overlap_skip_records_the_slot_a_running_run_blocks(user, tmp_path):
-    user.push({
-        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n",
-        "pipelines/slow/main.py": "import time; time.sleep(4); print('done')\n",
-    })
-    clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
-    daemon.start()
-    try:
+    push_slow_schedule(user, "skip")
+    with serving(user, tmp_path) as (daemon, clock):
         clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
         daemon.tick(clock())
         clock.now = datetime(2026, 11, 23, 10, 4, tzinfo=timezone.utc)
@@ -195,20 +197,11 @@ def test_overlap_skip_records_the_slot_a_running_run_blocks(user, tmp_path):
                                             "20261123T100400Z-slow": RunStatus.SKIPPED}
         skipped = daemon.store.read_run("20261123T100400Z-slow")
         assert "has not ended (overlap: skip)" in skipped.error.message
-    finally:
-        daemon.stop(grace=30)
 
 
 def test_overlap_queue_starts_the_waiting_run_when_the_running_one_ends(user, tmp_path):
-    user.push({
-        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n"
-                                    "    overlap: queue\n",
-        "pipelines/slow/main.py": "import time; time.sleep(3); print('done')\n",
-    })
-    clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
-    daemon.start()
-    try:
+    push_slow_schedule(user, "queue")
+    with serving(user, tmp_path) as (daemon, clock):
         clock.now = datetime(2026, 11, 23, 10, 3, tzinfo=timezone.utc)
         daemon.tick(clock())
         clock.now = datetime(2026, 11, 23, 10, 4, tzinfo=timezone.utc)
@@ -224,8 +217,6 @@ def test_overlap_queue_starts_the_waiting_run_when_the_running_one_ends(user, tm
             "20261123T100300Z-slow": RunStatus.SUCCEEDED, "20261123T100400Z-slow": RunStatus.SUCCEEDED}
         first, second = runs["20261123T100300Z-slow"], runs["20261123T100400Z-slow"]
         assert second.started_at >= first.finished_at  # one after the other, never together
-    finally:
-        daemon.stop(grace=30)
 
 
 def wait_until(predicate, timeout: float = 60.0) -> None:
