@@ -48,10 +48,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
-def measure(pid: int, window: float) -> float:
-    before = cpu_seconds(pid)
+def measure(pids: tuple[int, ...], window: float) -> list[float]:
+    """CPU seconds each process used over the same `window`."""
+    before = [cpu_seconds(pid) for pid in pids]
     time.sleep(window)
-    return cpu_seconds(pid) - before
+    return [cpu_seconds(pid) - b for pid, b in zip(pids, before)]
 
 
 def main() -> int:
@@ -77,8 +78,7 @@ def main() -> int:
                     return 1
                 time.sleep(0.2)
             time.sleep(3)  # let start-up work (first sync, site pages) finish
-            daemon_cpu = measure(daemon.pid, args.window)
-            baseline = measure(sleeper.pid, args.window)
+            daemon_cpu, baseline = measure((daemon.pid, sleeper.pid), args.window)
         finally:
             for process in (daemon, sleeper):
                 process.terminate()
