@@ -55,6 +55,19 @@ def format_line(line: OutputLine) -> str:
     return f"{format_timestamp(line.at)} {line.stream:<6} | {line.text}"
 
 
+def parse_line(raw: str) -> OutputLine | None:
+    """A line of the log file format back into an `OutputLine` (None for anything else, e.g.
+    the omitted marker): the inverse of `format_line`, to the millisecond."""
+    stamp, sep, rest = raw.partition(" ")
+    if not sep or rest[6:9] != " | " or not stamp.endswith("Z"):
+        return None
+    try:
+        at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return OutputLine(rest[:6].rstrip(), rest[9:], at)
+
+
 def format_size(n: int) -> str:
     """A byte count for people: `512 B`, `64.0 KiB`, `5.0 MiB`."""
     if n < 1024:

@@ -72,12 +72,16 @@ class Dispatcher:
 
     # --- submitting and observing ---------------------------------------------------
 
-    def submit(self, job: Job) -> None:
-        """Queue `job`; it starts as soon as the rules allow."""
+    def submit(self, job: Job, first: bool = False) -> None:
+        """Queue `job`; it starts as soon as the rules allow. `first` puts it at the head of
+        the queue (a re-attached run whose container is already running)."""
         with self._cond:
             if not self._accepting:
                 raise RuntimeError("the dispatcher is shutting down and takes no new runs")
-            self._queue.append(job)
+            if first:
+                self._queue.insert(0, job)
+            else:
+                self._queue.append(job)
             self._start_eligible()
 
     def queued(self) -> list[Job]:

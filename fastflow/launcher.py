@@ -4,7 +4,8 @@ Every run the daemon accepts is journalled first (`<state_dir>/active/<run_id>.j
 is queued, and the journal entry is removed only after its record is journalled by the results
 store. So no run is forgotten across a `kill -9`: on start, `reconcile` finds each entry and
 - re-queues a run that never started (at the commit it was pinned to);
-- asks the executor to re-attach a run whose container still exists, or collect its outcome;
+- asks the executor to re-attach a run whose container still exists, or collect its outcome
+  (in a dispatcher slot, so a long run does not hold up the start; see `recovery`);
 - records a run whose container vanished as `lost`.
 
 A run executes its pipeline folder from the immutable snapshot of the folder's tree at the run's
@@ -23,15 +24,17 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
-from fastflow.capture import format_line
+from fastflow.capture import Masker, format_line
+from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
 from fastflow.deploy import ActivePipeline
 from fastflow.dispatcher import Dispatcher, Job, Slot
-from fastflow.errors import RepositoryError
+from fastflow.errors import FastflowError, RepositoryError
 from fastflow.executors.base import Executor, OutputLine
 from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.preheat import Preheater
-from fastflow.record import Attempt, CommitRef, ErrorInfo, RunRecord, Trigger
-from fastflow.runner import RunOutcome, RunRequest, refuse_run, run_pipeline
+from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
+from fastflow.recovery import recover_run
+from fastflow.runner import RunOutcome, RunRequest, refuse_run, resolve_settings, run_pipeline
 from fastflow.secrets.runtime import secrets_loader
 from fastflow.store import ResultsStore, log_path
 
@@ -249,19 +252,68 @@ class RunLauncher:
                 self.journal.remove(order.run_id)
                 notes.append(f"{order.run_id}: already recorded")
                 continue
-            if order.started_at is None:
-                context = context_for(order)
-                if context is not None:
-                    self._queue(order, context)
-                    notes.append(f"{order.run_id}: queued again (never started)")
-                    continue
-            reattach = getattr(self.executor, "reattach", None)
-            outcome = reattach(order, self.live.sink(order.run_id)) if reattach else None
-            if outcome is None:
-                outcome = self._lost(order)
+            context = context_for(order)
+            if order.started_at is None and context is not None:
+                self._queue(order, context)
+                notes.append(f"{order.run_id}: queued again (never started)")
+                continue
+            if getattr(self.executor, "can_reattach", False):
+                self._queue_reattach(order, context)
+                notes.append(f"{order.run_id}: re-attaching to its container")
+                continue
+            outcome = self._lost(order)
             self.finish(order, outcome)
             notes.append(f"{order.run_id}: {outcome.record.status.value}")
         return notes
+
+    def _queue_reattach(self, order: RunOrder, context: LaunchContext | None) -> None:
+        """Follow a run a dead daemon left in a slot of its own, at the head of the queue:
+        its container runs already, and following it may take as long as the run."""
+        max_instances = context.active.pipeline.daemon.max_instances if context else 1
+
+        def execute(slot: Slot) -> None:
+            outcome = self._recover(order, context, slot.cancel)
+            self.finish(order, outcome or self._lost(order))
+
+        self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,
+                                   max_instances=max_instances, execute=execute), first=True)
+
+    def _recover(self, order: RunOrder, context: LaunchContext | None,
+                 cancel: threading.Event) -> RunOutcome | None:
+        pipeline = context.active.pipeline if context else None
+        try:
+            settings = resolve_settings(pipeline, order.run_config_id) if pipeline else None
+        except FastflowError:
+            settings = None
+        base = RunRecord(
+            run_id=order.run_id, pipeline=order.pipeline, status=RunStatus.RUNNING,
+            run_config=order.run_config_id, trigger=order.trigger,
+            commit=CommitRef(order.commit, order.tree), queued_at=order.queued_at,
+            started_at=order.started_at, log=LogInfo(log_path(order.pipeline, order.run_id)),
+        )
+        return recover_run(
+            self.executor, base, live_path=self.live.dir / f"{order.run_id}.log",
+            live_sink=self.live.sink(order.run_id), masker=self._masker(order, context),
+            pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel,
+            cap_bytes=context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES,
+        )
+
+    def _masker(self, order: RunOrder, context: LaunchContext | None) -> Masker | None:
+        """The masker of a re-attached run's output: its pipeline's secrets, loaded again;
+        None (withhold the output) when they cannot be, or the pipeline is unknown."""
+        if context is None:
+            return None
+        pipeline = context.active.pipeline
+        if not pipeline.secrets:
+            return Masker()
+        try:
+            root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
+            loader = secrets_loader(root, context.config, pipeline, self.environ)
+            return Masker(loader().values() if loader else ())
+        except FastflowError as exc:
+            logger.warning("run %s: its secrets cannot be loaded to mask its output: %s",
+                           order.run_id, exc)
+            return None
 
     def store_has(self, run_id: str, pipeline: str) -> bool:
         try:

@@ -431,6 +431,7 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
         grace_period=request.grace_period,
         network=pipeline.network,
         cells=pipeline.cells,
+        log_cap_bytes=request.log_cap_bytes,
     )
 
 

@@ -6,9 +6,14 @@ engine; everything else starts real containers (marked `docker` and `slow`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -446,3 +451,146 @@ class TestCache:
         assert not heat.ok and heat.exit_code not in (0, None)
         assert "this-package-does-not-exist-fastflow" in heat.output
         assert not (tmp_path / "c" / "preheated" / f"{heat.key}.json").exists()
+
+
+# --- re-attaching to an attempt whose owner was killed (kill -9) -----------------------------
+
+OWNER = Path(__file__).resolve().parent / "docker_owner.py"
+
+
+def start_owner(spec: AttemptSpec, image: str, cache: Path, lines: Path,
+                ready: str | None) -> subprocess.Popen:
+    """Run `spec` in another process that writes its output to `lines` (a live log); wait
+    until `ready` was printed (or the container exists, for ready=None)."""
+    data = {"run_id": spec.run_id, "pipeline": spec.pipeline, "attempt": spec.attempt,
+            "workdir": str(spec.workdir), "timeout": spec.timeout,
+            "grace_period": spec.grace_period, "limits": spec.limits.to_json(),
+            "cache_dir": str(cache), "image": image}
+    owner = subprocess.Popen([sys.executable, str(OWNER), json.dumps(data), str(lines)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = lines.read_text() if lines.exists() else ""
+        if ready is not None and f"stdout | {ready}\n" in text:
+            return owner
+        if ready is None and containers_of(spec.run_id):
+            return owner
+        if owner.poll() is not None:
+            raise AssertionError(f"the owner ended early: {owner.communicate()}")
+        time.sleep(0.05)
+    owner.kill()
+    raise AssertionError("the owner never got ready")
+
+
+def kill_owner(owner: subprocess.Popen) -> None:
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+
+
+def containers_of(run_id: str) -> list:
+    return connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
+
+
+def delivered_from(lines: Path):
+    text = lines.read_text() if lines.exists() else ""
+    counts = {"stdout": text.count(" stdout | "), "stderr": text.count(" stderr | ")}
+    return lambda attempt: counts
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestReattach:
+    @pytest.fixture(autouse=True)
+    def _executor(self, runner_image, shared_cache):
+        self.image, self.cache = runner_image, shared_cache
+        self.executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image)
+
+    def test_a_running_container_is_followed_from_where_the_owner_stopped(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import sys, time
+            print("before 1"); print("before 2"); print("err before", file=sys.stderr)
+            time.sleep(3)
+            print("after 1"); print("err after", file=sys.stderr)
+            sys.stdout.write("after 2")
+        """, attempt=2)
+        lines = tmp_path / "live.log"
+        owner = start_owner(spec, self.image, self.cache, lines, "before 2")
+        time.sleep(0.3)  # let the owner write the stderr line too
+        kill_owner(owner)
+        (container,) = containers_of(spec.run_id)  # nothing removed it: its owner died
+        assert container.attrs["HostConfig"]["LogConfig"] == {
+            "Type": "json-file", "Config": {"max-file": "2", "max-size": "5120k"}}
+        sink = Lines()
+        found = self.executor.reattach(spec.run_id, sink, threading.Event(), delivered_from(lines))
+        assert found.attempt == 2
+        assert found.result.status is RunStatus.SUCCEEDED, sink.lines
+        assert sink.texts("stdout") == ["after 1", "after 2"]
+        assert sink.texts("stderr") == ["err after"]
+        assert found.result.started_at < found.result.finished_at
+        assert found.result.environment.image_id.startswith("sha256:")
+        assert containers_of(spec.run_id) == []
+
+    def test_the_timeout_counts_from_the_container_start(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import time
+            print("ready", flush=True)
+            time.sleep(300)
+        """, timeout=5, grace_period=1.0)
+        lines = tmp_path / "live.log"
+        kill_owner(start_owner(spec, self.image, self.cache, lines, "ready"))
+        sink = Lines()
+        begin = time.monotonic()
+        found = self.executor.reattach(spec.run_id, sink, threading.Event(), delivered_from(lines))
+        assert found.result.status is RunStatus.TIMED_OUT
+        assert found.result.error.message == "timed out after 5s (timeout 5s)"
+        took = (found.result.finished_at - found.result.started_at).total_seconds()
+        assert 5 <= took < 12, took
+        assert time.monotonic() - begin < 8  # not a fresh 5 s from the re-attach on
+        assert sink.texts("stdout") == []
+
+    def test_a_container_that_ended_meanwhile_gives_its_exit_code_and_output(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import sys, time
+            print("ready", flush=True)
+            time.sleep(1)
+            print("done")
+            sys.exit(3)
+        """)
+        lines = tmp_path / "live.log"
+        kill_owner(start_owner(spec, self.image, self.cache, lines, "ready"))
+        connect().containers.get(containers_of(spec.run_id)[0].id).wait(timeout=30)
+        sink = Lines()
+        found = self.executor.reattach(spec.run_id, sink, threading.Event(), delivered_from(lines))
+        assert (found.result.status, found.result.exit_code) == (RunStatus.FAILED, 3)
+        assert sink.texts("stdout") == ["done"]
+        assert containers_of(spec.run_id) == []
+
+    def test_an_oom_kill_meanwhile_is_oom_killed(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import time
+            print("ready", flush=True)
+            time.sleep(1)
+            block = bytearray(100 * 1024 * 1024)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+        """, limits=Limits(mem_hard_limit=50 * 1024**2))
+        lines = tmp_path / "live.log"
+        kill_owner(start_owner(spec, self.image, self.cache, lines, "ready"))
+        connect().containers.get(containers_of(spec.run_id)[0].id).wait(timeout=30)
+        found = self.executor.reattach(spec.run_id, Lines(), threading.Event(), delivered_from(lines))
+        assert found.result.status is RunStatus.OOM_KILLED
+        assert found.result.error.message == (
+            "killed by the kernel's OOM killer (mem_hard_limit 52428800 bytes)")
+
+    def test_cancel_while_reattached(self, tmp_path):
+        spec = make_spec(tmp_path, "import time; print('ready', flush=True); time.sleep(300)")
+        lines = tmp_path / "live.log"
+        kill_owner(start_owner(spec, self.image, self.cache, lines, "ready"))
+        cancel = threading.Event()
+        threading.Timer(0.5, cancel.set).start()
+        found = self.executor.reattach(spec.run_id, Lines(), cancel, delivered_from(lines))
+        assert found.result.status is RunStatus.CANCELLED
+        assert containers_of(spec.run_id) == []
+
+    def test_no_container_is_none(self):
+        assert self.executor.reattach("20261122T143000Z-none-0000", Lines(), threading.Event()) is None

@@ -17,6 +17,11 @@ Contract, shared by every backend (tests/test_executor_contract.py runs it again
   trailing newline.
 - `FASTFLOW_ROUTE_FILE` is set to a writable file; what the pipeline writes there (stripped)
   is `AttemptResult.route`.
+
+Re-attaching (optional, `reattach`): a backend whose attempts outlive the process that started
+them (Docker containers) can hand a later process the attempt a dead one left behind, running
+or finished, and supervise it to the same verdict `execute` would have given. Backends that
+cannot (host processes die with their parent's process group) return None: the run is `lost`.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
+from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
 from fastflow.record import Environment, ErrorInfo, Resources
 
@@ -70,6 +76,9 @@ class AttemptSpec:
     grace_period: float = 10.0
     network: NetworkMode = NetworkMode.BRIDGE
     cells: Mapping[str, object] = field(default_factory=dict)
+    # The run's log cap: a backend that keeps its own copy of the output (Docker's json-file
+    # log, read back on re-attach) bounds that copy from it.
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
 
 
 @dataclass(frozen=True)
@@ -84,16 +93,37 @@ class AttemptResult:
     environment: Environment = Environment()
 
 
+@dataclass(frozen=True)
+class ReattachedAttempt:
+    """What `Executor.reattach` found and supervised: the attempt number and how it ended."""
+
+    attempt: int
+    result: AttemptResult
+
+
+# Per attempt number: how many stdout and stderr lines the dead owner already delivered, so a
+# re-attach hands over only the rest ({} when nothing is known: everything is handed over).
+Delivered = Callable[[int], Mapping[str, int]]
+
+
 class Executor(abc.ABC):
     """Runs one attempt. Subclasses: `LocalExecutor` (host processes), `DockerExecutor`."""
 
     name: str = "base"
+    can_reattach: bool = False  # True when `reattach` can find attempts a dead process left
 
     @abc.abstractmethod
     def execute(
         self, spec: AttemptSpec, sink: OutputSink, cancel: threading.Event
     ) -> AttemptResult:
         """Run the attempt to its end and return how it ended (see the module contract)."""
+
+    def reattach(self, run_id: str, sink: OutputSink, cancel: threading.Event,
+                 delivered: Delivered = lambda attempt: {}) -> ReattachedAttempt | None:
+        """Supervise the attempt of `run_id` that a previous (dead) process left behind, to its
+        end, with the verdict `execute` would give; None when nothing of it is left (the run
+        is then `lost`). The output not yet `delivered` goes to `sink`. Default: None."""
+        return None
 
 
 def uv_command(spec: AttemptSpec, notebook_runner: str, uv: str = "uv") -> list[str]:

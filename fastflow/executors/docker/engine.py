@@ -24,6 +24,11 @@ LABEL_PIPELINE = "org.fastflow.pipeline"
 LABEL_ATTEMPT = "org.fastflow.attempt"
 LABEL_PYTHON = "org.fastflow.python"
 LABEL_UV = "org.fastflow.uv"
+# What a re-attaching process needs to supervise an attempt it did not start (see
+# `DockerExecutor.reattach`): the attempt's timeout and grace period (seconds) and its limits (JSON).
+LABEL_TIMEOUT = "org.fastflow.timeout"
+LABEL_GRACE_PERIOD = "org.fastflow.grace_period"
+LABEL_LIMITS = "org.fastflow.limits"
 KIND_RUN = "run"
 KIND_PREHEAT = "preheat"
 

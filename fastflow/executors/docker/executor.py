@@ -15,14 +15,21 @@ container stopped or killed by someone else (`fastflow cancel`, `docker stop`, `
 is reported `cancelled`: the engine's event log shows a `kill` event we did not send. A
 container that vanished (`docker rm -f`) is `lost`.
 
-Output comes from an attach made before the start (log driver `none`: nothing is kept by the
-engine, so a pipeline printing gigabytes cannot fill its disk) and is read to the end after the
-exit, so the last line is never lost. The container and the scratch folder are removed in
-every case.
+Output comes from an attach made before the start and is read to the end after the exit, so
+the last line is never lost. The engine also keeps a bounded copy (log driver `json-file`,
+`max-size` = the run's log cap, `max-file` = 2), which is what a later process reads back
+when it re-attaches. The container, its cache volume and the scratch folder are removed once
+the attempt is collected, by its owner or, when the owner died (`kill -9`), by the process
+that re-attaches (`reattach`): a container is never auto-removed.
+
+Re-attach (`reattach(run_id, ...)`): the container of the run is found by its labels, which
+carry everything needed to supervise it (run id, pipeline, attempt, timeout, grace period,
+limits). A running one is followed like a fresh attempt: its output from the engine's copy
+(skipping the lines the dead owner delivered), the timeout counted from the container's
+StartedAt, resource sampling, cancel; a finished one gives its exit code, OOM flag and output.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import tempfile
@@ -38,18 +45,22 @@ import docker.types
 from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
-    NOTEBOOK_RUNNER, AttemptResult, AttemptSpec, Clock, Executor, OutputLine, OutputSink,
-    read_route, uv_command,
+    NOTEBOOK_RUNNER, STDERR, STDOUT, AttemptResult, AttemptSpec, Clock, Delivered, Executor,
+    OutputLine, OutputSink, ReattachedAttempt, read_route, uv_command,
 )
 from fastflow.executors.docker.cache import (
     CONTAINER_CA_BUNDLE, CacheLayout, create_overlay_volume, give_to_runner, read_requirements,
     remove_tree, remove_volume, requirements_key,
 )
 from fastflow.executors.docker.engine import (
-    KIND_RUN, LABEL_ATTEMPT, LABEL_KIND, LABEL_PIPELINE, LABEL_PYTHON, LABEL_RUN_ID, LABEL_UV,
-    DockerError, connect, parse_engine_time,
+    KIND_RUN, LABEL_ATTEMPT, LABEL_KIND, LABEL_PYTHON, LABEL_RUN_ID, LABEL_UV, DockerError, connect,
+    parse_engine_time,
 )
 from fastflow.executors.docker.image import RUNNER_UID
+from fastflow.executors.docker.reattach import (
+    CONTAINER_ROUTE_DIR, SkipDelivered, environment_of, labels_of, log_config, name_of, scratch_of, sha256_text,
+    spec_from_container,
+)
 from fastflow.executors.docker.stats import ResourceSampler, StatsReader
 from fastflow.executors.docker.streams import LineSplitter
 from fastflow.model import NetworkMode, PipelineType, RunStatus
@@ -59,7 +70,6 @@ logger = logging.getLogger(__name__)
 
 RUNNER_STREAM = "runner"  # same value as fastflow.capture.RUNNER (capture is a higher layer)
 CONTAINER_NOTEBOOK_RUNNER = "/opt/fastflow/notebook.py"
-CONTAINER_ROUTE_DIR = "/run/fastflow"
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
 
@@ -67,6 +77,7 @@ class DockerExecutor(Executor):
     """Runs each attempt in a new container of `image` (see the module docstring)."""
 
     name = "docker"
+    can_reattach = True
 
     def __init__(self, *, clock: Clock, cache_dir: Path, image: str = DEFAULT_IMAGE,
                  scratch_dir: Path | None = None, ca_bundle: Path | None = None,
@@ -149,11 +160,11 @@ class DockerExecutor(Executor):
                                              type="bind", read_only=True))
         try:
             mounts.append(create_overlay_volume(self.client, volume, self.cache.root,
-                                                scratch / "upper", scratch / "work", _labels(spec)))
+                                                scratch / "upper", scratch / "work", labels_of(spec)))
             container = self.client.api.create_container(
                 self.image, command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER),
                 name=_container_name(spec), working_dir=workdir, user=f"{RUNNER_UID}:{RUNNER_UID}",
-                environment=self._env(spec, offline), labels=_labels(spec),
+                environment=self._env(spec, offline), labels=labels_of(spec),
                 stdin_open=False, tty=False,
                 host_config=self.client.api.create_host_config(**self._host_config(spec, mounts)),
             )
@@ -172,7 +183,7 @@ class DockerExecutor(Executor):
             security_opt=["no-new-privileges"], pids_limit=self.pids_limit,
             tmpfs={"/tmp": "rw,nosuid,nodev,exec,mode=1777"},
             network_mode="none" if spec.network is NetworkMode.NONE else "bridge",
-            log_config=docker.types.LogConfig(type="none"), ipc_mode="private",
+            log_config=log_config(spec.log_cap_bytes), ipc_mode="private",
         )
         if limits.mem_hard_limit:
             # memory+swap = memory: no swapping around the limit, the kernel OOM-kills instead.
@@ -204,7 +215,7 @@ class DockerExecutor(Executor):
         key = requirements_key(text, spec.python_version, attrs["Id"])
         env = Environment(
             image=self.image, image_id=attrs["Id"], python=python, uv_version=labels.get(LABEL_UV),
-            requirements_hash=_sha256(text) if text is not None else None,
+            requirements_hash=sha256_text(text) if text is not None else None,
         )
         same_python = spec.python_version in (None, labels.get(LABEL_PYTHON))
         offline = self.cache.is_preheated(key) if text is not None else same_python
@@ -231,6 +242,61 @@ class DockerExecutor(Executor):
         except DockerError as exc:
             logger.warning("could not remove container %s: %s", container_id[:12], exc)
 
+    # --- re-attaching after the owner died --------------------------------------------
+
+    def reattach(self, run_id: str, sink: OutputSink, cancel: threading.Event,
+                 delivered: Delivered = lambda attempt: {}) -> ReattachedAttempt | None:
+        """Supervise the container a dead process left for `run_id` to its end (see the module
+        docstring), then remove it; None when no container of the run exists (`lost`).
+
+        `delivered(attempt)` gives how many stdout / stderr lines the dead owner had already
+        handed over; only the rest reaches `sink`. A container that was created but never
+        started (the owner died in between) is removed and reported as None too.
+        """
+        try:
+            found = self.client.api.containers(all=True, filters={
+                "label": [f"{LABEL_KIND}={KIND_RUN}", f"{LABEL_RUN_ID}={run_id}"]})
+        except DockerError as exc:
+            raise ExecutorError(f"cannot list the containers of run {run_id}: {exc}") from exc
+        if not found:
+            return None
+        found.sort(key=lambda c: int((c.get("Labels") or {}).get(LABEL_ATTEMPT, "0") or 0))
+        for stale in found[:-1]:  # an earlier attempt's container its owner could not remove
+            self._remove(stale["Id"])
+        container_id = found[-1]["Id"]
+        scratch = None
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+            scratch = scratch_of(attrs, self.scratch_dir)
+            spec = spec_from_container(attrs)
+            started = parse_engine_time(attrs.get("State", {}).get("StartedAt"))
+            if started is None:
+                return None
+            run = _Attempt(self, spec, container_id, sink, cancel)
+            # The deadline counts from the container's start, not from now.
+            elapsed = max((self.clock() - started).total_seconds(), 0.0)
+            counts = delivered(spec.attempt)
+            status, exit_code, error = run.resume(self.monotonic() - elapsed, counts)
+            finished = None
+            if status is not RunStatus.LOST and not run.stopped_by_us:
+                finished = parse_engine_time(run.final_state.get("FinishedAt"))
+            return ReattachedAttempt(spec.attempt, AttemptResult(
+                status=status, exit_code=exit_code, started_at=started,
+                finished_at=finished or self.clock(), error=error,
+                route=read_route(scratch / "route" / "route") if scratch else None,
+                resources=run.sampler.resources(), environment=environment_of(self.client.api, attrs),
+            ))
+        except docker.errors.NotFound:
+            return None  # removed while we looked at it
+        except DockerError as exc:
+            raise ExecutorError(f"cannot re-attach to the container of run {run_id}: {exc}") from exc
+        finally:
+            self._remove(container_id)
+            remove_volume(self.client, f"{name_of(found[-1])}-cache")
+            if scratch is not None and not remove_tree(scratch):
+                logger.warning("could not remove the scratch folder %s (files of uid %d); "
+                               "remove it as root", scratch, RUNNER_UID)
+
     def note(self, sink: OutputSink, text: str) -> None:
         try:
             sink(OutputLine(RUNNER_STREAM, text, self.clock()))
@@ -247,27 +313,83 @@ class _Attempt:
         self.api = executor.client.api
         self.sampler = ResourceSampler(spec.limits)
         self.exit_status: dict | None = None
+        self.final_state: dict = {}  # the container's State once it ended (from _verdict)
         self.done = threading.Event()
         self.stopped_by_us = False
 
     def supervise(self) -> tuple[RunStatus, int | None, ErrorInfo | None]:
+        """Start the container (attached first) and supervise it to its end."""
         pump = self._start_pump()
         try:
             self.api.start(self.id)
         except DockerError as exc:
             raise ExecutorError(f"cannot start the container of {self.spec.pipeline!r}: {exc}") from exc
-        begin = self.x.monotonic()
-        stats = StatsReader(self.api.stats(self.id, stream=True, decode=True), self.sampler,
-                            self.x.monotonic, begin)
-        stats.start()
+        return self._follow([pump], self.x.monotonic(), sample=True)
+
+    def resume(self, begin: float, delivered: dict | None = None
+               ) -> tuple[RunStatus, int | None, ErrorInfo | None]:
+        """Supervise a container started by a process that died (`begin`: its start on our
+        monotonic clock), its output from the engine's json-file copy minus `delivered`."""
+        running = self.api.inspect_container(self.id).get("State", {}).get("Running", False)
+        skips = {stream: SkipDelivered(self.sink, (delivered or {}).get(stream, 0))
+                 for stream in (STDOUT, STDERR)}
+        pumps = [self._start_log_pump(stream, skip) for stream, skip in skips.items()]
+        verdict = self._follow(pumps, begin, sample=running)
+        for stream, skip in skips.items():
+            self._catch_up(stream, skip)
+        if any(skip.left > 0 for skip in skips.values()):
+            self.x.note(self.sink, "the engine kept less output than was already delivered "
+                                   "(its copy was rotated); lines may be missing from this log")
+        return verdict
+
+    def _follow(self, pumps: list[threading.Thread], begin: float, sample: bool
+                ) -> tuple[RunStatus, int | None, ErrorInfo | None]:
+        stats = None
+        if sample:  # a finished container has no stats stream worth reading
+            stats = StatsReader(self.api.stats(self.id, stream=True, decode=True), self.sampler,
+                                self.x.monotonic, begin)
+            stats.start()
         threading.Thread(target=self._wait, name="fastflow-docker-wait", daemon=True).start()
         verdict = self._watch(begin)
         self.done.wait()
-        pump.join(timeout=30)  # the attach stream ends once the container's output is closed
-        stats.stop()
-        if pump.is_alive():
-            logger.warning("%s: output stream still open after the container ended", self.spec.pipeline)
+        for pump in pumps:
+            pump.join(timeout=30)  # an output stream ends once the container's output is closed
+            if pump.is_alive():
+                logger.warning("%s: output stream still open after the container ended",
+                               self.spec.pipeline)
+        if stats is not None:
+            stats.stop()
         return verdict or self._verdict()
+
+    def _catch_up(self, stream: str, skip: SkipDelivered) -> None:
+        """Hand over what the follow missed: the engine may end a follow at the exit before
+        it wrote the last line (a last line without newline, typically)."""
+        try:
+            data = self.api.logs(self.id, stdout=stream == STDOUT, stderr=stream == STDERR,
+                                 stream=False, follow=False)
+        except DockerError as exc:
+            logger.warning("cannot read the output of container %s: %s", self.id[:12], exc)
+            return
+        lines: list[OutputLine] = []
+        LineSplitter(lines.append, self.x.clock, self.x.max_line_bytes).pump(
+            [(data, None) if stream == STDOUT else (None, data)])
+        for line in lines[skip.seen:]:
+            skip(line)
+
+    def _start_log_pump(self, stream: str, sink: OutputSink) -> threading.Thread:
+        """Follow one stream of the engine's copy of the output, from the container's start."""
+        try:
+            chunks = self.api.logs(self.id, stdout=stream == STDOUT, stderr=stream == STDERR,
+                                   stream=True, follow=True)
+        except DockerError as exc:
+            raise ExecutorError(f"cannot read the output of the container of "
+                                f"{self.spec.pipeline!r}: {exc}") from exc
+        splitter = LineSplitter(sink, self.x.clock, self.x.max_line_bytes)
+        pairs = ((c, None) if stream == STDOUT else (None, c) for c in chunks)
+        thread = threading.Thread(target=splitter.pump, args=(pairs,),
+                                  name=f"fastflow-docker-{stream}", daemon=True)
+        thread.start()
+        return thread
 
     def _start_pump(self) -> threading.Thread:
         try:
@@ -330,6 +452,7 @@ class _Attempt:
         except docker.errors.NotFound:
             return RunStatus.LOST, code, ErrorInfo("lost", "the container vanished before its "
                                                    "state could be read")
+        self.final_state = attrs.get("State", {})
         if code == 0:
             return RunStatus.SUCCEEDED, 0, None
         if attrs.get("State", {}).get("OOMKilled"):
@@ -377,14 +500,5 @@ def _check_readable(workdir: Path, entry: str) -> None:
                 f"`chmod -R o+rX {workdir}`")
 
 
-def _labels(spec: AttemptSpec) -> dict[str, str]:
-    return {LABEL_KIND: KIND_RUN, LABEL_RUN_ID: spec.run_id, LABEL_PIPELINE: spec.pipeline,
-            LABEL_ATTEMPT: str(spec.attempt)}
-
-
 def _container_name(spec: AttemptSpec) -> str:
     return f"fastflow-{spec.run_id}-{spec.attempt}"[:200]
-
-
-def _sha256(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,204 @@
+"""`fastflow serve` with Docker across a `kill -9`: no run is forgotten.
+
+Each test starts the daemon as a real process (`python -m fastflow serve`) on a bare repository,
+queues a run of a slow pipeline, kills the daemon with SIGKILL mid-run, does something to the
+run's container while no daemon runs (nothing, wait for its end, `docker rm -f`), starts a new
+daemon and reads what the results branch says about the run.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import require_docker
+from fastflow.daemon import queue_remote_run
+from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.errors import RepositoryError
+from fastflow.executors.docker import build_image, check_image, connect, find_uv_binary, uv_version
+from fastflow.model import RunStatus
+from fastflow.store import ResultsStore
+from test_daemon import User
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    require_docker()
+    if not check_image(DEFAULT_IMAGE, uv_version(find_uv_binary())).matches:
+        build_image(DEFAULT_IMAGE, bootstrap=True)
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+class Serve:
+    """`fastflow serve` processes on one state dir, started and killed by the test."""
+
+    def __init__(self, bare: Path, state: Path, cache: Path, logs: Path) -> None:
+        self.bare, self.state, self.logs = bare, state, logs
+        self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        out = open(self.logs / f"serve-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
+             "--state-dir", str(self.state), "--poll-interval", "1"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        wait_for(lambda: (self.state / "status.json").exists(), what="the daemon's status")
+        return proc
+
+    def kill(self) -> None:
+        proc = self.procs[-1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        (self.state / "status.json").unlink(missing_ok=True)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    def output(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
+
+
+def wait_for(predicate, timeout: float = 40.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def containers_of(run_id: str) -> list:
+    return connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
+
+
+@pytest.fixture
+def setup(tmp_path, image, cache):
+    user = User(tmp_path)
+    serve = Serve(user.bare, tmp_path / "state", cache, tmp_path)
+    yield user, serve
+    serve.stop_all()
+    for container in connect().containers.list(
+            all=True, filters={"label": "org.fastflow.pipeline=slow"}):
+        if str(tmp_path) in str(container.attrs.get("Mounts")):
+            container.remove(force=True)
+
+
+def push_slow(user: User, code: str, metadata: str = "{}") -> None:
+    user.push({"pipelines/slow/main.py": code, "pipelines/slow/pipeline.json": metadata}, "slow")
+
+
+def run_until(serve: Serve, text: str) -> str:
+    """Queue a run of `slow` and wait until its live log shows `text`; returns the run id."""
+    run_id = queue_remote_run(serve.state, "slow", {}, None, utc_now())
+    live = serve.state / "live" / f"{run_id}.log"
+    wait_for(lambda: live.exists() and f"stdout | {text}\n" in live.read_text(),
+             what=f"{text!r} in the live log")
+    return run_id
+
+
+def recorded(serve: Serve, run_id: str, tmp: Path):
+    store = ResultsStore(serve.bare, tmp / "reader-journal", utc_now)
+
+    def read():
+        try:
+            return store.read_run(run_id, pipeline="slow")
+        except RepositoryError:
+            return None
+
+    record = wait_for(read, timeout=45, what=f"the record of {run_id}:\n{serve.output()}")
+    return store, record
+
+
+def stdout_lines(log: str) -> list[str]:
+    return [line.split(" stdout | ", 1)[1] for line in log.splitlines() if " stdout | " in line]
+
+
+def test_a_run_survives_a_kill_of_the_daemon_and_is_recorded_once(setup, tmp_path):
+    user, serve = setup
+    push_slow(user, "import time\n"
+                    "for i in range(3): print(f'before {i}', flush=True)\n"
+                    "time.sleep(6)\n"
+                    "for i in range(3): print(f'after {i}', flush=True)\n")
+    serve.start()
+    run_id = run_until(serve, "before 2")
+    serve.kill()
+    assert [c.status for c in containers_of(run_id)] == ["running"]
+    serve.start()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert record.status is RunStatus.SUCCEEDED, serve.output()
+    assert record.exit_code == 0
+    assert [(a.n, a.status) for a in record.attempts] == [(1, RunStatus.SUCCEEDED)]
+    log = store.read_log(run_id, pipeline="slow")
+    assert stdout_lines(log) == [f"before {i}" for i in range(3)] + [f"after {i}" for i in range(3)]
+    assert "the daemon restarted: re-attaching to the run's container" in log
+    assert record.log.bytes == len(log.encode())
+    assert [r.run_id for r in store.list_runs("slow")] == [run_id]
+    assert containers_of(run_id) == []
+    assert list((serve.state / "active").iterdir()) == []
+
+
+def test_a_run_that_ended_while_no_daemon_ran_is_recorded_with_its_real_outcome(setup, tmp_path):
+    user, serve = setup
+    push_slow(user, "import sys, time\n"
+                    "print('ready', flush=True)\n"
+                    "time.sleep(2)\n"
+                    "print('bye', flush=True)\n"
+                    "sys.exit(3)\n", '{"retry_attempts": 1}')
+    serve.start()
+    run_id = run_until(serve, "ready")
+    serve.kill()
+    (container,) = containers_of(run_id)
+    assert container.wait(timeout=30)["StatusCode"] == 3
+    serve.start()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert (record.status, record.exit_code) == (RunStatus.FAILED, 3)
+    assert record.error.message == "main.py exited with code 3 (not retried after the daemon restarted)"
+    assert [(a.n, a.exit_code) for a in record.attempts] == [(1, 3)]
+    log = store.read_log(run_id, pipeline="slow")
+    assert stdout_lines(log) == ["ready", "bye"]
+    assert "attempt 1 of 2 failed (exit code 3)" in log
+    assert [r.run_id for r in store.list_runs("slow")] == [run_id]
+    assert containers_of(run_id) == []
+
+
+def test_a_run_whose_container_vanished_is_lost(setup, tmp_path):
+    user, serve = setup
+    push_slow(user, "import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    serve.start()
+    run_id = run_until(serve, "ready")
+    serve.kill()
+    for container in containers_of(run_id):
+        container.remove(force=True)
+    serve.start()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert record.status is RunStatus.LOST
+    assert record.error.kind == "lost"
+    log = store.read_log(run_id, pipeline="slow")
+    assert stdout_lines(log) == ["ready"]
+    assert [r.run_id for r in store.list_runs("slow")] == [run_id]
