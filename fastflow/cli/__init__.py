@@ -13,6 +13,7 @@ from fastflow import __version__
 from fastflow.cli import pipelines, run, serve
 from fastflow.cli.hooks import hooks
 from fastflow.cli.image import cancel, image, ps
+from fastflow.cli.results import history, logs, results_group, site_group, status
 from fastflow.cli.schedule import schedule
 from fastflow.cli.secrets import secrets
 from fastflow.cli.common import FastflowGroup
@@ -30,5 +31,6 @@ def main(verbose: bool) -> None:
 
 
 for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets,
-                 serve.serve, serve.sync, image, ps, cancel, schedule, hooks):
+                 serve.serve, serve.sync, image, ps, cancel, schedule, hooks, status, history,
+                 logs, site_group, results_group):
     main.add_command(_command)

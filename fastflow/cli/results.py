@@ -1,0 +1,232 @@
+"""`fastflow status | history | logs | site | results`: the read side of the results branch.
+
+Thin commands over `fastflow.results` and `fastflow.results_site`: open the repository, call
+one function, print (a table on a terminal, tab-separated text otherwise, JSON with --json).
+"""
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
+from fastflow.cli.render import format_duration, print_table, styled_status
+from fastflow.daemon import default_state_dir
+from fastflow.model import RunStatus
+from fastflow.results import (STALE_AFTER_S, compact_results, follow_log, open_results,
+                              prune_results, read_log, run_history, status_report)
+from fastflow.results_site import build_site_from_branch, make_server
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)  # the CLI is where the real clock is read
+
+
+def state_dir_option(func):
+    """`--state-dir DIR`: where `fastflow serve` keeps its local state (live logs, status.json)."""
+    return click.option(
+        "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="The daemon's state dir [default: as `fastflow serve --repo`].")(func)
+
+
+def _state_dir(repo: Path, state_dir: Path | None) -> Path:
+    if state_dir is None and repo.name == "mirror.git":
+        return repo.parent  # --repo is the daemon's mirror of a URL, inside its state dir
+    return state_dir or default_state_dir(str(repo), host_environment())
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def _status_word(status: str | None) -> str:
+    return styled_status(RunStatus(status)) if status else "never run"
+
+
+def _rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.0%}"
+
+
+def _next(entry: dict | None) -> str:
+    return f"{entry['in']} ({entry['local']})" if entry else "-"
+
+
+def _daemon_line(daemon: dict | None) -> str:
+    if daemon is None:
+        return "daemon: no heartbeat recorded"
+    state = f"stale (older than {STALE_AFTER_S:g}s; is fastflow serve running?)" \
+        if daemon["stale"] else "alive"
+    return (f"daemon: {state}, heartbeat {daemon['ago']} ({daemon['heartbeat']}), pid "
+            f"{daemon['pid']}, {len(daemon['running'])} running, {len(daemon['queued'])} queued")
+
+
+def print_status(report: dict) -> None:
+    """The status report as a table of pipelines, then problems, the daemon and notes."""
+    print_table(
+        ("PIPELINE", "STATUS", "LAST RUN", "FINISHED", "DURATION", "SUCCESS", "NEXT RUN"),
+        [(p["name"] + ("" if p["valid"] else " (invalid)"), _status_word(p["last_status"]),
+          p["last_run_id"] or "-",
+          f"{p['last_finished']['ago']} ({p['last_finished']['at']})" if p["last_finished"] else "-",
+          format_duration(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
+         for p in report["pipelines"]])
+    for name, messages in report["invalid"].items():
+        click.echo(f"invalid pipeline {name}: " + "; ".join(messages))
+    for message in report["errors"]:
+        click.echo(f"configuration error: {message}")
+    click.echo(_daemon_line(report["daemon"]))
+    if report["sync"]:
+        click.echo(f"last sync: {report['sync']['commit']} at {report['sync']['at']}")
+    for note in report["notes"]:
+        click.echo(f"note: {note}", err=True)
+
+
+def _trigger(trigger: dict) -> str:
+    return " ".join(filter(None, (trigger["kind"], trigger["schedule_id"])))
+
+
+def _error(error: dict | None) -> str:
+    return f"{error['kind']}: {' '.join(error['message'].split())}" if error else "-"
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+@click.command("status")
+@repo_option
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(repo: Path, state_dir: Path | None, as_json: bool) -> None:
+    """Every pipeline's last run, success rate and next run; problems; the daemon's heartbeat."""
+    with open_results(repo, utc_now) as results:
+        report = status_report(results, utc_now(), _state_dir(repo, state_dir))
+    if as_json:
+        echo_json(report)
+        return
+    print_status(report)
+
+
+@click.command("history")
+@repo_option
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most this many runs.")
+@click.option("--before", metavar="RUN_ID", help="Show only runs older than RUN_ID (paging).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def history(repo: Path, name: str, limit: int, before: str | None, as_json: bool) -> None:
+    """The runs of pipeline NAME, newest first, from the results branch."""
+    with open_results(repo, utc_now) as results:
+        found = run_history(results, name, limit, before)
+    if as_json:
+        echo_json(found)
+        return
+    print_table(("RUN ID", "STATUS", "TRIGGER", "STARTED", "DURATION", "ATTEMPTS", "EXIT", "ERROR"),
+                [(r["run_id"], styled_status(RunStatus(r["status"])), _trigger(r["trigger"]),
+                  r["started_at"] or "-", format_duration(r["duration_s"]), r["attempts"],
+                  "-" if r["exit_code"] is None else r["exit_code"], _error(r["error"]))
+                 for r in found["runs"]])
+    if found["older"]:
+        click.echo(f"older runs: fastflow history {name} --before {found['older']}", err=True)
+
+
+@click.command("logs")
+@repo_option
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True,
+              help="While the run is active, follow its live output until it is recorded.")
+@state_dir_option
+def logs(repo: Path, run_id: str, follow: bool, state_dir: Path | None) -> None:
+    """Print the log of RUN_ID (from the results branch, or live while it runs)."""
+    state = _state_dir(repo, state_dir)
+    with open_results(repo, utc_now) as results:
+        if not follow:
+            view = read_log(results, run_id, state)
+            click.echo(view.text, nl=False)
+            if view.running:
+                click.echo(f"fastflow: {run_id} is still running; this is its output so far "
+                           "(--follow to keep following)", err=True)
+            return
+        try:
+            for chunk in follow_log(results, run_id, state, clock=utc_now):
+                click.echo(chunk, nl=False)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+@click.group("site", cls=FastflowGroup)
+def site_group() -> None:
+    """The static status site rendered from the results branch: build, serve."""
+
+
+@site_group.command("build")
+@repo_option
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder to write the site into (created if needed).")
+def site_build(repo: Path, out: Path) -> None:
+    """Render the whole status site from the results branch into a folder."""
+    with open_results(repo, utc_now) as results:
+        written = build_site_from_branch(results, out, utc_now())
+    click.echo(f"wrote {len(written)} files to {out} (open {out / 'index.html'})")
+
+
+@site_group.command("serve")
+@repo_option
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="The port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build into this folder instead of a temporary one.")
+def site_serve(repo: Path, port: int, host: str, out: Path | None) -> None:
+    """Build the status site and serve it over HTTP until Ctrl-C."""
+    with tempfile.TemporaryDirectory(prefix="fastflow-site-") as scratch:
+        folder = out or Path(scratch)
+        with open_results(repo, utc_now) as results:
+            build_site_from_branch(results, folder, utc_now())
+        server = make_server(folder, host, port)
+        click.echo(f"serving {folder} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
+@click.group("results", cls=FastflowGroup)
+def results_group() -> None:
+    """Maintain the results branch: compact its history, prune old runs."""
+
+
+@results_group.command("compact")
+@repo_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def compact(repo: Path, yes: bool) -> None:
+    """Rewrite the results branch to a single commit (its files stay; its history goes)."""
+    with open_results(repo, utc_now) as results:
+        results.require_branch()
+        if not yes:
+            click.confirm(f"Rewrite {results.branch!r} of {repo} to a single commit, dropping "
+                          "its history?", abort=True)
+        done = compact_results(results)
+    click.echo(f"compacted {done['branch']!r}: {done['before'][:10]} -> {done['after'][:10]} "
+               "(one commit; `git gc` reclaims the space)")
+
+
+@results_group.command("prune")
+@repo_option
+@click.option("--keep-runs", type=click.IntRange(min=1), default=None,
+              help="Keep this many runs per pipeline [default: retention.keep_runs].")
+@click.option("--keep-days", type=click.IntRange(min=1), default=None,
+              help="Keep runs of this many days [default: retention.keep_days].")
+def prune(repo: Path, keep_runs: int | None, keep_days: int | None) -> None:
+    """Remove runs beyond the retention of config.yaml (records, logs and run pages)."""
+    with open_results(repo, utc_now) as results:
+        removed = prune_results(results, utc_now(), keep_runs, keep_days)
+    for name, ids in removed.items():
+        click.echo(f"{name}: removed {len(ids)} run{'s' if len(ids) != 1 else ''} "
+                   f"({ids[0]} .. {ids[-1]})")
+    if not removed:
+        click.echo("nothing to remove")
+
+
+__all__ = ["history", "logs", "results_group", "site_group", "status"]
