@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -270,9 +270,9 @@ def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consiste
     sha = user.push({".fastflow/config.yaml": "max_concurrent_runs: 2\nretention:\n  keep_runs: 2\n"})
     daemon.inbox.post_push(f"{'0' * 40} {sha} refs/heads/main\n")
     daemon.tick(utc_now())
-    ids = []
-    for _ in range(3):
-        ids.append(daemon.submit("report", Trigger(kind="manual"), now=utc_now()))
+    ids, start = [], utc_now()
+    for i in range(3):  # one second apart: run ids sort by their time, not their random suffix
+        ids.append(daemon.submit("report", Trigger(kind="manual"), now=start + timedelta(seconds=i)))
         assert daemon.dispatcher.wait_idle(60)
     removed = daemon.apply_retention(utc_now())
     assert removed == {"report": [ids[0]]}

@@ -417,7 +417,8 @@ def test_every_guarantee_in_the_docs_names_a_test_that_exists(project_root):
     doc = (project_root / "docs/schedules.md").read_text()
     table = doc.split("## Guarantees", 1)[1].split("## Commands", 1)[0]
     named = set(re.findall(r"`(test_\w+)`", table))
-    sources = "".join((project_root / "tests" / f).read_text() for f in ("test_scheduler.py", "test_schedules.py"))
+    sources = "".join((project_root / "tests" / f).read_text()
+                      for f in ("test_scheduler.py", "test_schedules.py", "test_daemon_schedules.py"))
     defined = set(re.findall(r"^def (test_\w+)", sources, re.M))
     assert named and named <= defined, named - defined
     assert {n for n in defined if n.startswith("test_guarantee")} <= named
