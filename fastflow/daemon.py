@@ -52,7 +52,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 60.0
 HEARTBEAT_INTERVAL = 60.0  # status.json in the state dir
-BRANCH_HEARTBEAT_INTERVAL = 900.0  # state/daemon.json committed on its own (else with runs)
+# state/daemon.json goes with every run's commit; when no run finishes it is committed on its
+# own, with a fresh overview page, this often (readers call it stale after 3 intervals)
+BRANCH_HEARTBEAT_INTERVAL = 300.0
 RETENTION_INTERVAL = 3600.0  # retention (keep_runs, keep_days of config.yaml) runs hourly
 
 
@@ -197,7 +199,8 @@ class Daemon:
         self._load_watermarks()
         self.publisher = SitePublisher(self.store, self.clock, lambda: self.deployment,
                                        schedule_info=self._schedule_info,
-                                       heartbeat=lambda: self._heartbeat_at)
+                                       heartbeat=lambda: self._heartbeat_at,
+                                       heartbeat_interval_s=BRANCH_HEARTBEAT_INTERVAL)
         self.launcher = RunLauncher(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, executor=self.executor, preheater=self.preheater,
@@ -552,10 +555,13 @@ class Daemon:
         self._heartbeat_at = now
         path = self.state_dir / "status.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.write_text(json.dumps({**data, "heartbeat_interval_s": HEARTBEAT_INTERVAL}, indent=2,
+                                  default=str))
         os.replace(tmp, path)
-        self.store.write_state("daemon", data)
+        self.store.write_state("daemon", {**data, "heartbeat_interval_s": BRANCH_HEARTBEAT_INTERVAL})
         if self._next_branch_heartbeat is None or now >= self._next_branch_heartbeat:
+            # a static overview cannot notice a dead daemon: keep its heartbeat line current
+            self.store.write_files(self.publisher.pages_for_pipelines(()), "site heartbeat")
             self.store.flush()
             self._next_branch_heartbeat = now + timedelta(seconds=BRANCH_HEARTBEAT_INTERVAL)
 

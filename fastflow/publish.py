@@ -15,6 +15,7 @@ from fastflow.deploy import Deployment
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
 from fastflow.site import (
+    DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_PAGE_SIZE,
     PipelineSummary,
     SiteData,
@@ -60,12 +61,14 @@ class SitePublisher:
                  deployment: Callable[[], Deployment | None],
                  schedule_info: Callable[[Deployment], tuple[Mapping, Mapping]] | None = None,
                  heartbeat: Callable[[], datetime | None] = lambda: None,
+                 heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
                  title: str = "Fast-Flow") -> None:
         self.store = store
         self.clock = clock
         self.deployment = deployment
         self.schedule_info = schedule_info  # deployment -> (schedules, next_runs) per pipeline
         self.heartbeat = heartbeat
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.title = title
         self.lock = threading.Lock()  # pages and the record they belong to commit in order
 
@@ -83,6 +86,7 @@ class SitePublisher:
             schedules=schedules,
             next_runs=next_runs,
             heartbeat=self.heartbeat(),
+            heartbeat_interval_s=self.heartbeat_interval_s,
             title=self.title,
         )
 
@@ -111,23 +115,37 @@ class SitePublisher:
 
     def apply_retention(self, name: str, now: datetime, keep_runs: int | None,
                         keep_days: int | None) -> list[str]:
-        """Remove `name`'s runs beyond the retention (records, logs, run pages), then re-render
-        its index and history pages (page 1 holds the oldest runs, so every page shifts) and the
-        overview, dropping history pages that no longer exist. Returns the removed run ids."""
-        before = runs_recorded(self.store.read_summary(), name)
-        removed = self.store.apply_retention(
-            name, now, keep_runs, keep_days,
-            extra_paths=lambda run_id: [SITE_PREFIX + run_path(name, run_id)])
-        if not removed:
-            return removed
-        summary = self.store.read_summary()
-        data = self.site_data(summary)
-        runs = self.store.list_runs(name, limit=10**9)
-        pages: dict[str, bytes | None] = {**render_overview(data),
-                                          **render_pipeline_pages(data, name, runs)}
-        for block in range(block_count(len(runs), DEFAULT_PAGE_SIZE) + 1,
-                           block_count(before, DEFAULT_PAGE_SIZE) + 1):
-            pages[f"pipelines/{name}/{history_name(block)}"] = None
-        self.store.write_files({SITE_PREFIX + path: body for path, body in pages.items()},
-                               f"site after retention of {name}", commit=True)
-        return removed
+        """Remove `name`'s runs beyond the retention (records, logs, run pages), then commit the
+        pages that changes (`retention_pages`). Returns the removed run ids."""
+        return apply_site_retention(self.store, name, now, keep_runs, keep_days,
+                                    lambda: self.site_data(self.store.read_summary()))
+
+
+def retention_pages(data: SiteData, name: str, runs: list[RunRecord],
+                    runs_before: int) -> dict[str, bytes | None]:
+    """The pages to commit after retention removed runs of `name` (`runs`: what is left,
+    newest first; `runs_before`: how many there were): its index and every history page (page 1
+    holds the oldest runs, so every page shifts), the overview, and deletions of the history
+    pages that no longer exist."""
+    pages: dict[str, bytes | None] = {**render_overview(data),
+                                      **render_pipeline_pages(data, name, runs)}
+    for block in range(block_count(len(runs), DEFAULT_PAGE_SIZE) + 1,
+                       block_count(runs_before, DEFAULT_PAGE_SIZE) + 1):
+        pages[f"pipelines/{name}/{history_name(block)}"] = None
+    return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+
+def apply_site_retention(store: ResultsStore, name: str, now: datetime, keep_runs: int | None,
+                         keep_days: int | None, site_data: Callable[[], SiteData]) -> list[str]:
+    """Retention of one pipeline with its site pages: removes records, logs and run pages in
+    one commit, then commits `retention_pages`. Shared by the daemon and `fastflow results
+    prune`, which differ only in where the site's data comes from."""
+    before = runs_recorded(store.read_summary(), name)
+    removed = store.apply_retention(
+        name, now, keep_runs, keep_days,
+        extra_paths=lambda run_id: [SITE_PREFIX + run_path(name, run_id)])
+    if removed:
+        runs = store.list_runs(name, limit=10**9)
+        store.write_files(retention_pages(site_data(), name, runs, before),
+                          f"site after retention of {name}", commit=True)
+    return removed

@@ -28,17 +28,15 @@ from fastflow import repo as git
 from fastflow.config import CONFIG_FILE, default_repo_config
 from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.model import RepoConfig, Severity
-from fastflow.publish import SITE_PREFIX
 from fastflow.record import RunRecord
 from fastflow.scheduler import next_slots
 from fastflow.schedules import check_schedules, read_schedules_file
-from fastflow.site import run_path
 from fastflow.site.words import format_ago, format_until
 from fastflow.store import ResultsStore, run_month
 from fastflow.workspace import Workspace, open_workspace
 
-HEARTBEAT_INTERVAL_S = 60.0
-STALE_AFTER_S = 3 * HEARTBEAT_INTERVAL_S  # a heartbeat older than this is stale
+HEARTBEAT_INTERVAL_S = 60.0  # when the heartbeat does not say its own interval (older daemons)
+STALE_FACTOR = 3  # a heartbeat older than 3 of its intervals is stale
 LIVE_DIR = "live"  # <state-dir>/live/<run_id>.log: output of running runs
 STATUS_FILE = "status.json"  # <state-dir>/status.json: the daemon's state, every heartbeat
 RECORD_SETTLE_S = 60.0  # how long `logs --follow` waits for a record after the live file went
@@ -154,9 +152,13 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
         return None
     heartbeat, data, source = max(dated, key=lambda c: c[0])
     age = (now - heartbeat).total_seconds()
+    # the state dir's copy is rewritten every minute; the branch's only every few minutes when
+    # no run finishes: each says its interval, so staleness is judged against the right one
+    interval = float(data.get("heartbeat_interval_s") or HEARTBEAT_INTERVAL_S)
     return {
         "heartbeat": heartbeat.isoformat(), "age_s": round(age, 1), "ago": format_ago(heartbeat, now),
-        "stale": age > STALE_AFTER_S, "pid": data.get("pid"), "source": data.get("source"),
+        "stale": age > STALE_FACTOR * interval, "stale_after_s": STALE_FACTOR * interval,
+        "interval_s": interval, "pid": data.get("pid"), "source": data.get("source"),
         "branch": data.get("branch"), "running": list(data.get("running") or []),
         "queued": list(data.get("queued") or []), "sync_errors": list(data.get("sync_errors") or []),
         "read_from": source,
@@ -448,25 +450,3 @@ def compact_results(results: Results) -> dict:
     before = results.require_branch()
     after = results.store.compact()
     return {"branch": results.branch, "before": before, "after": after}
-
-
-def prune_results(results: Results, now: datetime, keep_runs: int | None = None,
-                  keep_days: int | None = None) -> dict[str, list[str]]:
-    """Apply retention to every pipeline on the branch (defaults: `retention` of config.yaml);
-    removes records, logs and run pages. Returns the removed run ids per pipeline."""
-    results.require_branch()
-    keep_runs = keep_runs if keep_runs is not None else results.config.keep_runs
-    keep_days = keep_days if keep_days is not None else results.config.keep_days
-    if keep_runs is None and keep_days is None:
-        raise ConfigError(
-            f"{CONFIG_FILE}: retention: neither keep_runs nor keep_days is set, so nothing would be "
-            "removed; set retention.keep_runs or retention.keep_days, or pass --keep-runs/--keep-days"
-        )
-    removed = {}
-    for name in results.pipelines_on_branch():
-        gone = results.store.apply_retention(
-            name, now, keep_runs, keep_days,
-            extra_paths=lambda run_id, name=name: [SITE_PREFIX + run_path(name, run_id)])
-        if gone:
-            removed[name] = gone
-    return removed

@@ -13,9 +13,9 @@ from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
 from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results import (NoResultsBranch, UnknownPipeline, UnknownRun, compact_results,
-                              follow_log, open_results, prune_results, read_log, run_history,
+                              follow_log, open_results, read_log, run_history,
                               status_report)
-from fastflow.results_site import build_site_from_branch
+from fastflow.results_site import build_site_from_branch, prune_results
 from fastflow.store import ResultsStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -160,7 +160,8 @@ def test_status_uses_the_daemon_state_files(recorded, tmp_path):
     assert rows["minimal"]["next_run"] is None
     assert report["daemon"] == {
         "heartbeat": "2026-11-22T11:59:30+00:00", "age_s": 30.0, "ago": "just now",
-        "stale": False, "pid": 4242, "source": "/srv/repo", "branch": "main",
+        "stale": False, "stale_after_s": 180.0, "interval_s": 60.0, "pid": 4242,
+        "source": "/srv/repo", "branch": "main",
         "running": ["20261122T115900Z-report-dd01"], "queued": [], "sync_errors": [],
         "read_from": "fastflow/results:state/daemon.json",
     }
@@ -182,6 +183,20 @@ def test_heartbeat_is_stale_after_three_minutes_and_the_state_dir_copy_wins(reco
         daemon = status_report(results, NOW, state)["daemon"]
     assert daemon["stale"] is False
     assert daemon["read_from"] == str(state / "status.json")
+
+
+def test_staleness_follows_the_interval_the_heartbeat_declares(recorded, tmp_path):
+    # the daemon commits state/daemon.json on its own only every 5 minutes when idle
+    branch_copy = {**daemon_state(NOW - timedelta(minutes=10)), "heartbeat_interval_s": 300.0}
+    writer(recorded, tmp_path).write_state("daemon", branch_copy, commit=True)
+    with open_results(recorded, clock) as results:
+        daemon = status_report(results, NOW)["daemon"]
+        assert (daemon["stale"], daemon["stale_after_s"]) == (False, 900.0)
+        writer(recorded, tmp_path).write_state(
+            "daemon", {**branch_copy, "heartbeat": (NOW - timedelta(minutes=16)).isoformat()},
+            commit=True)
+    with open_results(recorded, clock) as results:
+        assert status_report(results, NOW)["daemon"]["stale"] is True
 
 
 def test_history_is_newest_first_and_pages_with_before(recorded):
@@ -334,6 +349,12 @@ def test_prune_applies_retention_to_every_pipeline_and_drops_run_pages(recorded,
     files = subprocess.run(["git", "-C", str(recorded), "ls-tree", "-r", "--name-only",
                             "fastflow/results"], capture_output=True, text=True).stdout
     assert "aa01s" not in files and "aa02" not in files and "aa03s" in files
+    # the pipeline's pages are rendered again from what is left
+    assert "site/pipelines/report/index.html" in files and "site/index.html" in files
+    index = subprocess.run(["git", "-C", str(recorded), "show",
+                            "fastflow/results:site/pipelines/report/index.html"],
+                           capture_output=True, text=True).stdout
+    assert "aa03s" in index and "aa02" not in index
 
 
 def test_prune_without_retention_is_an_error(recorded):

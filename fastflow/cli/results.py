@@ -15,9 +15,9 @@ from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo
 from fastflow.cli.render import format_duration, print_table, styled_status
 from fastflow.daemon import default_state_dir
 from fastflow.model import RunStatus
-from fastflow.results import (STALE_AFTER_S, compact_results, follow_log, open_results,
-                              prune_results, read_log, run_history, status_report)
-from fastflow.results_site import build_site_from_branch, make_server
+from fastflow.results import (compact_results, follow_log, open_results,
+                              read_log, run_history, status_report)
+from fastflow.results_site import build_site_from_branch, make_server, prune_results
 
 
 def utc_now() -> datetime:
@@ -55,7 +55,7 @@ def _next(entry: dict | None) -> str:
 def _daemon_line(daemon: dict | None) -> str:
     if daemon is None:
         return "daemon: no heartbeat recorded"
-    state = f"stale (older than {STALE_AFTER_S:g}s; is fastflow serve running?)" \
+    state = f"stale (older than {daemon['stale_after_s']:g}s; is fastflow serve running?)" \
         if daemon["stale"] else "alive"
     return (f"daemon: {state}, heartbeat {daemon['ago']} ({daemon['heartbeat']}), pid "
             f"{daemon['pid']}, {len(daemon['running'])} running, {len(daemon['queued'])} queued")
