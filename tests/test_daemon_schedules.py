@@ -224,3 +224,20 @@ def wait_until(predicate, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def test_an_idle_daemon_commits_its_heartbeat_and_a_fresh_overview_every_five_minutes(user, tmp_path):
+    with serving(user, tmp_path) as (daemon, clock):
+        daemon.tick(clock())
+        first = json.loads(branch_file(user, "state/daemon.json"))
+        assert first["heartbeat_interval_s"] == 300.0
+        clock.advance(minutes=2)
+        daemon.tick(clock())  # the state dir's copy moves every minute, the branch's does not
+        assert json.loads(branch_file(user, "state/daemon.json"))["heartbeat"] == first["heartbeat"]
+        assert json.loads((tmp_path / "state" / "status.json").read_text())["heartbeat"] == \
+            clock().isoformat()
+        clock.advance(minutes=4)
+        daemon.tick(clock())
+        assert json.loads(branch_file(user, "state/daemon.json"))["heartbeat"] == clock().isoformat()
+        overview = branch_file(user, "site/index.html")
+        assert overview.count("2026-11-23 10:08:30 UTC") >= 2  # the heartbeat and the footer
