@@ -424,6 +424,7 @@ class TestCache:
             assert result.status is RunStatus.SUCCEEDED, sink.lines
             assert sink.texts("stdout") == ["six 1.16.0", "tampered"]
             assert not any("Installed" in t for t in sink.texts("stderr")), sink.lines
+            assert "six==1.16.0" in result.environment.resolved  # what the pre-heat resolved
         assert tree_digest(cache) == before
 
     def test_cold_run_installs_into_its_own_layer(self, runner_image, tmp_path):

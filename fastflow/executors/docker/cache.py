@@ -68,6 +68,14 @@ class CacheLayout:
     def is_preheated(self, key: str) -> bool:
         return self.marker(key).is_file()
 
+    def resolved(self, key: str) -> tuple[str, ...]:
+        """The package set the pre-heat of `key` recorded (empty when none or unreadable)."""
+        try:
+            data = json.loads(self.marker(key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ()
+        return tuple(data.get("resolved") or ())
+
 
 def give_to_runner(path: Path) -> None:
     """Make `path` writable by the container user: chown when we are root, else mode 0777."""

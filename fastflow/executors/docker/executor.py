@@ -213,12 +213,14 @@ class DockerExecutor(Executor):
         text = read_requirements(spec.workdir, spec.requirements)
         python = spec.python_version or labels.get(LABEL_PYTHON)
         key = requirements_key(text, spec.python_version, attrs["Id"])
+        same_python = spec.python_version in (None, labels.get(LABEL_PYTHON))
+        offline = self.cache.is_preheated(key) if text is not None else same_python
         env = Environment(
             image=self.image, image_id=attrs["Id"], python=python, uv_version=labels.get(LABEL_UV),
             requirements_hash=sha256_text(text) if text is not None else None,
+            # offline, uv can only use what the pre-heat put in the cache: this exact set
+            resolved=self.cache.resolved(key) if text is not None and offline else (),
         )
-        same_python = spec.python_version in (None, labels.get(LABEL_PYTHON))
-        offline = self.cache.is_preheated(key) if text is not None else same_python
         return env, offline
 
     def _image(self) -> dict:

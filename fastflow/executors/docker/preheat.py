@@ -13,6 +13,7 @@ access to the cache). Pre-heat only what the repository's maintainers committed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -49,12 +50,32 @@ class PreheatResult:
     skipped: bool = False  # already pre-heated (the marker exists)
 
 
+RESOLVED_PREFIX = "fastflow-resolved: "
+# Prints the environment's package set (name==version, sorted) on one marked line: recorded in
+# the pre-heat marker and in every run record of that environment (`environment.resolved`).
+_REPORT = ("import importlib.metadata as m, json, sys; print(sys.version); "
+           "print(" + repr(RESOLVED_PREFIX) + " + json.dumps(sorted({d.metadata['Name'] + '==' + "
+           "d.version for d in m.distributions() if d.metadata['Name']})))")
+
+
 def preheat_command(requirements: str, python_version: str | None) -> list[str]:
-    """The uv command that resolves, downloads and builds the environment of a run."""
+    """The uv command that resolves, downloads and builds the environment of a run, then
+    reports the package set it resolved."""
     cmd = ["uv", "run", "--no-project"]
     if python_version:
         cmd += ["--python", python_version]
-    return cmd + ["--with-requirements", requirements, "python", "-c", "import sys; print(sys.version)"]
+    return cmd + ["--with-requirements", requirements, "python", "-c", _REPORT]
+
+
+def resolved_packages(output: str) -> list[str]:
+    """The package set a pre-heat reported (empty when its output has no report line)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(RESOLVED_PREFIX):
+            try:
+                return [str(p) for p in json.loads(line[len(RESOLVED_PREFIX):])]
+            except ValueError:
+                return []
+    return []
 
 
 def preheat_requirements(image: str, cache_dir: Path, pipeline_dir: Path, requirements: str,
@@ -88,7 +109,8 @@ def preheat_requirements(image: str, cache_dir: Path, pipeline_dir: Path, requir
     if result.ok:
         write_marker(layout, key, {"image_id": image_id, "python_version": python_version,
                                    "pipeline": pipeline_dir.name, "requirements": requirements,
-                                   "duration_s": result.duration_s})
+                                   "duration_s": result.duration_s,
+                                   "resolved": resolved_packages(output)})
     return result
 
 
