@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def all_commands(group: click.Group, prefix: str = "fastflow") -> list[tuple[str, click.Command]]:
     found = []
-    for name, command in sorted(group.commands.items()):
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         path = f"{prefix} {name}"
         found.append((path, command))
         if isinstance(command, click.Group):

@@ -1,25 +1,60 @@
 """The `fastflow` command line: thin click commands over library functions.
 
 Each command parses its options, calls one library function and formats the result. Commands
-live in sibling modules (one per topic) and are attached to the `main` group here.
+live in sibling modules (one per topic) and are attached to the `main` group here by name:
+a command's module is imported only when that command runs (or help lists it), so
+`fastflow run` does not pay for the daemon, the site renderer or git.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 
 import click
 
 from fastflow import __version__
-from fastflow.cli import pipelines, run, serve
-from fastflow.cli.hooks import hooks
-from fastflow.cli.image import cancel, image, ps
-from fastflow.cli.results import history, logs, results_group, site_group, status
-from fastflow.cli.schedule import schedule
-from fastflow.cli.secrets import secrets
 from fastflow.cli.common import FastflowGroup
 
+# command name -> "module:attribute" (modules under fastflow.cli)
+COMMANDS = {
+    "list": "pipelines:list_pipelines",
+    "validate": "pipelines:validate",
+    "show": "pipelines:show",
+    "run": "run:run",
+    "secrets": "secrets:secrets",
+    "serve": "serve:serve",
+    "sync": "serve:sync",
+    "image": "image:image",
+    "ps": "image:ps",
+    "cancel": "image:cancel",
+    "schedule": "schedule:schedule",
+    "hooks": "hooks:hooks",
+    "status": "results:status",
+    "history": "results:history",
+    "logs": "results:logs",
+    "site": "results:site_group",
+    "results": "results:results_group",
+}
 
-@click.group(cls=FastflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(FastflowGroup):
+    """The top-level group: commands from `COMMANDS`, imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(f"fastflow.cli.{module}"), attribute)
+        if command.name != name:  # e.g. `site` is the function site_group
+            raise AssertionError(f"fastflow.cli.{module}:{attribute} is named {command.name!r}")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastflow")
 @click.option("-v", "--verbose", is_flag=True, help="Show Fast-Flow's debug messages.")
 def main(verbose: bool) -> None:
@@ -28,9 +63,3 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="fastflow: %(levelname)s: %(message)s",
     )
-
-
-for _command in (pipelines.list_pipelines, pipelines.validate, pipelines.show, run.run, secrets,
-                 serve.serve, serve.sync, image, ps, cancel, schedule, hooks, status, history,
-                 logs, site_group, results_group):
-    main.add_command(_command)

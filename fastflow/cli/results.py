@@ -13,7 +13,7 @@ import click
 
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
 from fastflow.cli.render import format_duration, print_table, styled_status
-from fastflow.daemon import default_state_dir
+from fastflow.statedir import default_state_dir
 from fastflow.model import RunStatus
 from fastflow.results import (compact_results, follow_log, open_results,
                               read_log, run_history, status_report)

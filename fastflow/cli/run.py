@@ -10,7 +10,6 @@ import click
 
 from fastflow.cli.common import host_environment, repo_option
 from fastflow.cli.render import console, format_bytes, format_duration, styled_status
-from fastflow.daemon import default_state_dir, queue_remote_run
 from fastflow.engines import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
 from fastflow.model import RunStatus
@@ -120,6 +119,9 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
     """
     trigger_env = parse_env_pairs(env_pairs)
     if remote:
+        # only here: the inbox's file watcher (watchdog) is not needed to run a pipeline
+        from fastflow.statedir import default_state_dir, queue_remote_run
+
         state = state_dir or default_state_dir(str(repo), host_environment())
         run_id = queue_remote_run(state, name, trigger_env, run_config, utc_now())
         click.echo(f"queued {run_id} on the daemon of {state}")

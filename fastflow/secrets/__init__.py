@@ -3,15 +3,31 @@
 Public API for the rest of Fast-Flow; see docs/secrets.md. The runner calls
 `identities_for(path, environ)` then `resolve_for_pipeline(path, pipeline, names, identities)`.
 """
-from fastflow.secrets.age import AgeError, NoMatchingIdentity, X25519Identity, parse_recipient
-from fastflow.secrets.edit import edit_secrets, identity_file_text, write_identity_file
-from fastflow.secrets.keys import (CreationRule, creation_rule_for, default_key_file,
-                                   find_sops_config, load_identities, split_recipients)
-from fastflow.secrets.sopsfile import decrypt_file_text, encrypt_file_text, recipients_of
-from fastflow.secrets.store import (SecretInfo, add_recipients, get_secret, grant_secret,
-                                    identities_for, init_secrets, list_recipients, list_secrets,
-                                    remove_recipients, remove_secret, resolve_for_pipeline,
-                                    revoke_secret, rotate_data_key, set_secret, write_atomic)
+import importlib
+from typing import Any
+
+# name -> submodule. Loaded on first use (PEP 562): `fastflow run` of a pipeline without
+# secrets must not pay for `cryptography` at start-up.
+_EXPORTS = {
+    "age": ("AgeError", "NoMatchingIdentity", "X25519Identity", "parse_recipient"),
+    "edit": ("edit_secrets", "identity_file_text", "write_identity_file"),
+    "keys": ("CreationRule", "creation_rule_for", "default_key_file", "find_sops_config",
+             "load_identities", "split_recipients"),
+    "sopsfile": ("decrypt_file_text", "encrypt_file_text", "recipients_of"),
+    "store": ("SecretInfo", "add_recipients", "get_secret", "grant_secret", "identities_for",
+              "init_secrets", "list_recipients", "list_secrets", "remove_recipients",
+              "remove_secret", "resolve_for_pipeline", "revoke_secret", "rotate_data_key",
+              "set_secret", "write_atomic"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "AgeError", "NoMatchingIdentity", "X25519Identity", "parse_recipient",

@@ -6,7 +6,6 @@ from typing import Callable, Mapping
 
 from fastflow.errors import SecretsError
 from fastflow.model import Pipeline, RepoConfig
-from fastflow.secrets.store import identities_for, resolve_for_pipeline
 
 
 def secrets_loader(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
@@ -23,6 +22,10 @@ def secrets_loader(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
     environ = dict(environ)
 
     def load() -> dict[str, str]:
+        # Imported here, at run start, and only for pipelines that ask for secrets: the
+        # cryptography stack costs ~60 ms that every `fastflow run` would otherwise pay.
+        from fastflow.secrets.store import identities_for, resolve_for_pipeline
+
         if not path.is_file():
             raise SecretsError(
                 f"{config.secrets_file}: does not exist, but pipeline {pipeline.name!r} asks for "
