@@ -2,11 +2,13 @@
 
     python bench/results_scale.py [--repeat 40]
 
-Each recorded run is what the daemon writes: journal (fsync) + commit of the record, the log,
-summary.json, the badge and three site pages (overview, pipeline page, run page), then the
-journal entry removed. The big branches are built in one commit with `build_tree` (one
-TreeBuilder per folder), spread like a real deployment: 20 pipelines over 24 months, with run
-pages sharded like records (`site/runs/<pipeline>/<YYYY>/<MM>/<run_id>.html`).
+Each recorded run is what the daemon writes, through the daemon's own code: the site pages the
+run changes rendered by `SitePublisher.pages_for_run` (overview, pipeline index, newest history
+page, run page; reading summary.json and the pipeline's newest 51 records from the branch),
+then journal (fsync) + commit of the record, the log, summary.json, the badge and those pages,
+then the journal entry removed. The big branches are built in one commit with `build_tree` (one
+TreeBuilder per folder), spread like a real deployment: 20 pipelines over 24 months, run pages
+where the site puts them (`site/runs/<pipeline>/<YYYY>/<MM>/<run_id>.html`).
 Target: the 100,000 case at most 1.5x the 1,000 case, and under 50 ms.
 """
 from __future__ import annotations
@@ -20,6 +22,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from fastflow import repo as g
+from fastflow.publish import SITE_PREFIX, SitePublisher
+from fastflow.site import run_path
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
 from fastflow.store import ResultsStore, apply_run_to_summary, log_path, record_path
@@ -43,7 +47,7 @@ def make_record(pipeline: str, when: datetime, n: int) -> RunRecord:
 
 
 def page_path(pipeline: str, run_id: str) -> str:
-    return record_path(pipeline, run_id).replace("runs/", "site/runs/", 1)[:-5] + ".html"
+    return SITE_PREFIX + run_path(pipeline, run_id)
 
 
 def build_branch(root: Path, runs: int) -> Path:
@@ -69,17 +73,14 @@ def build_branch(root: Path, runs: int) -> Path:
 
 def time_records(repo_path: Path, journal: Path, repeat: int) -> list[float]:
     store = ResultsStore(repo_path, journal, clock)
+    publisher = SitePublisher(store, clock, lambda: None)
+    log = "2026-11-22T12:00:00.000000Z stdout | line\n" * 200
     timings = []
     for n in range(repeat):
         pipeline = PIPELINES[n % len(PIPELINES)]
         rec = make_record(pipeline, NOW + timedelta(minutes=n), 10_000_000 + n)
-        pages = {
-            "site/index.html": b"<html>overview</html>" * 200,
-            f"site/pipelines/{pipeline}/index.html": b"<html>pipeline</html>" * 200,
-            page_path(pipeline, rec.run_id): b"<html>run</html>" * 200,
-        }
         t0 = time.perf_counter()
-        store.record_run(rec, "line\n" * 200, pages)
+        store.record_run(rec, log, publisher.pages_for_run(rec, log))
         timings.append(time.perf_counter() - t0)
     return timings
 

@@ -279,7 +279,7 @@ def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consiste
     assert [r.run_id for r in records(daemon, "report")] == ids[:0:-1]
     tree = git("--git-dir", str(user.bare), "ls-tree", "-r", "--name-only", "fastflow/results",
                cwd=user.bare)
-    assert ids[0] not in tree and ids[1] in tree and f"site/runs/report/{ids[2]}.html" in tree
+    assert ids[0] not in tree and ids[1] in tree and f"site/runs/report/{ids[2][:4]}/{ids[2][4:6]}/{ids[2]}.html" in tree
     assert daemon.store.read_summary()["pipelines"]["report"]["runs_recorded"] == 2
     page = git("--git-dir", str(user.bare), "show", "fastflow/results:site/pipelines/report/index.html",
                cwd=user.bare)

@@ -339,7 +339,7 @@ def test_prune_applies_retention_to_every_pipeline_and_drops_run_pages(recorded,
     (recorded / ".fastflow").mkdir()
     (recorded / ".fastflow/config.yaml").write_text("retention: {keep_runs: 1}\n")
     writer(recorded, tmp_path).write_files(
-        {"site/runs/report/20261122T070000Z-report-aa01s.html": b"<p>page</p>"}, "site",
+        {"site/runs/report/2026/11/20261122T070000Z-report-aa01s.html": b"<p>page</p>"}, "site",
         commit=True)
     with open_results(recorded, clock) as results:
         removed = prune_results(results, NOW)
@@ -386,7 +386,7 @@ def test_build_site_from_branch_renders_every_run_and_pipeline(recorded, tmp_pat
         written = build_site_from_branch(results, out, NOW)
     for path in ("index.html", "style.css", "pipelines/report/index.html",
                  "pipelines/minimal/index.html", "pipelines/broken/index.html",
-                 "pipelines/old/index.html", "runs/report/20261122T100000Z-report-aa03s.html"):
+                 "pipelines/old/index.html", "runs/report/2026/11/20261122T100000Z-report-aa03s.html"):
         assert path in written and (out / path).is_file(), path
     index = (out / "index.html").read_text()
     assert "broken" in index and "timeout" in index

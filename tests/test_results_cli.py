@@ -353,7 +353,7 @@ def test_site_build_writes_a_site_with_relative_links(recorded, tmp_path, t):
     count = len([p for p in out.rglob("*") if p.is_file()])
     assert result.stdout == f"wrote {count} files to {out} (open {out / 'index.html'})\n"
     assert (out / "index.html").is_file()
-    assert (out / "runs" / "report" / f"{t.last_id}.html").is_file()
+    assert (out / "runs" / "report" / t.last_id[:4] / t.last_id[4:6] / f"{t.last_id}.html").is_file()
     for page in out.rglob("*.html"):
         for link in links(page.read_text()):
             if link.startswith(("#", "data:")):

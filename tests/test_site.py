@@ -233,7 +233,7 @@ def test_adding_a_run_changes_only_a_bounded_set_of_pages(sample):
     after = render_all(data, after_runs, logs)
     changed = {p for p in after if before.get(p) != after[p]}
     assert changed == {"index.html", "pipelines/etl_daily/index.html",
-                       "pipelines/etl_daily/history-3.html", f"runs/etl_daily/{new.run_id}.html"}
+                       "pipelines/etl_daily/history-3.html", f"runs/etl_daily/2026/11/{new.run_id}.html"}
     incremental = pages_for_new_run(data, new, logs[new.run_id], [new, *etl[:50]],
                                     total_runs=121)
     assert set(incremental) == changed | {"style.css"}
@@ -274,7 +274,7 @@ def test_a_window_renders_only_complete_history_pages(sample):
 def test_run_page_shows_attempts_waits_commit_trigger_and_truncation(sample):
     data, runs_by_pipeline, _ = sample
     record = runs_by_pipeline["etl_daily"][0]
-    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/{record.run_id}.html")
+    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
     assert '<code title="0123456789abcdef0123456789abcdef01234567">0123456789ab</code>' in html
     assert html.count('<th scope="row" class="num">') == 3
     assert html.count('<td class="num">5 s</td>') == 2  # the waits before attempts 2 and 3
@@ -288,7 +288,7 @@ def test_run_page_shows_attempts_waits_commit_trigger_and_truncation(sample):
 def test_run_log_escapes_html_and_marks_stderr(sample):
     data, runs_by_pipeline, _ = sample
     record = runs_by_pipeline["etl_daily"][0]
-    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/{record.run_id}.html")
+    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
     assert "<script>" not in html and "<b>boom" not in html
     assert "starting &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert ('<span class="ln ln-stderr"><span class="ts" title="2026-11-22T14:00:01.000Z">'
@@ -302,7 +302,7 @@ def test_run_page_without_samples_or_log(sample):
     data = sample[0]
     record = RunRecord(run_id="20261122T140000Z-minimal-0001", pipeline="minimal",
                        status=RunStatus.QUEUED)
-    html = text(render_run_page(data, record, ""), "runs/minimal/20261122T140000Z-minimal-0001.html")
+    html = text(render_run_page(data, record, ""), "runs/minimal/2026/11/20261122T140000Z-minimal-0001.html")
     assert "No resource samples were recorded" in html and "No output was captured." in html
     assert "working tree" in html
 

@@ -152,7 +152,7 @@ def test_pages_load_in_chromium_without_errors(built_site, tmp_path):
     if CHROMIUM is None:
         pytest.fail("Chromium is missing: apt-get install -y chromium")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    run_page = sorted((built_site / "runs" / "etl_daily").iterdir())[-1]
+    run_page = sorted((built_site / "runs" / "etl_daily").rglob("*.html"))[-1]
     pages = {
         "overview": built_site / "index.html",
         "pipeline": built_site / "pipelines" / "etl_daily" / "index.html",

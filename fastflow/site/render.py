@@ -6,7 +6,7 @@ Pages (all links relative, so the site works from file://, a sub-path or any sta
     style.css                               the one stylesheet (light and dark themes)
     pipelines/<name>/index.html             a pipeline: config, charts, the newest runs
     pipelines/<name>/history-<k>.html       history page k; page 1 holds the OLDEST runs
-    runs/<pipeline>/<run_id>.html           one run: attempts, resources, log
+    runs/<pipeline>/<YYYY>/<MM>/<run_id>.html   one run: attempts, resources, log
 
 History pages are numbered from the oldest run, so a page never changes once it is full: adding a
 run re-renders its run page, the newest history page (and the one before it when the new run
@@ -69,8 +69,8 @@ def pipeline_path(name: str, block: int | None = None) -> str:
 
 
 def run_path(pipeline: str, run_id: str) -> str:
-    """The site path of one run's page."""
-    return f"runs/{check_name(pipeline, 'pipeline')}/{check_name(run_id, 'run id')}.html"
+    """The site path of one run's page (`views.run_page_path`)."""
+    return views.run_page_path(pipeline, run_id)
 
 
 # --- overview ----------------------------------------------------------------------------------
@@ -286,10 +286,11 @@ def render_run_page(data: SiteData, record: RunRecord, log_text: str) -> dict[st
                ("Waited in queue", views.duration_text(queue_wait)),
                ("Duration", views.duration_text(record.duration_s))]
     env = record.environment
+    path = run_path(record.pipeline, record.run_id)
     return _page(
-        "run.html", run_path(record.pipeline, record.run_id), data,
+        "run.html", path, data,
         r=record, status=views.status_view(record.status),
-        pipeline_href="../../" + pipeline_path(record.pipeline),
+        pipeline_href="../" * path.count("/") + pipeline_path(record.pipeline),
         trigger=views.trigger_text(record, zone),
         short_sha=(record.commit.sha or "")[:12],
         timings=[t for t in timings if t[1]],

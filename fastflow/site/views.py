@@ -17,7 +17,7 @@ from fastflow import charts
 from fastflow.config_view import resolved_view
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import RunRecord
-from fastflow.site.data import SiteData, run_time
+from fastflow.site.data import SiteData, check_name, run_time
 from fastflow.site.words import format_time
 from fastflow.units import parse_size
 
@@ -197,11 +197,26 @@ def limit_value(limits: dict, key: str) -> float | None:
         return None
 
 
+_STAMPED = re.compile(r"^(\d{4})(\d{2})\d{2}T")
+
+
+def run_page_path(pipeline: str, run_id: str) -> str:
+    """The site path of one run's page: `runs/<pipeline>/<YYYY>/<MM>/<run_id>.html`, sharded
+    by the month in the run id like the records, so a commit never rewrites a folder listing
+    every run of a busy pipeline. Run ids without a leading timestamp stay unsharded."""
+    check_name(pipeline, "pipeline")
+    check_name(run_id, "run id")
+    stamp = _STAMPED.match(run_id)
+    month = f"{stamp.group(1)}/{stamp.group(2)}/" if stamp else ""
+    return f"runs/{pipeline}/{month}{run_id}.html"
+
+
 def run_rows(runs: Sequence[RunRecord], zone: str) -> list[dict[str, Any]]:
     """History table rows for `runs` (kept in the given order)."""
     return [
         {
             "run_id": r.run_id,
+            "href": run_page_path(r.pipeline, r.run_id),
             "status": status_view(r.status),
             "when": format_time(run_time(r), zone),
             "when_iso": (run_time(r).isoformat() if run_time(r) else ""),
@@ -226,6 +241,7 @@ def failure_reasons(runs: Sequence[RunRecord], zone: str) -> list[dict[str, Any]
             continue
         group = groups.setdefault(reason, {
             "reason": reason, "count": 0, "last_run_id": r.run_id,
+            "last_run_href": run_page_path(r.pipeline, r.run_id),
             "last_when": format_time(run_time(r), zone), "status": status_view(r.status)})
         group["count"] += 1
     return list(groups.values())
