@@ -1,6 +1,6 @@
 """Time to record one run on the results branch with 1,000 and with 100,000 runs already there.
 
-    python bench/results_scale.py [--repeat 40]
+    python bench/results_scale.py [--repeat 80]
 
 Each recorded run is what the daemon writes, through the daemon's own code: the site pages the
 run changes rendered by `SitePublisher.pages_for_run` (overview, pipeline index, newest history
@@ -87,7 +87,7 @@ def time_records(repo_path: Path, journal: Path, repeat: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=80)
     args = parser.parse_args()
     medians = {}
     with tempfile.TemporaryDirectory() as tmp:
