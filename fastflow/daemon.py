@@ -221,6 +221,7 @@ class Daemon:
         logger.info("stopping: %d queued runs stay journalled for the next start", len(dropped))
         if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
             logger.warning("runs still active after the grace period; the next start reconciles them")
+        self.write_status(self.clock(), stopped=True)
         self.store.flush()
         self.preheater.shutdown()
         self.lock.release()
@@ -516,10 +517,14 @@ class Daemon:
             "queued": [j.run_id for j in self.dispatcher.queued()],
         }
 
-    def write_status(self, now: datetime) -> None:
+    def write_status(self, now: datetime, stopped: bool = False) -> None:
         """`status.json` in the state dir every heartbeat; `state/daemon.json` on the results
-        branch goes with the next run's commit, or on its own every BRANCH_HEARTBEAT_INTERVAL."""
+        branch goes with the next run's commit, or on its own every BRANCH_HEARTBEAT_INTERVAL.
+        `stopped`: the last one, on a clean stop (`stopped_at` tells readers it is not stale
+        but ended)."""
         data = self.status(now)
+        if stopped:
+            data["stopped_at"] = now.isoformat()
         self._heartbeat_at = now
         path = self.state_dir / "status.json"
         tmp = path.with_suffix(".tmp")

@@ -157,7 +157,8 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
     interval = float(data.get("heartbeat_interval_s") or HEARTBEAT_INTERVAL_S)
     return {
         "heartbeat": heartbeat.isoformat(), "age_s": round(age, 1), "ago": format_ago(heartbeat, now),
-        "stale": age > STALE_FACTOR * interval, "stale_after_s": STALE_FACTOR * interval,
+        "stale": age > STALE_FACTOR * interval and not data.get("stopped_at"),
+        "stopped_at": data.get("stopped_at"), "stale_after_s": STALE_FACTOR * interval,
         "interval_s": interval, "pid": data.get("pid"), "source": data.get("source"),
         "branch": data.get("branch"), "running": list(data.get("running") or []),
         "queued": list(data.get("queued") or []), "sync_errors": list(data.get("sync_errors") or []),

@@ -160,7 +160,7 @@ def test_status_uses_the_daemon_state_files(recorded, tmp_path):
     assert rows["minimal"]["next_run"] is None
     assert report["daemon"] == {
         "heartbeat": "2026-11-22T11:59:30+00:00", "age_s": 30.0, "ago": "just now",
-        "stale": False, "stale_after_s": 180.0, "interval_s": 60.0, "pid": 4242,
+        "stale": False, "stopped_at": None, "stale_after_s": 180.0, "interval_s": 60.0, "pid": 4242,
         "source": "/srv/repo", "branch": "main",
         "running": ["20261122T115900Z-report-dd01"], "queued": [], "sync_errors": [],
         "read_from": "fastflow/results:state/daemon.json",
@@ -183,6 +183,15 @@ def test_heartbeat_is_stale_after_three_minutes_and_the_state_dir_copy_wins(reco
         daemon = status_report(results, NOW, state)["daemon"]
     assert daemon["stale"] is False
     assert daemon["read_from"] == str(state / "status.json")
+
+
+def test_a_cleanly_stopped_daemon_is_stopped_not_stale(recorded, tmp_path):
+    stopped = {**daemon_state(NOW - timedelta(hours=2)),
+               "stopped_at": (NOW - timedelta(hours=2)).isoformat()}
+    writer(recorded, tmp_path).write_state("daemon", stopped, commit=True)
+    with open_results(recorded, clock) as results:
+        daemon = status_report(results, NOW)["daemon"]
+    assert (daemon["stale"], daemon["stopped_at"]) == (False, "2026-11-22T10:00:00+00:00")
 
 
 def test_staleness_follows_the_interval_the_heartbeat_declares(recorded, tmp_path):

@@ -195,6 +195,16 @@ def test_status_says_stale_and_notes_missing_state(recorded, store, tmp_path, t)
         "tree\n")
 
 
+def test_status_says_a_cleanly_stopped_daemon_stopped(recorded, store, tmp_path, t):
+    at = iso(t.now - timedelta(hours=3))
+    store.write_state("daemon", {"heartbeat": at, "stopped_at": at, "pid": 7, "running": [],
+                                 "queued": []}, commit=True)
+    result = invoke("status", "--repo", recorded, "--state-dir", tmp_path / "state")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        f"daemon: stopped at {at} (`fastflow serve` exited cleanly; pid 7)")
+
+
 def test_status_without_any_daemon_state(recorded, tmp_path):
     result = invoke("status", "--repo", recorded, "--state-dir", tmp_path / "state")
     assert result.exit_code == 0

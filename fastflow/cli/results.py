@@ -55,6 +55,9 @@ def _next(entry: dict | None) -> str:
 def _daemon_line(daemon: dict | None) -> str:
     if daemon is None:
         return "daemon: no heartbeat recorded"
+    if daemon.get("stopped_at"):
+        return (f"daemon: stopped at {daemon['stopped_at']} (`fastflow serve` exited cleanly; "
+                f"pid {daemon['pid']})")
     state = f"stale (older than {daemon['stale_after_s']:g}s; is fastflow serve running?)" \
         if daemon["stale"] else "alive"
     return (f"daemon: {state}, heartbeat {daemon['ago']} ({daemon['heartbeat']}), pid "
