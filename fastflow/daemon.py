@@ -18,7 +18,6 @@ and `status.json`.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -44,11 +43,9 @@ from fastflow.publish import SitePublisher
 from fastflow.record import RunRecord, Trigger
 from fastflow.runner import new_run_id
 from fastflow.scheduler import DueRun
-from fastflow.schedules import Schedule
-from fastflow.statedir import (default_state_dir, is_remote, queue_remote_run,  # noqa: F401
-                               run_id_for_request)
+from fastflow.statedir import StateLock, is_remote, run_id_for_request
 from fastflow.store import ResultsStore
-from fastflow.timetable import Timetable, slot_trigger
+from fastflow.timetable import Timetable, schedule_info, slot_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +55,6 @@ HEARTBEAT_INTERVAL = 60.0  # status.json in the state dir
 # own, with a fresh overview page, this often (readers call it stale after 3 intervals)
 BRANCH_HEARTBEAT_INTERVAL = 300.0
 RETENTION_INTERVAL = 3600.0  # retention (keep_runs, keep_days of config.yaml) runs hourly
-
-
-class StateDirBusy(FastflowError):
-    """Another daemon holds the state dir's lock."""
 
 
 @dataclass(frozen=True)
@@ -74,35 +67,6 @@ class ServeOptions:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     stop_grace: float = 30.0  # on SIGTERM, how long running runs may finish
     max_concurrent_runs: int | None = None  # None: from config.yaml
-
-
-class StateLock:
-    """An exclusive `flock` on `<state_dir>/daemon.lock`, released when the process dies."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "daemon.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StateDirBusy(
-                f"{self.path.parent}: another `fastflow serve` (pid {owner}) uses this state dir; "
-                "stop it first or pass another --state-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class Daemon:
@@ -372,15 +336,7 @@ class Daemon:
         self.store.flush()
 
     def _schedule_info(self, deployment: Deployment) -> tuple[dict, dict]:
-        """(schedules per pipeline, (next instant, zone) per pipeline) for the site."""
-        schedules: dict[str, list[Schedule]] = {}
-        for schedule in deployment.schedules:
-            schedules.setdefault(schedule.pipeline, []).append(schedule)
-        next_runs: dict[str, tuple[datetime, str]] = {}
-        for upcoming in self.timetable.next_runs():  # soonest first
-            next_runs.setdefault(upcoming.schedule.pipeline,
-                                 (upcoming.at, upcoming.schedule.timezone))
-        return schedules, next_runs
+        return schedule_info(deployment.schedules, self.timetable.next_runs())
 
     def write_schedule_state(self, now: datetime) -> None:
         """`state/deployment.json` on the branch: what is active, problems, next slots."""

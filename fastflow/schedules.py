@@ -31,10 +31,9 @@ from fastflow.config_values import (
     env_mapping,
     integer,
     name,
-    nonempty_text,
     show,
 )
-from fastflow.cron import CRON_MACROS, CronExpr, parse_cron
+from fastflow.cron import CronExpr, parse_cron
 from fastflow.defaults import SCHEDULES_FILE
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, Problem, Severity

@@ -1,10 +1,13 @@
-"""Where a daemon keeps its state, and how other processes address it (no daemon machinery).
+"""Where a daemon keeps its state, how other processes address it, and the lock that keeps
+one daemon per state dir (no daemon machinery).
 
 Light on purpose: `fastflow run --remote`, `fastflow logs` and `fastflow status` import this,
 not `fastflow.daemon`, so they start fast.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping
@@ -45,3 +48,36 @@ def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
 def is_remote(source: str) -> bool:
     """A URL (`https://`, `ssh://`, `file://`, `git@host:path`) rather than a local path."""
     return "://" in source or (":" in source and "@" in source.split(":", 1)[0])
+
+
+class StateDirBusy(FastflowError):
+    """Another daemon holds the state dir's lock."""
+
+
+class StateLock:
+    """An exclusive `flock` on `<state_dir>/daemon.lock`, released when the process dies."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "daemon.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirBusy(
+                f"{self.path.parent}: another `fastflow serve` (pid {owner}) uses this state dir; "
+                "stop it first or pass another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -66,6 +66,19 @@ def skipped_record(skipped: SkippedSlot, now: datetime) -> RunRecord:
     )
 
 
+def schedule_info(schedules: Iterable[Schedule], upcoming: Iterable[NextRun]
+                  ) -> tuple[dict[str, list[Schedule]], dict[str, tuple[datetime, str]]]:
+    """For the site: the schedules of each pipeline, and each pipeline's soonest next slot
+    with its zone (`upcoming` soonest first, as `Timetable.next_runs` gives them)."""
+    by_pipeline: dict[str, list[Schedule]] = {}
+    for schedule in schedules:
+        by_pipeline.setdefault(schedule.pipeline, []).append(schedule)
+    next_runs: dict[str, tuple[datetime, str]] = {}
+    for entry in upcoming:
+        next_runs.setdefault(entry.schedule.pipeline, (entry.at, entry.schedule.timezone))
+    return by_pipeline, next_runs
+
+
 class Timetable:
     """The scheduler's state in the daemon; see the module doc."""
 

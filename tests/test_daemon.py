@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from fastflow.daemon import Daemon, ServeOptions, StateDirBusy, queue_remote_run
+from fastflow.daemon import Daemon, ServeOptions
 from fastflow.engines import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
+from fastflow.statedir import StateDirBusy, queue_remote_run
+
+from helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -62,16 +65,6 @@ def make_daemon(source: str, state_dir: Path, **options) -> Daemon:
         executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=utc_now),
         preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
     )
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 def records(daemon: Daemon, pipeline: str) -> list:

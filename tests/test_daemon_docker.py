@@ -11,19 +11,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from conftest import require_docker
-from fastflow.daemon import queue_remote_run
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import RepositoryError
 from fastflow.executors.docker import build_image, check_image, connect, find_uv_binary, uv_version
 from fastflow.model import RunStatus
+from fastflow.statedir import queue_remote_run
 from fastflow.store import ResultsStore
+from helpers import wait_for
 from test_daemon import User
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -81,16 +81,6 @@ class Serve:
 
     def output(self) -> str:
         return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
-
-
-def wait_for(predicate, timeout: float = 40.0, what: str = "a condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def containers_of(run_id: str) -> list:

@@ -5,7 +5,6 @@ real SOPS file (our writer, age recipients), real uv runs on the host executor."
 from __future__ import annotations
 
 import os
-import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 

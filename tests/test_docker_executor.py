@@ -23,7 +23,7 @@ import pytest
 from conftest import require_docker
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import EngineUnavailable, ExecutorError
-from fastflow.executors.base import AttemptSpec, OutputLine
+from fastflow.executors.base import AttemptSpec
 from fastflow.executors.docker import (
     DockerExecutor, build_image, cancel_run, check_image, connect, docker_available, find_uv_binary,
     list_running,
@@ -34,30 +34,14 @@ from fastflow.executors.docker.stats import ResourceSampler, cpu_cores, memory_u
 from fastflow.executors.docker.streams import LineSplitter
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
 
+from helpers import Lines
+
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 FIXED = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class Lines:
-    """A real sink collecting lines; `on(text, action)` runs `action` when a line matches."""
-
-    def __init__(self) -> None:
-        self.lines: list[OutputLine] = []
-        self.triggers: dict[str, Callable[[], None]] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, line: OutputLine) -> None:
-        with self.lock:
-            self.lines.append(line)
-        if line.text in self.triggers:
-            self.triggers[line.text]()
-
-    def texts(self, stream: str) -> list[str]:
-        return [line.text for line in self.lines if line.stream == stream]
 
 
 # --- fixtures: the image (once per session), the shared cache, the executor -----------------

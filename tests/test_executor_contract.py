@@ -15,10 +15,11 @@ from typing import Callable
 
 import pytest
 
-from fastflow.executors.base import AttemptSpec, Executor, OutputLine
+from fastflow.executors.base import AttemptSpec, Executor
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import PipelineType, RunStatus
 
+from helpers import Lines
 from test_docker_executor import docker_executor_factory, runner_image, shared_cache  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -38,24 +39,6 @@ def executor_factory(request) -> Callable[[], Executor]:
     if request.param == "docker":
         return request.getfixturevalue("docker_executor_factory")
     raise AssertionError(f"unknown executor {request.param}")
-
-
-class Lines:
-    """A real sink collecting lines; `on(text, action)` runs `action` when a line matches."""
-
-    def __init__(self) -> None:
-        self.lines: list[OutputLine] = []
-        self.triggers: dict[str, Callable[[], None]] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, line: OutputLine) -> None:
-        with self.lock:
-            self.lines.append(line)
-        if line.text in self.triggers:
-            self.triggers[line.text]()
-
-    def texts(self, stream: str) -> list[str]:
-        return [line.text for line in self.lines if line.stream == stream]
 
 
 def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:

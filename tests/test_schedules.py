@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastflow.cli.schedule import schedule as schedule_cli
-from fastflow.config_values import Invalid
 from fastflow.cron import parse_cron
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig, ScheduleSpec

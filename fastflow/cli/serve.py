@@ -10,7 +10,8 @@ import click
 
 from fastflow import repo as git
 from fastflow.cli.common import echo_json, host_environment
-from fastflow.daemon import Daemon, ServeOptions, default_state_dir
+from fastflow.daemon import Daemon, ServeOptions
+from fastflow.statedir import default_state_dir
 from fastflow.engines import choose_executor, preheat_function
 
 
