@@ -98,6 +98,7 @@ class Daemon:
         self._replanned = False  # a sync changed the schedules: tick them at once
         self._next_retention: datetime | None = None
         self._heartbeat_at: datetime | None = None
+        self._stopped_at: datetime | None = None
         self._lock = threading.RLock()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -132,7 +133,8 @@ class Daemon:
         self.publisher = SitePublisher(self.store, self.clock, lambda: self.deployment,
                                        schedule_info=self._schedule_info,
                                        heartbeat=lambda: self._heartbeat_at,
-                                       heartbeat_interval_s=BRANCH_HEARTBEAT_INTERVAL)
+                                       heartbeat_interval_s=BRANCH_HEARTBEAT_INTERVAL,
+                                       stopped_at=lambda: self._stopped_at)
         self.launcher = RunLauncher(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, executor=self.executor, preheater=self.preheater,
@@ -185,7 +187,9 @@ class Daemon:
         logger.info("stopping: %d queued runs stay journalled for the next start", len(dropped))
         if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
             logger.warning("runs still active after the grace period; the next start reconciles them")
-        self.write_status(self.clock(), stopped=True)
+        self._stopped_at = self.clock()
+        self.write_status(self._stopped_at, stopped=True)
+        self.store.write_files(self.publisher.pages_for_pipelines(()), "site: daemon stopped")
         self.store.flush()
         self.preheater.shutdown()
         self.lock.release()

@@ -62,6 +62,7 @@ class SitePublisher:
                  schedule_info: Callable[[Deployment], tuple[Mapping, Mapping]] | None = None,
                  heartbeat: Callable[[], datetime | None] = lambda: None,
                  heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+                 stopped_at: Callable[[], datetime | None] = lambda: None,
                  title: str = "Fast-Flow") -> None:
         self.store = store
         self.clock = clock
@@ -69,6 +70,7 @@ class SitePublisher:
         self.schedule_info = schedule_info  # deployment -> (schedules, next_runs) per pipeline
         self.heartbeat = heartbeat
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.stopped_at = stopped_at
         self.title = title
         self.lock = threading.Lock()  # pages and the record they belong to commit in order
 
@@ -87,6 +89,7 @@ class SitePublisher:
             next_runs=next_runs,
             heartbeat=self.heartbeat(),
             heartbeat_interval_s=self.heartbeat_interval_s,
+            stopped_at=self.stopped_at(),
             title=self.title,
         )
 

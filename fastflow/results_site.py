@@ -70,6 +70,8 @@ def site_data(results: Results, now: datetime) -> SiteData:
         schedules=_schedules(results),
         heartbeat=datetime.fromisoformat(daemon["heartbeat"]) if daemon else None,
         heartbeat_interval_s=daemon["interval_s"] if daemon else DEFAULT_HEARTBEAT_INTERVAL_S,
+        stopped_at=datetime.fromisoformat(daemon["stopped_at"])
+        if daemon and daemon.get("stopped_at") else None,
     )
 
 

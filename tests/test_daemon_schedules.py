@@ -241,3 +241,13 @@ def test_an_idle_daemon_commits_its_heartbeat_and_a_fresh_overview_every_five_mi
         assert json.loads(branch_file(user, "state/daemon.json"))["heartbeat"] == clock().isoformat()
         overview = branch_file(user, "site/index.html")
         assert overview.count("2026-11-23 10:08:30 UTC") >= 2  # the heartbeat and the footer
+
+
+def test_a_clean_stop_says_stopped_on_the_branch_and_the_site(user, tmp_path):
+    with serving(user, tmp_path) as (daemon, clock):
+        daemon.tick(clock())
+        clock.advance(minutes=1)
+    state = json.loads(branch_file(user, "state/daemon.json"))
+    assert state["stopped_at"] == "2026-11-23T10:03:30+00:00"
+    overview = branch_file(user, "site/index.html")
+    assert "Scheduler: stopped (fastflow serve exited cleanly)" in overview

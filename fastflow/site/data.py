@@ -69,6 +69,7 @@ class SiteData:
     schedules: Mapping[str, Sequence[Schedule]] = field(default_factory=dict)
     schedule_words: Mapping[str, str] = field(default_factory=dict)
     heartbeat: datetime | None = None
+    stopped_at: datetime | None = None  # the daemon exited cleanly then (not stale: stopped)
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
     title: str = "Fast-Flow"
     display_timezone: str = "UTC"

@@ -79,6 +79,10 @@ def run_path(pipeline: str, run_id: str) -> str:
 def _heartbeat(data: SiteData) -> dict[str, str]:
     if data.heartbeat is None:
         return {"state": "none", "label": "no heartbeat recorded", "when": "", "ago": ""}
+    if data.stopped_at is not None:
+        return {"state": "stopped", "label": "stopped (fastflow serve exited cleanly)",
+                "when": format_time(data.stopped_at, data.display_timezone),
+                "ago": format_ago(data.stopped_at, data.now)}
     state = "stale" if data.heartbeat_stale else "ok"
     return {
         "state": state,
