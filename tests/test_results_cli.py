@@ -167,7 +167,7 @@ def test_status_prints_every_pipeline_problems_and_the_daemon(recorded, store, t
         "PIPELINE\tSTATUS\tLAST RUN\tFINISHED\tDURATION\tSUCCESS\tNEXT RUN",
         "broken (invalid)\tnever run\t-\t-\t-\t-\t-",
         "minimal\tnever run\t-\t-\t-\t-\t-",
-        f"report\tsucceeded\t{t.last_id}\t2 h ago ({iso(t.t2 + timedelta(seconds=12.5))})\t12.5s\t50%"
+        f"report\tsucceeded\t{t.last_id}\t2 h ago ({iso(t.t2 + timedelta(seconds=12))})\t12.5s\t50%"
         f"\tin 3 h ({iso(local)})",
         "invalid pipeline broken: pipelines/broken/pipeline.json: timeout: bad",
         "configuration error: .fastflow/schedules.yaml: schedules[0].cron: bad cron",

@@ -49,7 +49,12 @@ def _rate(rate: float | None) -> str:
 
 
 def _next(entry: dict | None) -> str:
-    return f"{entry['in']} ({entry['local']})" if entry else "-"
+    return f"{entry['in']} ({_seconds(entry['local'])})" if entry else "-"
+
+
+def _seconds(iso_time: str) -> str:
+    """An ISO time as shown in tables: to the second (the JSON keeps the full precision)."""
+    return datetime.fromisoformat(iso_time).isoformat(timespec="seconds")
 
 
 def _daemon_line(daemon: dict | None) -> str:
@@ -60,7 +65,7 @@ def _daemon_line(daemon: dict | None) -> str:
                 f"pid {daemon['pid']})")
     state = f"stale (older than {daemon['stale_after_s']:g}s; is fastflow serve running?)" \
         if daemon["stale"] else "alive"
-    return (f"daemon: {state}, heartbeat {daemon['ago']} ({daemon['heartbeat']}), pid "
+    return (f"daemon: {state}, heartbeat {daemon['ago']} ({_seconds(daemon['heartbeat'])}), pid "
             f"{daemon['pid']}, {len(daemon['running'])} running, {len(daemon['queued'])} queued")
 
 
@@ -70,7 +75,7 @@ def print_status(report: dict) -> None:
         ("PIPELINE", "STATUS", "LAST RUN", "FINISHED", "DURATION", "SUCCESS", "NEXT RUN"),
         [(p["name"] + ("" if p["valid"] else " (invalid)"), _status_word(p["last_status"]),
           p["last_run_id"] or "-",
-          f"{p['last_finished']['ago']} ({p['last_finished']['at']})" if p["last_finished"] else "-",
+          f"{p['last_finished']['ago']} ({_seconds(p['last_finished']['at'])})" if p["last_finished"] else "-",
           format_duration(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
          for p in report["pipelines"]])
     for name, messages in report["invalid"].items():
@@ -79,7 +84,7 @@ def print_status(report: dict) -> None:
         click.echo(f"configuration error: {message}")
     click.echo(_daemon_line(report["daemon"]))
     if report["sync"]:
-        click.echo(f"last sync: {report['sync']['commit']} at {report['sync']['at']}")
+        click.echo(f"last sync: {report['sync']['commit']} at {_seconds(report['sync']['at'])}")
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
 
