@@ -61,7 +61,7 @@ def _daemon_line(daemon: dict | None) -> str:
     if daemon is None:
         return "daemon: no heartbeat recorded"
     if daemon.get("stopped_at"):
-        return (f"daemon: stopped at {daemon['stopped_at']} (`fastflow serve` exited cleanly; "
+        return (f"daemon: stopped at {_seconds(daemon['stopped_at'])} (`fastflow serve` exited cleanly; "
                 f"pid {daemon['pid']})")
     state = f"stale (older than {daemon['stale_after_s']:g}s; is fastflow serve running?)" \
         if daemon["stale"] else "alive"
