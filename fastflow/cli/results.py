@@ -75,7 +75,8 @@ def print_status(report: dict) -> None:
         ("PIPELINE", "STATUS", "LAST RUN", "FINISHED", "DURATION", "SUCCESS", "NEXT RUN"),
         [(p["name"] + ("" if p["valid"] else " (invalid)"), _status_word(p["last_status"]),
           p["last_run_id"] or "-",
-          f"{p['last_finished']['ago']} ({_seconds(p['last_finished']['at'])})" if p["last_finished"] else "-",
+          f"{p['last_finished']['ago']} ({_seconds(p['last_finished']['at'])})"
+          if p["last_finished"] else "-",
           format_duration(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
          for p in report["pipelines"]])
     for name, messages in report["invalid"].items():
@@ -130,7 +131,8 @@ def history(repo: Path, name: str, limit: int, before: str | None, as_json: bool
         return
     print_table(("RUN ID", "STATUS", "TRIGGER", "STARTED", "DURATION", "ATTEMPTS", "EXIT", "ERROR"),
                 [(r["run_id"], styled_status(RunStatus(r["status"])), _trigger(r["trigger"]),
-                  r["started_at"] or "-", format_duration(r["duration_s"]), r["attempts"],
+                  _seconds(r["started_at"]) if r["started_at"] else "-",
+                  format_duration(r["duration_s"]), r["attempts"],
                   "-" if r["exit_code"] is None else r["exit_code"], _error(r["error"]))
                  for r in found["runs"]])
     if found["older"]:
