@@ -161,7 +161,15 @@ class Daemon:
         for order in self.launcher.journal.orders():  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:
                 self.timetable.track(order.run_id, order.trigger.schedule_id)
+        restored = self.deployment
         self._safe_sync()
+        if self.deployment is not None:
+            # A rebuilt image or a cleared cache invalidates pre-heats no push asked for: check
+            # every pipeline once per start (a pre-heat that is still valid returns at once).
+            done = dependencies_changed(restored, self.deployment) \
+                if self.deployment is not restored else []
+            self._submit_preheat([n for n in dependencies_changed(None, self.deployment)
+                                  if n not in done], self.deployment)
         if self.deployment is not None and self.timetable.plan is None:
             self._activate_schedules(self.deployment)  # the branch did not move since last time
         return self.launcher.reconcile(self._context_for_order)
@@ -294,17 +302,20 @@ class Daemon:
             return deployment
 
     def _preheat(self, previous: Deployment | None, deployment: Deployment) -> None:
-        for name in dependencies_changed(previous, deployment):
+        self._submit_preheat(dependencies_changed(previous, deployment), deployment)
+        for name, state in self.preheater.states().items():
+            active = deployment.active.get(name)
+            if active is None or active.pipeline.requirements is None:
+                self.preheater.forget(name)
+
+    def _submit_preheat(self, names: list[str], deployment: Deployment) -> None:
+        for name in names:
             active = deployment.active[name]
             workdir = git.snapshot_tree(self.repository, active.tree, "", self.snapshots)
             self.preheater.submit(PreheatJob(
                 name, workdir, Path(active.pipeline.requirements).name,
                 active.pipeline.python_version,
             ))
-        for name, state in self.preheater.states().items():
-            active = deployment.active.get(name)
-            if active is None or active.pipeline.requirements is None:
-                self.preheater.forget(name)
 
     def apply_retention(self, now: datetime) -> dict[str, list[str]]:
         """Apply `retention` of config.yaml to every pipeline on the results branch; returns

@@ -259,6 +259,25 @@ def test_restart_continues_from_the_saved_deployment(user, tmp_path):
         again.stop()
 
 
+def test_a_restart_checks_every_pre_heat_even_when_the_branch_did_not_move(user, tmp_path):
+    # e.g. the runner image was rebuilt or the cache cleared while the daemon was down
+    user.push({"pipelines/report/requirements.txt": "six==1.16.0\n"}, "deps")
+    state = tmp_path / "state"
+    first = make_daemon(str(user.bare), state)
+    first.start()
+    first.preheater.wait_all()
+    first.stop()
+    (state / "preheat" / "report.json").unlink()
+    again = make_daemon(str(user.bare), state)
+    again.start()
+    try:
+        assert again.preheater.state("report").status in ("in_progress", "ready")
+        again.preheater.wait_all()
+        assert again.preheater.state("report").status == "ready"
+    finally:
+        again.stop()
+
+
 def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consistent(daemon, user):
     sha = user.push({".fastflow/config.yaml": "max_concurrent_runs: 2\nretention:\n  keep_runs: 2\n"})
     daemon.inbox.post_push(f"{'0' * 40} {sha} refs/heads/main\n")
