@@ -47,7 +47,7 @@ from fastflow.executors.base import (
     OutputLine,
     OutputSink,
 )
-from fastflow.model import Limits, Pipeline, PipelineType, RetryPolicy, RunConfig, RunStatus
+from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig, RunStatus
 from fastflow.record import (
     Attempt,
     CommitRef,
@@ -58,11 +58,9 @@ from fastflow.record import (
     RunRecord,
     Trigger,
 )
+from fastflow.run_env import RunContext, build_env
 
 Wait = Callable[[float, threading.Event], bool]
-
-RESERVED_PREFIX = "FASTFLOW_"
-NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/notebook.py
 
 # uv's first error line when it cannot prepare the environment (before the program runs).
 # Those retrying cannot fix come first; network failures are retried like any failure.
@@ -94,66 +92,6 @@ def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
         raise ValueError("new_run_id needs a timezone-aware datetime")
     stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{pipeline}-{rand if rand is not None else os.urandom(2).hex()}"
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """The values of the `FASTFLOW_*` variables of one attempt."""
-
-    run_id: str
-    pipeline: str
-    attempt: int
-    trigger: str
-    run_config: str | None = None
-    commit: str | None = None
-
-
-def _check_user_env(env: Mapping[str, object], where: str) -> None:
-    for key in env:
-        if str(key).startswith(RESERVED_PREFIX):
-            raise ConfigError(
-                f"{where}: {key} cannot be set: variables starting with FASTFLOW_ are set by "
-                "Fast-Flow for every run and cannot be overridden; rename the variable"
-            )
-
-
-def build_env(
-    pipeline: Pipeline,
-    run_config: RunConfig | None,
-    trigger_env: Mapping[str, str],
-    secrets: Mapping[str, str],
-    context: RunContext,
-) -> dict[str, str]:
-    """The environment of one attempt, precedence applied (low to high): the pipeline's
-    `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), secrets,
-    then `FASTFLOW_*` and `PYTHONUNBUFFERED=1`. A user variable named `FASTFLOW_*` raises
-    `ConfigError` naming where it came from. `FASTFLOW_ROUTE_FILE` is added by the executor.
-    """
-    metadata = pipeline.metadata_file.name if pipeline.metadata_file else "pipeline.json"
-    layers = [(pipeline.default_env, f"pipeline {pipeline.name!r} ({metadata}): default_env")]
-    if run_config is not None:
-        layers.append(
-            (run_config.default_env, f"run configuration {run_config.id!r} of pipeline "
-             f"{pipeline.name!r} ({metadata}): default_env")
-        )
-    layers.append((trigger_env, "trigger env (--env)"))
-    layers.append((secrets, "secrets"))
-    env: dict[str, str] = {}
-    for values, where in layers:
-        _check_user_env(values, where)
-        env.update({str(k): str(v) for k, v in values.items()})
-    env.update(
-        FASTFLOW_RUN_ID=context.run_id,
-        FASTFLOW_PIPELINE=context.pipeline,
-        FASTFLOW_ATTEMPT=str(context.attempt),
-        FASTFLOW_TRIGGER=context.trigger,
-        FASTFLOW_RUN_CONFIG=context.run_config or "",
-        FASTFLOW_COMMIT=context.commit or "",
-        PYTHONUNBUFFERED="1",
-    )
-    if pipeline.type is PipelineType.NOTEBOOK:
-        env[NOTEBOOK_CELLS_ENV] = json.dumps(dict(pipeline.cells), sort_keys=True)
-    return env
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,9 @@ from fastflow.model import (
     RunStatus,
 )
 from fastflow.record import CommitRef, RunRecord, Trigger
+from fastflow.run_env import RunContext, build_env
 from fastflow.runner import (
-    RunContext,
     RunRequest,
-    build_env,
     downstream_to_fire,
     new_run_id,
     resolve_settings,
