@@ -28,7 +28,8 @@ from fastflow.scheduler import (
     watermarks_from_json,
     watermarks_to_json,
 )
-from fastflow.schedules import Catchup, Overlap, Schedule, ScheduleKind, parse_instant, zone
+from fastflow.schedules import Catchup, Overlap, Schedule, ScheduleKind
+from fastflow.timevalues import parse_instant, zone
 from fastflow.cron import parse_cron
 
 UTC = timezone.utc

@@ -15,15 +15,8 @@ from fastflow.cli.schedule import schedule as schedule_cli
 from fastflow.cron import parse_cron
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig, ScheduleSpec
-from fastflow.schedules import (
-    Catchup,
-    Overlap,
-    ScheduleKind,
-    check_schedules,
-    format_duration,
-    load_schedules,
-    parse_duration,
-)
+from fastflow.schedules import Catchup, Overlap, ScheduleKind, check_schedules, load_schedules
+from fastflow.timevalues import format_duration, parse_duration
 
 UTC = timezone.utc
 

@@ -12,7 +12,8 @@ from fastflow.config_values import did_you_mean
 from fastflow.errors import ConfigError, FastflowError
 from fastflow.model import Severity
 from fastflow.scheduler import next_slots
-from fastflow.schedules import Schedule, ScheduleSet, check_schedules, parse_instant, read_schedules_file, zone
+from fastflow.schedules import Schedule, ScheduleSet, check_schedules, read_schedules_file
+from fastflow.timevalues import parse_instant, zone
 from fastflow.workspace import open_workspace
 
 
