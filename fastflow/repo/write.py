@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pygit2.enums import FileMode
 
 from fastflow.errors import RepositoryError
 from fastflow.repo.core import GitRepo, _ref_name, _tree_at
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,17 @@ def _ref_lock(repo: GitRepo, ref: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _remove_stale_lockfile(repo: GitRepo, ref: str) -> None:
+    # libgit2 writes a ref through `<ref>.lock`; a writer killed between creating it and the
+    # rename (kill -9 of the daemon mid-commit) leaves it behind, and every later update of the
+    # ref would fail. Fast-Flow's refs are written only under `_ref_lock`, which we hold and
+    # which the kernel released when that writer died: the file is stale.
+    lockfile = repo.git_dir / f"{ref}.lock"
+    if lockfile.exists():
+        logger.warning("removing %s, left by a writer that was killed mid-update", lockfile)
+        lockfile.unlink(missing_ok=True)
+
+
 def update_ref(
     repo: GitRepo, branch: str, new: str, expected_old: str | None, message: str = "fastflow"
 ) -> None:
@@ -136,6 +150,7 @@ def update_ref(
     """
     name = _ref_name(branch)
     with _ref_lock(repo, name):
+        _remove_stale_lockfile(repo, name)
         ref = repo._git.references.get(name)
         current = None if ref is None else str(ref.resolve().target)
         if current != expected_old:
