@@ -68,6 +68,16 @@ class Results:
     def branch(self) -> str:
         return self.store.branch
 
+    def require_writable(self) -> str:
+        """The head of the results branch, which this command may rewrite; an error when only a
+        fetched copy (`origin/...`) is there."""
+        if self.store.branch.startswith("refs/remotes/"):
+            raise FastflowError(
+                f"{self.root}: the results are read from {self.store.branch[len('refs/remotes/'):]}, "
+                "a fetched copy; compact or prune where `fastflow serve` writes the branch"
+            )
+        return self.require_branch()
+
     def require_branch(self) -> str:
         """The head of the results branch; `NoResultsBranch` when there is none yet."""
         head = self.store.head()
@@ -111,8 +121,17 @@ def open_results(repo_path: Path, clock: Callable[[], datetime]) -> Iterator[Res
         except ConfigError as exc:
             notes.append(f"{CONFIG_FILE} of the working tree is invalid, so the default results "
                          f"branch {config.results_branch!r} is read: {exc}")
+    branch = config.results_branch
+    tracking = f"refs/remotes/origin/{branch}"
+    if git.branch_head(repository, branch) is None and \
+            git.branch_head(repository, tracking) is not None:
+        # a clone that fetched the results (`git fetch origin fastflow/results`) but never
+        # checked the branch out: read the fetched copy
+        notes.append(f"reading origin/{branch}, the fetched copy (no local branch {branch!r}); "
+                     f"`git fetch origin {branch}` refreshes it")
+        branch = tracking
     with tempfile.TemporaryDirectory(prefix="fastflow-results-") as journal:
-        store = ResultsStore(repo_path, journal, clock, branch=config.results_branch,
+        store = ResultsStore(repo_path, journal, clock, branch=branch,
                              author=(config.author_name, config.author_email))
         yield Results(repo_path, store, config, workspace, notes)
 
@@ -448,6 +467,6 @@ def follow_log(results: Results, run_id: str, state_dir: Path, *,
 
 def compact_results(results: Results) -> dict:
     """Rewrite the results branch to one commit holding its current tree (`ResultsStore.compact`)."""
-    before = results.require_branch()
+    before = results.require_writable()
     after = results.store.compact()
     return {"branch": results.branch, "before": before, "after": after}

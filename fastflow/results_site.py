@@ -111,7 +111,7 @@ def prune_results(results: Results, now: datetime, keep_runs: int | None = None,
     """Apply retention to every pipeline on the branch (defaults: `retention` of config.yaml):
     removes records, logs and run pages, and re-renders the pages that shift (history, index,
     overview). Returns the removed run ids per pipeline."""
-    results.require_branch()
+    results.require_writable()
     keep_runs = keep_runs if keep_runs is not None else results.config.keep_runs
     keep_days = keep_days if keep_days is not None else results.config.keep_days
     if keep_runs is None and keep_days is None:

@@ -80,6 +80,23 @@ def test_no_results_branch_is_an_error_naming_the_repository(repo):
                                  "after the first run recorded by fastflow serve")
 
 
+def test_a_clone_reads_the_fetched_results_and_refuses_to_rewrite_them(recorded, tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(recorded), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "fetch", "-q", "origin", "fastflow/results"],
+                   check=True)
+    with open_results(clone, clock) as results:
+        assert results.notes == [
+            "reading origin/fastflow/results, the fetched copy (no local branch "
+            "'fastflow/results'); `git fetch origin fastflow/results` refreshes it"]
+        assert run_history(results, "report")["runs"][0]["run_id"] == "20261122T100000Z-report-aa03s"
+        with pytest.raises(FastflowError) as caught:
+            compact_results(results)
+    assert str(caught.value) == (
+        f"{clone}: the results are read from origin/fastflow/results, a fetched copy; compact or "
+        "prune where `fastflow serve` writes the branch")
+
+
 def test_results_branch_comes_from_config_yaml(repo, tmp_path):
     (repo / ".fastflow").mkdir()
     (repo / ".fastflow/config.yaml").write_text("results_branch: ci/results\n")
