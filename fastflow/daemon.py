@@ -29,6 +29,7 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.config import default_repo_config
+from fastflow.defaults import BRANCH_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL
 from fastflow.deploy import (ActivePipeline, Deployment, dependencies_changed, deploy_commit,
                              restore_deployment, save_deployment)
 from fastflow.dispatcher import Dispatcher
@@ -50,10 +51,6 @@ from fastflow.timetable import Timetable, schedule_info, slot_trigger
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 60.0
-HEARTBEAT_INTERVAL = 60.0  # status.json in the state dir
-# state/daemon.json goes with every run's commit; when no run finishes it is committed on its
-# own, with a fresh overview page, this often (readers call it stale after 3 intervals)
-BRANCH_HEARTBEAT_INTERVAL = 300.0
 RETENTION_INTERVAL = 3600.0  # retention (keep_runs, keep_days of config.yaml) runs hourly
 
 

@@ -25,6 +25,14 @@ DEFAULT_BACKOFF_INITIAL_DELAY = 1.0
 DEFAULT_BACKOFF_MAX_DELAY = 300.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
 
+# The daemon's heartbeat: `status.json` in the state dir every HEARTBEAT_INTERVAL; on the results
+# branch (`state/daemon.json` and a fresh overview) with every run, and on its own every
+# BRANCH_HEARTBEAT_INTERVAL when none finishes. Readers call a heartbeat stale when it is older
+# than HEARTBEAT_STALE_FACTOR of the interval it declares.
+HEARTBEAT_INTERVAL = 60.0
+BRANCH_HEARTBEAT_INTERVAL = 300.0
+HEARTBEAT_STALE_FACTOR = 3
+
 CONFIG_DIR = ".fastflow"
 CONFIG_FILE = ".fastflow/config.yaml"
 SCHEDULES_FILE = ".fastflow/schedules.yaml"

@@ -11,11 +11,11 @@ import threading
 from datetime import datetime
 from typing import Callable, Iterable, Mapping
 
+from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.deploy import Deployment
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
 from fastflow.site import (
-    DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_PAGE_SIZE,
     PipelineSummary,
     SiteData,
@@ -61,7 +61,7 @@ class SitePublisher:
                  deployment: Callable[[], Deployment | None],
                  schedule_info: Callable[[Deployment], tuple[Mapping, Mapping]] | None = None,
                  heartbeat: Callable[[], datetime | None] = lambda: None,
-                 heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL,
                  stopped_at: Callable[[], datetime | None] = lambda: None,
                  title: str = "Fast-Flow") -> None:
         self.store = store

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from fastflow import repo as git
 from fastflow.config import CONFIG_FILE, default_repo_config
+from fastflow.defaults import HEARTBEAT_INTERVAL, HEARTBEAT_STALE_FACTOR
 from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.model import RepoConfig, Severity
 from fastflow.record import RunRecord
@@ -35,8 +36,6 @@ from fastflow.site.words import format_ago, format_until
 from fastflow.store import ResultsStore, run_month
 from fastflow.workspace import Workspace, open_workspace
 
-HEARTBEAT_INTERVAL_S = 60.0  # when the heartbeat does not say its own interval (older daemons)
-STALE_FACTOR = 3  # a heartbeat older than 3 of its intervals is stale
 LIVE_DIR = "live"  # <state-dir>/live/<run_id>.log: output of running runs
 STATUS_FILE = "status.json"  # <state-dir>/status.json: the daemon's state, every heartbeat
 RECORD_SETTLE_S = 60.0  # how long `logs --follow` waits for a record after the live file went
@@ -173,11 +172,12 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
     age = (now - heartbeat).total_seconds()
     # the state dir's copy is rewritten every minute; the branch's only every few minutes when
     # no run finishes: each says its interval, so staleness is judged against the right one
-    interval = float(data.get("heartbeat_interval_s") or HEARTBEAT_INTERVAL_S)
+    # (a heartbeat that does not say its interval is from a daemon that wrote one a minute)
+    interval = float(data.get("heartbeat_interval_s") or HEARTBEAT_INTERVAL)
     return {
         "heartbeat": heartbeat.isoformat(), "age_s": round(age, 1), "ago": format_ago(heartbeat, now),
-        "stale": age > STALE_FACTOR * interval and not data.get("stopped_at"),
-        "stopped_at": data.get("stopped_at"), "stale_after_s": STALE_FACTOR * interval,
+        "stale": age > HEARTBEAT_STALE_FACTOR * interval and not data.get("stopped_at"),
+        "stopped_at": data.get("stopped_at"), "stale_after_s": HEARTBEAT_STALE_FACTOR * interval,
         "interval_s": interval, "pid": data.get("pid"), "source": data.get("source"),
         "branch": data.get("branch"), "running": list(data.get("running") or []),
         "queued": list(data.get("queued") or []), "sync_errors": list(data.get("sync_errors") or []),

@@ -12,14 +12,15 @@ from datetime import datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.config import CONFIG_FILE
+from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.errors import ConfigError
+from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.publish import apply_site_retention, summaries_from_json
 from fastflow.record import RunRecord
 from fastflow.results import Results, configuration_view, daemon_status
 from fastflow.schedules import Schedule, check_schedules, read_schedules_file
-from fastflow.site import DEFAULT_HEARTBEAT_INTERVAL_S, SiteData, build_site
+from fastflow.site import SiteData, build_site
 
 DEPLOYED = "deployed configuration"  # the `file` of problems known only as messages
 
@@ -69,7 +70,7 @@ def site_data(results: Results, now: datetime) -> SiteData:
         next_runs=next_runs,
         schedules=_schedules(results),
         heartbeat=datetime.fromisoformat(daemon["heartbeat"]) if daemon else None,
-        heartbeat_interval_s=daemon["interval_s"] if daemon else DEFAULT_HEARTBEAT_INTERVAL_S,
+        heartbeat_interval_s=daemon["interval_s"] if daemon else HEARTBEAT_INTERVAL,
         stopped_at=datetime.fromisoformat(daemon["stopped_at"])
         if daemon and daemon.get("stopped_at") else None,
     )

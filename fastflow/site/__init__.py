@@ -6,7 +6,6 @@ The renderer never touches git or the clock: the store/daemon commits the pages 
 from __future__ import annotations
 
 from fastflow.site.data import (
-    DEFAULT_HEARTBEAT_INTERVAL_S,
     DEFAULT_PAGE_SIZE,
     PipelineSummary,
     SiteData,
@@ -26,7 +25,6 @@ from fastflow.site.render import (
 from fastflow.site.words import cron_words, interval_words
 
 __all__ = [
-    "DEFAULT_HEARTBEAT_INTERVAL_S",
     "DEFAULT_PAGE_SIZE",
     "PipelineSummary",
     "SiteData",

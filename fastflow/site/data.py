@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
+from fastflow.defaults import HEARTBEAT_INTERVAL, HEARTBEAT_STALE_FACTOR
 from fastflow.errors import FastflowError
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RunStatus
 from fastflow.record import RunRecord
@@ -17,8 +18,6 @@ from fastflow.schedules import Schedule
 
 SUMMARY_WINDOW = 30  # runs behind the overview's success rate and sparkline
 DEFAULT_PAGE_SIZE = 50
-DEFAULT_HEARTBEAT_INTERVAL_S = 60.0
-STALE_FACTOR = 3  # a heartbeat older than 3 intervals is stale
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -70,7 +69,7 @@ class SiteData:
     schedule_words: Mapping[str, str] = field(default_factory=dict)
     heartbeat: datetime | None = None
     stopped_at: datetime | None = None  # the daemon exited cleanly then (not stale: stopped)
-    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S
+    heartbeat_interval_s: float = HEARTBEAT_INTERVAL
     title: str = "Fast-Flow"
     display_timezone: str = "UTC"
 
@@ -84,7 +83,7 @@ class SiteData:
         if self.heartbeat is None:
             return False
         age = (self.now - self.heartbeat).total_seconds()
-        return age > STALE_FACTOR * self.heartbeat_interval_s
+        return age > HEARTBEAT_STALE_FACTOR * self.heartbeat_interval_s
 
 
 def check_name(value: str, what: str) -> str:
