@@ -5,6 +5,7 @@ Timestamps are timezone-aware datetimes, serialised as ISO 8601 with offset.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,15 @@ from typing import Any
 from fastflow.model import RunStatus
 
 SCHEMA_VERSION = 1
+_STAMPED_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-(.+)$")
+
+
+def run_id_month(run_id: str) -> tuple[str, str, str] | None:
+    """(YYYY, MM, rest after the timestamp) of a run id like `20261122T143000Z-report-7f3a`,
+    or None when it does not start with a UTC timestamp. Records, logs and run pages are
+    sharded by this month."""
+    m = _STAMPED_RUN_ID.match(run_id)
+    return (m.group(1), m.group(2), m.group(7)) if m else None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -24,13 +24,12 @@ from typing import Callable, Iterable, Mapping
 from fastflow import repo as git
 from fastflow.defaults import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME, DEFAULT_RESULTS_BRANCH
 from fastflow.errors import FastflowError, RepositoryError
-from fastflow.record import RunRecord
+from fastflow.record import RunRecord, run_id_month
 
 log = logging.getLogger(__name__)
 
 SUMMARY_PATH = "summary.json"
 RECENT_MAX = 30  # runs kept per pipeline in summary.json (success rate, sparkline)
-_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-(.+)$")
 _STATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _COLORS = {
     "succeeded": "brightgreen", "failed": "red", "timed_out": "orange", "oom_killed": "red",
@@ -46,13 +45,13 @@ class _InjectedCrash(BaseException):
 
 def run_month(run_id: str) -> tuple[str, str, str]:
     """(YYYY, MM, rest after the timestamp) of a run id like `20261122T143000Z-report-7f3a`."""
-    m = _RUN_ID.match(run_id)
-    if not m:
+    parts = run_id_month(run_id)
+    if parts is None:
         raise RepositoryError(
             f"run id {run_id!r} does not start with a UTC timestamp like 20261122T143000Z-; "
             "run ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]`"
         )
-    return m.group(1), m.group(2), m.group(7)
+    return parts
 
 
 def run_time(run_id: str) -> datetime:

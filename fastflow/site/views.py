@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from fastflow import charts
 from fastflow.config_view import resolved_view
 from fastflow.model import Pipeline, RunStatus
-from fastflow.record import RunRecord
+from fastflow.record import RunRecord, run_id_month
 from fastflow.site.data import SiteData, check_name, run_time
 from fastflow.site.words import format_time
 from fastflow.units import parse_size
@@ -197,17 +197,14 @@ def limit_value(limits: dict, key: str) -> float | None:
         return None
 
 
-_STAMPED = re.compile(r"^(\d{4})(\d{2})\d{2}T")
-
-
 def run_page_path(pipeline: str, run_id: str) -> str:
     """The site path of one run's page: `runs/<pipeline>/<YYYY>/<MM>/<run_id>.html`, sharded
     by the month in the run id like the records, so a commit never rewrites a folder listing
     every run of a busy pipeline. Run ids without a leading timestamp stay unsharded."""
     check_name(pipeline, "pipeline")
     check_name(run_id, "run id")
-    stamp = _STAMPED.match(run_id)
-    month = f"{stamp.group(1)}/{stamp.group(2)}/" if stamp else ""
+    parts = run_id_month(run_id)
+    month = f"{parts[0]}/{parts[1]}/" if parts else ""
     return f"runs/{pipeline}/{month}{run_id}.html"
 
 
