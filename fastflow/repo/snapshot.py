@@ -23,7 +23,7 @@ import pygit2
 from pygit2.enums import FileMode
 
 from fastflow.errors import RepositoryError
-from fastflow.repo.core import GitRepo, _tree_at
+from fastflow.repo.core import GitRepo, _flocked, _tree_at
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,8 @@ def pin_snapshot(dest_root: Path, tree_id: str) -> Iterator[None]:
     """Hold snapshot `tree_id` in use (a shared flock) so `gc_snapshots` never removes it."""
     locks = Path(dest_root) / _LOCKS
     locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / f"{tree_id}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+    with _flocked(locks / f"{tree_id}.lock", fcntl.LOCK_SH):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def gc_snapshots(dest_root: Path, keep: Iterable[str] = ()) -> list[str]:
@@ -150,13 +145,9 @@ def gc_snapshots(dest_root: Path, keep: Iterable[str] = ()) -> list[str]:
 def _remove_if_unpinned(dest_root: Path, tree_id: str, path: Path) -> bool:
     lock = dest_root / _LOCKS / f"{tree_id}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a run (in this or another process) is using it
-        _remove(path)
-        return True
-    finally:
-        os.close(fd)
+        with _flocked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            _remove(path)
+            return True
+    except BlockingIOError:
+        return False  # a run (in this or another process) is using it

@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,7 @@ import pygit2
 from pygit2.enums import FileMode
 
 from fastflow.errors import RepositoryError
-from fastflow.repo.core import GitRepo, _ref_name, _tree_at
+from fastflow.repo.core import GitRepo, _flocked, _ref_name, _tree_at
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +118,8 @@ def _ref_lock(repo: GitRepo, ref: str) -> Iterator[None]:
     # that are not Fast-Flow (a user's `git push`) do not take it; the results branch is
     # only written by Fast-Flow, and pushes of it from elsewhere arrive through fetch+merge.
     digest = hashlib.sha1(ref.encode()).hexdigest()[:16]
-    path = repo.git_dir / f"fastflow-ref-{digest}.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with _flocked(repo.git_dir / f"fastflow-ref-{digest}.lock", fcntl.LOCK_EX):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _remove_stale_lockfile(repo: GitRepo, ref: str) -> None:
