@@ -300,27 +300,25 @@ def _series(samples: Sequence[dict], key: str) -> list[tuple[float, float]]:
 def memory_chart(samples: Sequence[dict], *, soft: float | None = None,
                  hard: float | None = None) -> str | None:
     """Memory over the run against its soft and hard limits; None when no sample has memory."""
-    points = _series(samples, "mem")
-    if not points:
-        return None
-    limits = _limits(soft, hard, "memory")
-    peak = max(v for _, v in points)
-    label = f"Memory over time: peak {format_bytes(peak)}" + _limits_words(limits, format_bytes)
-    return line_chart(points, label=label, fmt=format_bytes, limits=limits,
-                      series_class="ff-series ff-mem")
+    return _resource_chart(samples, "mem", "Memory", "memory", format_bytes, soft, hard)
 
 
 def cpu_chart(samples: Sequence[dict], *, soft: float | None = None,
               hard: float | None = None) -> str | None:
     """CPU (cores) over the run against its soft and hard limits; None when no sample has CPU."""
-    points = _series(samples, "cpu")
+    return _resource_chart(samples, "cpu", "CPU", "CPU", format_cores, soft, hard)
+
+
+def _resource_chart(samples: Sequence[dict], key: str, title: str, limit_name: str,
+                    fmt: Formatter, soft: float | None, hard: float | None) -> str | None:
+    points = _series(samples, key)
     if not points:
         return None
-    limits = _limits(soft, hard, "CPU")
+    limits = _limits(soft, hard, limit_name)
     peak = max(v for _, v in points)
-    label = f"CPU over time: peak {format_cores(peak)}" + _limits_words(limits, format_cores)
-    return line_chart(points, label=label, fmt=format_cores, limits=limits,
-                      series_class="ff-series ff-cpu")
+    label = f"{title} over time: peak {fmt(peak)}" + _limits_words(limits, fmt)
+    return line_chart(points, label=label, fmt=fmt, limits=limits,
+                      series_class=f"ff-series ff-{key}")
 
 
 def _limits(soft: float | None, hard: float | None, what: str) -> list[LimitLine]:
