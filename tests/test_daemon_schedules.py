@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from fastflow.daemon import Daemon, ServeOptions
 from fastflow.engines import choose_executor, preheat_function
 from fastflow.model import RunStatus
 
+from helpers import wait_for
 from test_daemon import User, git
 
 pytestmark = pytest.mark.slow
@@ -208,8 +208,8 @@ def test_overlap_queue_starts_the_waiting_run_when_the_running_one_ends(user, tm
         daemon.tick(clock())  # 10:03 still running: 10:04 waits
         assert [d.run_id for d in daemon.timetable.waiting["slow"]] == ["20261123T100400Z-slow"]
         clock.now = datetime(2026, 11, 23, 10, 4, 30, tzinfo=timezone.utc)
-        wait_until(lambda: "20261123T100400Z-slow" in daemon.dispatcher.active_run_ids()
-                   or "20261123T100400Z-slow" in statuses(daemon, "slow"))
+        wait_for(lambda: "20261123T100400Z-slow" in daemon.dispatcher.active_run_ids()
+                 or "20261123T100400Z-slow" in statuses(daemon, "slow"))
         assert daemon.dispatcher.wait_idle(120)
         daemon.store.flush()
         runs = {r.run_id: r for r in daemon.store.list_runs("slow")}
@@ -217,13 +217,6 @@ def test_overlap_queue_starts_the_waiting_run_when_the_running_one_ends(user, tm
             "20261123T100300Z-slow": RunStatus.SUCCEEDED, "20261123T100400Z-slow": RunStatus.SUCCEEDED}
         first, second = runs["20261123T100300Z-slow"], runs["20261123T100400Z-slow"]
         assert second.started_at >= first.finished_at  # one after the other, never together
-
-
-def wait_until(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_an_idle_daemon_commits_its_heartbeat_and_a_fresh_overview_every_five_minutes(user, tmp_path):
