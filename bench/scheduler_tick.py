@@ -20,9 +20,9 @@ from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
 
-from fastflow.cron import parse_cron
-from fastflow.scheduler import plan_schedules, tick
-from fastflow.schedules import Catchup, Overlap, Schedule, ScheduleKind
+from fastflow.schedule.cron import parse_cron
+from fastflow.schedule.planner import plan_schedules, tick
+from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
 
 UTC = timezone.utc
 START = datetime(2026, 3, 28, 12, tzinfo=UTC)  # the next day includes Europe's spring-forward

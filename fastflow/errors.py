@@ -32,3 +32,11 @@ class RepositoryError(FastflowError):
 
 class SecretsError(FastflowError):
     """The secrets file cannot be read, decrypted or trusted."""
+
+
+class Invalid(Exception):
+    """A value failed its check; the argument is the one-line message (without file/field).
+
+    Internal to validation: checkers raise it, `config.values.Fields` turns it into a `Problem`
+    that names the file and field. It never reaches a user as is.
+    """

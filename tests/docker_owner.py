@@ -14,7 +14,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastflow.capture import format_line
+from fastflow.run.capture import format_line
 from fastflow.executors.base import AttemptSpec
 from fastflow.executors.docker import DockerExecutor
 from fastflow.model import Limits, PipelineType

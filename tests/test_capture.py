@@ -1,4 +1,4 @@
-"""The capped, masked run log (fastflow.capture): fast unit tests, no processes."""
+"""The capped, masked run log (fastflow.run.capture): fast unit tests, no processes."""
 from __future__ import annotations
 
 import threading
@@ -6,14 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fastflow.capture import (
-    LogCapture,
-    Masker,
-    format_line,
-    format_size,
-    format_timestamp,
-    omitted_marker,
-)
+from fastflow.run.capture import LogCapture, Masker, format_line, format_timestamp, omitted_marker
+from fastflow.humanize import format_size
 from fastflow.executors.base import OutputLine
 
 T0 = datetime(2026, 11, 22, 14, 30, 0, 123456, tzinfo=timezone.utc)

@@ -1,7 +1,7 @@
 """Change sets from changed paths: pure, no git needed."""
 from __future__ import annotations
 
-from fastflow.changes import (
+from fastflow.deploy.changes import (
     compute_changes,
     normalise_pipelines_dir,
     pipeline_of,

@@ -6,8 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from fastflow import charts
-from fastflow.charts import Bar, LimitLine
+from fastflow.site import charts
+from fastflow.site.charts import Bar, LimitLine
 
 NS = {"svg": charts.SVG_NS}
 MIB = 1024 * 1024

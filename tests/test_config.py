@@ -10,7 +10,7 @@ import pytest
 from fastflow.config import (
     check_repo_config,
     default_repo_config,
-    format_size,
+    spell_size,
     load_repo_config,
     parse_pipeline_metadata,
     parse_repo_config,
@@ -86,8 +86,8 @@ def test_bad_memory_sizes_are_refused(text):
     "size, text",
     [(256 * 1024**2, "256m"), (1536 * 1024**2, "1.5g"), (1024**4, "1t"), (1000, "1000"), (2048, "2k")],
 )
-def test_format_size_is_the_short_docker_spelling(size, text):
-    assert format_size(size) == text
+def test_spell_size_is_the_short_docker_spelling(size, text):
+    assert spell_size(size) == text
     assert parse_size(text) == size
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fastflow.daemon import Daemon, ServeOptions
-from fastflow.engines import choose_executor, preheat_function
+from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
-from fastflow.statedir import StateDirBusy, queue_remote_run
+from fastflow.daemon.statedir import StateDirBusy, queue_remote_run
 
 from helpers import wait_for
 

@@ -21,8 +21,8 @@ from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import RepositoryError
 from fastflow.executors.docker import build_image, check_image, connect, find_uv_binary, uv_version
 from fastflow.model import RunStatus
-from fastflow.statedir import queue_remote_run
-from fastflow.store import ResultsStore
+from fastflow.daemon.statedir import queue_remote_run
+from fastflow.results.store import ResultsStore
 from helpers import wait_for
 from test_daemon import User
 

@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from fastflow.daemon import Daemon, ServeOptions
-from fastflow.engines import choose_executor, preheat_function
+from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 
 from helpers import wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fastflow.daemon import Daemon, ServeOptions
-from fastflow.engines import choose_executor, preheat_function
+from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
 from fastflow.secrets.age import X25519Identity

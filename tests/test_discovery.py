@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fastflow.config import default_repo_config, parse_repo_config
-from fastflow.discovery import discover, find_pipeline, resolved_view
+from fastflow.deploy.discovery import discover, find_pipeline, resolved_view
 from fastflow.errors import PipelineNotFound
 from fastflow.model import PipelineType, Severity
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fastflow.dispatcher import Dispatcher, Job
+from fastflow.daemon.dispatcher import Dispatcher, Job
 
 
 class Recorder:

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from fastflow.cli.hooks import hooks
 from fastflow.errors import RepositoryError
-from fastflow.hooks import hook_template, install_hook, render_hook, uninstall_hook
-from fastflow.inbox import Inbox, PushMessage
+from fastflow.daemon.hooks import hook_template, install_hook, render_hook, uninstall_hook
+from fastflow.daemon.inbox import Inbox, PushMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 GIT_ENV = {
@@ -59,7 +59,7 @@ def run_hook(hook: Path, stdin: str) -> subprocess.CompletedProcess:
 
 def test_documented_copy_matches_the_shipped_template():
     documented = (ROOT / "hooks" / "post-receive").read_text()
-    assert documented == (ROOT / "fastflow" / "hooks_template" / "post-receive").read_text()
+    assert documented == (ROOT / "fastflow" / "daemon" / "post-receive").read_text()
     assert documented == hook_template()
     assert os.access(ROOT / "hooks" / "post-receive", os.X_OK)
 

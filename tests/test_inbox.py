@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fastflow.inbox import (
+from fastflow.daemon.inbox import (
     Inbox,
     MalformedMessage,
     PushMessage,
@@ -115,7 +115,7 @@ def test_malformed_files_are_moved_aside_with_a_warning(tmp_path: Path, caplog, 
     inbox = Inbox(tmp_path)
     inbox.post_push(LINE, posted_ns=2)
     (inbox.path / name).write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="fastflow.inbox"):
+    with caplog.at_level(logging.WARNING, logger="fastflow.daemon.inbox"):
         messages = inbox.drain()
     assert [type(m) for m in messages] == [PushMessage]
     assert (inbox.path / "bad" / name).read_bytes() == content

@@ -13,7 +13,7 @@ import pytest
 from fastflow.executors.base import NOTEBOOK_RUNNER
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import Pipeline, PipelineType, RunStatus
-from fastflow.runner import RunRequest, run_pipeline
+from fastflow.run.runner import RunRequest, run_pipeline
 
 
 def code(source: str, tags: list[str] | None = None, cell_id: str | None = None) -> dict:

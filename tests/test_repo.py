@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fastflow import repo as g
+from fastflow.deploy.changes import change_set
 from fastflow.errors import RepositoryError
 
 WHEN = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
@@ -86,10 +87,10 @@ def test_changed_paths_and_change_set(work):
         ("pipelines/b/requirements.txt", "A")}
     changes = {(c.path, c.status) for c in g.changed_paths(r, first, second)}
     assert ("pipelines/b/requirements.txt", "D") in changes and ("pipelines/a/main.py", "M") in changes
-    cs = g.change_set(r, first, second, "pipelines")
+    cs = change_set(r, first, second, "pipelines")
     assert (cs.added, cs.removed, [c.name for c in cs.changed]) == (("c",), ("b",), ["a"])
     assert cs.config_files == (".fastflow/config.yaml",)
-    assert g.change_set(r, None, first, "pipelines").added == ("a", "b")
+    assert change_set(r, None, first, "pipelines").added == ("a", "b")
 
 
 def test_build_tree_rewrites_only_changed_paths(tmp_path):

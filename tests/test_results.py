@@ -1,4 +1,4 @@
-"""The read side of the results branch (`fastflow.results`, `fastflow.results_site`): real git
+"""The read side of the results branch (`fastflow.results`, `fastflow.results.build`): real git
 repositories in tmp_path, runs written through `ResultsStore.record_run`, a fixed `now`."""
 from __future__ import annotations
 
@@ -12,11 +12,19 @@ import pytest
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
 from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord, Trigger
-from fastflow.results import (NoResultsBranch, UnknownPipeline, UnknownRun, compact_results,
-                              follow_log, open_results, read_log, run_history,
-                              status_report)
-from fastflow.results_site import build_site_from_branch, prune_results
-from fastflow.store import ResultsStore
+from fastflow.results.read import (
+    NoResultsBranch,
+    UnknownPipeline,
+    UnknownRun,
+    compact_results,
+    follow_log,
+    open_results,
+    read_log,
+    run_history,
+    status_report,
+)
+from fastflow.results.build import build_site_from_branch, prune_results
+from fastflow.results.store import ResultsStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from fastflow.cli import main
 from fastflow.model import RunStatus
 from fastflow.record import Attempt, ErrorInfo, RunRecord, Trigger
-from fastflow.store import ResultsStore
+from fastflow.results.store import ResultsStore
 
 PIPELINES = {
     "pipelines/report/main.py": "print('report')\n",

@@ -1,4 +1,4 @@
-"""fastflow.runner: run ids, env building, settings, retries, records, with real uv runs."""
+"""fastflow.run.runner: run ids, env building, settings, retries, records, with real uv runs."""
 from __future__ import annotations
 
 import json
@@ -24,8 +24,8 @@ from fastflow.model import (
     RunStatus,
 )
 from fastflow.record import CommitRef, RunRecord, Trigger
-from fastflow.run_env import RunContext, build_env
-from fastflow.runner import (
+from fastflow.run.env import RunContext, build_env
+from fastflow.run.runner import (
     RunRequest,
     downstream_to_fire,
     new_run_id,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
-from fastflow.scheduler import (
+from fastflow.schedule.planner import (
     MAX_SKIPPED_DETAIL,
     Action,
     ActiveRun,
@@ -28,9 +28,9 @@ from fastflow.scheduler import (
     watermarks_from_json,
     watermarks_to_json,
 )
-from fastflow.schedules import Catchup, Overlap, Schedule, ScheduleKind
-from fastflow.timevalues import parse_instant, zone
-from fastflow.cron import parse_cron
+from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
+from fastflow.schedule.timevalues import parse_instant, zone
+from fastflow.schedule.cron import parse_cron
 
 UTC = timezone.utc
 

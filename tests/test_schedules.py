@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastflow.cli.schedule import schedule as schedule_cli
-from fastflow.cron import parse_cron
+from fastflow.schedule.cron import parse_cron
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig, ScheduleSpec
-from fastflow.schedules import Catchup, Overlap, ScheduleKind, check_schedules, load_schedules
-from fastflow.timevalues import format_duration, parse_duration
+from fastflow.schedule.spec import Catchup, Overlap, ScheduleKind
+from fastflow.config.schedules import check_schedules, load_schedules
+from fastflow.schedule.timevalues import format_duration, parse_duration
 
 UTC = timezone.utc
 

@@ -16,7 +16,7 @@ from fastflow import repo as g
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
-from fastflow.store import RECENT_MAX, ResultsStore, _InjectedCrash
+from fastflow.results.store import RECENT_MAX, ResultsStore, _InjectedCrash
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 
@@ -211,7 +211,7 @@ import sys
 from datetime import datetime, timezone
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
-from fastflow.store import ResultsStore
+from fastflow.results.store import ResultsStore
 store = ResultsStore(sys.argv[1], sys.argv[2], lambda: datetime(2026, 11, 22, tzinfo=timezone.utc))
 for i in range(10_000):
     rid = f"20261122T{i // 3600 % 24:02d}{i // 60 % 60:02d}{i % 60:02d}Z-p-{i:04d}"

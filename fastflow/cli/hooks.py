@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from fastflow import hooks as lib
+from fastflow.daemon import hooks as lib
 from fastflow.cli.common import FastflowGroup
 from fastflow.defaults import DEFAULT_BRANCH
 

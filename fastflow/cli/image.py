@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fastflow.cli.common import FastflowGroup, echo_json, repo_option
-from fastflow.config_repo import load_repo_config
+from fastflow.config.repo import load_repo_config
 from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PYTHON
 from fastflow.errors import FastflowError
 from fastflow.executors.docker import (

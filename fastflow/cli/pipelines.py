@@ -12,9 +12,9 @@ from fastflow.cli.render import (
     print_table,
     schedule_summary,
 )
-from fastflow.discovery import resolved_view
+from fastflow.deploy.discovery import resolved_view
 from fastflow.model import Pipeline, Severity
-from fastflow.workspace import open_workspace, validate_workspace
+from fastflow.deploy.workspace import open_workspace, validate_workspace
 
 
 def _limits_summary(pipeline: Pipeline) -> str:

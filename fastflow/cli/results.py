@@ -13,11 +13,17 @@ import click
 
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
 from fastflow.cli.render import format_duration, print_table, styled_status
-from fastflow.statedir import default_state_dir
+from fastflow.daemon.statedir import default_state_dir
 from fastflow.model import RunStatus
-from fastflow.results import (compact_results, follow_log, open_results,
-                              read_log, run_history, status_report)
-from fastflow.results_site import build_site_from_branch, make_server, prune_results
+from fastflow.results.read import (
+    compact_results,
+    follow_log,
+    open_results,
+    read_log,
+    run_history,
+    status_report,
+)
+from fastflow.results.build import build_site_from_branch, make_server, prune_results
 
 
 def utc_now() -> datetime:

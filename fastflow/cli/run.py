@@ -10,13 +10,13 @@ import click
 
 from fastflow.cli.common import host_environment, repo_option
 from fastflow.cli.render import console, format_bytes, format_duration, styled_status
-from fastflow.engines import choose_executor
+from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord, Trigger
 from fastflow.secrets.runtime import secrets_loader
-from fastflow.runner import RunRequest, run_pipeline, write_record_json
-from fastflow.workspace import open_workspace
+from fastflow.run.runner import RunRequest, run_pipeline, write_record_json
+from fastflow.deploy.workspace import open_workspace
 
 # The exit code of `fastflow run` for each way a run can end (documented in README and docs/cli.md).
 EXIT_CODES = {
@@ -120,7 +120,7 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
     trigger_env = parse_env_pairs(env_pairs)
     if remote:
         # only here: the inbox's file watcher (watchdog) is not needed to run a pipeline
-        from fastflow.statedir import default_state_dir, queue_remote_run
+        from fastflow.daemon.statedir import default_state_dir, queue_remote_run
 
         state = state_dir or default_state_dir(str(repo), host_environment())
         run_id = queue_remote_run(state, name, trigger_env, run_config, utc_now())

@@ -10,9 +10,9 @@ import click
 
 from fastflow import repo as git
 from fastflow.cli.common import echo_json, host_environment
-from fastflow.daemon import Daemon, ServeOptions
-from fastflow.statedir import default_state_dir
-from fastflow.engines import choose_executor, preheat_function
+from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.daemon.statedir import default_state_dir
+from fastflow.executors import choose_executor, preheat_function
 
 
 def utc_now() -> datetime:

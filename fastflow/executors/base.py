@@ -42,7 +42,30 @@ STDOUT = "stdout"
 STDERR = "stderr"
 
 # Where the notebook runner script lives inside the package; executors make it reachable.
-NOTEBOOK_RUNNER = Path(__file__).resolve().parent.parent / "notebook.py"
+NOTEBOOK_RUNNER = Path(__file__).resolve().parent / "notebook.py"
+
+
+@dataclass(frozen=True)
+class PreheatJob:
+    """What to pre-heat: a pipeline's folder (an immutable snapshot) and its requirements."""
+
+    pipeline: str
+    workdir: Path
+    requirements: str  # file name inside workdir
+    python_version: str | None
+
+
+@dataclass(frozen=True)
+class PreheatOutcome:
+    """How a pre-heat ended: `ok`, a message for people (uv's reason when not ok), the cache key."""
+
+    ok: bool
+    message: str  # uv's reason when not ok; a short note otherwise
+    key: str | None = None
+    duration_s: float | None = None
+
+
+PreheatFunction = Callable[[PreheatJob], PreheatOutcome]
 
 
 @dataclass(frozen=True)

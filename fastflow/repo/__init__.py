@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-from fastflow.changes import ChangeSet, compute_changes, normalise_pipelines_dir, pipelines_in
 from fastflow.repo.core import (
     ChangedPath,
     CommitInfo,
@@ -45,26 +44,6 @@ from fastflow.repo.write import (
 )
 
 
-def pipeline_folders(repo: GitRepo, commit: str | None, pipelines_dir: str) -> frozenset[str]:
-    """Candidate pipeline folders (with `main.py`/`main.ipynb`) at `commit`; empty for None."""
-    if commit is None:
-        return frozenset()
-    base = normalise_pipelines_dir(pipelines_dir)
-    folders = {
-        item.name: {f.name for f in list_tree(repo, commit, f"{base}/{item.name}".strip("/"))}
-        for item in list_tree(repo, commit, base)
-        if item.kind == "tree"
-    }
-    return pipelines_in(folders)
-
-
-def change_set(repo: GitRepo, old: str | None, new: str, pipelines_dir: str) -> ChangeSet:
-    """What commit `new` changed since `old` (None: first sync), in pipeline terms."""
-    paths = [c.path for c in changed_paths(repo, old, new)]
-    old_names = None if old is None else pipeline_folders(repo, old, pipelines_dir)
-    return compute_changes(paths, pipelines_dir, old_names, pipeline_folders(repo, new, pipelines_dir))
-
-
 __all__ = [
     "BlobRef",
     "Change",
@@ -77,7 +56,6 @@ __all__ = [
     "TreeItem",
     "branch_head",
     "build_tree",
-    "change_set",
     "changed_paths",
     "commit_info",
     "credentials_from_env",
@@ -92,7 +70,6 @@ __all__ = [
     "mirror_fetch",
     "open_repo",
     "pin_snapshot",
-    "pipeline_folders",
     "push_branch",
     "read_blob",
     "resolve_branch",

@@ -22,7 +22,7 @@ from fastflow.site.render import (
     render_run_page,
     run_path,
 )
-from fastflow.site.words import cron_words, interval_words
+from fastflow.schedule.describe import cron_words, interval_words
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

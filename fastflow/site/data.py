@@ -14,7 +14,7 @@ from fastflow.defaults import HEARTBEAT_INTERVAL, HEARTBEAT_STALE_FACTOR
 from fastflow.errors import FastflowError
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RunStatus
 from fastflow.record import RunRecord
-from fastflow.schedules import Schedule
+from fastflow.schedule.spec import Schedule
 
 SUMMARY_WINDOW = 30  # runs behind the overview's success rate and sparkline
 DEFAULT_PAGE_SIZE = 50

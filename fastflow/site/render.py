@@ -23,13 +23,14 @@ from typing import Any, Mapping, Sequence
 import jinja2
 from markupsafe import Markup
 
-from fastflow import charts
+from fastflow.site import charts
 from fastflow.record import RunRecord
 from fastflow.site import views
 from fastflow.site.data import (
     DEFAULT_PAGE_SIZE, SiteData, check_name, run_time, summarize_runs,
 )
-from fastflow.site.words import format_ago, format_time, format_until, pipeline_schedule_words
+from fastflow.humanize import format_ago, format_time, format_until
+from fastflow.schedule.describe import pipeline_schedule_words
 
 STYLESHEET = "style.css"
 RECENT_HISTORY_LINKS = 5  # the pipeline index links the first and the newest few history pages
@@ -37,7 +38,7 @@ RECENT_HISTORY_LINKS = 5  # the pipeline index links the first and the newest fe
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("fastflow", "templates"),
+        loader=jinja2.PackageLoader("fastflow.site", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -59,7 +60,7 @@ def _page(template: str, path: str, data: SiteData, **context: Any) -> dict[str,
 
 
 def _stylesheet() -> bytes:
-    return resources.files("fastflow").joinpath("templates", STYLESHEET).read_bytes()
+    return resources.files("fastflow.site").joinpath("templates", STYLESHEET).read_bytes()
 
 
 def pipeline_path(name: str, block: int | None = None) -> str:

@@ -1,0 +1,252 @@
+"""`.fastflow/config.yaml` -> `RepoConfig`: every key optional, typed, and traced to its source.
+
+Reference: docs/config-yaml.md. `read_repo_config` is pure (text in, config and problems out);
+`load_repo_config` reads the file of a repository and raises `ConfigError` listing every error.
+"""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fastflow import defaults
+from fastflow.config.values import (
+    MISSING,
+    Fields,
+    cpu,
+    hard_memory,
+    integer,
+    memory,
+    nonempty_text,
+    python_version,
+    seconds,
+    size,
+)
+from fastflow.errors import Invalid
+from fastflow.humanize import show
+from fastflow.errors import ConfigError
+from fastflow.model import Limits, Problem, RepoConfig, Severity
+
+CONFIG_FILE = defaults.CONFIG_FILE
+DEFAULT = "default"
+
+# key -> (RepoConfig attribute, checker, default, nullable)
+_SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
+    "pipelines_dir": ("pipelines_dir", nonempty_text, defaults.DEFAULT_PIPELINES_DIR, False),
+    "branch": ("branch", nonempty_text, defaults.DEFAULT_BRANCH, False),
+    "results_branch": ("results_branch", nonempty_text, defaults.DEFAULT_RESULTS_BRANCH, False),
+    "image": ("image", nonempty_text, defaults.DEFAULT_IMAGE, False),
+    "default_python": ("default_python", python_version, defaults.DEFAULT_PYTHON, True),
+    "max_concurrent_runs": (
+        "max_concurrent_runs", integer(1), defaults.DEFAULT_MAX_CONCURRENT_RUNS, False
+    ),
+    "default_timeout": ("default_timeout", seconds, defaults.DEFAULT_TIMEOUT, False),
+    "default_retry_attempts": (
+        "default_retry_attempts", integer(0), defaults.DEFAULT_RETRY_ATTEMPTS, False
+    ),
+    "log_cap": ("log_cap_bytes", size, defaults.DEFAULT_LOG_CAP_BYTES, False),
+    "ca_bundle": ("ca_bundle", nonempty_text, None, True),
+    "secrets_file": ("secrets_file", nonempty_text, defaults.DEFAULT_SECRETS_FILE, False),
+    "grace_period": ("grace_period", seconds, defaults.DEFAULT_GRACE_PERIOD, False),
+}
+_LIMIT_CHECKS = {
+    "cpu_hard_limit": cpu,
+    "mem_hard_limit": hard_memory,
+    "cpu_soft_limit": cpu,
+    "mem_soft_limit": memory,
+}
+_SECTIONS = ("default_limits", "retention", "results_author", "notifications")
+KNOWN_KEYS = (*_SCALARS, *_SECTIONS)
+
+
+def default_repo_config() -> RepoConfig:
+    """The configuration of a repository without `.fastflow/config.yaml`: every default."""
+    config, _ = read_repo_config("", CONFIG_FILE)
+    assert config is not None
+    return config
+
+
+def read_repo_config(text: str, file: str = CONFIG_FILE) -> tuple[RepoConfig | None, list[Problem]]:
+    """Parse the text of a config.yaml; never raises for bad input.
+
+    Returns the config (None when there is any error) and every problem found, errors and
+    warnings, each naming `file` and the key path. Empty text means "all defaults".
+    """
+    problems: list[Problem] = []
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        return None, [Problem(file, "", _yaml_message(exc))]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        message = f"the file must be a mapping of keys to values, not {_kind(data)}"
+        return None, [Problem(file, "", message)]
+    config = _build(Fields(data, problems, file), file)
+    if any(p.severity is Severity.ERROR for p in problems):
+        return None, problems
+    return config, problems
+
+
+def parse_repo_config(text: str, file: str = CONFIG_FILE) -> tuple[RepoConfig, list[Problem]]:
+    """Like `read_repo_config`, but raise `ConfigError` (one line per error) when invalid."""
+    config, problems = read_repo_config(text, file)
+    if config is None:
+        raise ConfigError("\n".join(str(p) for p in problems if p.severity is Severity.ERROR))
+    return config, [p for p in problems if p.severity is Severity.WARNING]
+
+
+def check_repo_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
+    """Read `.fastflow/config.yaml` of the repository at `root`; never raises for bad input.
+
+    A missing file is all defaults. Also checks that `ca_bundle` exists (relative paths are
+    taken from the repository root and returned absolute).
+    """
+    path = Path(root) / CONFIG_FILE
+    if not path.exists():
+        return default_repo_config(), []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(CONFIG_FILE, "", f"cannot be read: {exc}")]
+    config, problems = read_repo_config(text, CONFIG_FILE)
+    if config is not None and config.ca_bundle is not None:
+        bundle = Path(root) / config.ca_bundle  # an absolute ca_bundle replaces the root
+        if not bundle.is_file():
+            fix = "give the path of a PEM file of CA certificates or remove the key"
+            problems.append(Problem(CONFIG_FILE, "ca_bundle", f"{show(config.ca_bundle)} does not exist; {fix}"))
+            return None, problems
+        config = replace(config, ca_bundle=str(bundle.resolve()))
+    return config, problems
+
+
+def load_repo_config(root: Path) -> tuple[RepoConfig, list[Problem]]:
+    """The validated configuration of the repository at `root` and its warnings.
+
+    Raises `ConfigError` whose message lists every error, one `file: field: message` per line.
+    """
+    config, problems = check_repo_config(root)
+    if config is None:
+        raise ConfigError("\n".join(str(p) for p in problems if p.severity is Severity.ERROR))
+    return config, problems
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def _build(fields: Fields, file: str) -> RepoConfig:
+    fields.warn_unknown(KNOWN_KEYS)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, (attr, check, default, nullable) in _SCALARS.items():
+        value = fields.get(key, check, nullable=nullable)
+        values[attr] = default if value is MISSING else value
+        sources[key] = DEFAULT if value is MISSING else file
+    _check_pipelines_dir(fields, values)
+    _check_branches(fields, values)
+    values["default_limits"] = _limits(fields, sources, file)
+    values.update(_retention(fields, sources, file))
+    values.update(_author(fields, sources, file))
+    notifications = fields.get("notifications", _mapping, nullable=True)
+    values["notifications"] = {} if notifications in (MISSING, None) else notifications
+    sources["notifications"] = DEFAULT if notifications is MISSING else file
+    return RepoConfig(**values, sources=sources)
+
+
+def _mapping(value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise Invalid(f"{show(value)} is not a mapping; write it as indented key: value lines")
+    return value
+
+
+def _section(fields: Fields, key: str, known: tuple[str, ...]) -> Fields | None:
+    data = fields.get(key, _mapping, nullable=True)
+    if data in (MISSING, None):
+        return None
+    section = fields.child(data, key)
+    section.warn_unknown(known)
+    return section
+
+
+def _limits(fields: Fields, sources: dict[str, str], file: str) -> Limits:
+    section = _section(fields, "default_limits", tuple(_LIMIT_CHECKS))
+    values: dict[str, Any] = {}
+    for key, check in _LIMIT_CHECKS.items():
+        value = MISSING if section is None else section.get(key, check, nullable=True)
+        values[key] = None if value is MISSING else value
+        sources[f"default_limits.{key}"] = DEFAULT if value is MISSING else file
+    return Limits(**values)
+
+
+def _retention(fields: Fields, sources: dict[str, str], file: str) -> dict[str, Any]:
+    section = _section(fields, "retention", ("keep_runs", "keep_days"))
+    out: dict[str, Any] = {}
+    for key in ("keep_runs", "keep_days"):
+        value = MISSING if section is None else section.get(key, integer(1), nullable=True)
+        out[key] = None if value is MISSING else value
+        sources[f"retention.{key}"] = DEFAULT if value is MISSING else file
+    return out
+
+
+def _author(fields: Fields, sources: dict[str, str], file: str) -> dict[str, Any]:
+    section = _section(fields, "results_author", ("name", "email"))
+    name = MISSING if section is None else section.get("name", nonempty_text)
+    email = MISSING if section is None else section.get("email", nonempty_text)
+    if email is not MISSING and "@" not in email:
+        section.error("email", f"{show(email)} is not an e-mail address; use name@example.org")
+        email = MISSING
+    sources["results_author.name"] = DEFAULT if name is MISSING else file
+    sources["results_author.email"] = DEFAULT if email is MISSING else file
+    return {
+        "author_name": defaults.DEFAULT_AUTHOR_NAME if name is MISSING else name,
+        "author_email": defaults.DEFAULT_AUTHOR_EMAIL if email is MISSING else email,
+    }
+
+
+def _check_pipelines_dir(fields: Fields, values: dict[str, Any]) -> None:
+    raw = values["pipelines_dir"]
+    normalized = posixpath.normpath(raw.replace("\\", "/"))
+    if raw.startswith("/") or normalized == ".." or normalized.startswith("../"):
+        fields.error(
+            "pipelines_dir",
+            f'{show(raw)} is outside the repository; use a path relative to the repository root '
+            'such as "pipelines" or "."',
+        )
+        values["pipelines_dir"] = defaults.DEFAULT_PIPELINES_DIR
+        return
+    values["pipelines_dir"] = normalized
+
+
+def _check_branches(fields: Fields, values: dict[str, Any]) -> None:
+    for key in ("branch", "results_branch"):
+        branch = values[key]
+        bad = (
+            branch.startswith(("-", "/")) or branch.endswith(("/", ".lock", "."))
+            or ".." in branch or any(c in branch for c in " ~^:?*[\\\t\n")
+        )
+        if bad:
+            fields.error(key, f"{show(branch)} is not a valid git branch name")
+    if values["branch"] == values["results_branch"]:
+        fields.error(
+            "results_branch",
+            f'{show(values["results_branch"])} is also the followed branch; results need their '
+            'own branch such as "fastflow/results"',
+        )
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"invalid YAML: {reason}"
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {reason}"
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+

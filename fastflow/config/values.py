@@ -1,0 +1,323 @@
+"""Typed reading of configuration values, collecting every problem instead of stopping at one.
+
+`Fields` wraps one mapping of a parsed file (JSON or YAML) and reads its keys through checkers:
+small functions that return the converted value or raise `Invalid` with a one-line message that
+names the value and the fix. `config_pipeline` and `config_repo` are built on it, so both files
+speak with one voice.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
+
+from fastflow.errors import Invalid
+from fastflow.humanize import did_you_mean, show
+from fastflow.model import Problem, Severity
+from fastflow.schedule.cron import is_valid_cron
+from fastflow.config.sizes import parse_size
+
+MISSING: Any = object()
+Checker = Callable[[Any], Any]
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
+WEBHOOK_KEY_RE = re.compile(r"[A-Za-z0-9._~-]+")
+CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# Docker refuses smaller memory limits ("Minimum memory limit allowed is 6MB").
+DOCKER_MIN_MEMORY = 6 * 1024 * 1024
+MEMORY_FIX = 'use a number with a unit such as "512m", "1.5g" or "2Gi"'
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --- checkers -------------------------------------------------------------------------------
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"{show(value)} is not a boolean; use true or false (without quotes)")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{show(value)} is not a string; put it in double quotes")
+    return value
+
+
+def nonempty_text(value: Any) -> str:
+    if text(value).strip() == "":
+        raise Invalid(f"{show(value)} is empty; give a value or remove the key")
+    return value
+
+
+def integer(minimum: int) -> Checker:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise Invalid(f"{show(value)} is not a whole number >= {minimum}")
+        return value
+
+    return check
+
+
+def seconds(value: Any) -> float:
+    """A duration in seconds, >= 0 (0 often means "none")."""
+    if not is_number(value) or value < 0:
+        raise Invalid(f"{show(value)} is not a number of seconds >= 0; use a number such as 300")
+    return float(value)
+
+
+def positive_seconds(value: Any) -> float:
+    if not is_number(value) or value <= 0:
+        raise Invalid(f"{show(value)} is not a number of seconds > 0; use a number such as 60")
+    return float(value)
+
+
+def positive_number(value: Any) -> float:
+    if not is_number(value) or value <= 0:
+        raise Invalid(f"{show(value)} is not a number > 0")
+    return float(value)
+
+
+def cpu(value: Any) -> float:
+    if not is_number(value) or value <= 0:
+        raise Invalid(
+            f"{show(value)} is not a positive number of CPU cores; use a number such as 1 or 0.5"
+        )
+    return float(value)
+
+
+def memory(value: Any) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise Invalid(f"{show(value)} is not a memory size; {MEMORY_FIX}") from None
+    if size == 0:
+        raise Invalid(f"{show(value)} is zero; {MEMORY_FIX}")
+    return size
+
+
+def hard_memory(value: Any) -> int:
+    size = memory(value)
+    if size < DOCKER_MIN_MEMORY:
+        raise Invalid(f"{show(value)} is below Docker's minimum of 6m; use at least \"6m\"")
+    return size
+
+
+def size(value: Any) -> int:
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise Invalid(
+            f'{show(value)} is not a size; use bytes or a number with a unit such as "5m" or "1g"'
+        ) from None
+
+
+def choice(options: Iterable[str]) -> Checker:
+    options = tuple(options)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in options:
+            listed = " or ".join(f'"{o}"' for o in options)
+            hint = did_you_mean(value, options) if isinstance(value, str) else ""
+            raise Invalid(f"{show(value)} is not one of {listed}{hint}")
+        return value
+
+    return check
+
+
+def name(value: Any) -> str:
+    """An identifier used in run ids and paths (run configuration ids)."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise Invalid(
+            f"{show(value)} is not a valid id; use 1-63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def env_name(value: Any) -> str:
+    if not isinstance(value, str) or not ENV_NAME_RE.fullmatch(value):
+        raise Invalid(
+            f"{show(value)} is not a valid environment variable name; use letters, digits and "
+            "'_', not starting with a digit"
+        )
+    if value.startswith("FASTFLOW_"):
+        raise Invalid(f'{show(value)} is reserved: FASTFLOW_* variables are set by Fast-Flow')
+    return value
+
+
+def string_list(item: Checker = nonempty_text) -> Checker:
+    """A list of values checked by `item`, duplicates dropped (first one kept)."""
+
+    def check(value: Any) -> tuple:
+        if not isinstance(value, list):
+            raise Invalid(f'{show(value)} is not a list; write ["a", "b"]')
+        out: list = []
+        for index, entry in enumerate(value):
+            try:
+                checked = item(entry)
+            except Invalid as exc:
+                raise Invalid(f"item {index}: {exc}") from None
+            if checked not in out:
+                out.append(checked)
+        return tuple(out)
+
+    return check
+
+
+def python_version(value: Any) -> str:
+    if is_number(value):
+        raise Invalid(
+            f'{show(value)} is a number; write the version as a string such as "3.11" '
+            "(3.10 as a number is 3.1)"
+        )
+    if not isinstance(value, str) or not PYTHON_RE.fullmatch(value):
+        raise Invalid(f'{show(value)} is not a Python version; use a string such as "3.11"')
+    return value
+
+
+def timestamp(value: Any) -> datetime:
+    """An ISO 8601 date-time; a value without an offset is UTC."""
+    if not isinstance(value, str):
+        raise Invalid(
+            f'{show(value)} is not an ISO 8601 date-time; use a string such as "2026-01-31T08:00:00Z"'
+        )
+    raw = value.strip()
+    if raw.endswith(("Z", "z")):
+        raw = raw[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise Invalid(
+            f'{show(value)} is not an ISO 8601 date-time; use a string such as "2026-01-31T08:00:00Z"'
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def cron(value: Any) -> str:
+    """A 5-field cron expression (or one of croniter's @daily style aliases)."""
+    if not isinstance(value, str):
+        raise Invalid(f'{show(value)} is not a cron expression; use a string such as "0 3 * * *"')
+    expression = " ".join(value.split())
+    if expression.lower() in CRON_ALIASES:
+        return expression.lower()
+    fields = expression.split(" ")
+    if len(fields) != 5:
+        raise Invalid(
+            f"{show(value)} has {len(fields)} fields, cron needs 5 (minute hour day month "
+            'weekday); use for example "0 3 * * *"'
+        )
+    if not is_valid_cron(expression):
+        raise Invalid(
+            f"{show(value)} is not a valid cron expression (minute hour day month weekday); "
+            'use for example "0 3 * * *"'
+        )
+    return expression
+
+
+def webhook_key(value: Any) -> str:
+    if not isinstance(value, str) or not WEBHOOK_KEY_RE.fullmatch(value):
+        # The value is not echoed: a webhook key works like a password.
+        raise Invalid("is not a valid webhook key; use letters, digits, '.', '_', '~' or '-'")
+    return value
+
+
+def env_mapping(value: Any) -> dict[str, str]:
+    """`default_env`: names to string, number or bool values, all turned into strings."""
+    if not isinstance(value, dict):
+        raise Invalid(f'{show(value)} is not an object; write {{"NAME": "value"}}')
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        try:
+            env_name(key)
+        except Invalid as exc:
+            raise Invalid(f"key {exc}") from None
+        out[key] = env_value(key, item)
+    return out
+
+
+def env_value(key: str, item: Any) -> str:
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    if isinstance(item, str):
+        return item
+    if isinstance(item, int):
+        return str(item)
+    if isinstance(item, float):
+        return repr(item)
+    raise Invalid(
+        f'"{key}": {show(item)} is not a string, number or boolean; environment values are '
+        "strings, so quote it"
+    )
+
+
+# --- reading a mapping ----------------------------------------------------------------------
+
+
+class Fields:
+    """Reads the keys of one mapping with checkers and records problems in a shared list."""
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        problems: list[Problem],
+        file: str,
+        prefix: str = "",
+        pipeline: str | None = None,
+    ) -> None:
+        self.data = data
+        self.problems = problems
+        self.file = file
+        self.prefix = prefix
+        self.pipeline = pipeline
+
+    def path(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.prefix}[{key}]"
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    def child(self, data: Mapping[str, Any], key: str | int) -> "Fields":
+        return Fields(data, self.problems, self.file, self.path(key), self.pipeline)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def error(self, key: str | int | None, message: str) -> None:
+        field = self.prefix if key is None else self.path(key)
+        self.problems.append(Problem(self.file, field, message, Severity.ERROR, self.pipeline))
+
+    def warn(self, key: str | int | None, message: str) -> None:
+        field = self.prefix if key is None else self.path(key)
+        self.problems.append(Problem(self.file, field, message, Severity.WARNING, self.pipeline))
+
+    def get(self, key: str, check: Checker, *, nullable: bool = False) -> Any:
+        """The checked value of `key`; MISSING when absent or invalid (the problem is recorded).
+
+        With `nullable`, an explicit null is returned as None.
+        """
+        if key not in self.data:
+            return MISSING
+        value = self.data[key]
+        if value is None and nullable:
+            return None
+        try:
+            return check(value)
+        except Invalid as exc:
+            self.error(key, str(exc))
+            return MISSING
+
+    def warn_unknown(self, known: Iterable[str]) -> None:
+        """Warn about keys not in `known`; keys starting with "_" or "$" are comments, skipped."""
+        known = tuple(known)
+        for key in self.data:
+            if not isinstance(key, str):
+                self.warn(None, f"key {show(key)} is not a string and is ignored")
+            elif key not in known and not key.startswith(("_", "$")):
+                self.warn(key, f"unknown key, ignored{did_you_mean(key, known)}")

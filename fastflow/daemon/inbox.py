@@ -1,0 +1,261 @@
+"""The daemon's inbox: a folder of one-file messages that other processes drop for `fastflow serve`.
+
+`<state_dir>/inbox/` holds two kinds of message, each written atomically (a `.tmp-*` file in the
+inbox, then a rename into its final name), so a reader never sees half a message:
+
+- `push-<time_ns>-<rand>`: written by the `post-receive` hook (`hooks/post-receive`) when a push
+  updates the followed branch. Its content is the hook's stdin, one `<old> <new> <ref>` line per
+  updated ref; it may be empty.
+- `run-<time_ns>-<rand>.json`: a run request (`fastflow run NAME --remote`), a JSON object with
+  `pipeline`, `env`, `run_config`, `requested_at` (ISO 8601 with offset) and `request_id`.
+
+`Inbox.drain()` returns and deletes every message in arrival order (by `time_ns`, then name);
+files that cannot be parsed are moved to `inbox/bad/` with a logged warning, never raised.
+`Inbox.waiter()` blocks the daemon until a message lands: inotify through watchdog, so an idle
+daemon uses no CPU and wakes within milliseconds; a polling observer when inotify is unavailable.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Union
+
+from fastflow.daemon.watch import FolderWaiter
+
+log = logging.getLogger(__name__)
+
+INBOX_DIR = "inbox"
+BAD_DIR = "bad"
+TEMP_PREFIX = ".tmp-"
+# Seconds between directory scans when inotify is unavailable (the fallback observer).
+
+_NAME = re.compile(r"^(?P<kind>push|run)-(?P<ns>[0-9]{1,20})-(?P<rand>[A-Za-z0-9_]{1,32})(?P<ext>\.json)?$")
+_SHA = r"[0-9a-f]{40}(?:[0-9a-f]{24})?"  # SHA-1 or SHA-256 object ids
+_REF_LINE = re.compile(rf"^(?P<old>{_SHA}) (?P<new>{_SHA}) (?P<ref>\S+)$")
+_RUN_KEYS = {"pipeline", "env", "run_config", "requested_at", "request_id"}
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One line of `post-receive` input: `old` and `new` commit ids (all zeros for create/delete)."""
+
+    old: str
+    new: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """A push notification: the refs the push updated (maybe none: "something was pushed")."""
+
+    name: str
+    posted_ns: int
+    updates: tuple[RefUpdate, ...] = ()
+
+    def updates_ref(self, ref: str) -> bool:
+        """True when this push updated `ref` (e.g. `refs/heads/main`), or named no ref at all."""
+        return not self.updates or any(u.ref == ref for u in self.updates)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A request to queue one run of `pipeline` on the daemon (`fastflow run NAME --remote`)."""
+
+    name: str
+    posted_ns: int
+    request_id: str
+    pipeline: str
+    env: dict[str, str] = field(default_factory=dict)
+    run_config: str | None = None
+    requested_at: datetime | None = None
+
+
+Message = Union[PushMessage, RunRequest]
+
+
+class MalformedMessage(ValueError):
+    """A file in the inbox that is not a valid message; the reason is the text."""
+
+
+def _ns_of(now: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime, exactly (no float rounding)."""
+    delta = now - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+def parse_ref_lines(text: str) -> tuple[RefUpdate, ...]:
+    """Parse `post-receive` input (`<old> <new> <ref>` lines); `MalformedMessage` on a bad line."""
+    updates = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = _REF_LINE.match(line.strip())
+        if match is None:
+            raise MalformedMessage(f"line {number} is not '<old> <new> <ref>': {line[:200]!r}")
+        updates.append(RefUpdate(match["old"], match["new"], match["ref"]))
+    return tuple(updates)
+
+
+def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequest:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+    missing = sorted(_RUN_KEYS - data.keys())
+    if missing:
+        raise MalformedMessage(f"missing key(s) {', '.join(missing)}")
+    for key in ("pipeline", "request_id", "requested_at"):
+        if not isinstance(data[key], str) or not data[key]:
+            raise MalformedMessage(f"{key!r} must be a non-empty string, got {data[key]!r}")
+    env = data["env"]
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise MalformedMessage(f"'env' must map strings to strings, got {env!r}")
+    if data["run_config"] is not None and not isinstance(data["run_config"], str):
+        raise MalformedMessage(f"'run_config' must be a string or null, got {data['run_config']!r}")
+    try:
+        requested_at = datetime.fromisoformat(data["requested_at"])
+    except ValueError:
+        raise MalformedMessage(f"'requested_at' is not an ISO 8601 time: {data['requested_at']!r}") from None
+    return RunRequest(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at)
+
+
+def parse_message(name: str, raw: bytes) -> Message:
+    """Parse one inbox file from its name and content; `MalformedMessage` says why it is not one."""
+    match = _NAME.match(name)
+    if match is None or (match["kind"] == "run") != bool(match["ext"]):
+        raise MalformedMessage("the name is neither push-<time_ns>-<rand> nor run-<time_ns>-<rand>.json")
+    ns = int(match["ns"])
+    if match["kind"] == "run":
+        return _parse_run_request(name, ns, raw)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"not UTF-8 text ({exc})") from None
+    return PushMessage(name, ns, parse_ref_lines(text))
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    match = _NAME.match(name)
+    return (int(match["ns"]) if match else 0, name)
+
+
+class Inbox:
+    """The inbox folder of one state dir; creates `<state_dir>/inbox/` when it does not exist."""
+
+    def __init__(self, state_dir: Path | str) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / INBOX_DIR
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Inbox({str(self.state_dir)!r})"
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _post(self, final_name: str, data: bytes, durable: bool) -> Path:
+        """Write `data` to a temp file in the inbox, then rename it to `final_name` (atomic)."""
+        tmp = self.path / f"{TEMP_PREFIX}{final_name}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            final = self.path / final_name
+            os.rename(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return final
+
+    def post_push(self, ref_lines: str, posted_ns: int | None = None) -> Path:
+        """Drop a push notification carrying `ref_lines` (post-receive input, may be empty).
+
+        The shell hook is the usual writer; this twin serves tests and Python callers. The file is
+        named by `posted_ns` (default: the current time) so messages drain in arrival order.
+        """
+        parse_ref_lines(ref_lines)  # refuse to write what drain() would move aside
+        ns = time.time_ns() if posted_ns is None else posted_ns
+        return self._post(f"push-{ns}-{secrets.token_hex(4)}", ref_lines.encode("utf-8"), durable=False)
+
+    def post_run_request(
+        self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime
+    ) -> str:
+        """Queue a run of `pipeline` on the daemon; returns the request id.
+
+        `now` (aware) is the request time: it goes into the message and its file name, which is
+        what orders it among other messages. The file is fsynced: a request is a user's intent.
+        """
+        request_id = f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        body = {
+            "pipeline": pipeline,
+            "env": {str(k): str(v) for k, v in env.items()},
+            "run_config": run_config,
+            "requested_at": now.isoformat(),
+            "request_id": request_id,
+        }
+        data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
+        self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
+        return request_id
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        try:
+            with os.scandir(self.path) as entries:
+                names = [e.name for e in entries if not e.name.startswith(".") and e.name != BAD_DIR]
+        except FileNotFoundError:
+            return []
+        return sorted(names, key=_sort_key)
+
+    def pending(self) -> bool:
+        """True when at least one message (or malformed file) waits in the inbox."""
+        return bool(self._names())
+
+    def _set_aside(self, name: str, reason: str) -> None:
+        bad = self.path / BAD_DIR
+        bad.mkdir(exist_ok=True)
+        target = bad / name
+        if target.exists():
+            target = bad / f"{name}.{secrets.token_hex(4)}"
+        try:
+            os.rename(self.path / name, target)
+        except FileNotFoundError:
+            return
+        log.warning("inbox: %s is not a valid message (%s); moved to %s", self.path / name, reason, target)
+
+    def drain(self) -> list[Message]:
+        """Read and delete every message, oldest first; malformed files go to `inbox/bad/`.
+
+        Never raises for a bad file: it is moved aside with a logged warning naming it and the
+        reason, and the other messages are still returned.
+        """
+        messages: list[Message] = []
+        for name in self._names():
+            path = self.path / name
+            try:
+                if not path.is_file() or path.is_symlink():
+                    raise MalformedMessage("not a regular file")
+                raw = path.read_bytes()
+                message = parse_message(name, raw)
+            except FileNotFoundError:
+                continue  # taken by another drain (one daemon per state dir, but be safe)
+            except (MalformedMessage, OSError) as exc:
+                self._set_aside(name, str(exc))
+                continue
+            path.unlink(missing_ok=True)
+            messages.append(message)
+        return messages
+
+    def waiter(self, polling: bool = False) -> FolderWaiter:
+        """A started waiter on this inbox (inotify; `polling=True` forces the fallback): its
+        `wait` returns True when a message landed (already pending ones included)."""
+        return FolderWaiter(self.path, pending=self.pending, ignore=(BAD_DIR,), polling=polling)

@@ -1,0 +1,342 @@
+"""The daemon's runs: queue, journal, execute from a snapshot, record, and reconcile after a crash.
+
+Every run the daemon accepts is journalled first (`<state_dir>/active/<run_id>.json`), before it
+is queued, and the journal entry is removed only after its record is journalled by the results
+store. So no run is forgotten across a `kill -9`: on start, `reconcile` finds each entry and
+- re-queues a run that never started (at the commit it was pinned to);
+- asks the executor to re-attach a run whose container still exists, or collect its outcome
+  (in a dispatcher slot, so a long run does not hold up the start; see `recovery`);
+- records a run whose container vanished as `lost`.
+
+A run executes its pipeline folder from the immutable snapshot of the folder's tree at the run's
+commit (pinned while it runs, so snapshot GC leaves it alone); it waits for an in-progress
+pre-heat of its pipeline, and fails fast with uv's message when the dependencies are broken.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Mapping
+
+from fastflow import repo as git
+from fastflow.run.capture import Masker, format_line
+from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
+from fastflow.deploy.deployment import ActivePipeline
+from fastflow.daemon.dispatcher import Dispatcher, Job, Slot
+from fastflow.errors import FastflowError, RepositoryError
+from fastflow.executors.base import Executor, OutputLine
+from fastflow.model import Pipeline, RepoConfig, RunStatus
+from fastflow.deploy.preheat import Preheater
+from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
+from fastflow.run.recovery import recover_run
+from fastflow.run.runner import RunOutcome, RunRequest, refuse_run, resolve_settings, run_pipeline
+from fastflow.secrets.runtime import secrets_loader
+from fastflow.results.store import ResultsStore, log_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOrder:
+    """A run the daemon accepted: what to run, at which commit and tree, and why."""
+
+    run_id: str
+    pipeline: str
+    commit: str
+    root_tree: str
+    tree: str
+    queued_at: datetime
+    trigger: Trigger = Trigger()
+    run_config_id: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    started_at: datetime | None = None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(trigger=self.trigger.to_json(), queued_at=self.queued_at.isoformat(),
+                    started_at=self.started_at.isoformat() if self.started_at else None,
+                    env=dict(self.env))
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunOrder":
+        return cls(**{
+            **data,
+            "trigger": Trigger.from_json(data["trigger"]),
+            "queued_at": datetime.fromisoformat(data["queued_at"]),
+            "started_at": datetime.fromisoformat(data["started_at"]) if data.get("started_at") else None,
+        })
+
+
+class RunJournal:
+    """`<state_dir>/active/`: one fsync'd file per accepted run until its record is stored."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / "active"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, order: RunOrder) -> None:
+        path = self.dir / f"{order.run_id}.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(order.to_json(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def remove(self, run_id: str) -> None:
+        (self.dir / f"{run_id}.json").unlink(missing_ok=True)
+
+    def has(self, run_id: str) -> bool:
+        return (self.dir / f"{run_id}.json").exists()
+
+    def orders(self) -> list[RunOrder]:
+        found = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                found.append(RunOrder.from_json(json.loads(path.read_text())))
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("ignoring the unreadable run journal entry %s: %s", path, exc)
+        return found
+
+
+class LiveLogs:
+    """`<state_dir>/live/<run_id>.log`: the (masked) output of running runs, for `logs --follow`."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir) / "live"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def sink(self, run_id: str) -> Callable[[OutputLine], None]:
+        path = self.dir / f"{run_id}.log"
+        lock = threading.Lock()
+
+        def write(line: OutputLine) -> None:
+            with lock, open(path, "a", encoding="utf-8") as f:
+                f.write(format_line(line) + "\n")
+
+        return write
+
+    def remove(self, run_id: str) -> None:
+        (self.dir / f"{run_id}.log").unlink(missing_ok=True)
+
+
+@dataclass
+class LaunchContext:
+    """What a run needs from the daemon at the moment it is queued."""
+
+    active: ActivePipeline
+    config: RepoConfig
+
+
+class RunLauncher:
+    """Accepts run orders, executes them through the dispatcher, records their outcomes."""
+
+    def __init__(self, *, state_dir: Path, repository: git.GitRepo, snapshots: Path,
+                 store: ResultsStore, executor: Executor, preheater: Preheater,
+                 dispatcher: Dispatcher, clock: Callable[[], datetime],
+                 environ: Mapping[str, str],
+                 on_finished: Callable[[RunRecord, str], Mapping[str, bytes | None]] | None = None,
+                 after_record: Callable[[RunRecord], None] | None = None) -> None:
+        self.repository = repository
+        self.snapshots = snapshots
+        self.store = store
+        self.executor = executor
+        self.preheater = preheater
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.environ = dict(environ)
+        self.journal = RunJournal(state_dir)
+        self.live = LiveLogs(state_dir)
+        self.on_finished = on_finished  # returns extra files (site pages) for the record commit
+        self.after_record = after_record  # e.g. downstream triggers
+        self._contexts: dict[str, LaunchContext] = {}
+
+    def submit(self, order: RunOrder, context: LaunchContext) -> None:
+        """Journal `order`, then queue it; it runs when the dispatcher allows."""
+        self.journal.write(order)
+        self._queue(order, context)
+
+    def _queue(self, order: RunOrder, context: LaunchContext) -> None:
+        self._contexts[order.run_id] = context
+        job = Job(run_id=order.run_id, pipeline=order.pipeline,
+                  max_instances=context.active.pipeline.daemon.max_instances,
+                  execute=lambda slot, o=order: self._execute(o, slot))
+        self.dispatcher.submit(job)
+
+    # --- one run ------------------------------------------------------------------------
+
+    def _execute(self, order: RunOrder, slot: Slot) -> None:
+        context = self._contexts.pop(order.run_id)
+        order = replace(order, started_at=self.clock())
+        self.journal.write(order)
+        outcome = self._run(order, context, slot, slot.cancel)
+        self.finish(order, outcome)
+
+    def _run(self, order: RunOrder, context: LaunchContext, slot: Slot,
+             cancel: threading.Event) -> RunOutcome:
+        pipeline = context.active.pipeline
+        sink = self.live.sink(order.run_id)
+        with git.pin_snapshot(self.snapshots, order.tree):
+            workdir = git.snapshot_tree(self.repository, order.tree, "", self.snapshots)
+            request = self._request(order, context, pipeline, workdir)
+            broken = self.preheater.wait_ready(pipeline.name, cancel) if pipeline.requirements else None
+            if broken is not None:
+                return refuse_run(request, ErrorInfo("dependencies", broken), clock=self.clock,
+                                  sink=sink, run_id=order.run_id)
+
+            def wait(seconds: float, event: threading.Event) -> bool:
+                with slot.released():  # a retry wait gives the slot back
+                    return event.wait(seconds)
+
+            return run_pipeline(request, self.executor, clock=self.clock, wait=wait, sink=sink,
+                                cancel=cancel, run_id=order.run_id)
+
+    def _request(self, order: RunOrder, context: LaunchContext, pipeline: Pipeline,
+                 workdir: Path) -> RunRequest:
+        loader = None
+        if pipeline.secrets:
+            root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
+            loader = secrets_loader(root, context.config, pipeline, self.environ)
+        return RunRequest(
+            pipeline=pipeline,
+            run_config_id=order.run_config_id,
+            trigger=order.trigger,
+            trigger_env=dict(order.env),
+            commit=CommitRef(order.commit, order.tree),
+            log_cap_bytes=context.config.log_cap_bytes,
+            grace_period=context.config.grace_period,
+            queued_at=order.queued_at,
+            workdir=workdir,
+            log_path=log_path(pipeline.name, order.run_id),
+            secrets_loader=loader,
+        )
+
+    def finish(self, order: RunOrder, outcome: RunOutcome) -> None:
+        """Store the run's record and log (with the pages it changes), then drop its journal."""
+        self.store_record(outcome.record, outcome.log_text, order.run_id)
+
+    def store_record(self, record: RunRecord, log_text: str, journalled: str | None = None) -> None:
+        """Commit `record` with its log and the site pages it changes; drop the journal entry
+        `journalled` (the run's id) when there is one; then the `after_record` hook."""
+        extra = self.on_finished(record, log_text) if self.on_finished else {}
+        self.store.record_run(record, log_text, extra_files=extra)
+        if journalled is not None:
+            self.journal.remove(journalled)
+            self.live.remove(journalled)
+        logger.info("run %s: %s", record.run_id, record.status.value)
+        if self.after_record is not None:
+            self.after_record(record)
+
+    def knows(self, run_id: str, pipeline: str) -> bool:
+        """True when a run with this id is journalled (queued or running) or already recorded:
+        a deterministic id (a schedule slot, a remote request) must never run twice."""
+        return self.journal.has(run_id) or self.store_has(run_id, pipeline)
+
+    # --- after a crash --------------------------------------------------------------------
+
+    def reconcile(self, context_for: Callable[[RunOrder], LaunchContext | None]) -> list[str]:
+        """Handle the runs a previous daemon left in the journal (see the module doc).
+
+        `context_for(order)` gives the pipeline as of the order's commit (None when it cannot
+        run any more). Returns a line per run saying what became of it.
+        """
+        notes = []
+        for order in self.journal.orders():
+            if self.store_has(order.run_id, order.pipeline):
+                self.journal.remove(order.run_id)
+                notes.append(f"{order.run_id}: already recorded")
+                continue
+            context = context_for(order)
+            if order.started_at is None and context is not None:
+                self._queue(order, context)
+                notes.append(f"{order.run_id}: queued again (never started)")
+                continue
+            if getattr(self.executor, "can_reattach", False):
+                self._queue_reattach(order, context)
+                notes.append(f"{order.run_id}: re-attaching to its container")
+                continue
+            outcome = self._lost(order)
+            self.finish(order, outcome)
+            notes.append(f"{order.run_id}: {outcome.record.status.value}")
+        return notes
+
+    def _queue_reattach(self, order: RunOrder, context: LaunchContext | None) -> None:
+        """Follow a run a dead daemon left in a slot of its own, at the head of the queue:
+        its container runs already, and following it may take as long as the run."""
+        max_instances = context.active.pipeline.daemon.max_instances if context else 1
+
+        def execute(slot: Slot) -> None:
+            outcome = self._recover(order, context, slot.cancel)
+            self.finish(order, outcome or self._lost(order))
+
+        self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,
+                                   max_instances=max_instances, execute=execute), first=True)
+
+    def _recover(self, order: RunOrder, context: LaunchContext | None,
+                 cancel: threading.Event) -> RunOutcome | None:
+        pipeline = context.active.pipeline if context else None
+        try:
+            settings = resolve_settings(pipeline, order.run_config_id) if pipeline else None
+        except FastflowError:
+            settings = None
+        base = RunRecord(
+            run_id=order.run_id, pipeline=order.pipeline, status=RunStatus.RUNNING,
+            run_config=order.run_config_id, trigger=order.trigger,
+            commit=CommitRef(order.commit, order.tree), queued_at=order.queued_at,
+            started_at=order.started_at, log=LogInfo(log_path(order.pipeline, order.run_id)),
+        )
+        return recover_run(
+            self.executor, base, live_path=self.live.dir / f"{order.run_id}.log",
+            live_sink=self.live.sink(order.run_id), masker=self._masker(order, context),
+            pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel,
+            cap_bytes=context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES,
+        )
+
+    def _masker(self, order: RunOrder, context: LaunchContext | None) -> Masker | None:
+        """The masker of a re-attached run's output: its pipeline's secrets, loaded again;
+        None (withhold the output) when they cannot be, or the pipeline is unknown."""
+        if context is None:
+            return None
+        pipeline = context.active.pipeline
+        if not pipeline.secrets:
+            return Masker()
+        try:
+            root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
+            loader = secrets_loader(root, context.config, pipeline, self.environ)
+            return Masker(loader().values() if loader else ())
+        except FastflowError as exc:
+            logger.warning("run %s: its secrets cannot be loaded to mask its output: %s",
+                           order.run_id, exc)
+            return None
+
+    def store_has(self, run_id: str, pipeline: str) -> bool:
+        try:
+            self.store.read_run(run_id, pipeline=pipeline)
+        except RepositoryError:  # the store's "no such run"
+            return False
+        return True
+
+    def _lost(self, order: RunOrder) -> RunOutcome:
+        now = self.clock()
+        started = order.started_at
+        message = ("the daemon stopped while the run was active, and its process or container "
+                   "is gone; its outcome is unknown")
+        attempts = (Attempt(1, started, None, None, RunStatus.LOST),) if started else ()
+        record = RunRecord(
+            run_id=order.run_id, pipeline=order.pipeline, status=RunStatus.LOST,
+            run_config=order.run_config_id, trigger=order.trigger,
+            commit=CommitRef(order.commit, order.tree), error=ErrorInfo("lost", message),
+            queued_at=order.queued_at, started_at=started, finished_at=now,
+            duration_s=round((now - started).total_seconds(), 3) if started else None,
+            attempts=attempts,
+        )
+        log = self.live.dir / f"{order.run_id}.log"
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        text += format_line(OutputLine("runner", message, now)) + "\n"
+        return RunOutcome(record, text)

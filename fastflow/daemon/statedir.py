@@ -1,0 +1,83 @@
+"""Where a daemon keeps its state, how other processes address it, and the lock that keeps
+one daemon per state dir (no daemon machinery).
+
+Light on purpose: `fastflow run --remote`, `fastflow logs` and `fastflow status` import this,
+not `fastflow.daemon`, so they start fast.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Mapping
+
+from fastflow.errors import FastflowError
+from fastflow.daemon.inbox import Inbox
+
+
+def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/fastflow/<name>` (default `~/.local/state/...`), `<name>` from the source."""
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME", "~")) / ".local" / "state")
+    name = source.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
+    if not is_remote(source):
+        name = Path(source).resolve().name.removesuffix(".git") or "repo"
+    return Path(base).expanduser() / "fastflow" / name
+
+
+def run_id_for_request(pipeline: str, request_id: str) -> str:
+    """The run id of a `fastflow run --remote` request (`<stamp>-<hex>`): known to the client
+    at once, and the same however often the request is seen."""
+    stamp, _, suffix = request_id.partition("-")
+    return f"{stamp}-{pipeline}-{suffix}"
+
+
+def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
+                     run_config: str | None, now: datetime) -> str:
+    """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have."""
+    inbox_dir = Path(state_dir) / "inbox"
+    if not inbox_dir.is_dir():
+        raise FastflowError(
+            f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
+            "or pass its --state-dir"
+        )
+    request_id = Inbox(state_dir).post_run_request(pipeline, dict(env), run_config, now)
+    return run_id_for_request(pipeline, request_id)
+
+
+def is_remote(source: str) -> bool:
+    """A URL (`https://`, `ssh://`, `file://`, `git@host:path`) rather than a local path."""
+    return "://" in source or (":" in source and "@" in source.split(":", 1)[0])
+
+
+class StateDirBusy(FastflowError):
+    """Another daemon holds the state dir's lock."""
+
+
+class StateLock:
+    """An exclusive `flock` on `<state_dir>/daemon.lock`, released when the process dies."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "daemon.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateDirBusy(
+                f"{self.path.parent}: another `fastflow serve` (pid {owner}) uses this state dir; "
+                "stop it first or pass another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

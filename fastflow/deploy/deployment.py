@@ -1,0 +1,202 @@
+"""A deployment: what a commit of the followed branch makes active, with last-valid semantics.
+
+`deploy_commit` reads the repository *as of a commit*, never from a live checkout: the commit's
+tree is materialised as an immutable snapshot (`fastflow.repo.snapshot_tree`) and discovered
+there. Each active pipeline remembers the id of its folder's tree, so a run executes exactly
+that tree (its own snapshot, shared by every run of the same tree).
+
+Bad input after a push never deactivates what was running:
+- `.fastflow/config.yaml` invalid: the previous valid configuration stays active; the error is
+  kept in `Deployment.errors` (shown by `fastflow status`).
+- a pipeline's metadata invalid: its previous valid version (code, requirements and metadata,
+  from the commit it was valid at) stays active, with the error; a pipeline that was never
+  valid is listed as invalid only.
+- a removed pipeline folder is removed.
+- `.fastflow/schedules.yaml` (with the pipelines' own schedules) invalid: the previous valid
+  schedule set stays active (minus schedules of removed pipelines), with the errors. On the
+  very first deployment there is no previous set: the schedules that are valid are activated
+  and the errors are shown.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from fastflow import repo as git
+from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
+from fastflow.config import check_repo_config
+from fastflow.deploy.discovery import discover
+from fastflow.errors import FastflowError
+from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
+from fastflow.schedule.spec import Schedule
+from fastflow.config.schedules import check_schedules, read_schedules_file
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActivePipeline:
+    """A pipeline version that runs: its parsed config and the commit and tree it came from."""
+
+    pipeline: Pipeline
+    commit: str
+    tree: str  # the pipeline folder's tree id at `commit`
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What is active after syncing `commit`."""
+
+    commit: str | None
+    root_tree: str | None
+    config: RepoConfig | None
+    active: Mapping[str, ActivePipeline] = field(default_factory=dict)
+    invalid: Mapping[str, InvalidPipeline] = field(default_factory=dict)
+    errors: tuple[Problem, ...] = ()  # problems that keep an older version active, config errors
+    warnings: tuple[Problem, ...] = ()
+    changes: ChangeSet | None = None
+    schedules: tuple[Schedule, ...] = ()  # the active schedule set (last valid)
+
+    @property
+    def pipelines(self) -> dict[str, Pipeline]:
+        return {name: a.pipeline for name, a in self.active.items()}
+
+    def to_json(self) -> dict:
+        return {
+            "commit": self.commit,
+            "active": {n: {"commit": a.commit, "tree": a.tree} for n, a in sorted(self.active.items())},
+            "invalid": {n: [p.to_json() for p in i.problems] for n, i in sorted(self.invalid.items())},
+            "errors": [p.to_json() for p in self.errors],
+            "warnings": [p.to_json() for p in self.warnings],
+            "changes": self.changes.to_json() if self.changes else None,
+            "schedules": [s.id for s in self.schedules],
+        }
+
+
+def deploy_commit(
+    repository: git.GitRepo, commit: str, snapshots: Path, previous: Deployment | None
+) -> Deployment:
+    """Discover the repository at `commit` and merge it over `previous` (see module doc)."""
+    info = git.commit_info(repository, commit)
+    root = git.snapshot_tree(repository, info.tree, "", snapshots)
+    config, config_problems = check_repo_config(root)
+    errors = [p for p in config_problems if p.severity is Severity.ERROR]
+    warnings = [p for p in config_problems if p.severity is Severity.WARNING]
+    if config is None:
+        if previous is None or previous.config is None:
+            return Deployment(commit, info.tree, None, errors=tuple(errors), warnings=tuple(warnings))
+        config = previous.config
+        errors = [_kept(p, "the previous valid configuration stays active") for p in errors]
+    discovery = discover(root, config)
+    warnings.extend(discovery.warnings)
+    errors.extend(p for p in discovery.problems if p.severity is Severity.ERROR)
+    base = normalise_pipelines_dir(config.pipelines_dir)
+    old_active = previous.active if previous else {}
+    changes = change_set(
+        repository, previous.commit if previous else None, commit, config.pipelines_dir
+    )
+    active: dict[str, ActivePipeline] = {}
+    for name, pipeline in discovery.pipelines.items():
+        tree = git.tree_id(repository, info.tree, f"{base}/{name}".strip("/"))
+        active[name] = ActivePipeline(pipeline, commit, tree)
+    for name, invalid in discovery.invalid.items():
+        if name in old_active:
+            active[name] = old_active[name]
+            note = f"the last valid version (commit {old_active[name].commit[:10]}) stays active"
+            errors.extend(_kept(p, note) for p in invalid.problems if p.severity is Severity.ERROR)
+    schedules = _schedules(root, active, discovery.invalid, previous, errors, warnings)
+    return Deployment(
+        commit=commit,
+        root_tree=info.tree,
+        config=config,
+        active=active,
+        invalid=dict(discovery.invalid),
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+        changes=changes,
+        schedules=schedules,
+    )
+
+
+def _schedules(root: Path, active: Mapping[str, ActivePipeline], invalid: Mapping[str, object],
+               previous: Deployment | None, errors: list[Problem],
+               warnings: list[Problem]) -> tuple[Schedule, ...]:
+    """The schedule set to activate (see the module doc); appends its problems."""
+    found = check_schedules(read_schedules_file(root), {n: a.pipeline for n, a in active.items()},
+                            root=root, invalid_pipelines=[n for n in invalid if n not in active])
+    warnings.extend(p for p in found.problems if p.severity is Severity.WARNING)
+    if not found.errors:
+        return found.schedules
+    if previous is None or previous.config is None:
+        errors.extend(found.errors)
+        return found.schedules
+    errors.extend(_kept(p, "the last valid schedules stay active") for p in found.errors)
+    return tuple(s for s in previous.schedules if s.pipeline in active)
+
+
+def _kept(problem: Problem, note: str) -> Problem:
+    return Problem(problem.file, problem.field, f"{problem.message} ({note})", problem.severity,
+                   problem.pipeline)
+
+
+def dependencies_changed(old: Deployment | None, new: Deployment) -> list[str]:
+    """Active pipelines whose dependencies must be pre-heated: every one on the first sync;
+    then those whose requirements.txt or python_version changed (or that are new)."""
+    names = []
+    for name, current in sorted(new.active.items()):
+        if current.pipeline.requirements is None:
+            continue
+        before = old.active.get(name) if old else None
+        if before is None or _deps_key(before) != _deps_key(current):
+            names.append(name)
+    return names
+
+
+def _deps_key(active: ActivePipeline) -> tuple[str | None, bytes | None]:
+    requirements = active.pipeline.requirements
+    text = Path(requirements).read_bytes() if requirements and Path(requirements).exists() else None
+    return active.pipeline.python_version, text
+
+
+def workdir_for(repository: git.GitRepo, active: ActivePipeline, snapshots: Path) -> Path:
+    """The immutable snapshot of the pipeline's folder a run executes in (created on demand)."""
+    return git.snapshot_tree(repository, active.tree, "", snapshots)
+
+
+def save_deployment(deployment: Deployment, path: Path) -> None:
+    """Remember which commit and tree each active pipeline runs, for the next start."""
+    data = {"commit": deployment.commit,
+            "active": {n: {"commit": a.commit, "tree": a.tree} for n, a in deployment.active.items()}}
+    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def restore_deployment(repository: git.GitRepo, snapshots: Path, path: Path) -> Deployment | None:
+    """The deployment `save_deployment` remembered, rebuilt from git (None when there is none):
+    pipelines kept at an older valid version come back at that version."""
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        base = deploy_commit(repository, saved["commit"], snapshots, None)
+    except (ValueError, KeyError, FastflowError) as exc:
+        logger.warning("cannot restore the last deployment from %s (%s); starting afresh", path, exc)
+        return None
+    active = dict(base.active)
+    for name, where in saved.get("active", {}).items():
+        if name in active and active[name].tree == where["tree"]:
+            continue
+        try:
+            older = deploy_commit(repository, where["commit"], snapshots, None)
+        except FastflowError:
+            continue
+        if name in older.active:
+            active[name] = older.active[name]
+    return Deployment(base.commit, base.root_tree, base.config, active, base.invalid,
+                      base.errors, base.warnings, None, base.schedules)

@@ -1,0 +1,352 @@
+"""Find the pipelines of a repository: folders under `pipelines_dir`, validated one by one.
+
+A pipeline is a direct sub-folder of `pipelines_dir` with `main.py` (or `main.ipynb` when its
+metadata says `"type": "notebook"`). Each folder is judged on its own, so one invalid pipeline
+never hides the others; then checks that span pipelines run (duplicate webhook keys, downstream
+triggers naming a missing pipeline). Reads the file system; all parsing is in `config`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
+from fastflow.config.values import NAME_RE
+from fastflow.humanize import did_you_mean
+from fastflow.errors import PipelineNotFound
+from fastflow.model import (
+    InvalidPipeline,
+    Pipeline,
+    PipelineType,
+    Problem,
+    RepoConfig,
+    Severity,
+)
+from fastflow.config.view import resolved_view
+
+__all__ = ["Discovery", "discover", "find_pipeline", "resolved_view"]
+
+ENTRY = {PipelineType.SCRIPT: "main.py", PipelineType.NOTEBOOK: "main.ipynb"}
+REQUIREMENTS = "requirements.txt"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What `discover` found: valid and invalid pipelines by name, and repository-level problems.
+
+    `problems` holds findings that belong to no single pipeline (a missing `pipelines_dir`);
+    each invalid pipeline carries its own problems, each valid one its warnings.
+    """
+
+    root: Path
+    pipelines_dir: str
+    pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
+    invalid: Mapping[str, InvalidPipeline] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        """Every pipeline name, valid or not, sorted."""
+        return sorted({*self.pipelines, *self.invalid})
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        """Repository-level warnings and the warnings of every valid pipeline."""
+        found = [p for p in self.problems if p.severity is Severity.WARNING]
+        for pipeline in self.pipelines.values():
+            found.extend(pipeline.warnings)
+        return tuple(found)
+
+    def all_problems(self) -> list[Problem]:
+        """Every error and warning of the repository's pipelines, in name order."""
+        found = list(self.problems)
+        for name in self.names:
+            if name in self.invalid:
+                found.extend(self.invalid[name].problems)
+            else:
+                found.extend(self.pipelines[name].warnings)
+        return found
+
+
+def discover(root: Path, config: RepoConfig) -> Discovery:
+    """Find and validate every pipeline of the repository at `root` under `config.pipelines_dir`.
+
+    Never raises for bad pipelines: each becomes an `InvalidPipeline` with its problems. Folders
+    starting with "." or "_" and folders with neither an entry point nor a metadata file are not
+    pipelines and are skipped silently.
+    """
+    root = Path(root).resolve()
+    base = root / config.pipelines_dir
+    problem = _check_pipelines_dir(root, base, config)
+    if problem is not None:
+        return Discovery(root, config.pipelines_dir, problems=(problem,))
+    pipelines: dict[str, Pipeline] = {}
+    invalid: dict[str, InvalidPipeline] = {}
+    for folder in sorted(base.iterdir(), key=lambda p: p.name):
+        found = _inspect(root, folder, config)
+        if isinstance(found, Pipeline):
+            pipelines[found.name] = found
+        elif isinstance(found, InvalidPipeline):
+            invalid[found.name] = found
+    _check_webhook_keys(root, pipelines, invalid)
+    _resolve_triggers(root, pipelines, invalid)
+    return Discovery(root, config.pipelines_dir, pipelines, invalid)
+
+
+def find_pipeline(discovery: Discovery, name: str) -> Pipeline:
+    """The valid pipeline called `name`; `PipelineNotFound` says why when there is none.
+
+    An invalid pipeline's message lists its errors; an unknown name gets a did-you-mean.
+    """
+    if name in discovery.pipelines:
+        return discovery.pipelines[name]
+    if name in discovery.invalid:
+        errors = [p for p in discovery.invalid[name].problems if p.severity is Severity.ERROR]
+        lines = "\n".join(f"  {p}" for p in errors)
+        raise PipelineNotFound(f'pipeline "{name}" is invalid; fix it first:\n{lines}')
+    where = (
+        "the repository root" if discovery.pipelines_dir == "."
+        else f'"{discovery.pipelines_dir}"'
+    )
+    hint = did_you_mean(name, discovery.names)
+    if not hint and not discovery.names:
+        hint = "; it has no pipelines"
+    raise PipelineNotFound(f'no pipeline named "{name}" in {where}{hint}')
+
+
+# --- one folder ------------------------------------------------------------------------------
+
+
+def _check_pipelines_dir(root: Path, base: Path, config: RepoConfig) -> Problem | None:
+    if not _inside(root, base.resolve()):
+        return Problem(
+            CONFIG_FILE, "pipelines_dir",
+            f'"{config.pipelines_dir}" leads outside the repository (to {base.resolve()}); '
+            "use a folder inside it",
+        )
+    if not base.is_dir():
+        explicit = config.sources.get("pipelines_dir") == CONFIG_FILE
+        return Problem(
+            CONFIG_FILE, "pipelines_dir",
+            f'"{config.pipelines_dir}" is not a folder of the repository; create it or set '
+            "pipelines_dir in .fastflow/config.yaml",
+            Severity.ERROR if explicit else Severity.WARNING,
+        )
+    return None
+
+
+def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | InvalidPipeline | None:
+    name = folder.name
+    if name.startswith((".", "_")) or not folder.is_dir():
+        return None
+    files = {
+        key: folder / key
+        for key in ("main.py", "main.ipynb", "pipeline.json", f"{name}.json", REQUIREMENTS)
+    }
+    present = {key for key, path in files.items() if os.path.lexists(path)}
+    if not present & {"main.py", "main.ipynb", "pipeline.json", f"{name}.json"}:
+        return None
+    rel_folder = _rel(root, folder)
+    problems: list[Problem] = []
+    if not NAME_RE.fullmatch(name):
+        problems.append(Problem(
+            rel_folder, "",
+            f'"{name}" is not a valid pipeline name; rename the folder using 1-63 letters, '
+            "digits, '_', '.' or '-', starting with a letter or digit",
+            pipeline=name,
+        ))
+    if folder.is_symlink() and not _inside(root, folder.resolve()):
+        problems.append(Problem(
+            rel_folder, "",
+            f"is a symlink to {folder.resolve()}, outside the repository; move the pipeline "
+            "into the repository",
+            pipeline=name,
+        ))
+        return InvalidPipeline(name, folder, tuple(problems))
+    unsafe = {key for key in present if _bad_link(root, files[key], name, problems)}
+    return _build(root, folder, files, present, unsafe, problems, config)
+
+
+def _bad_link(root: Path, path: Path, name: str, problems: list[Problem]) -> bool:
+    """Record a problem and return True when `path` is a symlink that must not be followed."""
+    if not path.is_symlink():
+        return False
+    target = Path(os.path.realpath(path))
+    if not _inside(root, target):
+        message = (
+            f"is a symlink to {target}, outside the repository; copy the file into the "
+            "repository instead"
+        )
+    elif not target.exists():
+        message = f"is a symlink to {target}, which does not exist"
+    else:
+        return False
+    problems.append(Problem(_rel(root, path), "", message, pipeline=name))
+    return True
+
+
+def _build(
+    root: Path, folder: Path, files: dict[str, Path], present: set[str], unsafe: set[str],
+    problems: list[Problem], config: RepoConfig,
+) -> Pipeline | InvalidPipeline:
+    """Parse the metadata and judge the entry point; files in `unsafe` exist but are not read."""
+    name = folder.name
+    meta_key = _metadata_key(name, present)
+    if meta_key == "pipeline.json" and f"{name}.json" in present:
+        problems.append(Problem(
+            _rel(root, files[f"{name}.json"]), "",
+            "ignored because pipeline.json exists; merge it into pipeline.json or delete it",
+            Severity.WARNING, name,
+        ))
+    if meta_key in unsafe:
+        meta_key = None
+    text = _read(root, files[meta_key], name, problems) if meta_key else None
+    meta_file = _rel(root, files[meta_key]) if meta_key else _rel(root, folder)
+    parsed = parse_pipeline_metadata(text, name=name, file=meta_file, config=config)
+    problems.extend(parsed.problems)
+    entry = ENTRY[parsed.type]
+    _check_entry(
+        parsed, entry, present, _metadata_key(name, present), meta_file, _rel(root, folder),
+        problems, name,
+    )
+    if any(p.severity is Severity.ERROR for p in problems):
+        return InvalidPipeline(name, folder, tuple(problems))
+    return Pipeline(
+        name=name, path=folder, entry=entry,
+        metadata_file=files[meta_key] if meta_key else None,
+        requirements=files[REQUIREMENTS] if REQUIREMENTS in present - unsafe else None,
+        **parsed.values,
+        warnings=tuple(problems),
+        sources=dict(parsed.sources),
+    )
+
+
+def _metadata_key(name: str, present: set[str]) -> str | None:
+    if "pipeline.json" in present:
+        return "pipeline.json"
+    return f"{name}.json" if f"{name}.json" in present else None
+
+
+def _check_entry(
+    parsed: Any, entry: str, present: set[str], meta_key: str | None, meta_file: str,
+    rel_folder: str, problems: list[Problem], name: str,
+) -> None:
+    if entry in present:
+        return
+    if parsed.type is PipelineType.NOTEBOOK:
+        problems.append(Problem(
+            meta_file, "type",
+            'is "notebook" but the folder has no main.ipynb; add main.ipynb or set "type": "script"',
+            pipeline=name,
+        ))
+        return
+    type_unknown = any(p.field in ("", "type") for p in parsed.errors)
+    if "main.ipynb" in present and type_unknown:
+        return  # the metadata is broken; its own errors say so, guessing the entry would mislead
+    if "main.ipynb" in present:
+        target = meta_key or "pipeline.json"
+        message = f'has main.ipynb but no main.py; add "type": "notebook" to {target} to run the notebook'
+    else:
+        message = f'has {meta_key} but no main.py; add main.py (or main.ipynb with "type": "notebook")'
+    problems.append(Problem(rel_folder, "", message, pipeline=name))
+
+
+def _read(root: Path, path: Path, name: str, problems: list[Problem]) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem(_rel(root, path), "", "is not UTF-8 text; save it as UTF-8", pipeline=name))
+    except OSError as exc:
+        problems.append(Problem(_rel(root, path), "", f"cannot be read: {exc.strerror}", pipeline=name))
+    return "{}"
+
+
+# --- across pipelines --------------------------------------------------------------------------
+
+
+def _check_webhook_keys(
+    root: Path, pipelines: dict[str, Pipeline], invalid: dict[str, InvalidPipeline]
+) -> None:
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for pipeline in pipelines.values():
+        for field_path, key in _webhook_keys(pipeline):
+            owners.setdefault(key, []).append((pipeline.name, field_path))
+    clashes: dict[str, list[Problem]] = {}
+    for users in owners.values():
+        for name, field_path in users:
+            for other, other_field in users:
+                if other == name:
+                    continue
+                clashes.setdefault(name, []).append(Problem(
+                    _meta_rel(root, pipelines[name]), field_path,
+                    f'is the same webhook key as pipeline "{other}" ({other_field}); webhook keys '
+                    "must be unique across pipelines",
+                    pipeline=name,
+                ))
+    for name, errors in clashes.items():
+        pipeline = pipelines.pop(name)
+        invalid[name] = InvalidPipeline(name, pipeline.path, (*pipeline.warnings, *errors))
+
+
+def _webhook_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
+    keys = [("webhook_key", pipeline.webhook_key)] if pipeline.webhook_key else []
+    for index, rc in enumerate(pipeline.run_configs):
+        if rc.webhook_key:
+            keys.append((f"schedules[{index}].webhook_key", rc.webhook_key))
+    return keys
+
+
+def _resolve_triggers(
+    root: Path, pipelines: dict[str, Pipeline], invalid: dict[str, InvalidPipeline]
+) -> None:
+    names = sorted({*pipelines, *invalid})
+    for name, pipeline in list(pipelines.items()):
+        triggers, warnings = [], list(pipeline.warnings)
+        for index, trigger in enumerate(pipeline.downstream):
+            reason, hint = _inert_reason(trigger, pipelines, invalid, names)
+            if reason is not None:
+                trigger = replace(trigger, inert_reason=reason)
+                warnings.append(Problem(
+                    _meta_rel(root, pipeline), f"downstream_triggers[{index}].pipeline",
+                    f"{reason}; this trigger will not fire{hint}", Severity.WARNING, name,
+                ))
+            triggers.append(trigger)
+        pipelines[name] = replace(pipeline, downstream=tuple(triggers), warnings=tuple(warnings))
+
+
+def _inert_reason(
+    trigger: Any, pipelines: Mapping[str, Pipeline], invalid: Mapping[str, InvalidPipeline],
+    names: list[str],
+) -> tuple[str | None, str]:
+    """Why a trigger cannot fire (None when it can) and a did-you-mean suffix."""
+    target = trigger.pipeline
+    if target in invalid:
+        return f'pipeline "{target}" is invalid', ""
+    if target not in pipelines:
+        return f'no pipeline named "{target}"', did_you_mean(target, names)
+    if trigger.run_config_id is not None:
+        ids = [rc.id for rc in pipelines[target].run_configs]
+        if trigger.run_config_id not in ids:
+            hint = did_you_mean(trigger.run_config_id, ids)
+            return f'pipeline "{target}" has no run configuration "{trigger.run_config_id}"', hint
+    return None, ""
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _meta_rel(root: Path, pipeline: Pipeline) -> str:
+    return _rel(root, pipeline.metadata_file or pipeline.path)

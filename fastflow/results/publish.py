@@ -1,0 +1,154 @@
+"""Publishing the status site on the results branch: the pages a finished run or a sync changes.
+
+Pages live under `site/` on the branch, committed together with the run record that changed
+them (`fastflow.store`). A finished run re-renders only its run page, its pipeline's index and
+newest history page, and the overview (see `fastflow.site.pages_for_new_run`); a sync that
+changes the configuration re-renders the overview and the index of each changed pipeline.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Callable, Iterable, Mapping
+
+from fastflow.defaults import HEARTBEAT_INTERVAL
+from fastflow.deploy.deployment import Deployment
+from fastflow.model import RunStatus
+from fastflow.record import RunRecord
+from fastflow.site import (
+    DEFAULT_PAGE_SIZE,
+    PipelineSummary,
+    SiteData,
+    pages_for_new_run,
+    render_overview,
+    render_pipeline_index,
+    render_pipeline_pages,
+    run_path,
+)
+from fastflow.site.views import block_count, history_name
+from fastflow.results.store import ResultsStore
+
+SITE_PREFIX = "site/"
+
+
+def summaries_from_json(summary: Mapping) -> dict[str, PipelineSummary]:
+    """`summary.json` of the results branch as the site's per-pipeline summaries."""
+    found = {}
+    for name, entry in (summary.get("pipelines") or {}).items():
+        recent = entry.get("recent") or []
+        last = recent[-1] if recent else {}
+        finished = last.get("finished_at")
+        found[name] = PipelineSummary(
+            last_status=RunStatus(last["status"]) if last else None,
+            last_run_id=last.get("run_id"),
+            last_time=datetime.fromisoformat(finished) if finished else None,
+            last_duration_s=last.get("duration_s"),
+            recent_statuses=tuple(RunStatus(r["status"]) for r in recent),
+            recent_durations=tuple(r.get("duration_s") for r in recent),
+            recent_run_ids=tuple(r["run_id"] for r in recent),
+        )
+    return found
+
+
+def runs_recorded(summary: Mapping, pipeline: str) -> int:
+    return int(((summary.get("pipelines") or {}).get(pipeline) or {}).get("runs_recorded", 0))
+
+
+class SitePublisher:
+    """Renders the pages to commit with each run record or deployment."""
+
+    def __init__(self, store: ResultsStore, clock: Callable[[], datetime],
+                 deployment: Callable[[], Deployment | None],
+                 schedule_info: Callable[[Deployment], tuple[Mapping, Mapping]] | None = None,
+                 heartbeat: Callable[[], datetime | None] = lambda: None,
+                 heartbeat_interval_s: float = HEARTBEAT_INTERVAL,
+                 stopped_at: Callable[[], datetime | None] = lambda: None,
+                 title: str = "Fast-Flow") -> None:
+        self.store = store
+        self.clock = clock
+        self.deployment = deployment
+        self.schedule_info = schedule_info  # deployment -> (schedules, next_runs) per pipeline
+        self.heartbeat = heartbeat
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.stopped_at = stopped_at
+        self.title = title
+        self.lock = threading.Lock()  # pages and the record they belong to commit in order
+
+    def site_data(self, summary: Mapping) -> SiteData:
+        deployment = self.deployment()
+        schedules, next_runs = ({}, {})
+        if deployment is not None and self.schedule_info is not None:
+            schedules, next_runs = self.schedule_info(deployment)
+        return SiteData(
+            now=self.clock(),
+            pipelines=deployment.pipelines if deployment else {},
+            invalid=dict(deployment.invalid) if deployment else {},
+            config_problems=tuple(deployment.errors) if deployment else (),
+            summaries=summaries_from_json(summary),
+            schedules=schedules,
+            next_runs=next_runs,
+            heartbeat=self.heartbeat(),
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            stopped_at=self.stopped_at(),
+            title=self.title,
+        )
+
+    def pages_for_run(self, record: RunRecord, log_text: str) -> dict[str, bytes]:
+        """The site pages `record` changes, as results-branch paths."""
+        summary = self.store.read_summary()
+        earlier = [r for r in self.store.list_runs(record.pipeline, limit=DEFAULT_PAGE_SIZE + 1)
+                   if r.run_id != record.run_id]
+        recent = sorted([record, *earlier], key=lambda r: r.run_id, reverse=True)
+        total = runs_recorded(summary, record.pipeline) + 1
+        pages = pages_for_new_run(self.site_data(summary), record, log_text,
+                                  recent[: DEFAULT_PAGE_SIZE + 1], total)
+        return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+    def pages_for_pipelines(self, names: Iterable[str]) -> dict[str, bytes]:
+        """The overview and the index pages of `names` (after a sync changed them)."""
+        summary = self.store.read_summary()
+        data = self.site_data(summary)
+        pages = render_overview(data)
+        for name in sorted(set(names)):
+            if name not in data.pipelines:
+                continue
+            recent = self.store.list_runs(name, limit=DEFAULT_PAGE_SIZE)
+            pages.update(render_pipeline_index(data, name, recent, runs_recorded(summary, name)))
+        return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+    def apply_retention(self, name: str, now: datetime, keep_runs: int | None,
+                        keep_days: int | None) -> list[str]:
+        """Remove `name`'s runs beyond the retention (records, logs, run pages), then commit the
+        pages that changes (`retention_pages`). Returns the removed run ids."""
+        return apply_site_retention(self.store, name, now, keep_runs, keep_days,
+                                    lambda: self.site_data(self.store.read_summary()))
+
+
+def retention_pages(data: SiteData, name: str, runs: list[RunRecord],
+                    runs_before: int) -> dict[str, bytes | None]:
+    """The pages to commit after retention removed runs of `name` (`runs`: what is left,
+    newest first; `runs_before`: how many there were): its index and every history page (page 1
+    holds the oldest runs, so every page shifts), the overview, and deletions of the history
+    pages that no longer exist."""
+    pages: dict[str, bytes | None] = {**render_overview(data),
+                                      **render_pipeline_pages(data, name, runs)}
+    for block in range(block_count(len(runs), DEFAULT_PAGE_SIZE) + 1,
+                       block_count(runs_before, DEFAULT_PAGE_SIZE) + 1):
+        pages[f"pipelines/{name}/{history_name(block)}"] = None
+    return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+
+def apply_site_retention(store: ResultsStore, name: str, now: datetime, keep_runs: int | None,
+                         keep_days: int | None, site_data: Callable[[], SiteData]) -> list[str]:
+    """Retention of one pipeline with its site pages: removes records, logs and run pages in
+    one commit, then commits `retention_pages`. Shared by the daemon and `fastflow results
+    prune`, which differ only in where the site's data comes from."""
+    before = runs_recorded(store.read_summary(), name)
+    removed = store.apply_retention(
+        name, now, keep_runs, keep_days,
+        extra_paths=lambda run_id: [SITE_PREFIX + run_path(name, run_id)])
+    if removed:
+        runs = store.list_runs(name, limit=10**9)
+        store.write_files(retention_pages(site_data(), name, runs, before),
+                          f"site after retention of {name}", commit=True)
+    return removed

@@ -1,0 +1,193 @@
+"""Output capture: the capped run log, secret masking, and the log file format.
+
+Every line an executor produces goes through a `LogCapture`, which is itself an `OutputSink`:
+it masks secret values, stores the line in a byte-capped buffer and forwards the masked line to
+another sink (the CLI's live display). The capture is thread-safe: an executor's stdout and
+stderr reader threads call it at the same time.
+
+Log file format (one line per output line, UTF-8, `\\n`-terminated)::
+
+    2026-11-22T14:30:00.123Z stdout | text as printed
+    2026-11-22T14:30:00.125Z stderr | Traceback (most recent call last):
+    2026-11-22T14:30:01.000Z runner | attempt 2 of 3 starting after a 2s wait
+
+The timestamp is UTC with milliseconds; the stream is `stdout`, `stderr` or `runner` (lines
+written by Fast-Flow itself: attempt boundaries, timeouts, cancels), always six characters so
+the text column lines up; ` | ` separates the prefix from the text, which is kept as printed
+(only its line ending is removed).
+
+Cap: the log keeps at most about `cap_bytes` bytes. The first half of the budget keeps the
+head (the first lines), the second half keeps the tail (the most recent lines; the last lines
+before the process ended are therefore never lost). When lines were dropped, one marker line
+without prefix sits between head and tail::
+
+    --- 12345 bytes omitted by Fast-Flow (log cap 5.0 MiB) ---
+
+A single line longer than half the cap is cut to fit and ends with ` [line cut by Fast-Flow]`.
+
+Masking: `Masker` replaces every occurrence of each secret value with `***`, per line, before
+the line is stored or forwarded. Executors hand over whole lines (never raw chunks), so a value
+split across two reads of a pipe is still masked; a multi-line value (a PEM key) is masked
+line by line.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from typing import Iterable
+
+from fastflow.executors.base import OutputLine, OutputSink
+from fastflow.humanize import format_size
+
+RUNNER = "runner"  # the stream of lines written by Fast-Flow itself
+MASK = "***"
+CUT_SUFFIX = " [line cut by Fast-Flow]"
+
+
+def format_timestamp(at: datetime) -> str:
+    """`at` as UTC ISO 8601 with milliseconds and a `Z`, e.g. `2026-11-22T14:30:00.123Z`."""
+    at = at.astimezone(timezone.utc)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def format_line(line: OutputLine) -> str:
+    """One output line in the log file format (without its newline)."""
+    return f"{format_timestamp(line.at)} {line.stream:<6} | {line.text}"
+
+
+def parse_line(raw: str) -> OutputLine | None:
+    """A line of the log file format back into an `OutputLine` (None for anything else, e.g.
+    the omitted marker): the inverse of `format_line`, to the millisecond."""
+    stamp, sep, rest = raw.partition(" ")
+    if not sep or rest[6:9] != " | " or not stamp.endswith("Z"):
+        return None
+    try:
+        at = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return OutputLine(rest[:6].rstrip(), rest[9:], at)
+
+
+def omitted_marker(omitted: int, cap_bytes: int) -> str:
+    """The line that replaces the dropped middle of a capped log."""
+    return f"--- {omitted} bytes omitted by Fast-Flow (log cap {format_size(cap_bytes)}) ---"
+
+
+class Masker:
+    """Replaces secret values with `***` in text, longest value first.
+
+    Empty values are ignored (they would match everywhere). A value containing newlines is
+    registered as each of its non-blank lines, because output is masked one line at a time.
+    """
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        self._values: list[str] = []
+        self._lock = threading.Lock()
+        self.add(values)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Register more secret values to mask from now on."""
+        pieces = set(self._values)
+        for value in map(str, values):
+            if "\n" in value or "\r" in value:
+                pieces.update(p.strip() for p in value.splitlines() if p.strip())
+            elif value:
+                pieces.add(value)
+        with self._lock:
+            self._values = sorted(pieces, key=lambda v: (-len(v), v))
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def mask(self, text: str) -> str:
+        """`text` with every registered value replaced by `***`."""
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+
+class LogCapture:
+    """A thread-safe `OutputSink` keeping a capped head+tail log; see the module docstring.
+
+    `forward`, when given, receives every (masked) line as it arrives, for live display.
+    """
+
+    def __init__(
+        self,
+        cap_bytes: int,
+        forward: OutputSink | None = None,
+        masker: Masker | None = None,
+    ) -> None:
+        if cap_bytes < 2:
+            raise ValueError(f"log cap must be at least 2 bytes, got {cap_bytes}")
+        self.cap_bytes = cap_bytes
+        self._half = cap_bytes // 2
+        self._forward = forward
+        self._masker = masker or Masker()
+        self._lock = threading.Lock()
+        self._head: list[str] = []
+        self._head_bytes = 0
+        self._head_full = False
+        self._tail: deque[str] = deque()
+        self._tail_bytes = 0
+        self._total_bytes = 0
+
+    def __call__(self, line: OutputLine) -> None:
+        if self._masker:
+            line = OutputLine(line.stream, self._masker.mask(line.text), line.at)
+        rendered = self._fit(format_line(line)) + "\n"
+        size = len(rendered.encode("utf-8"))
+        with self._lock:
+            self._store(rendered, size)
+        if self._forward is not None:
+            self._forward(line)
+
+    def _fit(self, rendered: str) -> str:
+        data = rendered.encode("utf-8")
+        if len(data) + 1 <= self._half:
+            return rendered
+        room = max(self._half - 1 - len(CUT_SUFFIX.encode("utf-8")), 0)
+        return data[:room].decode("utf-8", errors="ignore") + CUT_SUFFIX
+
+    def _store(self, rendered: str, size: int) -> None:
+        self._total_bytes += size
+        if not self._head_full and self._head_bytes + size <= self._half:
+            self._head.append(rendered)
+            self._head_bytes += size
+            return
+        self._head_full = True
+        self._tail.append(rendered)
+        self._tail_bytes += size
+        while self._tail_bytes > self._half and self._tail:
+            self._tail_bytes -= len(self._tail.popleft().encode("utf-8"))
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of every line ever received (as formatted), kept or not."""
+        return self._total_bytes
+
+    @property
+    def omitted_bytes(self) -> int:
+        """Bytes dropped from the middle of the log by the cap."""
+        with self._lock:
+            return self._total_bytes - self._head_bytes - self._tail_bytes
+
+    @property
+    def truncated(self) -> bool:
+        return self.omitted_bytes > 0
+
+    def text(self) -> str:
+        """The log file contents: head, the omitted marker when lines were dropped, tail."""
+        with self._lock:
+            omitted = self._total_bytes - self._head_bytes - self._tail_bytes
+            parts = list(self._head)
+            if omitted:
+                parts.append(omitted_marker(omitted, self.cap_bytes) + "\n")
+            parts.extend(self._tail)
+        return "".join(parts)
+
+    def emit(self, text: str, at: datetime) -> None:
+        """Write a line of Fast-Flow's own (stream `runner`) into the log and the forward sink."""
+        self(OutputLine(RUNNER, text, at))

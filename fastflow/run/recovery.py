@@ -1,0 +1,197 @@
+"""Finishing a run that a dead daemon left behind: re-attach to its attempt, then record it.
+
+When `fastflow serve` dies (`kill -9`, power loss) while a run's container is running, the
+container goes on (nothing removes it but its owner). The next daemon finds the run in its
+journal and asks the executor to re-attach (`Executor.reattach`), which supervises the attempt
+to its end exactly as a fresh one (timeout counted from the container's start, OOM, cancel)
+and hands over the output the dead daemon had not yet written to the live log. This module is
+the daemon-side half: what the live log says was already delivered, which attempts ran before,
+and the run's record and capped log once the attempt ended.
+
+The re-attached attempt is the run's last: a `failed`, `timed_out` or `oom_killed` attempt is
+recorded as the run's outcome even when its retry policy allows more attempts. The daemon that
+owned the retries died, and retrying from the restarted one would run the pipeline again at an
+older commit with its secrets loaded anew, possibly in a loop when the pipeline is what brings
+the host down; the record says so (`not retried after the daemon restarted`) and a new run is
+one `fastflow run --remote` away.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from fastflow.run.capture import RUNNER, LogCapture, Masker, parse_line
+from fastflow.errors import ExecutorError
+from fastflow.executors.base import (
+    STDERR, STDOUT, Clock, Executor, OutputLine, OutputSink, ReattachedAttempt,
+)
+from fastflow.model import Pipeline, RunStatus
+from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord
+from fastflow.run.runner import RunOutcome, RunSettings, downstream_to_fire, should_retry
+
+logger = logging.getLogger(__name__)
+
+# The runner's own lines (see runner._run_attempts), read back from the live log.
+_STARTED = re.compile(r"^attempt (\d+) of (\d+) started$")
+_RETRY = re.compile(r"^retry \d+: attempt (\d+) of (\d+) starts in ([0-9.e+-]+)s$")
+_ENDED = re.compile(r"^attempt (\d+) of (\d+) ([a-z_]+)(?: \(exit code (-?\d+)\))?(?::|$)")
+
+
+def delivered_lines(live_text: str, attempt: int) -> dict[str, int]:
+    """How many stdout and stderr lines of attempt `attempt` the live log already holds: those
+    after the runner's last `attempt N of M started` line ({} when it has no such line)."""
+    counts: dict[str, int] | None = None
+    for raw in live_text.splitlines():
+        line = parse_line(raw)
+        if line is None:
+            continue
+        if line.stream == RUNNER:
+            match = _STARTED.match(line.text)
+            if match and int(match[1]) == attempt:
+                counts = {STDOUT: 0, STDERR: 0}
+        elif counts is not None and line.stream in counts:
+            counts[line.stream] += 1
+    return counts or {}
+
+
+def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
+    """The attempts the live log shows (by number, ended or not) and the total it announced."""
+    attempts: dict[int, Attempt] = {}
+    waits: dict[int, float] = {}
+    total = None
+    for raw in live_text.splitlines():
+        line = parse_line(raw)
+        if line is None or line.stream != RUNNER:
+            continue
+        if match := _RETRY.match(line.text):
+            waits[int(match[1])] = float(match[3])
+        elif match := _STARTED.match(line.text):
+            n, total = int(match[1]), int(match[2])
+            attempts[n] = Attempt(n, line.at, None, None, RunStatus.RUNNING, waits.get(n, 0.0))
+        elif (match := _ENDED.match(line.text)) and int(match[1]) in attempts:
+            try:
+                status = RunStatus(match[3])
+            except ValueError:
+                continue
+            code = int(match[4]) if match[4] is not None else None
+            attempts[int(match[1])] = replace(attempts[int(match[1])], finished_at=line.at,
+                                              exit_code=code, status=status)
+    return attempts, total
+
+
+def attempt_summary(n: int, total: int, status: RunStatus, exit_code: int | None,
+                    error: ErrorInfo | None) -> str:
+    """The runner's line closing an attempt (same words as `runner._attempt_summary`)."""
+    text = f"attempt {n} of {total} {status.value}"
+    if exit_code is not None:
+        text += f" (exit code {exit_code})"
+    return text + (f": {error.message}" if error else "")
+
+
+def capped_log(live_text: str, cap_bytes: int) -> LogCapture:
+    """The live log (already masked) replayed into a capture: the run log with its cap."""
+    capture = LogCapture(cap_bytes)
+    for raw in live_text.splitlines():
+        line = parse_line(raw)
+        if line is not None:
+            capture(line)
+    return capture
+
+
+def attempt_error(found: ReattachedAttempt, pipeline: Pipeline | None) -> ErrorInfo | None:
+    """The attempt's error as the runner would word it."""
+    result = found.result
+    if result.status is RunStatus.SUCCEEDED:
+        return None
+    if result.error is not None:
+        return result.error
+    if result.status is RunStatus.FAILED:
+        entry = pipeline.entry if pipeline is not None else "the pipeline"
+        return ErrorInfo("exit_code", f"{entry} exited with code {result.exit_code}")
+    return ErrorInfo(result.status.value, result.status.value)
+
+
+def would_retry(found: ReattachedAttempt, settings: RunSettings | None) -> bool:
+    """Whether the dead daemon would have retried the attempt (it is not: see module doc)."""
+    if settings is None:
+        return False
+    return should_retry(found.result, True, settings.retry, found.attempt)
+
+
+def reattached_record(base: RunRecord, found: ReattachedAttempt, *, earlier: dict[int, Attempt],
+                      error: ErrorInfo | None, pipeline: Pipeline | None,
+                      settings: RunSettings | None, capture: LogCapture,
+                      finished: datetime) -> RunRecord:
+    """The run's record: `base` (identity, trigger, commit, times from the journal) completed
+    with the attempts before (from the live log) and the re-attached one (the run's last)."""
+    result, n = found.result, found.attempt
+    wait_s = earlier[n].wait_before_s if n in earlier else 0.0
+    attempts = [a for k, a in sorted(earlier.items()) if k < n]
+    attempts.append(Attempt(n, result.started_at, result.finished_at, result.exit_code,
+                            result.status, wait_s))
+    if error is not None and len(attempts) > 1:
+        error = ErrorInfo(error.kind, f"{error.message} (after {len(attempts)} attempts)")
+    text = capture.text()
+    limits = {}
+    if settings is not None:
+        limits = {**settings.limits.to_json(), "timeout_s": settings.timeout,
+                  "retry": settings.retry.to_json()}
+    started = base.started_at or result.started_at
+    return replace(
+        base, status=result.status, exit_code=result.exit_code, error=error,
+        environment=result.environment, limits=limits, started_at=started, finished_at=finished,
+        duration_s=round((finished - started).total_seconds(), 3), attempts=tuple(attempts),
+        resources=result.resources, route=result.route,
+        log=LogInfo(base.log.path, len(text.encode("utf-8")), capture.truncated),
+        downstream=tuple(downstream_to_fire(pipeline, result.status, result.route))
+        if pipeline is not None else (),
+    )
+
+
+def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
+                live_sink: OutputSink, masker: Masker | None, pipeline: Pipeline | None,
+                settings: RunSettings | None, cap_bytes: int, clock: Clock,
+                cancel: threading.Event) -> RunOutcome | None:
+    """Re-attach to the attempt of run `base.run_id` and return the run's outcome, or None
+    when nothing of it is left (the caller records it `lost`).
+
+    `base` holds what the journal knows (identity, trigger, commit, queue and start times, log
+    path). The output not yet in the live log (`live_path`) is masked with `masker` and
+    appended through `live_sink`; `masker=None` withholds it (the secrets to mask it with
+    could not be loaded). The record's log is the whole live log, capped at `cap_bytes`.
+    """
+    before = live_path.read_text(encoding="utf-8", errors="replace") if live_path.exists() else ""
+    earlier, total = earlier_attempts(before)
+
+    def note(text: str) -> None:
+        live_sink(OutputLine(RUNNER, text, clock()))
+
+    def sink(line: OutputLine) -> None:
+        if masker is not None:
+            live_sink(OutputLine(line.stream, masker.mask(line.text), line.at))
+
+    note("the daemon restarted: re-attaching to the run's container")
+    if masker is None:
+        note("its output from here on is withheld: the secrets to mask it could not be loaded")
+    try:
+        found = executor.reattach(base.run_id, sink, cancel, lambda n: delivered_lines(before, n))
+    except ExecutorError as exc:
+        logger.warning("run %s: cannot re-attach: %s", base.run_id, exc)
+        found = None
+    if found is None:
+        return None
+    error = attempt_error(found, pipeline)
+    total = total or (settings.retry.attempts + 1 if settings is not None else found.attempt)
+    note(attempt_summary(found.attempt, total, found.result.status, found.result.exit_code, error))
+    if error is not None and would_retry(found, settings):
+        note(f"attempt {found.attempt + 1} of {total} does not start: runs are not retried "
+             "after the daemon restarted")
+        error = ErrorInfo(error.kind, f"{error.message} (not retried after the daemon restarted)")
+    capture = capped_log(live_path.read_text(encoding="utf-8", errors="replace"), cap_bytes)
+    record = reattached_record(base, found, earlier=earlier, error=error, pipeline=pipeline,
+                               settings=settings, capture=capture, finished=clock())
+    return RunOutcome(record, capture.text())

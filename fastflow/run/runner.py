@@ -1,0 +1,478 @@
+"""One run's life: environment, attempts, retries, captured log and the run record.
+
+`run_pipeline(request, executor, clock=...)` drives a run from start to terminal state and
+returns a `RunOutcome`: the full `RunRecord` and the captured (capped, masked) log text, which
+the caller stores (`logs/<pipeline>/<YYYY>/<MM>/<run_id>.log` on the results branch, or a
+file for `fastflow run`). Nothing here prints or reads the process environment.
+
+Decisions, for users and for the code that calls this:
+- Effective settings: a run configuration's `timeout` and `retry` replace the pipeline's when
+  set; its `limits` override the pipeline's field by field.
+- Retries: a run makes at most `retry.attempts + 1` attempts. `failed`, `timed_out` and
+  `oom_killed` attempts are retried; a cancel never is. With `retry_on_exit_codes`, only
+  `failed` attempts whose exit code is listed are retried (not timeouts, not OOM kills).
+  A dependency failure that retrying cannot fix (uv finds no solution, a requirements file it
+  cannot parse, an unknown Python) is not retried; a network failure of uv is.
+- The wait before retry n is `RetryPolicy.wait_before_retry(n)`, spent in the injected
+  `wait(seconds, cancel)`, which returns True when the cancel came during the wait: the run
+  is then `cancelled` with the attempts made so far, and its `exit_code` is null.
+- uv failures: when an attempt fails and, before the program printed anything on stdout, uv
+  wrote an `error: ...` line on stderr that is one of uv's environment errors, the error kind
+  is `dependencies` (or `python` for an interpreter uv cannot find) and the message is uv's
+  reason, naming the requirements file.
+- Downstream triggers (reported in the record, not run here): a trigger with `on_route` fires
+  only when the run's route is one of its labels; otherwise `on_success` fires on `succeeded`
+  and `on_failure` on `failed`, `timed_out` or `oom_killed`. A cancelled run fires none.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping
+
+from fastflow.run.capture import LogCapture, Masker
+from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_LOG_CAP_BYTES
+from fastflow.errors import ConfigError, ExecutorError, SecretsError
+from fastflow.executors.base import (
+    STDERR,
+    STDOUT,
+    AttemptResult,
+    AttemptSpec,
+    Clock,
+    Executor,
+    OutputLine,
+    OutputSink,
+)
+from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig, RunStatus
+from fastflow.record import (
+    Attempt,
+    CommitRef,
+    Environment,
+    ErrorInfo,
+    LogInfo,
+    Resources,
+    RunRecord,
+    Trigger,
+)
+from fastflow.run.env import RunContext, build_env
+
+Wait = Callable[[float, threading.Event], bool]
+
+# uv's first error line when it cannot prepare the environment (before the program runs).
+# Those retrying cannot fix come first; network failures are retried like any failure.
+_UV_PERMANENT = (
+    "No solution found when resolving",
+    "Failed to resolve",
+    "Failed to parse",
+    "File not found",
+    "Failed to read",
+    "Failed to build",
+    "Distribution not found",
+)
+_UV_TRANSIENT = ("Failed to fetch", "Failed to download", "Request failed", "Failed to prepare")
+_UV_PYTHON = ("No interpreter found", "No download found for request")
+
+
+def wait_on_event(seconds: float, cancel: threading.Event) -> bool:
+    """The default `wait`: sleep `seconds` unless cancelled; True when cancelled."""
+    return cancel.wait(seconds)
+
+
+def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
+    """A run id that sorts by time and is unique: `20261122T143000Z-pipeline_a-7f3a`.
+
+    `now` must be timezone-aware (it is written in UTC); `rand` (4 hex characters by default,
+    from the OS's random source) is for tests.
+    """
+    if now.tzinfo is None:
+        raise ValueError("new_run_id needs a timezone-aware datetime")
+    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{pipeline}-{rand if rand is not None else os.urandom(2).hex()}"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run uses once its run configuration is applied over the pipeline."""
+
+    run_config: RunConfig | None
+    timeout: float
+    limits: Limits
+    retry: RetryPolicy
+
+
+def resolve_settings(pipeline: Pipeline, run_config_id: str | None) -> RunSettings:
+    """Apply run configuration `run_config_id` (None: the pipeline's own settings)."""
+    if run_config_id is None:
+        return RunSettings(None, pipeline.timeout, pipeline.limits, pipeline.retry)
+    try:
+        rc = pipeline.run_config(run_config_id)
+    except KeyError:
+        known = ", ".join(r.id for r in pipeline.run_configs) or "none"
+        metadata = pipeline.metadata_file.name if pipeline.metadata_file else "pipeline.json"
+        raise ConfigError(
+            f"pipeline {pipeline.name!r} has no run configuration {run_config_id!r} "
+            f"({metadata}: schedules[].id; known: {known})"
+        ) from None
+    limits = pipeline.limits
+    if rc.limits is not None:
+        overrides = {k: v for k, v in vars(rc.limits).items() if v is not None}
+        limits = replace(limits, **overrides)
+    return RunSettings(
+        rc,
+        rc.timeout if rc.timeout is not None else pipeline.timeout,
+        limits,
+        rc.retry if rc.retry is not None else pipeline.retry,
+    )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything a run needs besides the executor. `workdir` (default: the pipeline's folder)
+    is where it runs, e.g. an immutable snapshot of a commit; `log_path` goes in the record."""
+
+    pipeline: Pipeline
+    run_config_id: str | None = None
+    trigger: Trigger = Trigger()
+    trigger_env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    commit: CommitRef = CommitRef()
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    grace_period: float = DEFAULT_GRACE_PERIOD
+    queued_at: datetime | None = None
+    workdir: Path | None = None
+    log_path: str | None = None
+    # Decrypts the pipeline's secrets at run start (in memory only); a SecretsError it raises
+    # fails the run before any attempt, with the reason. Its values join `secrets`.
+    secrets_loader: Callable[[], Mapping[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What `run_pipeline` returns: the run record and the captured log (file contents)."""
+
+    record: RunRecord
+    log_text: str
+
+
+class _UvFailureWatcher:
+    """An `OutputSink` in front of the capture that spots uv's own error before the program runs."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.saw_stdout = False
+        self.lines: list[str] = []
+
+    def __call__(self, line: OutputLine) -> None:
+        self.sink(line)
+        if line.stream == STDOUT:
+            self.saw_stdout = True
+        elif line.stream == STDERR and not self.saw_stdout and len(self.lines) < 20:
+            if self.lines or line.text.startswith("error: "):
+                self.lines.append(line.text)
+
+    def failure(self) -> tuple[str, str, bool] | None:
+        """(kind, uv's reason, retryable) when uv failed to prepare the environment."""
+        if not self.lines:
+            return None
+        first = self.lines[0][len("error: "):]
+        if first.startswith(_UV_PYTHON):
+            kind, retryable = "python", False
+        elif first.startswith(_UV_PERMANENT):
+            kind, retryable = "dependencies", False
+        elif first.startswith(_UV_TRANSIENT):
+            kind, retryable = "dependencies", True
+        else:
+            return None
+        causes = []
+        for text in self.lines[1:]:
+            text = text.strip().removeprefix("cause:").removeprefix("╰─▶").strip()
+            if text:
+                causes.append(text)
+        return kind, ": ".join([first, *causes]), retryable
+
+
+def _requirements_name(pipeline: Pipeline) -> str | None:
+    if pipeline.requirements is None:
+        return None
+    try:
+        return str(Path(pipeline.requirements).relative_to(pipeline.path))
+    except ValueError:
+        return Path(pipeline.requirements).name
+
+
+def _attempt_error(
+    result: AttemptResult, watcher: _UvFailureWatcher, pipeline: Pipeline, masker: Masker
+) -> tuple[ErrorInfo | None, bool]:
+    """The error of an attempt and whether retrying it can help (before the retry policy)."""
+    status = result.status
+    if status is RunStatus.SUCCEEDED:
+        return None, False
+    if status is RunStatus.FAILED:
+        uv = watcher.failure()
+        if uv is not None:
+            kind, reason, retryable = uv
+            return ErrorInfo(kind, masker.mask(_uv_message(kind, reason, pipeline))), retryable
+        message = f"{pipeline.entry} exited with code {result.exit_code}"
+        return result.error or ErrorInfo("exit_code", message), True
+    defaults = {
+        RunStatus.TIMED_OUT: ErrorInfo("timeout", "timed out"),
+        RunStatus.OOM_KILLED: ErrorInfo("oom", "killed for using more memory than mem_hard_limit"),
+        RunStatus.CANCELLED: ErrorInfo("cancelled", "cancelled"),
+        RunStatus.LOST: ErrorInfo("lost", "the run's process or container vanished"),
+    }
+    error = result.error or defaults.get(status, ErrorInfo(status.value, status.value))
+    return error, status.retryable
+
+
+def _uv_message(kind: str, reason: str, pipeline: Pipeline) -> str:
+    if kind == "python":
+        wanted = pipeline.python_version or "the default Python"
+        return f"uv could not find or install Python {wanted} for pipeline {pipeline.name!r}: {reason}"
+    name = _requirements_name(pipeline)
+    where = f"{name} ({pipeline.requirements})" if name else "its requirements"
+    return f"uv could not install the requirements of pipeline {pipeline.name!r} from {where}: {reason}"
+
+
+def should_retry(
+    result: AttemptResult, retryable: bool, policy: RetryPolicy, attempt: int
+) -> bool:
+    """Whether attempt number `attempt` (1-based), which ended as `result`, is retried."""
+    if attempt > policy.attempts or not retryable or not result.status.retryable:
+        return False
+    if policy.on_exit_codes is not None:
+        return result.status is RunStatus.FAILED and result.exit_code in policy.on_exit_codes
+    return True
+
+
+def downstream_to_fire(pipeline: Pipeline, status: RunStatus, route: str | None) -> list[dict]:
+    """The downstream triggers a run ending as `status` with `route` fires (see module doc)."""
+    fired = []
+    for trigger in pipeline.downstream:
+        if trigger.inert_reason is not None:
+            continue
+        if trigger.on_route:
+            reason = f"route {route}" if route is not None and route in trigger.on_route else None
+        elif status is RunStatus.SUCCEEDED and trigger.on_success:
+            reason = "success"
+        elif status.retryable and trigger.on_failure:
+            reason = "failure"
+        else:
+            reason = None
+        if reason is not None and status is not RunStatus.CANCELLED:
+            fired.append(
+                {"pipeline": trigger.pipeline, "run_config_id": trigger.run_config_id, "reason": reason}
+            )
+    return fired
+
+
+@dataclass
+class _Progress:
+    """What the attempt loop has produced so far."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    results: list[AttemptResult] = field(default_factory=list)
+    error: ErrorInfo | None = None
+    cancelled_waiting: bool = False
+
+
+def run_pipeline(
+    request: RunRequest,
+    executor: Executor,
+    *,
+    clock: Clock,
+    wait: Wait = wait_on_event,
+    sink: OutputSink | None = None,
+    cancel: threading.Event | None = None,
+    run_id: str | None = None,
+) -> RunOutcome:
+    """Run a pipeline through its attempts and return its record and log (see module doc).
+
+    `sink` receives every (masked) output line live, plus Fast-Flow's own `runner` lines;
+    `cancel`, when set (e.g. from a Ctrl-C handler), stops the run: status `cancelled`.
+    Raises `ConfigError` before anything runs for an unknown run configuration or a
+    `FASTFLOW_*` variable in a user env.
+    """
+    cancel = cancel or threading.Event()
+    pipeline = request.pipeline
+    started = clock()
+    run_id = run_id or new_run_id(pipeline.name, started)
+    settings = resolve_settings(pipeline, request.run_config_id)
+    if request.secrets_loader is not None:
+        try:
+            loaded = request.secrets_loader()
+        except SecretsError as exc:
+            return _refused(request, settings, run_id, started, clock(), sink,
+                            ErrorInfo("secrets", str(exc)))
+        request = replace(request, secrets={**request.secrets, **loaded}, secrets_loader=None)
+    build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
+              _context(request, run_id, 1))  # validates the env before anything runs
+    masker = Masker(request.secrets.values())
+    capture = LogCapture(request.log_cap_bytes, forward=sink, masker=masker)
+    progress = _run_attempts(request, settings, executor, capture, masker, clock, wait, cancel, run_id)
+    record = _make_record(request, settings, run_id, started, clock(), progress, capture)
+    return RunOutcome(record, capture.text())
+
+
+def _refused(request: RunRequest, settings: RunSettings, run_id: str, started: datetime,
+             finished: datetime, sink: OutputSink | None, error: ErrorInfo) -> RunOutcome:
+    """A run that fails before any attempt (secrets refused, dependencies broken)."""
+    capture = LogCapture(request.log_cap_bytes, forward=sink)
+    capture.emit(f"the run cannot start: {error.message}", finished)
+    progress = _Progress(error=error)
+    record = _make_record(request, settings, run_id, started, finished, progress, capture)
+    fired = downstream_to_fire(request.pipeline, RunStatus.FAILED, None)
+    return RunOutcome(replace(record, status=RunStatus.FAILED, downstream=tuple(fired)),
+                      capture.text())
+
+
+def refuse_run(request: RunRequest, error: ErrorInfo, *, clock: Clock,
+               sink: OutputSink | None = None, run_id: str | None = None) -> RunOutcome:
+    """The record of a run that fails before its first attempt, for a reason found by the
+    caller (e.g. its dependencies are broken): status `failed`, no attempts, the reason."""
+    started = clock()
+    settings = resolve_settings(request.pipeline, request.run_config_id)
+    run_id = run_id or new_run_id(request.pipeline.name, started)
+    return _refused(request, settings, run_id, started, clock(), sink, error)
+
+
+def _context(request: RunRequest, run_id: str, attempt: int) -> RunContext:
+    return RunContext(
+        run_id=run_id,
+        pipeline=request.pipeline.name,
+        attempt=attempt,
+        trigger=request.trigger.kind,
+        run_config=request.run_config_id,
+        commit=request.commit.sha,
+    )
+
+
+def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> AttemptSpec:
+    pipeline = request.pipeline
+    env = build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
+                    _context(request, run_id, n))
+    return AttemptSpec(
+        run_id=run_id,
+        pipeline=pipeline.name,
+        attempt=n,
+        workdir=request.workdir or pipeline.path,
+        entry=pipeline.entry,
+        type=pipeline.type,
+        python_version=pipeline.python_version,
+        requirements=_requirements_name(pipeline),
+        env=env,
+        limits=settings.limits,
+        timeout=settings.timeout,
+        grace_period=request.grace_period,
+        network=pipeline.network,
+        cells=pipeline.cells,
+        log_cap_bytes=request.log_cap_bytes,
+    )
+
+
+def _run_attempts(
+    request: RunRequest, settings: RunSettings, executor: Executor, capture: LogCapture,
+    masker: Masker, clock: Clock, wait: Wait, cancel: threading.Event, run_id: str,
+) -> _Progress:
+    """The attempt loop: wait, execute, judge, and decide whether to retry."""
+    progress = _Progress()
+    total = settings.retry.attempts + 1
+    for n in range(1, total + 1):
+        wait_s = 0.0
+        if n > 1:
+            wait_s = settings.retry.wait_before_retry(n - 1)
+            capture.emit(f"retry {n - 1}: attempt {n} of {total} starts in {wait_s:g}s", clock())
+            if wait(wait_s, cancel) or cancel.is_set():
+                capture.emit(f"cancelled while waiting before attempt {n}", clock())
+                progress.cancelled_waiting = True
+                progress.error = ErrorInfo("cancelled", f"cancelled while waiting before attempt {n}")
+                break
+        capture.emit(f"attempt {n} of {total} started", clock())
+        watcher = _UvFailureWatcher(capture)
+        begun = clock()
+        try:
+            result = executor.execute(_spec(request, settings, run_id, n), watcher, cancel)
+        except ExecutorError as exc:
+            # The executor itself could not work: a failed run with the reason, never retried.
+            result = AttemptResult(RunStatus.FAILED, None, begun, clock(),
+                                   ErrorInfo("executor", masker.mask(str(exc))))
+            retryable = False
+            progress.error = result.error
+        else:
+            progress.error, retryable = _attempt_error(result, watcher, request.pipeline, masker)
+        progress.results.append(result)
+        progress.attempts.append(
+            Attempt(n, result.started_at, result.finished_at, result.exit_code, result.status, wait_s)
+        )
+        capture.emit(_attempt_summary(n, total, result, progress.error), clock())
+        if not should_retry(result, retryable, settings.retry, n):
+            break
+    return progress
+
+
+def _attempt_summary(n: int, total: int, result: AttemptResult, error: ErrorInfo | None) -> str:
+    text = f"attempt {n} of {total} {result.status.value}"
+    if result.exit_code is not None:
+        text += f" (exit code {result.exit_code})"
+    return text + (f": {error.message}" if error else "")
+
+
+def _make_record(
+    request: RunRequest, settings: RunSettings, run_id: str, started: datetime,
+    finished: datetime, progress: _Progress, capture: LogCapture,
+) -> RunRecord:
+    last = progress.results[-1] if progress.results else None
+    if progress.cancelled_waiting or last is None:
+        status, exit_code, route = RunStatus.CANCELLED, None, None
+    else:
+        status, exit_code, route = last.status, last.exit_code, last.route
+    error = progress.error
+    if error is not None and len(progress.attempts) > 1:
+        error = ErrorInfo(error.kind, f"{error.message} (after {len(progress.attempts)} attempts)")
+    text = capture.text()
+    return RunRecord(
+        run_id=run_id,
+        pipeline=request.pipeline.name,
+        status=status,
+        run_config=request.run_config_id,
+        trigger=request.trigger,
+        commit=request.commit,
+        environment=last.environment if last else Environment(),
+        limits={**settings.limits.to_json(), "timeout_s": settings.timeout,
+                "retry": settings.retry.to_json()},
+        exit_code=exit_code,
+        error=error,
+        queued_at=request.queued_at or started,
+        started_at=started,
+        finished_at=finished,
+        duration_s=round((finished - started).total_seconds(), 3),
+        attempts=tuple(progress.attempts),
+        resources=_merge_resources(progress.results),
+        log=LogInfo(request.log_path, len(text.encode("utf-8")), capture.truncated),
+        route=route,
+        downstream=tuple(downstream_to_fire(request.pipeline, status, route)),
+    )
+
+
+def _merge_resources(results: list[AttemptResult]) -> Resources:
+    """Peak memory over all attempts; CPU figures and samples of the last attempt measured."""
+    measured = [r.resources for r in results if r.resources.peak_memory_bytes is not None]
+    if not measured:
+        return Resources()
+    last = measured[-1]
+    return replace(
+        last,
+        peak_memory_bytes=max(r.peak_memory_bytes or 0 for r in measured),
+        soft_limit_events=tuple(e for r in measured for e in r.soft_limit_events),
+    )
+
+
+def write_record_json(record: RunRecord, path: Path) -> None:
+    """Write `record` as indented JSON to `path`, atomically (a temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
