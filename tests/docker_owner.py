@@ -14,10 +14,10 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastflow.run.capture import format_line
 from fastflow.executors.base import AttemptSpec
 from fastflow.executors.docker import DockerExecutor
 from fastflow.model import Limits, PipelineType
+from fastflow.run.capture import format_line
 
 
 def main() -> None:

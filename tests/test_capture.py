@@ -6,9 +6,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fastflow.run.capture import LogCapture, Masker, format_line, format_timestamp, omitted_marker
-from fastflow.humanize import format_size
 from fastflow.executors.base import OutputLine
+from fastflow.humanize import format_size
+from fastflow.run.capture import (
+    LogCapture,
+    Masker,
+    format_line,
+    format_timestamp,
+    omitted_marker,
+)
 
 T0 = datetime(2026, 11, 22, 14, 30, 0, 123456, tzinfo=timezone.utc)
 

@@ -10,12 +10,12 @@ import pytest
 from fastflow.config import (
     check_repo_config,
     default_repo_config,
-    spell_size,
     load_repo_config,
     parse_pipeline_metadata,
     parse_repo_config,
     parse_size,
     read_repo_config,
+    spell_size,
 )
 from fastflow.errors import ConfigError
 from fastflow.model import (
@@ -461,7 +461,8 @@ def test_repo_config_invalid_yaml_names_the_line():
     with pytest.raises(ConfigError) as info:
         parse_repo_config("branch: main\nimage: [a\n")
     assert str(info.value) == (
-        ".fastflow/config.yaml: invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"
+        ".fastflow/config.yaml: invalid YAML at line 3, column 1: expected ',' or ']', but got "
+        "'<stream end>'; fix the syntax (indent with spaces, quote values containing ': ')"
     )
 
 

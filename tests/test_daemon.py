@@ -12,14 +12,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.daemon.statedir import StateDirBusy, queue_remote_run
 from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
-from fastflow.daemon.statedir import StateDirBusy, queue_remote_run
-
-from helpers import wait_for
 
 pytestmark = pytest.mark.slow
 

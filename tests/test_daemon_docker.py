@@ -15,16 +15,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import require_docker
-from fastflow.defaults import DEFAULT_IMAGE
-from fastflow.errors import RepositoryError
-from fastflow.executors.docker import build_image, check_image, connect, find_uv_binary, uv_version
-from fastflow.model import RunStatus
-from fastflow.daemon.statedir import queue_remote_run
-from fastflow.results.store import ResultsStore
 from helpers import wait_for
 from test_daemon import User
+
+from fastflow.daemon.statedir import queue_remote_run
+from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.errors import RepositoryError
+from fastflow.executors.docker import (
+    build_image,
+    check_image,
+    connect,
+    find_uv_binary,
+    uv_version,
+)
+from fastflow.model import RunStatus
+from fastflow.results.store import ResultsStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

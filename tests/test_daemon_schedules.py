@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from helpers import wait_for
+from test_daemon import User, git
 
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
-
-from helpers import wait_for
-from test_daemon import User, git
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from test_daemon import User, git
 
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.executors import choose_executor, preheat_function
@@ -16,8 +17,6 @@ from fastflow.model import RunStatus
 from fastflow.record import Trigger
 from fastflow.secrets.age import X25519Identity
 from fastflow.secrets.store import grant_secret, init_secrets, set_secret
-
-from test_daemon import User, git
 
 pytestmark = pytest.mark.slow
 

@@ -19,22 +19,28 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import require_docker
+from helpers import Lines
+
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import EngineUnavailable, ExecutorError
 from fastflow.executors.base import AttemptSpec
 from fastflow.executors.docker import (
-    DockerExecutor, build_image, cancel_run, check_image, connect, docker_available, find_uv_binary,
+    DockerExecutor,
+    build_image,
+    cancel_run,
+    check_image,
+    connect,
+    docker_available,
+    find_uv_binary,
     list_running,
-    preheat_requirements, uv_version,
+    preheat_requirements,
+    uv_version,
 )
 from fastflow.executors.docker.engine import parse_engine_time
 from fastflow.executors.docker.stats import ResourceSampler, cpu_cores, memory_usage
 from fastflow.executors.docker.streams import LineSplitter
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
-
-from helpers import Lines
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 FIXED = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)

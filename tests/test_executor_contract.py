@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from helpers import Lines
+from test_docker_executor import docker_executor_factory, runner_image, shared_cache  # noqa: F401
 
 from fastflow.executors.base import AttemptSpec, Executor
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import PipelineType, RunStatus
-
-from helpers import Lines
-from test_docker_executor import docker_executor_factory, runner_image, shared_cache  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

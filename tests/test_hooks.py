@@ -11,9 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from fastflow.cli.hooks import hooks
-from fastflow.errors import RepositoryError
-from fastflow.daemon.hooks import hook_template, install_hook, render_hook, uninstall_hook
+from fastflow.daemon.hooks import (
+    hook_template,
+    install_hook,
+    render_hook,
+    uninstall_hook,
+)
 from fastflow.daemon.inbox import Inbox, PushMessage
+from fastflow.errors import RepositoryError
 
 ROOT = Path(__file__).resolve().parent.parent
 GIT_ENV = {

@@ -11,15 +11,21 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import require_docker
+
 from fastflow.cli.common import FastflowGroup
 from fastflow.cli.image import cancel, image, ps
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import ExecutorError
 from fastflow.executors.docker import (
-    ImageStatus, bootstrap_base, build_image, check_image, connect, find_uv_binary,
-    render_dockerfile, uv_version,
+    ImageStatus,
+    bootstrap_base,
+    build_image,
+    check_image,
+    connect,
+    find_uv_binary,
+    render_dockerfile,
+    uv_version,
 )
 
 TEST_TAG = "fastflow-runner:pytest"

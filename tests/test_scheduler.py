@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
+from fastflow.schedule.cron import parse_cron
 from fastflow.schedule.planner import (
     MAX_SKIPPED_DETAIL,
     Action,
@@ -30,7 +31,6 @@ from fastflow.schedule.planner import (
 )
 from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
 from fastflow.schedule.timevalues import parse_instant, zone
-from fastflow.schedule.cron import parse_cron
 
 UTC = timezone.utc
 

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastflow.cli.schedule import schedule as schedule_cli
-from fastflow.schedule.cron import parse_cron
+from fastflow.config.schedules import check_schedules, load_schedules
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig, ScheduleSpec
+from fastflow.schedule.cron import parse_cron
 from fastflow.schedule.spec import Catchup, Overlap, ScheduleKind
-from fastflow.config.schedules import check_schedules, load_schedules
 from fastflow.schedule.timevalues import format_duration, parse_duration
 
 UTC = timezone.utc
@@ -155,8 +155,8 @@ def test_id_clashes_within_and_across_files_and_run_id_clashes():
 
 def test_invalid_yaml_and_wrong_shapes():
     assert problems("schedules: [\n") == [
-        ".fastflow/schedules.yaml: line 2: is not valid YAML (expected the node content, but found "
-        "'<stream end>'); fix the syntax (indent with spaces, quote values containing ': ')"]
+        ".fastflow/schedules.yaml: invalid YAML at line 2, column 1: expected the node content, but "
+        "found '<stream end>'; fix the syntax (indent with spaces, quote values containing ': ')"]
     assert problems("- 1\n") == [
         ".fastflow/schedules.yaml: [1] is not a mapping; start the file with `schedules:`"]
     assert problems("schedules: {pipeline: sync}\n") == [

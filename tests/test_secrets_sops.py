@@ -12,8 +12,13 @@ import pytest
 from fastflow.errors import SecretsError
 from fastflow.secrets import age, keys
 from fastflow.secrets.sops import decrypt_documents, decrypt_value, format_go_float
-from fastflow.secrets.sopsfile import (decrypt_file, decrypt_file_text, encrypt_file_text,
-                                       parse_file, plain_tree)
+from fastflow.secrets.sopsfile import (
+    decrypt_file,
+    decrypt_file_text,
+    encrypt_file_text,
+    parse_file,
+    plain_tree,
+)
 from fastflow.secrets.yamltree import Comment, load_documents
 
 VECTORS = Path("/work/shared/fixtures/sops/pgp-current-format")

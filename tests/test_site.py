@@ -13,16 +13,32 @@ import html5lib
 import pytest
 
 from fastflow.config.repo import default_repo_config
+from fastflow.config.schedules import check_schedules
 from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.model import Problem, RunStatus, Severity
 from fastflow.record import (
-    Attempt, CommitRef, Environment, ErrorInfo, LogInfo, Resources, RunRecord, Trigger,
+    Attempt,
+    CommitRef,
+    Environment,
+    ErrorInfo,
+    LogInfo,
+    Resources,
+    RunRecord,
+    Trigger,
 )
-from fastflow.config.schedules import check_schedules
 from fastflow.site import (
-    PipelineSummary, SiteData, build_site, cron_words, interval_words, pages_for_new_run,
-    render_all, render_overview, render_pipeline_pages, render_run_page, summarize_runs,
+    PipelineSummary,
+    SiteData,
+    build_site,
+    cron_words,
+    interval_words,
+    pages_for_new_run,
+    render_all,
+    render_overview,
+    render_pipeline_pages,
+    render_run_page,
+    summarize_runs,
 )
 
 UTC = timezone.utc

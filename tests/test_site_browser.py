@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_site import build_sample
 
 from fastflow.site import build_site
-from test_site import build_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from fastflow.daemon import hooks as lib
 from fastflow.cli.common import FastflowGroup
+from fastflow.daemon import hooks as lib
 from fastflow.defaults import DEFAULT_BRANCH
 
 _repo_argument = click.argument(

@@ -13,7 +13,13 @@ from fastflow.config.repo import load_repo_config
 from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PYTHON
 from fastflow.errors import FastflowError
 from fastflow.executors.docker import (
-    DEFAULT_MIRROR, build_image, cancel_run, check_image, find_uv_binary, list_running, uv_version,
+    DEFAULT_MIRROR,
+    build_image,
+    cancel_run,
+    check_image,
+    find_uv_binary,
+    list_running,
+    uv_version,
 )
 
 

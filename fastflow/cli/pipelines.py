@@ -13,8 +13,8 @@ from fastflow.cli.render import (
     schedule_summary,
 )
 from fastflow.deploy.discovery import resolved_view
-from fastflow.model import Pipeline, Severity
 from fastflow.deploy.workspace import open_workspace, validate_workspace
+from fastflow.model import Pipeline, Severity
 
 
 def _limits_summary(pipeline: Pipeline) -> str:

@@ -15,6 +15,7 @@ from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo
 from fastflow.cli.render import format_duration, print_table, styled_status
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.model import RunStatus
+from fastflow.results.build import build_site_from_branch, make_server, prune_results
 from fastflow.results.read import (
     compact_results,
     follow_log,
@@ -23,7 +24,6 @@ from fastflow.results.read import (
     run_history,
     status_report,
 )
-from fastflow.results.build import build_site_from_branch, make_server, prune_results
 
 
 def utc_now() -> datetime:

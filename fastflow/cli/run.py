@@ -10,13 +10,13 @@ import click
 
 from fastflow.cli.common import host_environment, repo_option
 from fastflow.cli.render import console, format_bytes, format_duration, styled_status
+from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord, Trigger
-from fastflow.secrets.runtime import secrets_loader
 from fastflow.run.runner import RunRequest, run_pipeline, write_record_json
-from fastflow.deploy.workspace import open_workspace
+from fastflow.secrets.runtime import secrets_loader
 
 # The exit code of `fastflow run` for each way a run can end (documented in README and docs/cli.md).
 EXIT_CODES = {

@@ -8,14 +8,14 @@ import click
 
 from fastflow.cli.common import FastflowGroup, echo_json, repo_option
 from fastflow.cli.render import print_table
-from fastflow.humanize import did_you_mean
+from fastflow.config.schedules import check_schedules, read_schedules_file
+from fastflow.deploy.workspace import open_workspace
 from fastflow.errors import ConfigError, FastflowError
+from fastflow.humanize import did_you_mean
 from fastflow.model import Severity
 from fastflow.schedule.planner import next_slots
 from fastflow.schedule.spec import Schedule, ScheduleSet
-from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.schedule.timevalues import parse_instant, zone
-from fastflow.deploy.workspace import open_workspace
 
 
 def _schedule_set(repo: Path) -> ScheduleSet:

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from fastflow import secrets as lib
-from fastflow.config import check_repo_config
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
+from fastflow.config import check_repo_config
 from fastflow.defaults import DEFAULT_SECRETS_FILE
 from fastflow.errors import SecretsError
 

@@ -7,7 +7,11 @@ The one import point for other layers. The work is split by file:
 """
 from __future__ import annotations
 
-from fastflow.config.pipeline import PIPELINE_KEYS, PipelineMetadata, parse_pipeline_metadata
+from fastflow.config.pipeline import (
+    PIPELINE_KEYS,
+    PipelineMetadata,
+    parse_pipeline_metadata,
+)
 from fastflow.config.repo import (
     CONFIG_FILE,
     check_repo_config,
@@ -16,7 +20,7 @@ from fastflow.config.repo import (
     parse_repo_config,
     read_repo_config,
 )
-from fastflow.config.sizes import spell_size, parse_size
+from fastflow.config.sizes import parse_size, spell_size
 
 __all__ = [
     "CONFIG_FILE",

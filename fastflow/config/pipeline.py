@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fastflow import defaults
+from fastflow.config.sections import retry_policy, timing
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -23,7 +24,6 @@ from fastflow.config.values import (
     hard_memory,
     integer,
     memory,
-    name as id_name,
     nonempty_text,
     positive_seconds,
     python_version,
@@ -33,9 +33,11 @@ from fastflow.config.values import (
     timestamp,
     webhook_key,
 )
+from fastflow.config.values import (
+    name as id_name,
+)
 from fastflow.errors import Invalid
 from fastflow.humanize import show
-from fastflow.config.sections import retry_policy, timing
 from fastflow.model import (
     DaemonPolicy,
     DownstreamTrigger,

@@ -10,8 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fastflow import defaults
 from fastflow.config.values import (
     MISSING,
@@ -25,9 +23,9 @@ from fastflow.config.values import (
     seconds,
     size,
 )
-from fastflow.errors import Invalid
+from fastflow.config.yamlfile import load_yaml
+from fastflow.errors import ConfigError, Invalid
 from fastflow.humanize import show
-from fastflow.errors import ConfigError
 from fastflow.model import Limits, Problem, RepoConfig, Severity
 
 CONFIG_FILE = defaults.CONFIG_FILE
@@ -77,9 +75,9 @@ def read_repo_config(text: str, file: str = CONFIG_FILE) -> tuple[RepoConfig | N
     """
     problems: list[Problem] = []
     try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        return None, [Problem(file, "", _yaml_message(exc))]
+        data = load_yaml(text) if text.strip() else {}
+    except Invalid as exc:
+        return None, [Problem(file, "", str(exc))]
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -235,14 +233,6 @@ def _check_branches(fields: Fields, values: dict[str, Any]) -> None:
             f'{show(values["results_branch"])} is also the followed branch; results need their '
             'own branch such as "fastflow/results"',
         )
-
-
-def _yaml_message(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is None:
-        return f"invalid YAML: {reason}"
-    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {reason}"
 
 
 def _kind(value: Any) -> str:

@@ -14,15 +14,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-import yaml
-
-from fastflow.config.values import MISSING, Fields, boolean, choice, env_mapping, integer, name
-from fastflow.errors import Invalid
-from fastflow.humanize import did_you_mean, show
-from fastflow.schedule.cron import parse_cron
+from fastflow.config.values import (
+    MISSING,
+    Fields,
+    boolean,
+    choice,
+    env_mapping,
+    integer,
+    name,
+)
+from fastflow.config.yamlfile import load_yaml
 from fastflow.defaults import SCHEDULES_FILE
-from fastflow.errors import ConfigError
+from fastflow.errors import ConfigError, Invalid
+from fastflow.humanize import did_you_mean, show
 from fastflow.model import Pipeline, Problem, Severity
+from fastflow.schedule.cron import parse_cron
 from fastflow.schedule.spec import (
     DEFAULT_TIMEZONE,
     Catchup,
@@ -49,14 +55,6 @@ ENTRY_KEYS = (
 # --- schedules.yaml -------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that leaves timestamps as text: PyYAML's own conversion crashes on 2026-13-01
-    and drops the difference between a date and midnight; `parse_instant` reads them instead."""
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
-
-
 @dataclass(frozen=True)
 class _Entry:
     """A schedules.yaml entry before ids are settled (the id may still have to be derived)."""
@@ -73,12 +71,9 @@ def parse_schedules_yaml(text: str, file: str = SCHEDULES_FILE) -> tuple[list[_E
     """
     problems: list[Problem] = []
     try:
-        data = yaml.load(text, Loader=_Loader) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        problems.append(Problem(file, where, f"is not valid YAML ({getattr(exc, 'problem', exc)}); "
-                                "fix the syntax (indent with spaces, quote values containing ': ')"))
+        data = load_yaml(text) if text.strip() else {}
+    except Invalid as exc:
+        problems.append(Problem(file, "", str(exc)))
         return [], problems
     data = {} if data is None else data
     top = Fields(data if isinstance(data, dict) else {}, problems, file)

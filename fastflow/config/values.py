@@ -11,11 +11,11 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
+from fastflow.config.sizes import parse_size
 from fastflow.errors import Invalid
 from fastflow.humanize import did_you_mean, show
 from fastflow.model import Problem, Severity
 from fastflow.schedule.cron import is_valid_cron
-from fastflow.config.sizes import parse_size
 
 MISSING: Any = object()
 Checker = Callable[[Any], Any]

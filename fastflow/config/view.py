@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig
 from fastflow.config.sizes import spell_size
+from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig
 
 FOLDER = "folder"
 DEFAULT = "default"

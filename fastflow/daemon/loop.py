@@ -29,6 +29,11 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.config import default_repo_config
+from fastflow.daemon.dispatcher import Dispatcher
+from fastflow.daemon.inbox import Inbox, PushMessage
+from fastflow.daemon.inbox import RunRequest as RunRequestMessage
+from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
+from fastflow.daemon.statedir import StateLock, is_remote, run_id_for_request
 from fastflow.defaults import BRANCH_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL
 from fastflow.deploy.deployment import (
     ActivePipeline,
@@ -38,21 +43,20 @@ from fastflow.deploy.deployment import (
     restore_deployment,
     save_deployment,
 )
-from fastflow.daemon.dispatcher import Dispatcher
-from fastflow.errors import FastflowError, RepositoryError
-from fastflow.executors.base import Executor
-from fastflow.daemon.inbox import Inbox, PushMessage
-from fastflow.daemon.inbox import RunRequest as RunRequestMessage
-from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
-from fastflow.model import RepoConfig
-from fastflow.executors.base import PreheatFunction, PreheatJob, PreheatOutcome
 from fastflow.deploy.preheat import Preheater
-from fastflow.results.publish import SitePublisher
+from fastflow.errors import FastflowError, RepositoryError
+from fastflow.executors.base import (
+    Executor,
+    PreheatFunction,
+    PreheatJob,
+    PreheatOutcome,
+)
+from fastflow.model import RepoConfig
 from fastflow.record import RunRecord, Trigger
+from fastflow.results.publish import SitePublisher
+from fastflow.results.store import ResultsStore
 from fastflow.run.runner import new_run_id
 from fastflow.schedule.planner import DueRun
-from fastflow.daemon.statedir import StateLock, is_remote, run_id_for_request
-from fastflow.results.store import ResultsStore
 from fastflow.schedule.timetable import Timetable, schedule_info, slot_trigger
 
 logger = logging.getLogger(__name__)

@@ -24,19 +24,25 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
-from fastflow.run.capture import Masker, format_line
+from fastflow.daemon.dispatcher import Dispatcher, Job, Slot
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
 from fastflow.deploy.deployment import ActivePipeline
-from fastflow.daemon.dispatcher import Dispatcher, Job, Slot
+from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.executors.base import Executor, OutputLine
 from fastflow.model import Pipeline, RepoConfig, RunStatus
-from fastflow.deploy.preheat import Preheater
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
-from fastflow.run.recovery import recover_run
-from fastflow.run.runner import RunOutcome, RunRequest, refuse_run, resolve_settings, run_pipeline
-from fastflow.secrets.runtime import secrets_loader
 from fastflow.results.store import ResultsStore, log_path
+from fastflow.run.capture import Masker, format_line
+from fastflow.run.recovery import recover_run
+from fastflow.run.runner import (
+    RunOutcome,
+    RunRequest,
+    refuse_run,
+    resolve_settings,
+    run_pipeline,
+)
+from fastflow.secrets.runtime import secrets_loader
 
 logger = logging.getLogger(__name__)
 

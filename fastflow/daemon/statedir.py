@@ -12,8 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
-from fastflow.errors import FastflowError
 from fastflow.daemon.inbox import Inbox
+from fastflow.errors import FastflowError
 
 
 def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Mapping
 
 from fastflow import repo as git
-from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.config import check_repo_config
+from fastflow.config.schedules import check_schedules, read_schedules_file
+from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
 from fastflow.schedule.spec import Schedule
-from fastflow.config.schedules import check_schedules, read_schedules_file
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from typing import Any, Mapping
 
 from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
 from fastflow.config.values import NAME_RE
-from fastflow.humanize import did_you_mean
+from fastflow.config.view import resolved_view
 from fastflow.errors import PipelineNotFound
+from fastflow.humanize import did_you_mean
 from fastflow.model import (
     InvalidPipeline,
     Pipeline,
@@ -24,7 +25,6 @@ from fastflow.model import (
     RepoConfig,
     Severity,
 )
-from fastflow.config.view import resolved_view
 
 __all__ = ["Discovery", "discover", "find_pipeline", "resolved_view"]
 

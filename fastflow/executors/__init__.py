@@ -5,17 +5,21 @@ the caller (the CLI is the only module that reads `os.environ`).
 """
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 from typing import Mapping
 
-import subprocess
-import time
-
-from fastflow.executors.base import Clock, Executor
+from fastflow.executors.base import (
+    Clock,
+    Executor,
+    PreheatFunction,
+    PreheatJob,
+    PreheatOutcome,
+)
 from fastflow.executors.docker import DockerExecutor, connect, preheat_requirements
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import RepoConfig
-from fastflow.executors.base import PreheatFunction, PreheatJob, PreheatOutcome
 
 
 def cache_dir(environ: Mapping[str, str]) -> Path:

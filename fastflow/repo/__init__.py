@@ -43,7 +43,6 @@ from fastflow.repo.write import (
     update_ref,
 )
 
-
 __all__ = [
     "BlobRef",
     "Change",

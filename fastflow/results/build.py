@@ -13,14 +13,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from fastflow.config import CONFIG_FILE
+from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.errors import ConfigError
 from fastflow.model import InvalidPipeline, Problem, Severity
-from fastflow.results.publish import apply_site_retention, summaries_from_json
 from fastflow.record import RunRecord
+from fastflow.results.publish import apply_site_retention, summaries_from_json
 from fastflow.results.read import Results, configuration_view, daemon_status
 from fastflow.schedule.spec import Schedule
-from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.site import SiteData, build_site
 
 DEPLOYED = "deployed configuration"  # the `file` of problems known only as messages

@@ -15,6 +15,7 @@ from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.deploy.deployment import Deployment
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
+from fastflow.results.store import ResultsStore
 from fastflow.site import (
     DEFAULT_PAGE_SIZE,
     PipelineSummary,
@@ -26,7 +27,6 @@ from fastflow.site import (
     run_path,
 )
 from fastflow.site.views import block_count, history_name
-from fastflow.results.store import ResultsStore
 
 SITE_PREFIX = "site/"
 

@@ -26,15 +26,15 @@ from zoneinfo import ZoneInfo
 
 from fastflow import repo as git
 from fastflow.config import CONFIG_FILE, default_repo_config
+from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.defaults import HEARTBEAT_INTERVAL, HEARTBEAT_STALE_FACTOR
+from fastflow.deploy.workspace import Workspace, open_workspace
 from fastflow.errors import ConfigError, FastflowError, RepositoryError
+from fastflow.humanize import format_ago, format_until
 from fastflow.model import RepoConfig, Severity
 from fastflow.record import RunRecord
-from fastflow.schedule.planner import next_slots
-from fastflow.config.schedules import check_schedules, read_schedules_file
-from fastflow.humanize import format_ago, format_until
 from fastflow.results.store import ResultsStore, run_month
-from fastflow.deploy.workspace import Workspace, open_workspace
+from fastflow.schedule.planner import next_slots
 
 LIVE_DIR = "live"  # <state-dir>/live/<run_id>.log: output of running runs
 STATUS_FILE = "status.json"  # <state-dir>/status.json: the daemon's state, every heartbeat

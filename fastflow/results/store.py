@@ -22,7 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from fastflow import repo as git
-from fastflow.defaults import DEFAULT_AUTHOR_EMAIL, DEFAULT_AUTHOR_NAME, DEFAULT_RESULTS_BRANCH
+from fastflow.defaults import (
+    DEFAULT_AUTHOR_EMAIL,
+    DEFAULT_AUTHOR_NAME,
+    DEFAULT_RESULTS_BRANCH,
+)
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.record import RunRecord, run_id_month
 

@@ -24,14 +24,25 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from fastflow.run.capture import RUNNER, LogCapture, Masker, parse_line
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
-    STDERR, STDOUT, Clock, Executor, OutputLine, OutputSink, ReattachedAttempt,
+    STDERR,
+    STDOUT,
+    Clock,
+    Executor,
+    OutputLine,
+    OutputSink,
+    ReattachedAttempt,
 )
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord
-from fastflow.run.runner import RunOutcome, RunSettings, downstream_to_fire, should_retry
+from fastflow.run.capture import RUNNER, LogCapture, Masker, parse_line
+from fastflow.run.runner import (
+    RunOutcome,
+    RunSettings,
+    downstream_to_fire,
+    should_retry,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
 
-from fastflow.run.capture import LogCapture, Masker
 from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_LOG_CAP_BYTES
 from fastflow.errors import ConfigError, ExecutorError, SecretsError
 from fastflow.executors.base import (
@@ -58,6 +57,7 @@ from fastflow.record import (
     RunRecord,
     Trigger,
 )
+from fastflow.run.capture import LogCapture, Masker
 from fastflow.run.env import RunContext, build_env
 
 Wait = Callable[[float, threading.Event], bool]

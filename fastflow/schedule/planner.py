@@ -24,10 +24,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from fastflow.schedule.cron import CronSlot, cron_instants
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
-from fastflow.schedule.spec import EPOCH, Catchup, Overlap, Schedule, ScheduleKind, run_id_suffix
+from fastflow.schedule.cron import CronSlot, cron_instants
+from fastflow.schedule.spec import (
+    EPOCH,
+    Catchup,
+    Overlap,
+    Schedule,
+    ScheduleKind,
+    run_id_suffix,
+)
 
 UTC = timezone.utc
 # A slot handled within this long of its instant is "on time"; later it was missed (the daemon

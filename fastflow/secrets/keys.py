@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import yaml
-
-from fastflow.errors import SecretsError
-from fastflow.secrets.age import AgeError, X25519Identity, parse_identities, parse_recipient
+from fastflow.config.yamlfile import load_yaml
+from fastflow.errors import Invalid, SecretsError
+from fastflow.secrets.age import (
+    AgeError,
+    X25519Identity,
+    parse_identities,
+    parse_recipient,
+)
 from fastflow.secrets.sops import CRYPT_RULE_KINDS, CryptRule
 
 KEY_CMD_TIMEOUT = 60.0  # seconds a SOPS_AGE_KEY_CMD may take
@@ -127,8 +131,8 @@ def split_recipients(value: object) -> list[str]:
 def creation_rule_for(config: Path, file_path: Path) -> CreationRule:
     """The first `creation_rules` entry of `config` whose path_regex matches `file_path`."""
     try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = load_yaml(config.read_text(encoding="utf-8")) or {}
+    except (OSError, Invalid) as exc:
         raise SecretsError(f"{config}: cannot read the sops configuration: {exc}") from None
     rules = data.get("creation_rules") if isinstance(data, dict) else None
     if not isinstance(rules, list):

@@ -13,11 +13,26 @@ from typing import Any, Sequence
 
 from fastflow.errors import SecretsError
 from fastflow.secrets import age
-from fastflow.secrets.sops import (UNSUPPORTED_RULES, CRYPT_RULE_KINDS, DEFAULT_SUFFIX, AgeEntry,
-                                   CryptRule, Decrypted, Metadata, SopsFile,
-                                   decrypt_documents, encrypt_documents)
-from fastflow.secrets.yamltree import (Comment, YMap, YSeq, dump_documents, format_time,
-                                       load_documents)
+from fastflow.secrets.sops import (
+    CRYPT_RULE_KINDS,
+    DEFAULT_SUFFIX,
+    UNSUPPORTED_RULES,
+    AgeEntry,
+    CryptRule,
+    Decrypted,
+    Metadata,
+    SopsFile,
+    decrypt_documents,
+    encrypt_documents,
+)
+from fastflow.secrets.yamltree import (
+    Comment,
+    YMap,
+    YSeq,
+    dump_documents,
+    format_time,
+    load_documents,
+)
 
 _META_KEYS = {"age", "lastmodified", "mac", "version", "mac_only_encrypted", *CRYPT_RULE_KINDS}
 

@@ -17,10 +17,14 @@ from typing import Any, Mapping, Sequence
 
 from fastflow.errors import SecretsError
 from fastflow.secrets.age import X25519Identity
-from fastflow.secrets.keys import (creation_rule_for, find_sops_config, load_identities,
-                                   split_recipients)
+from fastflow.secrets.keys import (
+    creation_rule_for,
+    find_sops_config,
+    load_identities,
+    split_recipients,
+)
 from fastflow.secrets.sops import Decrypted, format_go_float
-from fastflow.secrets.sopsfile import (decrypt_file, encrypt_plain, parse_file, reencrypt)
+from fastflow.secrets.sopsfile import decrypt_file, encrypt_plain, parse_file, reencrypt
 from fastflow.secrets.yamltree import Comment, YMap, YSeq, format_time
 
 ACCESS_KEY = "access_unencrypted"

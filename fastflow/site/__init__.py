@@ -5,6 +5,7 @@ The renderer never touches git or the clock: the store/daemon commits the pages 
 """
 from __future__ import annotations
 
+from fastflow.schedule.describe import cron_words, interval_words
 from fastflow.site.data import (
     DEFAULT_PAGE_SIZE,
     PipelineSummary,
@@ -22,7 +23,6 @@ from fastflow.site.render import (
     render_run_page,
     run_path,
 )
-from fastflow.schedule.describe import cron_words, interval_words
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

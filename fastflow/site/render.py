@@ -23,14 +23,17 @@ from typing import Any, Mapping, Sequence
 import jinja2
 from markupsafe import Markup
 
-from fastflow.site import charts
-from fastflow.record import RunRecord
-from fastflow.site import views
-from fastflow.site.data import (
-    DEFAULT_PAGE_SIZE, SiteData, check_name, run_time, summarize_runs,
-)
 from fastflow.humanize import format_ago, format_time, format_until
+from fastflow.record import RunRecord
 from fastflow.schedule.describe import pipeline_schedule_words
+from fastflow.site import charts, views
+from fastflow.site.data import (
+    DEFAULT_PAGE_SIZE,
+    SiteData,
+    check_name,
+    run_time,
+    summarize_runs,
+)
 
 STYLESHEET = "style.css"
 RECENT_HISTORY_LINKS = 5  # the pipeline index links the first and the newest few history pages

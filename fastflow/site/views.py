@@ -13,13 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
-from fastflow.site import charts
+from fastflow.config.sizes import parse_size
 from fastflow.config.view import resolved_view
+from fastflow.humanize import format_time
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import RunRecord, run_id_month
+from fastflow.site import charts
 from fastflow.site.data import SiteData, check_name, run_time
-from fastflow.humanize import format_time
-from fastflow.config.sizes import parse_size
 
 # status -> (label, family, glyph). The family picks the colour; label and glyph carry the meaning
 # without colour.

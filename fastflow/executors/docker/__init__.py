@@ -8,13 +8,26 @@
 """
 from fastflow.executors.docker.cache import CacheLayout, requirements_key
 from fastflow.executors.docker.engine import (
-    ENGINE_HINT, RunningRun, cancel_run, connect, docker_available, list_running,
+    ENGINE_HINT,
+    RunningRun,
+    cancel_run,
+    connect,
+    docker_available,
+    list_running,
 )
 from fastflow.executors.docker.executor import DockerExecutor
 from fastflow.executors.docker.image import (
-    DEFAULT_MIRROR, DEFAULT_SUITE, IMAGE_KIND, RUNNER_UID, ImageStatus, bootstrap_base, build_image,
+    DEFAULT_MIRROR,
+    DEFAULT_SUITE,
+    IMAGE_KIND,
+    RUNNER_UID,
+    ImageStatus,
+    bootstrap_base,
+    build_image,
     check_image,
-    find_uv_binary, render_dockerfile, uv_version,
+    find_uv_binary,
+    render_dockerfile,
+    uv_version,
 )
 from fastflow.executors.docker.preheat import PreheatResult, preheat_requirements
 

@@ -45,20 +45,51 @@ import docker.types
 from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
-    NOTEBOOK_RUNNER, STDERR, STDOUT, AttemptResult, AttemptSpec, Clock, Delivered, Executor,
-    OutputLine, OutputSink, ReattachedAttempt, read_route, uv_command,
+    NOTEBOOK_RUNNER,
+    STDERR,
+    STDOUT,
+    AttemptResult,
+    AttemptSpec,
+    Clock,
+    Delivered,
+    Executor,
+    OutputLine,
+    OutputSink,
+    ReattachedAttempt,
+    read_route,
+    uv_command,
 )
 from fastflow.executors.docker.cache import (
-    CONTAINER_CA_BUNDLE, CacheLayout, create_overlay_volume, give_to_runner, read_requirements,
-    remove_tree, remove_volume, requirements_key,
+    CONTAINER_CA_BUNDLE,
+    CacheLayout,
+    create_overlay_volume,
+    give_to_runner,
+    read_requirements,
+    remove_tree,
+    remove_volume,
+    requirements_key,
 )
 from fastflow.executors.docker.engine import (
-    KIND_RUN, LABEL_ATTEMPT, LABEL_KIND, LABEL_PYTHON, LABEL_RUN_ID, LABEL_UV, DockerError, connect,
+    KIND_RUN,
+    LABEL_ATTEMPT,
+    LABEL_KIND,
+    LABEL_PYTHON,
+    LABEL_RUN_ID,
+    LABEL_UV,
+    DockerError,
+    connect,
     parse_engine_time,
 )
 from fastflow.executors.docker.image import RUNNER_UID
 from fastflow.executors.docker.reattach import (
-    CONTAINER_ROUTE_DIR, SkipDelivered, environment_of, labels_of, log_config, name_of, scratch_of, sha256_text,
+    CONTAINER_ROUTE_DIR,
+    SkipDelivered,
+    environment_of,
+    labels_of,
+    log_config,
+    name_of,
+    scratch_of,
+    sha256_text,
     spec_from_container,
 )
 from fastflow.executors.docker.stats import ResourceSampler, StatsReader

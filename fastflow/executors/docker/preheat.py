@@ -26,10 +26,21 @@ import docker.types
 
 from fastflow.errors import ExecutorError
 from fastflow.executors.docker.cache import (
-    CONTAINER_CA_BUNDLE, CONTAINER_PYTHON_DIR, CONTAINER_UV_CACHE, CacheLayout, read_requirements,
-    requirements_key, write_marker,
+    CONTAINER_CA_BUNDLE,
+    CONTAINER_PYTHON_DIR,
+    CONTAINER_UV_CACHE,
+    CacheLayout,
+    read_requirements,
+    requirements_key,
+    write_marker,
 )
-from fastflow.executors.docker.engine import KIND_PREHEAT, LABEL_KIND, LABEL_PIPELINE, DockerError, connect
+from fastflow.executors.docker.engine import (
+    KIND_PREHEAT,
+    LABEL_KIND,
+    LABEL_PIPELINE,
+    DockerError,
+    connect,
+)
 from fastflow.executors.docker.image import RUNNER_UID
 
 logger = logging.getLogger(__name__)

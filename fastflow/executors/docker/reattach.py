@@ -16,8 +16,17 @@ import docker.types
 from fastflow.executors.base import AttemptSpec, OutputLine, OutputSink
 from fastflow.executors.docker.cache import read_requirements
 from fastflow.executors.docker.engine import (
-    KIND_RUN, LABEL_ATTEMPT, LABEL_GRACE_PERIOD, LABEL_KIND, LABEL_LIMITS, LABEL_PIPELINE,
-    LABEL_PYTHON, LABEL_RUN_ID, LABEL_TIMEOUT, LABEL_UV, DockerError,
+    KIND_RUN,
+    LABEL_ATTEMPT,
+    LABEL_GRACE_PERIOD,
+    LABEL_KIND,
+    LABEL_LIMITS,
+    LABEL_PIPELINE,
+    LABEL_PYTHON,
+    LABEL_RUN_ID,
+    LABEL_TIMEOUT,
+    LABEL_UV,
+    DockerError,
 )
 from fastflow.model import Limits, PipelineType
 from fastflow.record import Environment
