@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastflow.defaults import DEFAULT_BRANCH
 from fastflow.errors import RepositoryError
+from fastflow.files import write_atomic
 from fastflow.repo import open_repo
 
 HOOK_NAME = "post-receive"
@@ -108,10 +109,7 @@ def _backups(path: Path) -> list[tuple[int, Path]]:
 def _write_executable(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (temp + rename) with mode 755: git never runs half a hook."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.fastflow-tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode=0o755)
 
 
 def install_hook(

@@ -1,7 +1,8 @@
 """The daemon's inbox: a folder of one-file messages that other processes drop for `fastflow serve`.
 
-`<state_dir>/inbox/` holds two kinds of message, each written atomically (a `.tmp-*` file in the
-inbox, then a rename into its final name), so a reader never sees half a message:
+`<state_dir>/inbox/` holds two kinds of message, each written atomically (`files.write_atomic`: a
+hidden temporary file in the inbox, then a rename into its final name), so a reader never sees
+half a message:
 
 - `push-<time_ns>-<rand>`: written by the `post-receive` hook (`hooks/post-receive`) when a push
   updates the followed branch. Its content is the hook's stdin, one `<old> <new> <ref>` line per
@@ -28,12 +29,12 @@ from pathlib import Path
 from typing import Union
 
 from fastflow.daemon.watch import FolderWaiter
+from fastflow.files import write_atomic
 
 log = logging.getLogger(__name__)
 
 INBOX_DIR = "inbox"
 BAD_DIR = "bad"
-TEMP_PREFIX = ".tmp-"
 # Seconds between directory scans when inotify is unavailable (the fallback observer).
 
 _NAME = re.compile(r"^(?P<kind>push|run)-(?P<ns>[0-9]{1,20})-(?P<rand>[A-Za-z0-9_]{1,32})(?P<ext>\.json)?$")
@@ -161,20 +162,9 @@ class Inbox:
 
     # -- writing ---------------------------------------------------------------------------------
     def _post(self, final_name: str, data: bytes, durable: bool) -> Path:
-        """Write `data` to a temp file in the inbox, then rename it to `final_name` (atomic)."""
-        tmp = self.path / f"{TEMP_PREFIX}{final_name}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                if durable:
-                    out.flush()
-                    os.fsync(out.fileno())
-            final = self.path / final_name
-            os.rename(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        """Write `data` to `final_name` in the inbox atomically (hidden temp file, then rename)."""
+        final = self.path / final_name
+        write_atomic(final, data, durable=durable, exclusive=True)
         return final
 
     def post_push(self, ref_lines: str, posted_ns: int | None = None) -> Path:

@@ -51,6 +51,7 @@ from fastflow.executors.base import (
     PreheatJob,
     PreheatOutcome,
 )
+from fastflow.files import write_atomic
 from fastflow.model import RepoConfig
 from fastflow.record import RunRecord, Trigger
 from fastflow.results.publish import SitePublisher
@@ -506,10 +507,8 @@ class Daemon:
             data["stopped_at"] = now.isoformat()
         self._heartbeat_at = now
         path = self.state_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**data, "heartbeat_interval_s": HEARTBEAT_INTERVAL}, indent=2,
-                                  default=str))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({**data, "heartbeat_interval_s": HEARTBEAT_INTERVAL}, indent=2,
+                                      default=str))
         self.store.write_state("daemon", {**data, "heartbeat_interval_s": BRANCH_HEARTBEAT_INTERVAL})
         if self._next_branch_heartbeat is None or now >= self._next_branch_heartbeat:
             # a static overview cannot notice a dead daemon: keep its heartbeat line current

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -30,6 +29,7 @@ from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.executors.base import Executor, OutputLine
+from fastflow.files import write_atomic
 from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results.store import ResultsStore, log_path
@@ -88,12 +88,7 @@ class RunJournal:
 
     def write(self, order: RunOrder) -> None:
         path = self.dir / f"{order.run_id}.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(order.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(order.to_json()), durable=True)
 
     def remove(self, run_id: str) -> None:
         (self.dir / f"{run_id}.json").unlink(missing_ok=True)

@@ -6,7 +6,6 @@ not `fastflow.daemon`, so they start fast.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Mapping
 
 from fastflow.daemon.inbox import Inbox
 from fastflow.errors import FastflowError
+from fastflow.files import try_lock
 
 
 def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
@@ -63,12 +63,9 @@ class StateLock:
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+        fd = try_lock(self.path)
+        if fd is None:
+            owner = self.path.read_text(errors="replace")[:64].strip() or "unknown"
             raise StateDirBusy(
                 f"{self.path.parent}: another `fastflow serve` (pid {owner}) uses this state dir; "
                 "stop it first or pass another --state-dir"

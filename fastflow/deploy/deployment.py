@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -32,6 +31,7 @@ from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
+from fastflow.files import write_atomic
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
 from fastflow.schedule.spec import Schedule
 
@@ -171,10 +171,8 @@ def save_deployment(deployment: Deployment, path: Path) -> None:
     """Remember which commit and tree each active pipeline runs, for the next start."""
     data = {"commit": deployment.commit,
             "active": {n: {"commit": a.commit, "tree": a.tree} for n, a in deployment.active.items()}}
-    tmp = path.with_suffix(".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2))
 
 
 def restore_deployment(repository: git.GitRepo, snapshots: Path, path: Path) -> Deployment | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastflow.executors.base import PreheatFunction, PreheatJob, PreheatOutcome
+from fastflow.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,7 @@ class Preheater:
                                 self._clock().isoformat())
         self._states[pipeline] = state
         path = self._dir / f"{pipeline}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(state), indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(asdict(state), indent=2))
         self._cond.notify_all()
 
     def forget(self, pipeline: str) -> None:

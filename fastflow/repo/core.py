@@ -6,13 +6,9 @@ Object ids cross the package boundary as hex strings.
 """
 from __future__ import annotations
 
-import fcntl
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 
 import pygit2
 from pygit2.enums import FileMode, ObjectType
@@ -197,15 +193,3 @@ def changed_paths(repo: GitRepo, old: str | None, new: str) -> list[ChangedPath]
         path = delta.old_file.path if status == "D" else delta.new_file.path
         out.append(ChangedPath(path, status))
     return out
-
-
-@contextmanager
-def _flocked(path: Path, operation: int) -> Iterator[None]:
-    """Hold `flock(operation)` on the file `path` (created if needed); the kernel releases it
-    when the process dies. With LOCK_NB, `BlockingIOError` when someone else holds it."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, operation)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock

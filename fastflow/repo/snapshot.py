@@ -23,7 +23,8 @@ import pygit2
 from pygit2.enums import FileMode
 
 from fastflow.errors import RepositoryError
-from fastflow.repo.core import GitRepo, _flocked, _tree_at
+from fastflow.files import flocked
+from fastflow.repo.core import GitRepo, _tree_at
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def pin_snapshot(dest_root: Path, tree_id: str) -> Iterator[None]:
     """Hold snapshot `tree_id` in use (a shared flock) so `gc_snapshots` never removes it."""
     locks = Path(dest_root) / _LOCKS
     locks.mkdir(parents=True, exist_ok=True)
-    with _flocked(locks / f"{tree_id}.lock", fcntl.LOCK_SH):
+    with flocked(locks / f"{tree_id}.lock", fcntl.LOCK_SH):
         yield
 
 
@@ -146,7 +147,7 @@ def _remove_if_unpinned(dest_root: Path, tree_id: str, path: Path) -> bool:
     lock = dest_root / _LOCKS / f"{tree_id}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _flocked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB):
+        with flocked(lock, fcntl.LOCK_EX | fcntl.LOCK_NB):
             _remove(path)
             return True
     except BlockingIOError:

@@ -19,7 +19,8 @@ import pygit2
 from pygit2.enums import FileMode
 
 from fastflow.errors import RepositoryError
-from fastflow.repo.core import GitRepo, _flocked, _ref_name, _tree_at
+from fastflow.files import flocked
+from fastflow.repo.core import GitRepo, _ref_name, _tree_at
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _ref_lock(repo: GitRepo, ref: str) -> Iterator[None]:
     # that are not Fast-Flow (a user's `git push`) do not take it; the results branch is
     # only written by Fast-Flow, and pushes of it from elsewhere arrive through fetch+merge.
     digest = hashlib.sha1(ref.encode()).hexdigest()[:16]
-    with _flocked(repo.git_dir / f"fastflow-ref-{digest}.lock", fcntl.LOCK_EX):
+    with flocked(repo.git_dir / f"fastflow-ref-{digest}.lock", fcntl.LOCK_EX):
         yield
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -28,6 +27,7 @@ from fastflow.defaults import (
     DEFAULT_RESULTS_BRANCH,
 )
 from fastflow.errors import FastflowError, RepositoryError
+from fastflow.files import fsync_dir, is_temporary, write_atomic
 from fastflow.record import RunRecord, run_id_month
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,6 @@ def commit_message(runs: list[dict], states: list[str]) -> str:
     return f"record {len(runs)} runs: {parts}\n\n{body}{tail}\n"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class ResultsStore:
     """The results branch of one repository, with its local journal and optional remote.
 
@@ -220,7 +212,7 @@ class ResultsStore:
             self._crash("after_ref")
             for path, _ in entries:
                 path.unlink(missing_ok=True)
-            _fsync_dir(self.journal_dir)
+            fsync_dir(self.journal_dir)
             self._crash("after_cleanup")
         if self.remote:
             self.push_pending()
@@ -229,8 +221,9 @@ class ResultsStore:
     def recover(self) -> str | None:
         """On start: commit what the journal holds and the branch lacks (by path, so nothing is
         written twice), then push what is pending. Returns the new commit, if any."""
-        for stray in self.journal_dir.glob(".tmp-*"):
-            stray.unlink(missing_ok=True)  # a journal write interrupted before its rename
+        for stray in self.journal_dir.glob(".*"):
+            if is_temporary(stray.name):
+                stray.unlink(missing_ok=True)  # a journal write interrupted before its rename
         sha = self.flush()
         if sha is None and self.remote:
             self.push_pending()
@@ -298,13 +291,7 @@ class ResultsStore:
 
     def _journal(self, entry: dict) -> None:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        tmp = self.journal_dir / f".tmp-{name}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(entry, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, self.journal_dir / name)
-        _fsync_dir(self.journal_dir)
+        write_atomic(self.journal_dir / name, json.dumps(entry), durable=True)
 
     def _journal_entries(self) -> list[tuple[Path, dict]]:
         out = []

@@ -46,6 +46,7 @@ from fastflow.executors.base import (
     OutputLine,
     OutputSink,
 )
+from fastflow.files import write_atomic
 from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig, RunStatus
 from fastflow.record import (
     Attempt,
@@ -472,7 +473,4 @@ def _merge_resources(results: list[AttemptResult]) -> Resources:
 
 def write_record_json(record: RunRecord, path: Path) -> None:
     """Write `record` as indented JSON to `path`, atomically (a temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(Path(path), json.dumps(record.to_json(), indent=2) + "\n")

@@ -8,7 +8,6 @@ the runner calls `resolve_for_pipeline`.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fastflow.errors import SecretsError
+from fastflow.files import write_atomic
 from fastflow.secrets.age import X25519Identity
 from fastflow.secrets.keys import (
     creation_rule_for,
@@ -52,13 +52,6 @@ def read_text(path: Path) -> str:
                            "`fastflow secrets init --recipient age1...`") from None
     except OSError as exc:
         raise SecretsError(f"{path}: cannot read the secrets file: {exc.strerror}") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically (a temporary file beside it, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def open_secrets(path: Path, identities: Sequence[X25519Identity]) -> Decrypted:

@@ -27,6 +27,7 @@ import docker.errors
 import docker.types
 
 from fastflow.executors.docker.image import RUNNER_UID
+from fastflow.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +143,7 @@ def remove_volume(client, name: str, attempts: int = 50, pause: float = 0.1) -> 
 def write_marker(layout: CacheLayout, key: str, data: dict) -> None:
     """Record a successful pre-heat (atomically), so runs of that environment go offline."""
     path = layout.marker(key)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def remove_tree(path: Path) -> bool:
