@@ -5,15 +5,60 @@ Timestamps are timezone-aware datetimes, serialised as ISO 8601 with offset.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from fastflow.model import RunStatus
 
 SCHEMA_VERSION = 1
 _STAMPED_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-(.+)$")
+RUN_ID_FORM = "<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]"
+
+
+# --- run ids: the one home of their format ----------------------------------------------------
+# `20261122T143000Z-report-7f3a`: a UTC second, then the pipeline, then what makes it unique
+# (4 random hex digits, a schedule id, a request id). Ids sort by time as text.
+
+
+def run_stamp(at: datetime) -> str:
+    """The timestamp part of a run id: `20261122T143000Z` (UTC; `at` must be aware)."""
+    if at.tzinfo is None:
+        raise ValueError("run ids need a timezone-aware datetime")
+    at = at.astimezone(timezone.utc)  # formatted by hand: strftime costs more than a tick
+    return f"{at.year:04d}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}{at.second:02d}Z"
+
+
+def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
+    """A run id that sorts by time and is unique: `20261122T143000Z-pipeline_a-7f3a`.
+
+    `now` must be timezone-aware (it is written in UTC); `rand` (4 hex characters by default,
+    from the OS's random source) is for tests.
+    """
+    if now.tzinfo is None:
+        raise ValueError("new_run_id needs a timezone-aware datetime")
+    return f"{run_stamp(now)}-{pipeline}-{rand if rand is not None else os.urandom(2).hex()}"
+
+
+def slot_suffix(pipeline: str, schedule_id: str) -> str:
+    """The part of a schedule slot's run id after the timestamp: `<pipeline>` or
+    `<pipeline>-<schedule id>`."""
+    return pipeline if schedule_id == pipeline else f"{pipeline}-{schedule_id}"
+
+
+def slot_run_id(pipeline: str, schedule_id: str, at: datetime) -> str:
+    """The deterministic run id of a schedule slot: `20261122T030000Z-report-nightly`, so the
+    same slot can never run twice."""
+    return f"{run_stamp(at)}-{slot_suffix(pipeline, schedule_id)}"
+
+
+def request_run_id(pipeline: str, request_id: str) -> str:
+    """The run id of a queued request whose id is `<stamp>-<hex>` (`fastflow run --remote`):
+    known to the client at once, and the same however often the request is seen."""
+    stamp, _, suffix = request_id.partition("-")
+    return f"{stamp}-{pipeline}-{suffix}"
 
 
 def run_id_month(run_id: str) -> tuple[str, str, str] | None:
@@ -22,6 +67,11 @@ def run_id_month(run_id: str) -> tuple[str, str, str] | None:
     sharded by this month."""
     m = _STAMPED_RUN_ID.match(run_id)
     return (m.group(1), m.group(2), m.group(7)) if m else None
+
+
+def run_id_time(run_id: str) -> datetime:
+    """The UTC second embedded in a run id (which must start with a timestamp)."""
+    return datetime.strptime(run_id[:16] + "+0000", "%Y%m%dT%H%M%SZ%z")
 
 
 def _iso(value: datetime | None) -> str | None:

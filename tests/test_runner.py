@@ -23,12 +23,11 @@ from fastflow.model import (
     RunConfig,
     RunStatus,
 )
-from fastflow.record import CommitRef, RunRecord, Trigger
+from fastflow.record import CommitRef, RunRecord, Trigger, new_run_id
 from fastflow.run.env import RunContext, build_env
 from fastflow.run.runner import (
     RunRequest,
     downstream_to_fire,
-    new_run_id,
     resolve_settings,
     run_pipeline,
     write_record_json,

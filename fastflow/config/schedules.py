@@ -28,6 +28,7 @@ from fastflow.defaults import SCHEDULES_FILE
 from fastflow.errors import ConfigError, Invalid
 from fastflow.humanize import did_you_mean, show
 from fastflow.model import Pipeline, Problem, Severity
+from fastflow.record import slot_suffix
 from fastflow.schedule.cron import parse_cron
 from fastflow.schedule.spec import (
     DEFAULT_TIMEZONE,
@@ -37,7 +38,6 @@ from fastflow.schedule.spec import (
     ScheduleKind,
     ScheduleSet,
     _iso,
-    run_id_suffix,
 )
 from fastflow.schedule.timevalues import (
     check_zone,
@@ -305,7 +305,7 @@ def _check_run_ids(schedules: Collection[Schedule], problems: list[Problem]) -> 
     # schedules could produce the same run id, which would make one of them never run.
     seen: dict[str, Schedule] = {}
     for schedule in sorted(schedules, key=lambda s: s.id):
-        suffix = run_id_suffix(schedule)
+        suffix = slot_suffix(schedule.pipeline, schedule.id)
         other = seen.setdefault(suffix, schedule)
         if other is not schedule:
             problems.append(Problem(schedule.source, f"{schedule.field}.id", f'"{schedule.id}" '

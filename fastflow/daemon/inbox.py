@@ -30,6 +30,7 @@ from typing import Union
 
 from fastflow.daemon.watch import FolderWaiter
 from fastflow.files import write_atomic
+from fastflow.record import run_stamp
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class Inbox:
         `now` (aware) is the request time: it goes into the message and its file name, which is
         what orders it among other messages. The file is fsynced: a request is a user's intent.
         """
-        request_id = f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+        request_id = f"{run_stamp(now)}-{secrets.token_hex(4)}"
         body = {
             "pipeline": pipeline,
             "env": {str(k): str(v) for k, v in env.items()},

@@ -33,7 +33,7 @@ from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.inbox import Inbox, PushMessage
 from fastflow.daemon.inbox import RunRequest as RunRequestMessage
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
-from fastflow.daemon.statedir import StateLock, is_remote, run_id_for_request
+from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.defaults import BRANCH_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL
 from fastflow.deploy.deployment import (
     ActivePipeline,
@@ -53,10 +53,9 @@ from fastflow.executors.base import (
 )
 from fastflow.files import write_atomic
 from fastflow.model import RepoConfig
-from fastflow.record import RunRecord, Trigger
+from fastflow.record import RunRecord, Trigger, new_run_id, request_run_id
 from fastflow.results.publish import SitePublisher
 from fastflow.results.store import ResultsStore
-from fastflow.run.runner import new_run_id
 from fastflow.schedule.planner import DueRun
 from fastflow.schedule.timetable import Timetable, schedule_info, slot_trigger
 
@@ -447,7 +446,7 @@ class Daemon:
         try:
             run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
                                  env=request.env, run_config_id=request.run_config,
-                                 run_id=run_id_for_request(request.pipeline, request.request_id))
+                                 run_id=request_run_id(request.pipeline, request.request_id))
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)

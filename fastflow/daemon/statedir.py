@@ -14,6 +14,7 @@ from typing import Mapping
 from fastflow.daemon.inbox import Inbox
 from fastflow.errors import FastflowError
 from fastflow.files import try_lock
+from fastflow.record import request_run_id
 
 
 def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
@@ -23,13 +24,6 @@ def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
     if not is_remote(source):
         name = Path(source).resolve().name.removesuffix(".git") or "repo"
     return Path(base).expanduser() / "fastflow" / name
-
-
-def run_id_for_request(pipeline: str, request_id: str) -> str:
-    """The run id of a `fastflow run --remote` request (`<stamp>-<hex>`): known to the client
-    at once, and the same however often the request is seen."""
-    stamp, _, suffix = request_id.partition("-")
-    return f"{stamp}-{pipeline}-{suffix}"
 
 
 def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
@@ -42,7 +36,7 @@ def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
             "or pass its --state-dir"
         )
     request_id = Inbox(state_dir).post_run_request(pipeline, dict(env), run_config, now)
-    return run_id_for_request(pipeline, request_id)
+    return request_run_id(pipeline, request_id)
 
 
 def is_remote(source: str) -> bool:

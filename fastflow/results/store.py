@@ -28,7 +28,7 @@ from fastflow.defaults import (
 )
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.files import fsync_dir, is_temporary, write_atomic
-from fastflow.record import RunRecord, run_id_month
+from fastflow.record import RUN_ID_FORM, RunRecord, run_id_month, run_id_time
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,9 @@ def run_month(run_id: str) -> tuple[str, str, str]:
     if parts is None:
         raise RepositoryError(
             f"run id {run_id!r} does not start with a UTC timestamp like 20261122T143000Z-; "
-            "run ids must be `<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]`"
+            f"run ids must be `{RUN_ID_FORM}`"
         )
     return parts
-
-
-def run_time(run_id: str) -> datetime:
-    """The UTC time embedded in a run id."""
-    return datetime.strptime(run_id[:16] + "+0000", "%Y%m%dT%H%M%SZ%z")
 
 
 def record_path(pipeline: str, run_id: str) -> str:
@@ -405,7 +400,7 @@ class ResultsStore:
             doomed = set(ids[keep_runs:]) if keep_runs is not None else set()
             if keep_days is not None:
                 cutoff = now - timedelta(days=keep_days)
-                doomed.update(i for i in ids if run_time(i) < cutoff)
+                doomed.update(i for i in ids if run_id_time(i) < cutoff)
             if not doomed:
                 return []
             removed = sorted(doomed)

@@ -27,10 +27,9 @@ Decisions, for users and for the code that calls this:
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -57,6 +56,7 @@ from fastflow.record import (
     Resources,
     RunRecord,
     Trigger,
+    new_run_id,
 )
 from fastflow.run.capture import LogCapture, Masker
 from fastflow.run.env import RunContext, build_env
@@ -81,18 +81,6 @@ _UV_PYTHON = ("No interpreter found", "No download found for request")
 def wait_on_event(seconds: float, cancel: threading.Event) -> bool:
     """The default `wait`: sleep `seconds` unless cancelled; True when cancelled."""
     return cancel.wait(seconds)
-
-
-def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
-    """A run id that sorts by time and is unique: `20261122T143000Z-pipeline_a-7f3a`.
-
-    `now` must be timezone-aware (it is written in UTC); `rand` (4 hex characters by default,
-    from the OS's random source) is for tests.
-    """
-    if now.tzinfo is None:
-        raise ValueError("new_run_id needs a timezone-aware datetime")
-    stamp = now.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{pipeline}-{rand if rand is not None else os.urandom(2).hex()}"
 
 
 @dataclass(frozen=True)

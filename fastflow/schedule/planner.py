@@ -26,6 +26,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
+from fastflow.record import slot_run_id as _slot_run_id
 from fastflow.schedule.cron import CronSlot, cron_instants
 from fastflow.schedule.spec import (
     EPOCH,
@@ -33,7 +34,6 @@ from fastflow.schedule.spec import (
     Overlap,
     Schedule,
     ScheduleKind,
-    run_id_suffix,
 )
 
 UTC = timezone.utc
@@ -190,10 +190,8 @@ def _aware(now: datetime) -> datetime:
 
 
 def slot_run_id(schedule: Schedule, at: datetime) -> str:
-    """The deterministic run id of a slot: `20261122T030000Z-report-nightly` (time-sortable)."""
-    at = at.astimezone(UTC)  # formatted by hand: strftime costs more than the rest of a tick
-    return (f"{at.year:04d}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}{at.second:02d}Z-"
-            f"{run_id_suffix(schedule)}")
+    """The deterministic run id of a slot of `schedule` (`record.slot_run_id`)."""
+    return _slot_run_id(schedule.pipeline, schedule.id, at)
 
 
 def iter_slots(schedule: Schedule, after: datetime) -> Iterator[Slot]:

@@ -112,10 +112,3 @@ class ScheduleSet:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
-
-
-def run_id_suffix(schedule: Schedule) -> str:
-    """The part of a slot's run id after the timestamp: `<pipeline>` or `<pipeline>-<id>`."""
-    if schedule.id == schedule.pipeline:
-        return schedule.pipeline
-    return f"{schedule.pipeline}-{schedule.id}"
