@@ -36,3 +36,16 @@ HEARTBEAT_STALE_FACTOR = 3
 CONFIG_DIR = ".fastflow"
 CONFIG_FILE = ".fastflow/config.yaml"
 SCHEDULES_FILE = ".fastflow/schedules.yaml"
+
+# The state dir of `fastflow serve` (docs/serve.md): every name in it, defined once.
+STATE_LOCK = "daemon.lock"          # one daemon per state dir (flock; holds the pid)
+STATE_INBOX = "inbox"               # messages from the hook and `fastflow run --remote`
+STATE_INBOX_BAD = "bad"             # inbox/bad/: messages that could not be parsed
+STATE_ACTIVE = "active"             # the run journal: one file per accepted run until recorded
+STATE_JOURNAL = "journal"           # the results store's journal of uncommitted writes
+STATE_LIVE = "live"                 # live/<run_id>.log: output of running runs
+STATE_SNAPSHOTS = "snapshots"       # immutable snapshots of pipeline trees, by tree id
+STATE_PREHEAT = "preheat"           # preheat/<pipeline>.json: each pipeline's dependency state
+STATE_MIRROR = "mirror.git"         # the mirror of a followed URL
+STATE_DEPLOYMENT = "deployment.json"  # the active commit and tree of each pipeline
+STATE_STATUS = "status.json"        # the daemon's state, written every heartbeat

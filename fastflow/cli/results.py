@@ -14,6 +14,7 @@ import click
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
 from fastflow.cli.render import format_duration, print_table, styled_status
 from fastflow.daemon.statedir import default_state_dir
+from fastflow.defaults import STATE_MIRROR
 from fastflow.model import RunStatus
 from fastflow.results.build import build_site_from_branch, make_server, prune_results
 from fastflow.results.read import (
@@ -38,7 +39,7 @@ def state_dir_option(func):
 
 
 def _state_dir(repo: Path, state_dir: Path | None) -> Path:
-    if state_dir is None and repo.name == "mirror.git":
+    if state_dir is None and repo.name == STATE_MIRROR:
         return repo.parent  # --repo is the daemon's mirror of a URL, inside its state dir
     return state_dir or default_state_dir(str(repo), host_environment())
 

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Union
 
 from fastflow.daemon.watch import FolderWaiter
+from fastflow.defaults import STATE_INBOX, STATE_INBOX_BAD
 from fastflow.files import write_atomic
 from fastflow.record import run_stamp
 
 log = logging.getLogger(__name__)
 
-INBOX_DIR = "inbox"
-BAD_DIR = "bad"
 # Seconds between directory scans when inotify is unavailable (the fallback observer).
 
 _NAME = re.compile(r"^(?P<kind>push|run)-(?P<ns>[0-9]{1,20})-(?P<rand>[A-Za-z0-9_]{1,32})(?P<ext>\.json)?$")
@@ -155,7 +154,7 @@ class Inbox:
 
     def __init__(self, state_dir: Path | str) -> None:
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / INBOX_DIR
+        self.path = self.state_dir / STATE_INBOX
         self.path.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -202,7 +201,7 @@ class Inbox:
     def _names(self) -> list[str]:
         try:
             with os.scandir(self.path) as entries:
-                names = [e.name for e in entries if not e.name.startswith(".") and e.name != BAD_DIR]
+                names = [e.name for e in entries if not e.name.startswith(".") and e.name != STATE_INBOX_BAD]
         except FileNotFoundError:
             return []
         return sorted(names, key=_sort_key)
@@ -212,7 +211,7 @@ class Inbox:
         return bool(self._names())
 
     def _set_aside(self, name: str, reason: str) -> None:
-        bad = self.path / BAD_DIR
+        bad = self.path / STATE_INBOX_BAD
         bad.mkdir(exist_ok=True)
         target = bad / name
         if target.exists():
@@ -249,4 +248,4 @@ class Inbox:
     def waiter(self, polling: bool = False) -> FolderWaiter:
         """A started waiter on this inbox (inotify; `polling=True` forces the fallback): its
         `wait` returns True when a message landed (already pending ones included)."""
-        return FolderWaiter(self.path, pending=self.pending, ignore=(BAD_DIR,), polling=polling)
+        return FolderWaiter(self.path, pending=self.pending, ignore=(STATE_INBOX_BAD,), polling=polling)

@@ -34,7 +34,15 @@ from fastflow.daemon.inbox import Inbox, PushMessage
 from fastflow.daemon.inbox import RunRequest as RunRequestMessage
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
-from fastflow.defaults import BRANCH_HEARTBEAT_INTERVAL, HEARTBEAT_INTERVAL
+from fastflow.defaults import (
+    BRANCH_HEARTBEAT_INTERVAL,
+    HEARTBEAT_INTERVAL,
+    STATE_DEPLOYMENT,
+    STATE_JOURNAL,
+    STATE_MIRROR,
+    STATE_SNAPSHOTS,
+    STATE_STATUS,
+)
 from fastflow.deploy.deployment import (
     ActivePipeline,
     Deployment,
@@ -91,7 +99,7 @@ class Daemon:
         self.environ = dict(environ)
         self.credentials = credentials
         self.lock = StateLock(self.state_dir)
-        self.snapshots = self.state_dir / "snapshots"
+        self.snapshots = self.state_dir / STATE_SNAPSHOTS
         self.deployment: Deployment | None = None
         self.stopping = threading.Event()
         self._executor_factory = executor_factory
@@ -117,14 +125,14 @@ class Daemon:
         self.inbox = Inbox(self.state_dir)
         self.repository = self._open_repository()
         self.deployment = restore_deployment(self.repository, self.snapshots,
-                                             self.state_dir / "deployment.json")
+                                             self.state_dir / STATE_DEPLOYMENT)
         config = self._config_at_head()
         if config is None:
             config = default_repo_config()
             logger.error("the configuration at the head of %s is invalid and no earlier valid one "
                          "is known; nothing runs until a push fixes it", self.options.branch)
         self.store = ResultsStore(
-            self.repository.path, self.state_dir / "journal", self.clock,
+            self.repository.path, self.state_dir / STATE_JOURNAL, self.clock,
             branch=config.results_branch, author=(config.author_name, config.author_email),
             remote=self.options.source if is_remote(self.options.source) else None,
             credentials=self.credentials,
@@ -269,7 +277,7 @@ class Daemon:
     def _open_repository(self) -> git.GitRepo:
         source = self.options.source
         if is_remote(source):
-            mirror = self.state_dir / "mirror.git"
+            mirror = self.state_dir / STATE_MIRROR
             git.mirror_fetch(source, mirror, self.credentials, protect=("fastflow/results",))
             return git.open_repo(mirror)
         return git.open_repo(Path(source).resolve())
@@ -298,7 +306,7 @@ class Daemon:
                 return None
             deployment = deploy_commit(self.repository, head, self.snapshots, previous)
             self.deployment = deployment
-            save_deployment(deployment, self.state_dir / "deployment.json")
+            save_deployment(deployment, self.state_dir / STATE_DEPLOYMENT)
             self._sync_errors = []
             self._preheat(previous, deployment)
             self._activate_schedules(deployment)
@@ -505,7 +513,7 @@ class Daemon:
         if stopped:
             data["stopped_at"] = now.isoformat()
         self._heartbeat_at = now
-        path = self.state_dir / "status.json"
+        path = self.state_dir / STATE_STATUS
         write_atomic(path, json.dumps({**data, "heartbeat_interval_s": HEARTBEAT_INTERVAL}, indent=2,
                                       default=str))
         self.store.write_state("daemon", {**data, "heartbeat_interval_s": BRANCH_HEARTBEAT_INTERVAL})

@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.daemon.dispatcher import Dispatcher, Job, Slot
-from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
+from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError, RepositoryError
@@ -83,7 +83,7 @@ class RunJournal:
     """`<state_dir>/active/`: one fsync'd file per accepted run until its record is stored."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / "active"
+        self.dir = Path(state_dir) / STATE_ACTIVE
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def write(self, order: RunOrder) -> None:
@@ -110,7 +110,7 @@ class LiveLogs:
     """`<state_dir>/live/<run_id>.log`: the (masked) output of running runs, for `logs --follow`."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / "live"
+        self.dir = Path(state_dir) / STATE_LIVE
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def sink(self, run_id: str) -> Callable[[OutputLine], None]:

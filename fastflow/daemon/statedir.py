@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fastflow.daemon.inbox import Inbox
+from fastflow.defaults import STATE_INBOX, STATE_LOCK
 from fastflow.errors import FastflowError
 from fastflow.files import try_lock
 from fastflow.record import request_run_id
@@ -29,7 +30,7 @@ def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
 def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
                      run_config: str | None, now: datetime) -> str:
     """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have."""
-    inbox_dir = Path(state_dir) / "inbox"
+    inbox_dir = Path(state_dir) / STATE_INBOX
     if not inbox_dir.is_dir():
         raise FastflowError(
             f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
@@ -52,7 +53,7 @@ class StateLock:
     """An exclusive `flock` on `<state_dir>/daemon.lock`, released when the process dies."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "daemon.lock"
+        self.path = Path(state_dir) / STATE_LOCK
         self._fd: int | None = None
 
     def acquire(self) -> None:

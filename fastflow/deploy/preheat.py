@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from fastflow.defaults import STATE_PREHEAT
 from fastflow.executors.base import PreheatFunction, PreheatJob, PreheatOutcome
 from fastflow.files import write_atomic
 
@@ -49,7 +50,7 @@ class Preheater:
     def __init__(self, preheat: PreheatFunction, state_dir: Path,
                  clock: Callable[[], datetime], max_parallel: int = 2) -> None:
         self._preheat = preheat
-        self._dir = Path(state_dir) / "preheat"
+        self._dir = Path(state_dir) / STATE_PREHEAT
         self._dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="preheat")

@@ -27,7 +27,12 @@ from zoneinfo import ZoneInfo
 from fastflow import repo as git
 from fastflow.config import CONFIG_FILE, default_repo_config
 from fastflow.config.schedules import check_schedules, read_schedules_file
-from fastflow.defaults import HEARTBEAT_INTERVAL, HEARTBEAT_STALE_FACTOR
+from fastflow.defaults import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_STALE_FACTOR,
+    STATE_LIVE,
+    STATE_STATUS,
+)
 from fastflow.deploy.workspace import Workspace, open_workspace
 from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.humanize import format_ago, format_until
@@ -36,8 +41,6 @@ from fastflow.record import RunRecord
 from fastflow.results.store import ResultsStore, run_month
 from fastflow.schedule.planner import next_slots
 
-LIVE_DIR = "live"  # <state-dir>/live/<run_id>.log: output of running runs
-STATUS_FILE = "status.json"  # <state-dir>/status.json: the daemon's state, every heartbeat
 RECORD_SETTLE_S = 60.0  # how long `logs --follow` waits for a record after the live file went
 
 
@@ -158,7 +161,7 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
     branch_state = results.store.read_state("daemon")
     if branch_state:
         candidates.append((branch_state, f"{results.branch}:state/daemon.json"))
-    local = Path(state_dir) / STATUS_FILE if state_dir else None
+    local = Path(state_dir) / STATE_STATUS if state_dir else None
     if local is not None and local.is_file():
         try:
             candidates.append((json.loads(local.read_text(encoding="utf-8")), str(local)))
@@ -355,12 +358,12 @@ def _stored_log(results: Results, run_id: str) -> tuple[RunRecord, str] | None:
 
 def live_log_path(state_dir: Path, run_id: str) -> Path:
     """`<state_dir>/live/<run_id>.log`, appended to by the daemon while the run is active."""
-    return Path(state_dir) / LIVE_DIR / f"{run_id}.log"
+    return Path(state_dir) / STATE_LIVE / f"{run_id}.log"
 
 
 def pending_runs(state_dir: Path | None) -> set[str]:
     """Run ids the daemon of `state_dir` reports as queued or running (status.json)."""
-    path = Path(state_dir) / STATUS_FILE if state_dir else None
+    path = Path(state_dir) / STATE_STATUS if state_dir else None
     if path is None or not path.is_file():
         return set()
     try:
