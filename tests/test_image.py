@@ -80,6 +80,14 @@ def test_bootstrap_refuses_a_python_debian_does_not_have():
                               "bookworm, trixie, bullseye")
 
 
+def test_mirror_option_defaults_to_the_host_apt_sources():
+    result = CliRunner().invoke(cli(), ["image", "build", "--help"])
+    assert result.exit_code == 0
+    assert "--mirror URL" in result.output
+    assert "host's apt sources" in result.output
+    assert "http" not in result.output  # no mirror host is built in
+
+
 def test_build_needs_exactly_one_way():
     with pytest.raises(ExecutorError) as err:
         build_image(TEST_TAG)
@@ -111,6 +119,15 @@ class TestWithEngine:
         assert uid == "10001"
         assert uv_line.startswith(f"uv {uv_version(find_uv_binary())} ")
         assert python_line.startswith("Python 3.11.")
+
+    def test_bootstrap_without_a_mirror_stops_before_debootstrap(self, tmp_path):
+        # A fresh base needs debootstrap, hence a mirror: none in the apt sources is an error
+        # naming --mirror, raised before debootstrap, root or the network are needed.
+        with pytest.raises(ExecutorError) as err:
+            bootstrap_base("bookworm", "3.11", fresh=True, apt_dir=tmp_path)
+        assert str(err.value).startswith("found no Debian mirror for --bootstrap in the host's "
+                                         f"apt sources ({tmp_path}/sources.list, ")
+        assert str(err.value).endswith("give one with `fastflow image build --bootstrap --mirror URL`")
 
     def test_check_command(self, tmp_path):
         if not check_image(TEST_TAG, uv_version(find_uv_binary())).matches:

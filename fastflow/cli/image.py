@@ -13,7 +13,6 @@ from fastflow.config.repo import load_repo_config
 from fastflow.defaults import DEFAULT_GRACE_PERIOD, DEFAULT_PYTHON
 from fastflow.errors import FastflowError
 from fastflow.executors.docker import (
-    DEFAULT_MIRROR,
     build_image,
     cancel_run,
     check_image,
@@ -36,13 +35,13 @@ def image() -> None:
 @click.option("--tag", help="Image name:tag (default: `image` of .fastflow/config.yaml).")
 @click.option("--python", "python_version", help="Python version of the image "
               "(default: `default_python` of the config).")
-@click.option("--mirror", default=DEFAULT_MIRROR, show_default=True, help="Debian mirror for "
-              "--bootstrap.")
+@click.option("--mirror", metavar="URL", help="Debian mirror for --bootstrap (default: the main "
+              "Debian archive of the host's apt sources, /etc/apt/sources.list[.d]).")
 @click.option("--fresh-base", is_flag=True, help="Re-run debootstrap even if the Debian base "
               "image exists.")
 @repo_option
 def build(base: str | None, bootstrap: bool, tag: str | None, python_version: str | None,
-          mirror: str, fresh_base: bool, repo: Path) -> None:
+          mirror: str | None, fresh_base: bool, repo: Path) -> None:
     """Build the runner image (Python, the host's uv, a non-root user)."""
     if bool(base) == bool(bootstrap):
         raise click.UsageError("give exactly one of --base IMAGE and --bootstrap")

@@ -10,7 +10,9 @@ Two ways to build:
 - `base=IMAGE` (e.g. `python:3.11-slim`): a generated Dockerfile on that image (needs a registry).
 - `bootstrap=True`: `debootstrap` a minimal Debian (variant minbase, with python3) from Debian
   packages, `docker import` it as `fastflow-base:<suite>` (kept and reused), then the same
-  Dockerfile on top. Needs root and the Debian mirror, no registry.
+  Dockerfile on top. Needs root and a Debian mirror, no registry. The mirror is the one the
+  host's apt already uses (`host_debian_mirror`), or `mirror=URL`: no host name of a mirror is
+  written in Fast-Flow, so a machine behind its own mirror or proxy never reaches past it.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-try:  # the PyPI `uv` package ships the binary (a dependency of fastflow, but may be absent)
+try:  # the `uv` Python package ships the binary (a dependency of fastflow, but may be absent)
     import uv as uv_package
 except ImportError:  # pragma: no cover - depends on the installation
     uv_package = None
@@ -46,7 +48,20 @@ logger = logging.getLogger(__name__)
 RUNNER_UID = 10001
 IMAGE_KIND = "runner"
 DEFAULT_SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# No built-in mirror: None means the host's apt sources decide (`host_debian_mirror`).
+DEFAULT_MIRROR: str | None = None
+# Where the host's apt sources live; a parameter so tests can point at a folder of their own.
+DEFAULT_APT_DIR = Path("/etc/apt")
+# Suites of the main Debian archive (codenames and aliases). An apt entry for one of these, with
+# the component main, is the archive debootstrap needs; `bookworm-security`, `bookworm-updates`,
+# `bookworm-backports`, another distribution's suites (`jammy`) and third-party repositories
+# (`nodistro`, `cloud-sdk-bookworm`) are not.
+DEBIAN_SUITES = frozenset({
+    "buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+    "oldoldstable", "oldstable", "stable", "testing", "unstable",
+})
+# URL schemes debootstrap can fetch from (apt's `mirror+file:`, `cdrom:`, `tor+http:` it cannot).
+_MIRROR_SCHEMES = ("http://", "https://", "file:/")
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
 BOOTSTRAP_PACKAGES = ("python3", "ca-certificates")
 # Trimmed from the debootstrapped tree before import: not needed to run Python.
@@ -122,6 +137,107 @@ def uv_version(uv_binary: Path) -> str:
     return match.group(1)
 
 
+@dataclass(frozen=True)
+class AptEntry:
+    """One source of an apt sources file: its types (`deb`, `deb-src`), URIs, suites, components."""
+
+    types: tuple[str, ...]
+    uris: tuple[str, ...]
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+
+
+def debian_mirror_in(text: str, *, deb822: bool) -> str | None:
+    """The URL of the main Debian archive in the text of one apt sources file, or None.
+
+    `deb822` says the format: a `*.sources` file (stanzas of `Types:`, `URIs:`, `Suites:`,
+    `Components:`; `Enabled: no` is skipped) or a one-line `sources.list` / `*.list` file
+    (`deb [options] URI SUITE COMPONENT...`). The first `deb` entry with a suite of
+    `DEBIAN_SUITES`, the component main and a URL debootstrap can fetch from wins; its URL is
+    returned without a trailing slash. Pure: the caller reads the files.
+    """
+    entries = _deb822_entries(text) if deb822 else _one_line_entries(text)
+    for entry in entries:
+        if ("deb" in entry.types and "main" in entry.components
+                and DEBIAN_SUITES.intersection(entry.suites)):
+            for uri in entry.uris:
+                if uri.startswith(_MIRROR_SCHEMES):
+                    return uri.rstrip("/")
+    return None
+
+
+def host_debian_mirror(apt_dir: Path = DEFAULT_APT_DIR) -> str:
+    """The main Debian archive the host's apt uses, read from `apt_dir` (`/etc/apt`).
+
+    Files are read in apt's order: `sources.list`, then `sources.list.d/*.list` and `*.sources`
+    by name; the first file naming the archive (`debian_mirror_in`) wins. None found (not a
+    Debian host, or only security and third-party sources) is an `ExecutorError` naming
+    `--mirror`.
+    """
+    for path, deb822 in _apt_source_files(apt_dir):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:  # an unreadable file is not a reason to stop looking
+            logger.debug("skipping apt sources file %s: %s", path, exc)
+            continue
+        mirror = debian_mirror_in(text, deb822=deb822)
+        if mirror:
+            logger.debug("Debian mirror %s (from %s)", mirror, path)
+            return mirror
+    raise ExecutorError(
+        f"found no Debian mirror for --bootstrap in the host's apt sources ({apt_dir}/sources.list, "
+        f"{apt_dir}/sources.list.d/*.list and *.sources have no `deb` entry for a Debian suite "
+        f"such as {DEFAULT_SUITE} with the component main); give one with "
+        f"`fastflow image build --bootstrap --mirror URL`"
+    )
+
+
+def _apt_source_files(apt_dir: Path) -> list[tuple[Path, bool]]:
+    """The sources files under `apt_dir` in the order apt reads them, each with its format."""
+    files = [(apt_dir / "sources.list", False)]
+    parts = apt_dir / "sources.list.d"
+    if parts.is_dir():
+        files += [(path, path.suffix == ".sources") for path in sorted(parts.iterdir())
+                  if path.suffix in (".list", ".sources")]
+    return [(path, deb822) for path, deb822 in files if path.is_file()]
+
+
+def _one_line_entries(text: str) -> list[AptEntry]:
+    entries = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and words[1].startswith("["):  # options: `[arch=amd64 signed-by=...]`
+            while words[1:] and not words[1].endswith("]"):
+                del words[1]
+            del words[1:2]
+        if len(words) >= 3:
+            entries.append(AptEntry((words[0],), (words[1],), (words[2],), tuple(words[3:])))
+    return entries
+
+
+def _deb822_entries(text: str) -> list[AptEntry]:
+    stanzas: list[dict[str, str]] = [{}]
+    key = None
+    for line in text.splitlines():
+        if not line.strip():  # a blank line ends a stanza
+            if stanzas[-1]:
+                stanzas.append({})
+            key = None
+        elif line.startswith("#"):
+            continue
+        elif line[0] in " \t":  # a continuation line of the field before
+            if key:
+                stanzas[-1][key] += " " + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            stanzas[-1][key] = value.strip()
+    return [AptEntry(*(tuple(fields.get(name, "").split())
+                       for name in ("types", "uris", "suites", "components")))
+            for fields in stanzas
+            if fields and fields.get("enabled", "yes").lower() not in ("no", "false", "off")]
+
+
 def render_dockerfile(base: str, python_version: str, uv_version: str) -> str:
     """The Dockerfile that finishes a runner image on `base` (any Debian-like image with python3).
 
@@ -163,14 +279,16 @@ def check_image(tag: str, host_uv_version: str,
 
 def build_image(tag: str, *, base: str | None = None, bootstrap: bool = False,
                 python_version: str = "3.11", uv_binary: Path | None = None,
-                suite: str = DEFAULT_SUITE, mirror: str = DEFAULT_MIRROR,
-                deb_cache_dir: Path | None = None, fresh_base: bool = False,
+                suite: str = DEFAULT_SUITE, mirror: str | None = DEFAULT_MIRROR,
+                apt_dir: Path = DEFAULT_APT_DIR, deb_cache_dir: Path | None = None,
+                fresh_base: bool = False,
                 log: Log = logger.info, client: docker.DockerClient | None = None) -> str:
     """Build the runner image `tag` from `base` or by debootstrap; returns the image id.
 
     Exactly one of `base` and `bootstrap` is given. With `bootstrap`, the imported Debian base
     `fastflow-base:<suite>` is reused when present (unless `fresh_base`), so a rebuild for a new
-    uv takes seconds. `log` receives progress lines.
+    uv takes seconds; debootstrap fetches from `mirror`, by default the host's own Debian mirror
+    (read from `apt_dir`). `log` receives progress lines.
     """
     if bool(base) == bool(bootstrap):
         raise ExecutorError("give exactly one of --base IMAGE and --bootstrap to `fastflow image build`")
@@ -178,8 +296,9 @@ def build_image(tag: str, *, base: str | None = None, bootstrap: bool = False,
     uv_binary = uv_binary or find_uv_binary()
     version = uv_version(uv_binary)
     if bootstrap:
-        base = bootstrap_base(suite, python_version, mirror=mirror, deb_cache_dir=deb_cache_dir,
-                              fresh=fresh_base, log=log, client=client)
+        base = bootstrap_base(suite, python_version, mirror=mirror, apt_dir=apt_dir,
+                              deb_cache_dir=deb_cache_dir, fresh=fresh_base, log=log,
+                              client=client)
     with tempfile.TemporaryDirectory(prefix="fastflow-image-") as context:
         shutil.copy2(uv_binary, Path(context) / "uv")
         (Path(context) / "Dockerfile").write_text(render_dockerfile(base, python_version, version))
@@ -188,10 +307,15 @@ def build_image(tag: str, *, base: str | None = None, bootstrap: bool = False,
     return image_id
 
 
-def bootstrap_base(suite: str, python_version: str, *, mirror: str = DEFAULT_MIRROR,
-                   deb_cache_dir: Path | None = None, fresh: bool = False, log: Log = logger.info,
+def bootstrap_base(suite: str, python_version: str, *, mirror: str | None = DEFAULT_MIRROR,
+                   apt_dir: Path = DEFAULT_APT_DIR, deb_cache_dir: Path | None = None,
+                   fresh: bool = False, log: Log = logger.info,
                    client: docker.DockerClient | None = None) -> str:
-    """The tag of a Debian base image made by debootstrap and `docker import` (reused when present)."""
+    """The tag of a Debian base image made by debootstrap and `docker import` (reused when present).
+
+    The mirror is looked up only when debootstrap has to run: `mirror`, else the host's apt
+    sources under `apt_dir` (`host_debian_mirror`), so reusing the base needs neither.
+    """
     provided = SUITE_PYTHON.get(suite)
     if provided is None:
         raise ExecutorError(f"unknown Debian suite {suite!r} for --bootstrap; "
@@ -206,6 +330,9 @@ def bootstrap_base(suite: str, python_version: str, *, mirror: str = DEFAULT_MIR
     if not fresh and _image_exists(client, tag):
         log(f"reusing the Debian base image {tag}")
         return tag
+    if not mirror:
+        mirror = host_debian_mirror(apt_dir)
+        log(f"Debian mirror {mirror} (from the host's apt sources; --mirror URL overrides)")
     if shutil.which("debootstrap") is None:
         raise ExecutorError("`debootstrap` is not installed; install it with "
                             "`sudo apt-get install debootstrap`, or build with `--base IMAGE`")
