@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from croniter import croniter
 
 from fastflow.schedule.cron import parse_cron
-from fastflow.schedule.planner import plan_schedules, tick
+from fastflow.schedule.planner import decide, plan_schedules
 from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
 
 UTC = timezone.utc
@@ -60,7 +60,7 @@ def busy_day(schedules: list[Schedule], hours: int = 24) -> tuple[list[float], i
     while plan.next_wakeup is not None and plan.next_wakeup <= end:
         now = plan.next_wakeup
         began = time.perf_counter()
-        result = tick(plan, {}, now)
+        result = decide(plan, {}, now)
         times.append((time.perf_counter() - began) * 1000)
         due += len(result.runs) + len(result.skipped)
         plan = result.plan
@@ -70,7 +70,7 @@ def busy_day(schedules: list[Schedule], hours: int = 24) -> tuple[list[float], i
 def max_due(schedules: list[Schedule]) -> int:
     plan, most = plan_schedules(schedules, {}, START), 0
     while plan.next_wakeup is not None and plan.next_wakeup <= START + timedelta(hours=24):
-        result = tick(plan, {}, plan.next_wakeup)
+        result = decide(plan, {}, plan.next_wakeup)
         most, plan = max(most, len(result.runs) + len(result.skipped)), result.plan
     return most
 
@@ -91,7 +91,7 @@ def main() -> None:
     plan_ms = timed(lambda: plan_schedules(schedules, {}, START))
     plan = plan_schedules(schedules, {}, START)
     idle_at = plan.next_wakeup - timedelta(microseconds=1)
-    idle_ms = timed(lambda: tick(plan, {}, idle_at), repeat=200)
+    idle_ms = timed(lambda: decide(plan, {}, idle_at), repeat=200)
 
     times, due = busy_day(schedules)
     small_times, _ = busy_day(make_schedules(100))
@@ -107,7 +107,7 @@ def main() -> None:
     hourly = [Schedule(id=f"h{i}", pipeline="p", kind=ScheduleKind.CRON, cron=parse_cron("0 * * * *"),
                        timezone=ZONES[i % len(ZONES)]) for i in range(args.schedules)]
     worst_plan = plan_schedules(hourly, {}, START)
-    worst_ms = timed(lambda: tick(worst_plan, {}, worst_plan.next_wakeup))
+    worst_ms = timed(lambda: decide(worst_plan, {}, worst_plan.next_wakeup))
 
     n = args.schedules
     print(f"schedules                         {n}")

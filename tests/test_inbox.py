@@ -16,7 +16,7 @@ from fastflow.daemon.inbox import (
     MalformedMessage,
     PushMessage,
     RefUpdate,
-    RunRequest,
+    RunRequestMessage,
     parse_message,
 )
 
@@ -68,7 +68,7 @@ def test_run_request_round_trip(tmp_path: Path):
     assert body == {"pipeline": "etl", "env": {"A": "1"}, "run_config": "nightly",
                     "requested_at": "2026-11-22T14:30:00.123456+00:00", "request_id": request_id}
     [message] = inbox.drain()
-    assert message == RunRequest(name, NOW_NS, request_id, "etl", {"A": "1"}, "nightly", NOW)
+    assert message == RunRequestMessage(name, NOW_NS, request_id, "etl", {"A": "1"}, "nightly", NOW)
 
 
 def test_drain_returns_arrival_order_across_kinds(tmp_path: Path):
@@ -81,7 +81,7 @@ def test_drain_returns_arrival_order_across_kinds(tmp_path: Path):
     # A larger number with more digits must not sort before a smaller one (no string order).
     inbox.post_push("", posted_ns=base * 10)
     kinds = [(type(m).__name__, getattr(m, "pipeline", None)) for m in inbox.drain()]
-    assert kinds == [("RunRequest", "a"), ("PushMessage", None), ("RunRequest", "b"),
+    assert kinds == [("RunRequestMessage", "a"), ("PushMessage", None), ("RunRequestMessage", "b"),
                      ("PushMessage", None), ("PushMessage", None)]
 
 
@@ -178,7 +178,7 @@ def test_concurrent_writers_never_produce_partial_reads(tmp_path: Path):
     assert len(drained) == per_thread * threads
     assert not (inbox.path / "bad").exists()
     for m in drained:
-        if isinstance(m, RunRequest):
+        if isinstance(m, RunRequestMessage):
             assert m.env == big_env
         else:
             assert len(m.updates) == 40

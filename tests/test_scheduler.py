@@ -20,12 +20,12 @@ from fastflow.schedule.planner import (
     ActiveRun,
     SkipReason,
     Watermark,
-    compute_tick,
+    decide,
+    decide_once,
     iter_slots,
     next_slots,
     plan_schedules,
     slot_run_id,
-    tick,
     watermarks_from_json,
     watermarks_to_json,
 )
@@ -75,7 +75,7 @@ class Clock:
 
     def at(self, now: datetime, active: dict | None = None):
         self.now = now
-        result = tick(self.plan, active or {}, now)
+        result = decide(self.plan, active or {}, now)
         self.plan = result.plan
         self.runs += result.runs
         self.skipped += result.skipped
@@ -167,15 +167,15 @@ def test_guarantee_slot_run_id_is_deterministic_and_sortable():
 
 def test_guarantee_no_slot_runs_twice_across_restart_and_duplicate_ticks():
     schedule = cron("*/10 * * * *")
-    first = compute_tick([schedule], {}, {}, utc(2026, 5, 1, 12))
+    first = decide_once([schedule], {}, {}, utc(2026, 5, 1, 12))
     assert [r.run_id for r in first.runs] == ["20260501T120000Z-p-s"]
-    again = tick(first.plan, {}, utc(2026, 5, 1, 12))  # a duplicate hook in the same second
+    again = decide(first.plan, {}, utc(2026, 5, 1, 12))  # a duplicate hook in the same second
     assert again.runs == () and again.skipped == ()
     stored = watermarks_to_json(first.watermarks)  # the daemon persists, crashes, restarts
-    restarted = compute_tick([schedule], watermarks_from_json(stored), {}, utc(2026, 5, 1, 12, 0, 30))
+    restarted = decide_once([schedule], watermarks_from_json(stored), {}, utc(2026, 5, 1, 12, 0, 30))
     assert restarted.runs == () and restarted.skipped == ()
     # Another path already started the slot: it is not started again.
-    other = compute_tick([schedule], {}, {"s": [ActiveRun("20260501T121000Z-p-s")]}, utc(2026, 5, 1, 12, 10))
+    other = decide_once([schedule], {}, {"s": [ActiveRun("20260501T121000Z-p-s")]}, utc(2026, 5, 1, 12, 10))
     assert other.runs == ()
 
 
@@ -203,8 +203,8 @@ def test_guarantee_no_startup_blind_spot():
 
 
 def downtime(schedule: Schedule, down_from: datetime, back: datetime, active=None):
-    before = compute_tick([schedule], {}, {}, down_from)
-    return compute_tick([schedule], before.watermarks, active or {}, back)
+    before = decide_once([schedule], {}, {}, down_from)
+    return decide_once([schedule], before.watermarks, active or {}, back)
 
 
 def test_guarantee_catchup_none_records_missed_as_skipped():
@@ -251,7 +251,7 @@ def test_guarantee_at_fires_once_even_after_downtime_never_again():
     result = downtime(schedule, utc(2026, 11, 30), utc(2026, 12, 1, 15))
     assert [r.run_id for r in result.runs] == ["20261201T120000Z-p-s"]
     assert result.next_wakeup is None
-    later = compute_tick([schedule], result.watermarks, {}, utc(2027, 1, 1))
+    later = decide_once([schedule], result.watermarks, {}, utc(2027, 1, 1))
     assert later.runs == () and later.skipped == () and later.next_wakeup is None
 
 
@@ -277,12 +277,12 @@ RUNNING = {"s": [ActiveRun("20260501T110000Z-p-s", RunStatus.RUNNING)]}
     (Overlap.REPLACE, Action.REPLACE, ("20260501T110000Z-p-s",)),
 ])
 def test_guarantee_overlap_policies(policy, action, cancel):
-    result = compute_tick([cron("0 * * * *", overlap=policy)], {}, RUNNING, utc(2026, 5, 1, 12))
+    result = decide_once([cron("0 * * * *", overlap=policy)], {}, RUNNING, utc(2026, 5, 1, 12))
     assert [(r.action, r.cancel) for r in result.runs] == [(action, cancel)]
 
 
 def test_guarantee_overlap_skip_records_the_slot():
-    result = compute_tick([cron("0 * * * *")], {}, RUNNING, utc(2026, 5, 1, 12))
+    result = decide_once([cron("0 * * * *")], {}, RUNNING, utc(2026, 5, 1, 12))
     assert result.runs == ()
     assert [(s.reason, s.detail) for s in result.skipped] == [
         (SkipReason.OVERLAP, "run 20260501T110000Z-p-s of this schedule has not ended (overlap: skip)")]
@@ -290,7 +290,7 @@ def test_guarantee_overlap_skip_records_the_slot():
 
 def test_guarantee_overlap_queue_keeps_at_most_one_waiting():
     active = {"s": RUNNING["s"] + [ActiveRun("20260501T120000Z-p-s", RunStatus.QUEUED)]}
-    result = compute_tick([cron("*/30 * * * *", overlap=Overlap.QUEUE)], {}, active, utc(2026, 5, 1, 12, 30))
+    result = decide_once([cron("*/30 * * * *", overlap=Overlap.QUEUE)], {}, active, utc(2026, 5, 1, 12, 30))
     assert result.runs == ()
     assert [(s.reason, s.detail) for s in result.skipped] == [
         (SkipReason.QUEUE_FULL, "run 20260501T120000Z-p-s is already waiting (overlap: queue keeps at most one)")]
@@ -301,9 +301,9 @@ def test_guarantee_overlap_queue_keeps_at_most_one_waiting():
 
 def test_guarantee_changed_schedule_takes_effect_for_next_slot():
     old = cron("0 3 * * *")
-    first = compute_tick([old], {}, {}, utc(2026, 5, 1, 3))
+    first = decide_once([old], {}, {}, utc(2026, 5, 1, 3))
     new = cron("0 2 * * *")  # pushed at 02:30 on 2 May: 02:00 was never a slot of the new one
-    result = compute_tick([new], first.watermarks, {}, utc(2026, 5, 2, 2, 30))
+    result = decide_once([new], first.watermarks, {}, utc(2026, 5, 2, 2, 30))
     assert result.runs == () and result.skipped == ()
     assert result.next_wakeup == utc(2026, 5, 3, 2)
     assert result.watermarks["s"].since == utc(2026, 5, 2, 2, 30)
@@ -403,7 +403,7 @@ def test_property_every_slot_run_or_skipped_exactly_once(schedule, start, phases
 
 def _tick(plan, schedule, moment, running, run_for, handled):
     active = {"s": [ActiveRun(run_id) for ends, run_id in running if ends > moment]}
-    result = tick(plan, active, moment)
+    result = decide(plan, active, moment)
     for run in result.runs:
         handled.append(run.run_id)
         running.append((moment + timedelta(seconds=run_for), run.run_id))

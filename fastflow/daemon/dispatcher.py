@@ -1,10 +1,10 @@
-"""The dispatcher: a FIFO queue of runs, `max_concurrent_runs` slots, `max_instances` per pipeline.
+"""The dispatcher: a FIFO queue of runs, `max_concurrent_runs` permits, `max_instances` per pipeline.
 
-Nothing is dropped: a run waits in the queue until a slot is free and its pipeline is below its
+Nothing is dropped: a run waits in the queue until a permit is free and its pipeline is below its
 `max_instances`; among the runs that may start, the oldest starts first (a run blocked by its
 pipeline's `max_instances` does not block others behind it). Each run executes on a thread of
-its own. A run waiting before a retry gives its slot back for the wait (`Slot.released`), so
-retries with long backoffs never hold the machine; it takes a slot again, in turn, to go on.
+its own. A run waiting before a retry gives its permit back for the wait (`Permit.released`), so
+retries with long backoffs never hold the machine; it takes a permit again, in turn, to go on.
 
 No clock and no sleeping here besides waiting on conditions: the callable that executes a job
 decides everything about the run itself.
@@ -22,17 +22,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One queued run. `execute(slot)` runs it to its end; `cancel` asks it to stop."""
+    """One queued run. `execute(permit)` runs it to its end; `cancel` asks it to stop."""
 
     run_id: str
     pipeline: str
     max_instances: int
-    execute: Callable[["Slot"], None]
+    execute: Callable[["Permit"], None]
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
 
 
-class Slot:
+class Permit:
     """The permission a running job holds; `released()` hands it back for a while."""
 
     def __init__(self, dispatcher: "Dispatcher", job: Job) -> None:
@@ -46,7 +46,7 @@ class Slot:
 
     @contextmanager
     def released(self) -> Iterator[None]:
-        """Give the slot back (e.g. during a retry wait), then wait in turn to take one again."""
+        """Give the permit back (e.g. during a retry wait), then wait in turn to take one again."""
         self._dispatcher._release(self._job, keep_instance=True)
         try:
             yield
@@ -55,7 +55,7 @@ class Slot:
 
 
 class Dispatcher:
-    """Runs submitted jobs under `max_concurrent` slots and per-pipeline `max_instances`."""
+    """Runs submitted jobs under `max_concurrent` permits and per-pipeline `max_instances`."""
 
     def __init__(self, max_concurrent: int) -> None:
         if max_concurrent < 1:
@@ -64,9 +64,9 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._queue: list[Job] = []  # FIFO of jobs waiting to start
         self._waiting_again: list[Job] = []  # jobs back from a retry wait, served first
-        self._running: dict[str, Job] = {}  # run_id -> job holding a slot
+        self._running: dict[str, Job] = {}  # run_id -> job holding a permit
         self._instances: dict[str, int] = {}  # pipeline -> jobs started and not finished
-        self._paused: dict[str, Job] = {}  # run_id -> job waiting before a retry, slot given back
+        self._paused: dict[str, Job] = {}  # run_id -> job waiting before a retry, permit given back
         self._threads: dict[str, threading.Thread] = {}
         self._accepting = True
 
@@ -134,7 +134,7 @@ class Dispatcher:
     # --- internals --------------------------------------------------------------------
 
     def _start_eligible(self) -> None:
-        # Jobs back from a retry wait were admitted already: they take free slots first.
+        # Jobs back from a retry wait were admitted already: they take free permits first.
         while len(self._running) < self.max_concurrent and not self._waiting_again:
             job = self._next_eligible()
             if job is None:
@@ -156,7 +156,7 @@ class Dispatcher:
 
     def _run(self, job: Job) -> None:
         try:
-            job.execute(Slot(self, job))
+            job.execute(Permit(self, job))
         except Exception:  # a bug in a job must not kill the dispatcher
             logger.exception("run %s crashed", job.run_id)
         finally:
@@ -184,7 +184,7 @@ class Dispatcher:
                 or (self._waiting_again[0] is job and len(self._running) < self.max_concurrent)
             )
             self._waiting_again.remove(job)
-            if not job.cancel.is_set():  # a cancelled job ends at once: it needs no slot
+            if not job.cancel.is_set():  # a cancelled job ends at once: it needs no permit
                 self._running[job.run_id] = job
             self._start_eligible()
             self._cond.notify_all()

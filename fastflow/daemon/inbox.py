@@ -66,7 +66,7 @@ class PushMessage:
 
 
 @dataclass(frozen=True)
-class RunRequest:
+class RunRequestMessage:
     """A request to queue one run of `pipeline` on the daemon (`fastflow run NAME --remote`)."""
 
     name: str
@@ -78,7 +78,7 @@ class RunRequest:
     requested_at: datetime | None = None
 
 
-Message = Union[PushMessage, RunRequest]
+Message = Union[PushMessage, RunRequestMessage]
 
 
 class MalformedMessage(ValueError):
@@ -104,7 +104,7 @@ def parse_ref_lines(text: str) -> tuple[RefUpdate, ...]:
     return tuple(updates)
 
 
-def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequest:
+def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequestMessage:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -126,7 +126,7 @@ def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequest:
         requested_at = datetime.fromisoformat(data["requested_at"])
     except ValueError:
         raise MalformedMessage(f"'requested_at' is not an ISO 8601 time: {data['requested_at']!r}") from None
-    return RunRequest(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at)
+    return RunRequestMessage(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at)
 
 
 def parse_message(name: str, raw: bytes) -> Message:

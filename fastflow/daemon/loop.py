@@ -30,8 +30,7 @@ from typing import Callable, Mapping
 from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.dispatcher import Dispatcher
-from fastflow.daemon.inbox import Inbox, PushMessage
-from fastflow.daemon.inbox import RunRequest as RunRequestMessage
+from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.defaults import (
@@ -252,7 +251,7 @@ class Daemon:
                                                 or self._replanned):
             with self._lock:  # finished runs release waiting ones from worker threads
                 self._replanned = False
-                self._next_slot = self.timetable.tick(now)
+                self._next_slot = self.timetable.fire_due(now)
                 self.write_schedule_state(now)
         if self._next_retention is None or now >= self._next_retention:
             self.apply_retention(now)

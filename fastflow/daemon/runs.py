@@ -5,7 +5,7 @@ is queued, and the journal entry is removed only after its record is journalled 
 store. So no run is forgotten across a `kill -9`: on start, `reconcile` finds each entry and
 - re-queues a run that never started (at the commit it was pinned to);
 - asks the executor to re-attach a run whose container still exists, or collect its outcome
-  (in a dispatcher slot, so a long run does not hold up the start; see `recovery`);
+  (under a dispatcher permit, so a long run does not hold up the start; see `recovery`);
 - records a run whose container vanished as `lost`.
 
 A run executes its pipeline folder from the immutable snapshot of the folder's tree at the run's
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
-from fastflow.daemon.dispatcher import Dispatcher, Job, Slot
+from fastflow.daemon.dispatcher import Dispatcher, Job, Permit
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
@@ -167,19 +167,19 @@ class RunLauncher:
         self._contexts[order.run_id] = context
         job = Job(run_id=order.run_id, pipeline=order.pipeline,
                   max_instances=context.active.pipeline.daemon.max_instances,
-                  execute=lambda slot, o=order: self._execute(o, slot))
+                  execute=lambda permit, o=order: self._execute(o, permit))
         self.dispatcher.submit(job)
 
     # --- one run ------------------------------------------------------------------------
 
-    def _execute(self, order: RunOrder, slot: Slot) -> None:
+    def _execute(self, order: RunOrder, permit: Permit) -> None:
         context = self._contexts.pop(order.run_id)
         order = replace(order, started_at=self.clock())
         self.journal.write(order)
-        outcome = self._run(order, context, slot, slot.cancel)
+        outcome = self._run(order, context, permit, permit.cancel)
         self.finish(order, outcome)
 
-    def _run(self, order: RunOrder, context: LaunchContext, slot: Slot,
+    def _run(self, order: RunOrder, context: LaunchContext, permit: Permit,
              cancel: threading.Event) -> RunOutcome:
         pipeline = context.active.pipeline
         sink = self.live.sink(order.run_id)
@@ -192,7 +192,7 @@ class RunLauncher:
                                   sink=sink, run_id=order.run_id)
 
             def wait(seconds: float, event: threading.Event) -> bool:
-                with slot.released():  # a retry wait gives the slot back
+                with permit.released():  # a retry wait gives the permit back
                     return event.wait(seconds)
 
             return run_pipeline(request, self.executor, clock=self.clock, wait=wait, sink=sink,
@@ -268,12 +268,12 @@ class RunLauncher:
         return notes
 
     def _queue_reattach(self, order: RunOrder, context: LaunchContext | None) -> None:
-        """Follow a run a dead daemon left in a slot of its own, at the head of the queue:
+        """Follow a run a dead daemon left under a permit of its own, at the head of the queue:
         its container runs already, and following it may take as long as the run."""
         max_instances = context.active.pipeline.daemon.max_instances if context else 1
 
-        def execute(slot: Slot) -> None:
-            outcome = self._recover(order, context, slot.cancel)
+        def execute(permit: Permit) -> None:
+            outcome = self._recover(order, context, permit.cancel)
             self.finish(order, outcome or self._lost(order))
 
         self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,

@@ -3,9 +3,9 @@
 No I/O, no sleeping, no clock: the daemon passes `now` and persists what comes back.
 
 - `plan_schedules` builds a `SchedulePlan`: the schedules, their watermarks and a heap of each
-  schedule's first pending slot. An idle `tick` only looks at the top of the heap, so its cost
+  schedule's first pending slot. An idle `decide` only looks at the top of the heap, so its cost
   does not grow with the number of schedules; a busy one touches only the due schedules.
-- `tick(plan, active, now)` returns a `TickResult`: runs to start/queue/replace, slots skipped
+- `decide(plan, active, now)` returns a `Decision`: runs to start/queue/replace, slots skipped
   (each with a reason), the new watermarks, the next wake-up and the next plan.
 - A watermark is, per schedule id, the last slot handled and the instant its current definition
   took effect (`since`). Every slot after the watermark and not after `now` is handled exactly
@@ -164,7 +164,7 @@ class SchedulePlan:
 
 
 @dataclass(frozen=True)
-class TickResult:
+class Decision:
     """The outcome of one tick: persist `watermarks`, act on `runs` and `skipped`, then sleep
     until `next_wakeup` (None: nothing will ever fire) or a sync, and pass `plan` to the next tick."""
 
@@ -278,7 +278,7 @@ def _first_pending(schedule: Schedule, after: datetime) -> float | None:
 # --- ticking ------------------------------------------------------------------------------------
 
 
-def tick(plan: SchedulePlan, active: Mapping[str, Sequence[ActiveRun]], now: datetime) -> TickResult:
+def decide(plan: SchedulePlan, active: Mapping[str, Sequence[ActiveRun]], now: datetime) -> Decision:
     """Handle every slot that has come due by `now`; see the module docstring.
 
     `active` maps schedule ids to their runs that have not ended (running or queued), which the
@@ -301,17 +301,17 @@ def tick(plan: SchedulePlan, active: Mapping[str, Sequence[ActiveRun]], now: dat
         if outcome.next_slot is not None:
             heapq.heappush(heap, (outcome.next_slot.timestamp(), sid))
     new_plan = SchedulePlan(plan.schedules, marks, tuple(heap))
-    return TickResult(tuple(runs), tuple(skipped), marks, new_plan.next_wakeup, new_plan)
+    return Decision(tuple(runs), tuple(skipped), marks, new_plan.next_wakeup, new_plan)
 
 
-def compute_tick(
+def decide_once(
     schedules: Iterable[Schedule],
     watermarks: Mapping[str, Watermark],
     active: Mapping[str, Sequence[ActiveRun]],
     now: datetime,
-) -> TickResult:
+) -> Decision:
     """`plan_schedules` then `tick`, for callers that keep no plan between ticks."""
-    return tick(plan_schedules(schedules, watermarks, now), active, now)
+    return decide(plan_schedules(schedules, watermarks, now), active, now)
 
 
 @dataclass

@@ -28,8 +28,8 @@ from fastflow.schedule.planner import (
     DueRun,
     SchedulePlan,
     SkippedSlot,
+    decide,
     plan_schedules,
-    tick,
     watermarks_from_json,
     watermarks_to_json,
 )
@@ -131,14 +131,14 @@ class Timetable:
         if not runs:
             self._release(sid)
 
-    def tick(self, now: datetime) -> datetime | None:
+    def fire_due(self, now: datetime) -> datetime | None:
         """Handle every due slot; returns the next wake-up (None: no slot will ever come)."""
         if self.plan is None:
             return None
         active = {sid: [ActiveRun(r) for r in runs] for sid, runs in self.running.items() if runs}
         for sid, queue in self.waiting.items():
             active.setdefault(sid, []).extend(ActiveRun(d.run_id, RunStatus.QUEUED) for d in queue)
-        result = tick(self.plan, active, now)
+        result = decide(self.plan, active, now)
         self.plan = result.plan
         for skipped in result.skipped:
             self._skip(skipped_record(skipped, now))
