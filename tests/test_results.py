@@ -12,7 +12,7 @@ import pytest
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
 from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord, Trigger
-from fastflow.results.build import build_site_from_branch, prune_results
+from fastflow.results.build import build_site_from_branch
 from fastflow.results.read import (
     NoResultsBranch,
     UnknownPipeline,
@@ -24,6 +24,7 @@ from fastflow.results.read import (
     run_history,
     status_report,
 )
+from fastflow.results.retention import prune_results
 from fastflow.results.store import ResultsStore
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)

@@ -159,9 +159,9 @@ def test_retention_keep_runs_and_days(store, tmp_path):
     store.record_run(run("q", "20261101T000000Z"), "", commit=False)
     store.flush()
     pages = lambda run_id: [f"site/runs/{run_id}.html"]  # noqa: E731
-    removed = store.apply_retention("p", now=NOW, keep_runs=8, extra_paths=pages)
+    removed = store.remove_expired_runs("p", now=NOW, keep_runs=8, extra_paths=pages)
     assert removed == ["20261101T000000Z-p-ab12", "20261102T000000Z-p-ab12"]
-    removed = store.apply_retention("p", now=NOW, keep_days=15)  # cutoff 2026-11-07T03:00
+    removed = store.remove_expired_runs("p", now=NOW, keep_days=15)  # cutoff 2026-11-07T03:00
     assert removed == [f"202611{d:02d}T000000Z-p-ab12" for d in (3, 4, 5, 6, 7)]
     assert len(store.list_run_ids("p")) == 3 and store.list_run_ids("q")
     entry = store.read_summary()["pipelines"]["p"]  # the summary counts what is left
@@ -170,7 +170,7 @@ def test_retention_keep_runs_and_days(store, tmp_path):
     assert entry["last_run_id"] == "20261110T000000Z-p-ab12"
     assert store.read_summary()["pipelines"]["q"]["runs_recorded"] == 1
     assert not any("20261101T000000Z-p" in f for f in files(tmp_path / "repo.git"))
-    assert store.apply_retention("p", now=NOW, keep_runs=10) == []
+    assert store.remove_expired_runs("p", now=NOW, keep_runs=10) == []
     assert git(tmp_path / "repo.git", "log", "-1", "--format=%s", "fastflow/results") == \
         "retention p: removed 5 runs"
 

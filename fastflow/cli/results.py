@@ -16,7 +16,7 @@ from fastflow.cli.render import format_duration, print_table, styled_status
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.defaults import STATE_MIRROR
 from fastflow.model import RunStatus
-from fastflow.results.build import build_site_from_branch, make_server, prune_results
+from fastflow.results.build import build_site_from_branch, make_server
 from fastflow.results.read import (
     compact_results,
     follow_log,
@@ -25,6 +25,7 @@ from fastflow.results.read import (
     run_history,
     status_report,
 )
+from fastflow.results.retention import prune_results
 
 
 def utc_now() -> datetime:

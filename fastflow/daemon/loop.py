@@ -62,6 +62,7 @@ from fastflow.files import write_atomic
 from fastflow.model import RepoConfig
 from fastflow.record import RunRecord, Trigger, new_run_id, request_run_id
 from fastflow.results.publish import SitePublisher
+from fastflow.results.retention import prune_pipelines
 from fastflow.results.store import ResultsStore
 from fastflow.schedule.planner import DueRun
 from fastflow.schedule.timetable import Timetable, schedule_info, slot_trigger
@@ -338,17 +339,10 @@ class Daemon:
         config = self.deployment.config if self.deployment else None
         if config is None or (config.keep_runs is None and config.keep_days is None):
             return {}
-        removed = {}
-        for name in sorted((self.store.read_summary().get("pipelines") or {})):
-            try:
-                gone = self.publisher.apply_retention(name, now, config.keep_runs, config.keep_days)
-            except FastflowError as exc:
-                logger.warning("retention of %s failed (next try in an hour): %s", name, exc)
-                continue
-            if gone:
-                logger.info("retention: removed %d runs of %s", len(gone), name)
-                removed[name] = gone
-        return removed
+        names = sorted(self.store.read_summary().get("pipelines") or {})
+        return prune_pipelines(self.store, names, now, config.keep_runs, config.keep_days,
+                               lambda: self.publisher.site_data(self.store.read_summary()),
+                               keep_going=True)
 
     def _activate_schedules(self, deployment: Deployment) -> None:
         self.timetable.activate(deployment.schedules, self.clock())

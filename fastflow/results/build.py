@@ -12,13 +12,11 @@ from datetime import datetime
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from fastflow.config import CONFIG_FILE
 from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.defaults import HEARTBEAT_INTERVAL
-from fastflow.errors import ConfigError
 from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.record import RunRecord
-from fastflow.results.publish import apply_site_retention, summaries_from_json
+from fastflow.results.publish import summaries_from_json
 from fastflow.results.read import Results, configuration_view, daemon_status
 from fastflow.schedule.spec import Schedule
 from fastflow.site import SiteData, build_site
@@ -106,25 +104,3 @@ def make_server(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> Thre
     `serve_forever()` and closes it."""
     handler = functools.partial(_QuietHandler, directory=str(folder))
     return ThreadingHTTPServer((host, port), handler)
-
-
-def prune_results(results: Results, now: datetime, keep_runs: int | None = None,
-                  keep_days: int | None = None) -> dict[str, list[str]]:
-    """Apply retention to every pipeline on the branch (defaults: `retention` of config.yaml):
-    removes records, logs and run pages, and re-renders the pages that shift (history, index,
-    overview). Returns the removed run ids per pipeline."""
-    results.require_writable()
-    keep_runs = keep_runs if keep_runs is not None else results.config.keep_runs
-    keep_days = keep_days if keep_days is not None else results.config.keep_days
-    if keep_runs is None and keep_days is None:
-        raise ConfigError(
-            f"{CONFIG_FILE}: retention: neither keep_runs nor keep_days is set, so nothing would be "
-            "removed; set retention.keep_runs or retention.keep_days, or pass --keep-runs/--keep-days"
-        )
-    removed = {}
-    for name in results.pipelines_on_branch():
-        gone = apply_site_retention(results.store, name, now, keep_runs, keep_days,
-                                    lambda: site_data(results, now))
-        if gone:
-            removed[name] = gone
-    return removed

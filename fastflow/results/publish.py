@@ -23,10 +23,7 @@ from fastflow.site import (
     pages_for_new_run,
     render_overview,
     render_pipeline_index,
-    render_pipeline_pages,
-    run_path,
 )
-from fastflow.site.views import block_count, history_name
 
 SITE_PREFIX = "site/"
 
@@ -115,40 +112,3 @@ class SitePublisher:
             recent = self.store.list_runs(name, limit=DEFAULT_PAGE_SIZE)
             pages.update(render_pipeline_index(data, name, recent, runs_recorded(summary, name)))
         return {SITE_PREFIX + path: body for path, body in pages.items()}
-
-    def apply_retention(self, name: str, now: datetime, keep_runs: int | None,
-                        keep_days: int | None) -> list[str]:
-        """Remove `name`'s runs beyond the retention (records, logs, run pages), then commit the
-        pages that changes (`retention_pages`). Returns the removed run ids."""
-        return apply_site_retention(self.store, name, now, keep_runs, keep_days,
-                                    lambda: self.site_data(self.store.read_summary()))
-
-
-def retention_pages(data: SiteData, name: str, runs: list[RunRecord],
-                    runs_before: int) -> dict[str, bytes | None]:
-    """The pages to commit after retention removed runs of `name` (`runs`: what is left,
-    newest first; `runs_before`: how many there were): its index and every history page (page 1
-    holds the oldest runs, so every page shifts), the overview, and deletions of the history
-    pages that no longer exist."""
-    pages: dict[str, bytes | None] = {**render_overview(data),
-                                      **render_pipeline_pages(data, name, runs)}
-    for block in range(block_count(len(runs), DEFAULT_PAGE_SIZE) + 1,
-                       block_count(runs_before, DEFAULT_PAGE_SIZE) + 1):
-        pages[f"pipelines/{name}/{history_name(block)}"] = None
-    return {SITE_PREFIX + path: body for path, body in pages.items()}
-
-
-def apply_site_retention(store: ResultsStore, name: str, now: datetime, keep_runs: int | None,
-                         keep_days: int | None, site_data: Callable[[], SiteData]) -> list[str]:
-    """Retention of one pipeline with its site pages: removes records, logs and run pages in
-    one commit, then commits `retention_pages`. Shared by the daemon and `fastflow results
-    prune`, which differ only in where the site's data comes from."""
-    before = runs_recorded(store.read_summary(), name)
-    removed = store.apply_retention(
-        name, now, keep_runs, keep_days,
-        extra_paths=lambda run_id: [SITE_PREFIX + run_path(name, run_id)])
-    if removed:
-        runs = store.list_runs(name, limit=10**9)
-        store.write_files(retention_pages(site_data(), name, runs, before),
-                          f"site after retention of {name}", commit=True)
-    return removed

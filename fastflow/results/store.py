@@ -382,7 +382,7 @@ class ResultsStore:
         return self._find(run_id, pipeline, "log")
 
     # ---------------------------------------------------------------- growth
-    def apply_retention(
+    def remove_expired_runs(
         self,
         pipeline: str,
         now: datetime,
