@@ -4,7 +4,8 @@
 # - no engine answers: install docker.io (and debootstrap) from Debian when dockerd is missing,
 #   start dockerd in the background (log: /tmp/dockerd.log) and wait until it answers;
 # - the runner image is reused when `fastflow image check` says it exists and carries the
-#   host's uv; otherwise it is built with `fastflow image build --bootstrap` (no registry needed).
+#   host's uv; otherwise it is built with `fastflow image build --bootstrap` (no registry needed;
+#   debootstrap fetches from the Debian mirror of this machine's own apt sources).
 #
 # Called by .ci/run; safe to run again (it does nothing that is already done).
 # Environment: PYTHON (default: python3), DOCKERD_WAIT seconds (default: 60).
