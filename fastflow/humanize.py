@@ -1,4 +1,4 @@
-"""Words for people: sizes ("5.0 MiB"), times ("5 min ago", "in 3 h"), values in messages and
+"""Words for people: sizes ("512 MiB"), durations ("4m05s"), times ("5 min ago", "in 3 h"), values in messages and
 did-you-mean hints. Pure functions, the one home of every formatter a person reads; spellings
 that must parse back (config sizes, durations) live with their parsers.
 """
@@ -23,16 +23,55 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f'; did you mean "{close[0]}"?' if close else ""
 
 
-def format_size(n: int) -> str:
-    """A byte count for people: `512 B`, `64.0 KiB`, `5.0 MiB`."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
-        if value < 1024 or unit == "GiB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
+def format_bytes(value: float | None) -> str:
+    """A byte count, binary units, one decimal when it matters: `512 B`, `1.5 KiB`, `512 MiB`,
+    `1.5 GiB`; `-` for None (not measured)."""
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{value:.0f} B"
+
+
+def format_cores(value: float) -> str:
+    """CPU in cores: `0.25 cores`, `1 core`, `2 cores`."""
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{text} core" if text == "1" else f"{text} cores"
+
+
+def format_seconds(value: float) -> str:
+    """A duration for a chart axis, a tooltip or a page: `850 ms`, `12.3 s`, `4m05s`, `1h02m`."""
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s".replace(".0 s", " s")
+    seconds = int(round(value))
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """A run's duration in a terminal table, to the second: `12.5s`, `4m05s`, `1h02m03s`;
+    `-` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def format_roughly(seconds: float) -> str:
+    """A duration to its two largest units, for reasons in messages: `1d2h`, `5m30s`, `0s`."""
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts[:2])
 
 
 def format_time(moment: datetime | None, zone: str = "UTC", *, seconds: bool = True) -> str:

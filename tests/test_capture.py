@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fastflow.executors.base import OutputLine
-from fastflow.humanize import format_size
 from fastflow.run.capture import (
     LogCapture,
     Masker,
     format_line,
+    format_size,
     format_timestamp,
     omitted_marker,
 )

@@ -8,12 +8,12 @@ import click
 
 from fastflow.cli.common import echo_json, repo_option
 from fastflow.cli.render import (
-    format_bytes,
     print_table,
     schedule_summary,
 )
 from fastflow.deploy.discovery import resolved_view
 from fastflow.deploy.workspace import open_workspace, validate_workspace
+from fastflow.humanize import format_bytes
 from fastflow.model import Pipeline, Severity
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import click
 
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
-from fastflow.cli.render import format_duration, print_table, styled_status
+from fastflow.cli.render import print_table, styled_status
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.defaults import STATE_MIRROR
+from fastflow.humanize import format_elapsed
 from fastflow.model import RunStatus
 from fastflow.results.build import build_site_from_branch, make_server
 from fastflow.results.read import (
@@ -85,7 +86,7 @@ def print_status(report: dict) -> None:
           p["last_run_id"] or "-",
           f"{p['last_finished']['ago']} ({_seconds(p['last_finished']['at'])})"
           if p["last_finished"] else "-",
-          format_duration(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
+          format_elapsed(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
          for p in report["pipelines"]])
     for name, messages in report["invalid"].items():
         click.echo(f"invalid pipeline {name}: " + "; ".join(messages))
@@ -140,7 +141,7 @@ def history(repo: Path, name: str, limit: int, before: str | None, as_json: bool
     print_table(("RUN ID", "STATUS", "TRIGGER", "STARTED", "DURATION", "ATTEMPTS", "EXIT", "ERROR"),
                 [(r["run_id"], styled_status(RunStatus(r["status"])), _trigger(r["trigger"]),
                   _seconds(r["started_at"]) if r["started_at"] else "-",
-                  format_duration(r["duration_s"]), r["attempts"],
+                  format_elapsed(r["duration_s"]), r["attempts"],
                   "-" if r["exit_code"] is None else r["exit_code"], _error(r["error"]))
                  for r in found["runs"]])
     if found["older"]:

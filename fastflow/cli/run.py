@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from fastflow.cli.common import host_environment, repo_option
-from fastflow.cli.render import console, format_bytes, format_duration, styled_status
+from fastflow.cli.render import console, styled_status
 from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
+from fastflow.humanize import format_bytes, format_elapsed
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord, Trigger
 from fastflow.run.runner import RunRequest, run_pipeline, write_record_json
@@ -76,7 +77,7 @@ def print_summary(record: RunRecord) -> None:
         f"run {record.run_id}: {styled_status(record.status)}",
         f"exit code {record.exit_code if record.exit_code is not None else '-'}",
         f"{len(record.attempts)} attempt{'s' if len(record.attempts) != 1 else ''}",
-        f"in {format_duration(record.duration_s)}",
+        f"in {format_elapsed(record.duration_s)}",
     ]
     if record.resources.peak_memory_bytes:
         parts.append(f"peak memory {format_bytes(record.resources.peak_memory_bytes)}")

@@ -38,7 +38,6 @@ from datetime import datetime, timezone
 from typing import Iterable
 
 from fastflow.executors.base import OutputLine, OutputSink
-from fastflow.humanize import format_size
 
 RUNNER = "runner"  # the stream of lines written by Fast-Flow itself
 MASK = "***"
@@ -67,6 +66,21 @@ def parse_line(raw: str) -> OutputLine | None:
     except ValueError:
         return None
     return OutputLine(rest[:6].rstrip(), rest[9:], at)
+
+
+def format_size(n: int) -> str:
+    """The log cap as the omitted-bytes marker spells it: `512 B`, `64.0 KiB`, `5.0 MiB`.
+
+    Part of the stored log format (always one decimal), so it never changes with the words the
+    CLI and the site use (`humanize.format_bytes`)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
 
 
 def omitted_marker(omitted: int, cap_bytes: int) -> str:

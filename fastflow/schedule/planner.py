@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from fastflow.errors import FastflowError
+from fastflow.humanize import format_roughly
 from fastflow.model import RunStatus
 from fastflow.record import slot_run_id as _slot_run_id
 from fastflow.schedule.cron import CronSlot, cron_instants
@@ -355,10 +356,10 @@ def _decide(schedule: Schedule, mark: Watermark, active: Sequence[ActiveRun],
         late = (now - slot.at).total_seconds()
         if window is not None and late > window:
             skips.add(slot, SkipReason.OUTSIDE_CATCHUP_WINDOW,
-                      f"missed by {_human(late)}, more than catchup_window {_human(window)}")
+                      f"missed by {format_roughly(late)}, more than catchup_window {format_roughly(window)}")
         elif too_late is not None and late > too_late:
             skips.add(slot, SkipReason.LATE,
-                      f"could start only {_human(late)} late, more than skip_if_late {_human(too_late)}")
+                      f"could start only {format_roughly(late)} late, more than skip_if_late {format_roughly(too_late)}")
         else:
             eligible.append(slot)
     chosen = _apply_catchup(schedule, eligible, skips, now)
@@ -424,16 +425,6 @@ def _apply_overlap(schedule: Schedule, chosen: list[Slot], active: Sequence[Acti
         return []
     first = Action.QUEUE if running else Action.START
     return [due(chosen[0], first)] + [due(slot, Action.QUEUE) for slot in chosen[1:]]
-
-
-def _human(seconds: float) -> str:
-    from_seconds = int(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if from_seconds >= size or (unit == "s" and not parts):
-            parts.append(f"{from_seconds // size}{unit}")
-            from_seconds %= size
-    return "".join(parts[:2])
 
 
 # --- watermarks (de)serialisation ---------------------------------------------------------------

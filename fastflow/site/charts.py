@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from html import escape
 from typing import Callable, Iterable, Sequence
 
+from fastflow.humanize import format_bytes, format_cores, format_seconds
+
 SVG_NS = "http://www.w3.org/2000/svg"
 
 # Status -> CSS class; the same families as the site's badges.
@@ -104,33 +106,6 @@ def scaled_ticks(high: float, fmt: Formatter, count: int = 4) -> list[float]:
     """`nice_ticks` in the unit `fmt` shows (MiB for bytes, minutes for long durations)."""
     unit = _unit(high, fmt)
     return [t * unit for t in nice_ticks(high / unit, count)]
-
-
-def format_seconds(value: float) -> str:
-    """A duration for an axis or tooltip: `850 ms`, `12.3 s`, `4m05s`, `1h02m`."""
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 60:
-        return f"{value:.1f} s".replace(".0 s", " s")
-    seconds = int(round(value))
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def format_bytes(value: float) -> str:
-    """A byte count for an axis or tooltip, binary units: `512 MiB`, `1.5 GiB`."""
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if value >= size:
-            scaled = value / size
-            return f"{scaled:.1f} {unit}".replace(".0 ", " ")
-    return f"{value:.0f} B"
-
-
-def format_cores(value: float) -> str:
-    """CPU in cores: `0.25 cores`, `2 cores`."""
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return f"{text} core" if text == "1" else f"{text} cores"
 
 
 def sparkline(bars: Sequence[Bar], *, label: str, width: int = 120, height: int = 28) -> str:

@@ -23,7 +23,14 @@ from typing import Any, Mapping, Sequence
 import jinja2
 from markupsafe import Markup
 
-from fastflow.humanize import format_ago, format_time, format_until
+from fastflow.humanize import (
+    format_ago,
+    format_bytes,
+    format_cores,
+    format_seconds,
+    format_time,
+    format_until,
+)
 from fastflow.record import RunRecord
 from fastflow.schedule.describe import pipeline_schedule_words
 from fastflow.site import charts, views
@@ -182,11 +189,11 @@ def _pipeline_charts(data: SiteData, name: str, runs: Sequence[RunRecord]) -> di
         limits.append(charts.LimitLine(pipeline.limits.mem_hard_limit, "hard memory limit", True))
     out = {"duration": Markup(charts.bar_chart(
         views.chart_bars(runs, "duration"), label=f"Durations of the last {len(runs)} runs of {name}",
-        fmt=charts.format_seconds, x_caption=caption))}
+        fmt=format_seconds, x_caption=caption))}
     if any(r.resources.peak_memory_bytes is not None for r in runs):
         out["memory"] = Markup(charts.bar_chart(
             views.chart_bars(runs, "memory"), label=f"Peak memory of the last {len(runs)} runs "
-            f"of {name}", fmt=charts.format_bytes, limits=limits, x_caption=caption))
+            f"of {name}", fmt=format_bytes, limits=limits, x_caption=caption))
     return out
 
 
@@ -264,15 +271,15 @@ def _resource_facts(record: RunRecord) -> list[tuple[str, str]]:
     res, limits = record.resources, record.limits
     facts = []
     if res.peak_memory_bytes is not None:
-        facts.append(("Peak memory", charts.format_bytes(res.peak_memory_bytes)))
+        facts.append(("Peak memory", format_bytes(res.peak_memory_bytes)))
     if res.cpu_mean_cores is not None:
-        facts.append(("Mean CPU", charts.format_cores(res.cpu_mean_cores)))
+        facts.append(("Mean CPU", format_cores(res.cpu_mean_cores)))
     if res.cpu_max_cores is not None:
-        facts.append(("Max CPU", charts.format_cores(res.cpu_max_cores)))
-    for key, label, fmt in (("mem_soft_limit", "Soft memory limit", charts.format_bytes),
-                            ("mem_hard_limit", "Hard memory limit", charts.format_bytes),
-                            ("cpu_soft_limit", "Soft CPU limit", charts.format_cores),
-                            ("cpu_hard_limit", "Hard CPU limit", charts.format_cores)):
+        facts.append(("Max CPU", format_cores(res.cpu_max_cores)))
+    for key, label, fmt in (("mem_soft_limit", "Soft memory limit", format_bytes),
+                            ("mem_hard_limit", "Hard memory limit", format_bytes),
+                            ("cpu_soft_limit", "Soft CPU limit", format_cores),
+                            ("cpu_hard_limit", "Hard CPU limit", format_cores)):
         value = views.limit_value(limits, key)
         if value is not None:
             facts.append((label, fmt(value)))
@@ -309,7 +316,7 @@ def render_run_page(data: SiteData, record: RunRecord, log_text: str) -> dict[st
         environment=[(k, v) for k, v in (("Image", env.image), ("Image id", env.image_id),
                                           ("Python", env.python), ("uv", env.uv_version),
                                           ("Requirements hash", env.requirements_hash)) if v],
-        log=views.parse_log(log_text), log_bytes=charts.format_bytes(record.log.bytes),
+        log=views.parse_log(log_text), log_bytes=format_bytes(record.log.bytes),
         when=format_time(run_time(record), zone))
 
 

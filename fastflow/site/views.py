@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from fastflow.config.sizes import parse_size
 from fastflow.config.view import resolved_view
-from fastflow.humanize import format_time
+from fastflow.humanize import format_bytes, format_cores, format_seconds, format_time
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import RunRecord, run_id_month
 from fastflow.site import charts
@@ -124,7 +124,7 @@ def history_blocks(runs: Sequence[RunRecord], total_runs: int,
 
 def duration_text(seconds: float | None) -> str:
     """A duration for tables, or an empty string."""
-    return "" if seconds is None else charts.format_seconds(seconds)
+    return "" if seconds is None else format_seconds(seconds)
 
 
 def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
@@ -157,7 +157,7 @@ def trigger_text(record: RunRecord, zone: str) -> str:
 
 def soft_event(event: dict) -> dict[str, str]:
     """A soft-limit event `{t, kind, value, limit}` in words (bytes for memory, cores for CPU)."""
-    fmt = charts.format_bytes if event.get("kind") == "memory" else charts.format_cores
+    fmt = format_bytes if event.get("kind") == "memory" else format_cores
 
     def show(value: Any) -> str:
         return fmt(value) if isinstance(value, (int, float)) else str(value)
@@ -165,7 +165,7 @@ def soft_event(event: dict) -> dict[str, str]:
     t = event.get("t")
     return {"kind": str(event.get("kind", "")), "value": show(event.get("value")),
             "limit": show(event.get("limit")),
-            "at": charts.format_seconds(t) if isinstance(t, (int, float)) else "?"}
+            "at": format_seconds(t) if isinstance(t, (int, float)) else "?"}
 
 
 def attempt_rows(record: RunRecord, zone: str) -> list[dict[str, Any]]:
@@ -221,7 +221,7 @@ def run_rows(runs: Sequence[RunRecord], zone: str) -> list[dict[str, Any]]:
                                          else ""),
             "duration": duration_text(r.duration_s),
             "attempts": len(r.attempts),
-            "peak_memory": (charts.format_bytes(r.resources.peak_memory_bytes)
+            "peak_memory": (format_bytes(r.resources.peak_memory_bytes)
                             if r.resources.peak_memory_bytes is not None else ""),
             "reason": failure_text(r),
         }
@@ -280,7 +280,7 @@ def chart_bars(runs: Sequence[RunRecord], what: str) -> list[charts.Bar]:
             text = duration_text(value) if value is not None else "no duration"
         else:
             value = r.resources.peak_memory_bytes
-            text = charts.format_bytes(value) if value is not None else "not measured"
+            text = format_bytes(value) if value is not None else "not measured"
         bars.append(charts.Bar(None if value is None else float(value), r.status.value,
                                f"{r.run_id}: {text}, {label}"))
     return bars
