@@ -1,9 +1,10 @@
 """Pre-heat coordination: fill the shared uv cache for pipelines whose dependencies changed.
 
-The work itself (a trusted container that installs a pipeline's requirements into the shared
-cache) is `fastflow.executors.docker.preheat_requirements`, or uv on the host for the host
-executor; this module decides *when*, with bounded parallelism, and keeps each pipeline's
-dependency state for the runs:
+The work itself is the executor's `preheat` (`Executor.preheat`: a trusted container that
+installs a pipeline's requirements into the shared cache for Docker, uv on the host for the
+host executor), so pre-heats fill the cache the runs of that executor read. This module
+decides *when*, with bounded parallelism, and keeps each pipeline's dependency state for the
+runs:
 
 - `ready`: the cache holds the pipeline's packages; a run installs nothing.
 - `in_progress`: a run of that pipeline waits for it (never reads a half-written result).
@@ -45,7 +46,8 @@ class DependencyState:
 
 
 class Preheater:
-    """Runs pre-heats on a bounded pool and tracks each pipeline's dependency state."""
+    """Runs pre-heats (`preheat`: an executor's `preheat`) on a bounded pool and tracks each
+    pipeline's dependency state."""
 
     def __init__(self, preheat: PreheatFunction, state_dir: Path,
                  clock: Callable[[], datetime], max_parallel: int = 2) -> None:

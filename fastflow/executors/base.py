@@ -1,4 +1,4 @@
-"""The executor contract: run one attempt of a pipeline and report how it ended.
+"""The executor contract: run one attempt of a pipeline and report how it ended; pre-heat.
 
 An executor is given an `AttemptSpec` (everything about the attempt, already resolved: the env
 with its precedence applied, limits, timeout), an `OutputSink` that receives the live output
@@ -18,6 +18,17 @@ Contract, shared by every backend (tests/test_executor_contract.py runs it again
 - `FASTFLOW_ROUTE_FILE` is set to a writable file; what the pipeline writes there (stripped)
   is `AttemptResult.route`.
 
+Pre-heat (`preheat`): prepare a pipeline's requirements before its runs need them, where that
+backend's runs will find them: uv's own cache on the host (`LocalExecutor`), the shared cache
+filled by a trusted container (`DockerExecutor`). The daemon pre-heats through the executor it
+runs with, so the two can never disagree about where packages live.
+- an install that fails is an outcome, not an error: `ok=False` and a message that is uv's
+  reason naming the pipeline and the requirements file (`preheat_failure`, the one wording).
+- a backend that remembers what it pre-heated (Docker's markers, keyed by the requirements
+  text, the Python version and the image) answers a repeat at once: "already pre-heated".
+- `ExecutorError` only when no pre-heat can run: no requirements file, no uv, no engine or
+  no runner image.
+
 Re-attaching (optional, `reattach`): a backend whose attempts outlive the process that started
 them (Docker containers) can hand a later process the attempt a dead one left behind, running
 or finished, and supervise it to the same verdict `execute` would have given. Backends that
@@ -33,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
+from fastflow.errors import ExecutorError
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
 from fastflow.record import Environment, ErrorInfo, Resources
 
@@ -66,6 +78,25 @@ class PreheatOutcome:
 
 
 PreheatFunction = Callable[[PreheatJob], PreheatOutcome]
+
+# How long one pre-heat may install before it is stopped and reported failed (every backend).
+DEFAULT_PREHEAT_TIMEOUT = 900.0
+
+
+def preheat_failure(job: PreheatJob, output: str) -> str:
+    """The message of a failed pre-heat, whichever backend ran uv: uv's reason (its first
+    `error:` line and what follows, else the last lines of `output`), naming the pipeline and
+    the requirements file."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    reason = " ".join(lines[errors[0]:][:8]) if errors else " ".join(lines[-5:])
+    return (f"uv could not install the requirements of pipeline {job.pipeline!r} from "
+            f"{job.requirements}: {reason or 'no output'}")
+
+
+def missing_requirements(workdir: Path, requirements: str) -> ExecutorError:
+    """The error of a pre-heat whose requirements file is not there (every backend's words)."""
+    return ExecutorError(f"{workdir / requirements} does not exist; nothing to pre-heat")
 
 
 @dataclass(frozen=True)
@@ -130,7 +161,8 @@ Delivered = Callable[[int], Mapping[str, int]]
 
 
 class Executor(abc.ABC):
-    """Runs one attempt. Subclasses: `LocalExecutor` (host processes), `DockerExecutor`."""
+    """Runs one attempt and pre-heats requirements. Subclasses: `LocalExecutor` (host
+    processes), `DockerExecutor` (containers)."""
 
     name: str = "base"
     can_reattach: bool = False  # True when `reattach` can find attempts a dead process left
@@ -141,11 +173,19 @@ class Executor(abc.ABC):
     ) -> AttemptResult:
         """Run the attempt to its end and return how it ended (see the module contract)."""
 
+    @abc.abstractmethod
+    def preheat(self, job: PreheatJob) -> PreheatOutcome:
+        """Install `job`'s requirements where this backend's runs will look for them, and say
+        how it went (see the module contract: a failed install is `ok=False` with uv's reason;
+        `ExecutorError` only when no pre-heat can run)."""
+
     def reattach(self, run_id: str, sink: OutputSink, cancel: threading.Event,
                  delivered: Delivered = lambda attempt: {}) -> ReattachedAttempt | None:
         """Supervise the attempt of `run_id` that a previous (dead) process left behind, to its
         end, with the verdict `execute` would give; None when nothing of it is left (the run
-        is then `lost`). The output not yet `delivered` goes to `sink`. Default: None."""
+        is then `lost`). The output not yet `delivered` goes to `sink`; `delivered(attempt)`
+        is asked before the first line is handed over, so a caller may read what it already
+        holds of that attempt first. Default: None."""
         return None
 
 

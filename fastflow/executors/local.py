@@ -16,6 +16,9 @@ the Docker executor does. When a spec asks for them, a warning is logged and the
 unlimited; `oom_killed` is therefore never reported here. Memory and CPU use of the tree are
 sampled from /proc (Linux) for the record's `resources`, with soft-limit events.
 
+Pre-heat (`preheat`) runs the attempt's `uv run` without the program, filling the host's uv
+cache, the one a later run of the same requirements uses.
+
 The child's environment is `base_env` (a minimal host environment, see `host_base_env`, chosen
 by the caller: the CLI is the only module that reads `os.environ`) overlaid with `spec.env`
 and `FASTFLOW_ROUTE_FILE`, a file in a per-attempt temporary folder removed afterwards.
@@ -38,6 +41,7 @@ from typing import IO, Mapping
 
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
+    DEFAULT_PREHEAT_TIMEOUT,
     NOTEBOOK_RUNNER,
     STDERR,
     STDOUT,
@@ -47,6 +51,10 @@ from fastflow.executors.base import (
     Executor,
     OutputLine,
     OutputSink,
+    PreheatJob,
+    PreheatOutcome,
+    missing_requirements,
+    preheat_failure,
     read_route,
     uv_command,
 )
@@ -144,6 +152,31 @@ class LocalExecutor(Executor):
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def preheat(self, job: PreheatJob) -> PreheatOutcome:
+        """Fill the host's uv cache with `job`'s requirements: the same `uv run` a run makes,
+        minus the program, so the run finds everything there. uv's cache is not ours to
+        mark, so a repeat runs uv again (quickly: it finds what it installed)."""
+        if not (job.workdir / job.requirements).is_file():
+            raise missing_requirements(job.workdir, job.requirements)
+        cmd = [self.uv, "run", "--no-project"]
+        if job.python_version:
+            cmd += ["--python", job.python_version]
+        cmd += ["--with-requirements", job.requirements, "python", "-c", "pass"]
+        begin = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, cwd=job.workdir, env=self.base_env, capture_output=True,
+                                  text=True, timeout=DEFAULT_PREHEAT_TIMEOUT)
+        except OSError as exc:
+            raise ExecutorError(f"cannot start {cmd[0]!r} to pre-heat {job.pipeline!r}: "
+                                f"{exc.strerror}; install uv (pip install uv)") from exc
+        except subprocess.TimeoutExpired:
+            reason = f"pre-heat timed out after {DEFAULT_PREHEAT_TIMEOUT:g}s"
+            return PreheatOutcome(False, preheat_failure(job, reason), None, DEFAULT_PREHEAT_TIMEOUT)
+        duration = round(time.monotonic() - begin, 3)
+        if proc.returncode == 0:
+            return PreheatOutcome(True, f"pre-heated in {duration:.1f}s", None, duration)
+        return PreheatOutcome(False, preheat_failure(job, proc.stderr), None, duration)
 
     def _warn_hard_limits(self, spec: AttemptSpec) -> None:
         asked = [

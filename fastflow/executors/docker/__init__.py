@@ -4,7 +4,9 @@
 - `image`: the runner image (`build_image`, `check_image`, `render_dockerfile`)
 - `cache`: the shared uv cache, its copy-on-write view in runs (trust model)
 - `preheat`: `preheat_requirements` fills the shared cache for a pipeline
-- `executor`: `DockerExecutor`; `stats` and `streams` serve it
+- `executor`: `DockerExecutor` (execute, pre-heat, re-attach), built from `container` (an
+  attempt's hardened container), `supervisor` (following it to its verdict) and `reattach`
+  (reading a container back); `stats` and `streams` serve the supervisor
 """
 from fastflow.executors.docker.cache import CacheLayout, requirements_key
 from fastflow.executors.docker.engine import (

@@ -25,6 +25,7 @@ import docker.errors
 import docker.types
 
 from fastflow.errors import ExecutorError
+from fastflow.executors.base import DEFAULT_PREHEAT_TIMEOUT, missing_requirements
 from fastflow.executors.docker.cache import (
     CONTAINER_CA_BUNDLE,
     CONTAINER_PYTHON_DIR,
@@ -34,6 +35,7 @@ from fastflow.executors.docker.cache import (
     requirements_key,
     write_marker,
 )
+from fastflow.executors.docker.container import missing_image
 from fastflow.executors.docker.engine import (
     KIND_PREHEAT,
     LABEL_KIND,
@@ -45,7 +47,6 @@ from fastflow.executors.docker.image import RUNNER_UID
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREHEAT_TIMEOUT = 900.0
 OUTPUT_TAIL_LINES = 50
 
 
@@ -105,11 +106,10 @@ def preheat_requirements(image: str, cache_dir: Path, pipeline_dir: Path, requir
     try:
         image_id = client.api.inspect_image(image)["Id"]
     except docker.errors.ImageNotFound as exc:
-        raise ExecutorError(f"the runner image {image!r} does not exist; build it with "
-                            "`fastflow image build --bootstrap` (or `--base IMAGE`)") from exc
+        raise missing_image(image) from exc
     text = read_requirements(pipeline_dir, requirements)
     if text is None:
-        raise ExecutorError(f"{pipeline_dir / requirements} does not exist; nothing to pre-heat")
+        raise missing_requirements(pipeline_dir, requirements)
     layout = CacheLayout(Path(cache_dir)).prepare()
     key = requirements_key(text, python_version, image_id)
     if layout.is_preheated(key) and not force:

@@ -1,0 +1,217 @@
+"""The container of one attempt: how it is built and hardened, and what it leaves on the host.
+
+The container runs `uv run ...` (see `base.uv_command`) as uid 10001 with: the pipeline folder
+bind-mounted read-only at /work/<pipeline> (the working dir), the shared uv cache through a
+per-attempt copy-on-write overlay at /cache (see `cache`), a per-attempt host folder at
+/run/fastflow for `FASTFLOW_ROUTE_FILE`, a read-only root filesystem with a tmpfs /tmp (also
+HOME), `cap_drop=ALL`, `no-new-privileges`, a pids limit, an init process (signals, zombies),
+a private IPC namespace, no Docker socket, `network_mode=none` when the pipeline says so,
+memory = memory+swap = `mem_hard_limit` and a CPU quota of `cpu_hard_limit` cores.
+
+Everything a later process needs to supervise the attempt is on the container (labels, the
+engine's bounded copy of the output, the scratch folder as a mount: see `reattach`), and a
+container is never auto-removed: its owner, or whoever re-attaches to it, `discard`s it with
+its cache volume and scratch folder once the attempt is collected.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import docker
+import docker.errors
+import docker.types
+
+from fastflow.errors import ExecutorError
+from fastflow.executors.base import NOTEBOOK_RUNNER, AttemptSpec, uv_command
+from fastflow.executors.docker.cache import (
+    CONTAINER_CA_BUNDLE,
+    CacheLayout,
+    create_overlay_volume,
+    give_to_runner,
+    remove_tree,
+    remove_volume,
+)
+from fastflow.executors.docker.engine import DockerError
+from fastflow.executors.docker.image import RUNNER_UID
+from fastflow.executors.docker.reattach import CONTAINER_ROUTE_DIR, labels_of, log_config
+from fastflow.model import NetworkMode, PipelineType
+
+logger = logging.getLogger(__name__)
+
+CONTAINER_NOTEBOOK_RUNNER = "/opt/fastflow/notebook.py"
+
+
+@dataclass(frozen=True)
+class RunContainer:
+    """A created attempt container: its id and name, and its scratch folder on the host
+    (the overlay's upper and work dirs, the route folder)."""
+
+    id: str
+    name: str
+    scratch: Path
+
+    @property
+    def route_file(self) -> Path:
+        return route_file(self.scratch)
+
+
+def route_file(scratch: Path) -> Path:
+    """The host side of an attempt's `FASTFLOW_ROUTE_FILE`, inside its scratch folder."""
+    return scratch / "route" / "route"
+
+
+def container_name(spec: AttemptSpec) -> str:
+    """The name of an attempt's container (its cache volume is this name + `-cache`)."""
+    return f"fastflow-{spec.run_id}-{spec.attempt}"[:200]
+
+
+def volume_name(container: str) -> str:
+    """The attempt's copy-on-write cache volume, named after its container."""
+    return f"{container}-cache"
+
+
+class RunContainers:
+    """Creates and discards the hardened containers of attempts (see the module docstring)."""
+
+    def __init__(self, client: Callable[[], docker.DockerClient], *, image: str,
+                 cache: CacheLayout, scratch_dir: Path, ca_bundle: Path | None,
+                 pids_limit: int) -> None:
+        self._client = client
+        self.image, self.cache, self.scratch_dir = image, cache, scratch_dir
+        self.ca_bundle, self.pids_limit = ca_bundle, pids_limit
+
+    def create(self, spec: AttemptSpec, *, offline: bool) -> RunContainer:
+        """Create (not start) the attempt's container with its scratch folder and cache volume;
+        `offline`: the cache holds everything the attempt needs (uv may not download).
+        Raises `ExecutorError` (having removed what it made) when it cannot."""
+        if not spec.workdir.is_dir():
+            raise ExecutorError(f"pipeline folder {spec.workdir} does not exist; "
+                                f"cannot run {spec.pipeline!r}")
+        check_readable(spec.workdir, spec.entry)
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{spec.pipeline}-{spec.attempt}-",
+                                        dir=self.scratch_dir))
+        name = container_name(spec)
+        try:
+            return RunContainer(self._create(spec, scratch, offline, name), name, scratch)
+        except BaseException:
+            self.discard(None, name, scratch)
+            raise
+
+    def discard(self, container_id: str | None, name: str, scratch: Path | None) -> None:
+        """Remove an attempt's container, its cache volume and its scratch folder (what exists)."""
+        client = self._client()
+        if container_id is not None:
+            remove_container(client, container_id)
+        remove_volume(client, volume_name(name))
+        if scratch is not None and not remove_tree(scratch):
+            logger.warning("could not remove the scratch folder %s (files of uid %d); "
+                           "remove it as root", scratch, RUNNER_UID)
+
+    def _create(self, spec: AttemptSpec, scratch: Path, offline: bool, name: str) -> str:
+        self.cache.prepare()
+        for sub in ("upper", "work", "route"):
+            (scratch / sub).mkdir()
+        give_to_runner(scratch / "upper")
+        give_to_runner(scratch / "route")
+        workdir = f"/work/{spec.pipeline}"
+        mounts = [
+            docker.types.Mount(workdir, str(spec.workdir.resolve()), type="bind", read_only=True),
+            docker.types.Mount(CONTAINER_ROUTE_DIR, str(scratch / "route"), type="bind"),
+        ]
+        if spec.type is PipelineType.NOTEBOOK:
+            if not NOTEBOOK_RUNNER.is_file():
+                raise ExecutorError(f"the notebook runner {NOTEBOOK_RUNNER} is missing; "
+                                    "reinstall fastflow")
+            mounts.append(docker.types.Mount(CONTAINER_NOTEBOOK_RUNNER, str(NOTEBOOK_RUNNER),
+                                             type="bind", read_only=True))
+        if self.ca_bundle and spec.network is not NetworkMode.NONE:
+            mounts.append(docker.types.Mount(CONTAINER_CA_BUNDLE, str(self.ca_bundle.resolve()),
+                                             type="bind", read_only=True))
+        client = self._client()
+        try:
+            mounts.append(create_overlay_volume(client, volume_name(name), self.cache.root,
+                                                scratch / "upper", scratch / "work", labels_of(spec)))
+            container = client.api.create_container(
+                self.image, command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER),
+                name=name, working_dir=workdir, user=f"{RUNNER_UID}:{RUNNER_UID}",
+                environment=self.env(spec, offline), labels=labels_of(spec),
+                stdin_open=False, tty=False,
+                host_config=client.api.create_host_config(**self.host_config(spec, mounts)),
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise missing_image(self.image) from exc
+        except DockerError as exc:
+            raise ExecutorError(f"cannot create the container of {spec.pipeline!r} "
+                                f"attempt {spec.attempt}: {exc}") from exc
+        return container["Id"]
+
+    def host_config(self, spec: AttemptSpec, mounts: list) -> dict:
+        """The hardening and limits of an attempt's container (engine host config keywords)."""
+        limits = spec.limits
+        config = dict(
+            mounts=mounts, read_only=True, init=True, cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], pids_limit=self.pids_limit,
+            tmpfs={"/tmp": "rw,nosuid,nodev,exec,mode=1777"},
+            network_mode="none" if spec.network is NetworkMode.NONE else "bridge",
+            log_config=log_config(spec.log_cap_bytes), ipc_mode="private",
+        )
+        if limits.mem_hard_limit:
+            # memory+swap = memory: no swapping around the limit, the kernel OOM-kills instead.
+            config.update(mem_limit=limits.mem_hard_limit, memswap_limit=limits.mem_hard_limit)
+        if limits.cpu_hard_limit:
+            config["nano_cpus"] = int(limits.cpu_hard_limit * 1e9)
+        return config
+
+    def env(self, spec: AttemptSpec, offline: bool) -> dict[str, str]:
+        """The attempt's environment inside the container: the pipeline's, then ours."""
+        env = dict(spec.env)
+        env.update(
+            FASTFLOW_ROUTE_FILE=f"{CONTAINER_ROUTE_DIR}/route", PYTHONUNBUFFERED="1",
+            HOME="/tmp", UV_CACHE_DIR="/cache/uv", UV_PYTHON_INSTALL_DIR="/cache/python",
+            UV_NO_PROGRESS="1",
+        )
+        if offline or spec.network is NetworkMode.NONE:
+            env["UV_OFFLINE"] = "1"
+        if self.ca_bundle and spec.network is not NetworkMode.NONE:
+            env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
+            env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
+        return env
+
+
+def missing_image(image: str) -> ExecutorError:
+    """The error of a run or pre-heat whose runner image is not there, with the fix."""
+    return ExecutorError(f"the runner image {image!r} does not exist; build it with "
+                         "`fastflow image build --bootstrap` (or `--base IMAGE`)")
+
+
+def remove_container(client: docker.DockerClient, container_id: str) -> None:
+    """Remove a container and its anonymous volumes; gone already is fine, other trouble is
+    logged (a leftover container is `docker rm`-able, not a reason to fail the run)."""
+    try:
+        client.api.remove_container(container_id, v=True, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: someone else is already removing it
+            logger.warning("could not remove container %s: %s", container_id[:12], exc)
+    except DockerError as exc:
+        logger.warning("could not remove container %s: %s", container_id[:12], exc)
+
+
+def check_readable(workdir: Path, entry: str) -> None:
+    """The container user (uid 10001) must be able to read the pipeline folder and its entry."""
+    for path, bits in ((workdir, 0o005), (workdir / entry, 0o004)):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # a missing entry is the pipeline's failure, reported by uv
+        if st.st_uid != RUNNER_UID and (st.st_mode & bits) != bits:
+            raise ExecutorError(
+                f"{path} is not readable by the container user (uid {RUNNER_UID}, mode "
+                f"{st.st_mode & 0o777:o}); make the pipeline folder world-readable with "
+                f"`chmod -R o+rX {workdir}`")
