@@ -129,7 +129,7 @@ def test_broken_metadata_keeps_the_last_valid_version(daemon, user):
     good = daemon.deployment.active["etl"]
     user.push({"pipelines/etl/pipeline.json": '{"run_on_change": true, "timeout": -5}',
                "pipelines/etl/main.py": PRINT_COMMIT.format(v=3)}, "broken")
-    daemon.sync()
+    daemon.sync(utc_now())
     assert daemon.deployment.active["etl"] == good  # old code, old metadata, old commit
     (error,) = [p for p in daemon.deployment.errors if p.pipeline == "etl"]
     assert error.file == "pipelines/etl/pipeline.json" and error.field == "timeout"
@@ -141,7 +141,7 @@ def test_broken_metadata_keeps_the_last_valid_version(daemon, user):
 
 def test_broken_config_yaml_keeps_the_previous_configuration(daemon, user):
     user.push({".fastflow/config.yaml": "max_concurrent_runs: lots\n"}, "bad config")
-    daemon.sync()
+    daemon.sync(utc_now())
     assert daemon.deployment.config.max_concurrent_runs == 2
     (error,) = daemon.deployment.errors
     assert error.file == ".fastflow/config.yaml" and error.field == "max_concurrent_runs"
@@ -152,10 +152,10 @@ def test_broken_config_yaml_keeps_the_previous_configuration(daemon, user):
 def test_a_push_during_a_run_changes_nothing_for_it(daemon, user):
     first = user.push({"pipelines/etl/main.py":
                        "import time; time.sleep(3); print('old code')\n"}, "slow")
-    daemon.sync()
+    daemon.sync(utc_now())
     (record_id,) = [r.run_id for r in daemon.dispatcher.running()] or [None]
     user.push({"pipelines/etl/main.py": "print('new code')\n"}, "new")
-    daemon.sync()
+    daemon.sync(utc_now())
     assert daemon.dispatcher.wait_idle(60)
     runs = wait_for(lambda: len(records(daemon, "etl")) == 2 and records(daemon, "etl"))
     old = next(r for r in runs if r.commit.sha == first)
@@ -166,7 +166,7 @@ def test_a_push_during_a_run_changes_nothing_for_it(daemon, user):
 def test_changed_requirements_are_preheated_before_the_next_run(daemon, user):
     user.push({"pipelines/report/requirements.txt": "six==1.16.0\n",
                "pipelines/report/main.py": "import six; print('six', six.__version__)\n"}, "deps")
-    daemon.sync()
+    daemon.sync(utc_now())
     assert daemon.preheater.state("report").status in ("in_progress", "ready")
     run_id = daemon.submit("report", Trigger("manual"), now=utc_now())
     assert daemon.dispatcher.wait_idle(120)
@@ -179,7 +179,7 @@ def test_changed_requirements_are_preheated_before_the_next_run(daemon, user):
 
 def test_unresolvable_requirements_fail_runs_fast_with_uvs_reason(daemon, user):
     user.push({"pipelines/report/requirements.txt": "this-package-does-not-exist-fastflow==1.0\n"})
-    daemon.sync()
+    daemon.sync(utc_now())
     assert daemon.preheater.wait_all(120)
     state = daemon.preheater.state("report")
     assert state.status == "broken"
@@ -200,7 +200,7 @@ def test_downstream_runs_start_after_the_parent_is_recorded(daemon, user):
         "pipelines/parent/pipeline.json": json.dumps(
             {"downstream_triggers": [{"pipeline": "report", "on_route": "go"}]}),
     })
-    daemon.sync()
+    daemon.sync(utc_now())
     parent = daemon.submit("parent", Trigger("manual"), now=utc_now())
     child = wait_for(lambda: records(daemon, "report"), timeout=60)[0]
     assert child.trigger.kind == "downstream" and child.trigger.parent_run_id == parent
@@ -248,7 +248,7 @@ def test_restart_continues_from_the_saved_deployment(user, tmp_path):
     d.start()
     good = d.deployment.active["etl"]
     user.push({"pipelines/etl/pipeline.json": "{not json"}, "broken")
-    d.sync()
+    d.sync(utc_now())
     d.stop()
     again = make_daemon(str(user.bare), state)
     again.start()
