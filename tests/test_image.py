@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-from conftest import require_docker
+from helpers import require_docker
 
 from fastflow.cli.common import FastflowGroup
 from fastflow.cli.image import cancel, image, ps
