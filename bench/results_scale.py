@@ -24,13 +24,9 @@ from pathlib import Path
 from fastflow import repo as g
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
+from fastflow.results.layout import apply_run_to_summary, log_path, record_path
 from fastflow.results.publish import SITE_PREFIX, SitePublisher
-from fastflow.results.store import (
-    ResultsStore,
-    apply_run_to_summary,
-    log_path,
-    record_path,
-)
+from fastflow.results.store import ResultsStore
 from fastflow.site import run_path
 
 PIPELINES = [f"pipeline_{i:02d}" for i in range(20)]

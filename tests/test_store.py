@@ -16,7 +16,8 @@ from fastflow import repo as g
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
-from fastflow.results.store import RECENT_MAX, ResultsStore, _InjectedCrash
+from fastflow.results.layout import RECENT_MAX
+from fastflow.results.store import ResultsStore, _InjectedCrash
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 

@@ -32,7 +32,8 @@ from fastflow.executors.base import Executor, OutputLine
 from fastflow.files import write_atomic
 from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
-from fastflow.results.store import ResultsStore, log_path
+from fastflow.results.layout import log_path
+from fastflow.results.store import ResultsStore
 from fastflow.run.capture import Masker, format_line
 from fastflow.run.recovery import recover_run
 from fastflow.run.runner import (

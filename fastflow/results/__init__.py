@@ -1,3 +1,4 @@
-"""The results branch: writing it (`store`), reading it (`read`), the site pages a change
-makes (`publish`) and the whole site built from it (`build`).
+"""The results branch: where things live on it (`layout`), writing it (`store`), reading it
+(`read`), the site pages a change makes (`publish`), the whole site built from it (`build`) and
+removing old runs (`retention`).
 """

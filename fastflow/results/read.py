@@ -38,7 +38,8 @@ from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.humanize import format_ago, format_until
 from fastflow.model import RepoConfig, Severity
 from fastflow.record import RunRecord
-from fastflow.results.store import ResultsStore, run_month
+from fastflow.results.layout import run_month
+from fastflow.results.store import ResultsStore
 from fastflow.schedule.planner import next_slots
 
 RECORD_SETTLE_S = 60.0  # how long `logs --follow` waits for a record after the live file went

@@ -1,7 +1,7 @@
 """The results branch (`fastflow/results`): run records, logs, summary, badges and state in git.
 
-Written with `fastflow.repo` (pygit2), never through a work tree. Layout: DESIGN.md section 5
-and docs/results-branch.md. Durability: every run is first journalled (one fsync'd file per
+Written with `fastflow.repo` (pygit2), never through a work tree. Layout: `layout` and
+docs/results-branch.md. Durability: every run is first journalled (one fsync'd file per
 run in `journal_dir`), then committed, then its journal file is removed; `recover()` commits
 whatever is journalled and not yet on the branch, checking by path, so a crash at any point
 neither loses nor duplicates a run. Cost: a commit rewrites only the trees on the paths it
@@ -28,96 +28,28 @@ from fastflow.defaults import (
 )
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.files import fsync_dir, is_temporary, write_atomic
-from fastflow.record import RUN_ID_FORM, RunRecord, run_id_month, run_id_time
+from fastflow.record import RunRecord, run_id_time
+from fastflow.results.layout import (
+    SUMMARY_PATH,
+    apply_run_to_summary,
+    badge_json,
+    commit_message,
+    dump_json,
+    dump_summary,
+    log_path,
+    record_path,
+    refresh_summary_entry,
+    run_month,
+)
 
 log = logging.getLogger(__name__)
 
-SUMMARY_PATH = "summary.json"
-RECENT_MAX = 30  # runs kept per pipeline in summary.json (success rate, sparkline)
 _STATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_COLORS = {
-    "succeeded": "brightgreen", "failed": "red", "timed_out": "orange", "oom_killed": "red",
-    "cancelled": "lightgrey", "lost": "yellow", "skipped": "lightgrey", "running": "blue",
-    "queued": "blue",
-}
 _CRASH_POINTS = ("after_journal", "after_tree", "after_commit", "after_ref", "after_cleanup")
 
 
 class _InjectedCrash(BaseException):
     """Raised only in tests (`_fail_at`) to stop a write exactly where a kill would."""
-
-
-def run_month(run_id: str) -> tuple[str, str, str]:
-    """(YYYY, MM, rest after the timestamp) of a run id like `20261122T143000Z-report-7f3a`."""
-    parts = run_id_month(run_id)
-    if parts is None:
-        raise RepositoryError(
-            f"run id {run_id!r} does not start with a UTC timestamp like 20261122T143000Z-; "
-            f"run ids must be `{RUN_ID_FORM}`"
-        )
-    return parts
-
-
-def record_path(pipeline: str, run_id: str) -> str:
-    """`runs/<pipeline>/<YYYY>/<MM>/<run_id>.json` on the results branch."""
-    year, month, _ = run_month(run_id)
-    return f"runs/{pipeline}/{year}/{month}/{run_id}.json"
-
-
-def log_path(pipeline: str, run_id: str) -> str:
-    """`logs/<pipeline>/<YYYY>/<MM>/<run_id>.log` on the results branch."""
-    year, month, _ = run_month(run_id)
-    return f"logs/{pipeline}/{year}/{month}/{run_id}.log"
-
-
-def badge_json(pipeline: str, status: str) -> dict:
-    """A shields.io endpoint badge for a pipeline's last status."""
-    return {"schemaVersion": 1, "label": pipeline, "message": status.replace("_", " "),
-            "color": _COLORS.get(status, "lightgrey")}
-
-
-def apply_run_to_summary(summary: dict, record: dict) -> dict:
-    """Fold one run record (JSON) into `summary` in place; bounded per pipeline, order-safe."""
-    pipelines = summary.setdefault("pipelines", {})
-    entry = pipelines.setdefault(record["pipeline"], {"runs_recorded": 0, "recent": []})
-    entry["runs_recorded"] = entry.get("runs_recorded", 0) + 1
-    recent = [r for r in entry.get("recent", []) if r["run_id"] != record["run_id"]]
-    recent.append({"run_id": record["run_id"], "status": record["status"],
-                   "finished_at": record.get("finished_at"), "duration_s": record.get("duration_s")})
-    recent.sort(key=lambda r: r["run_id"])
-    entry["recent"] = recent[-RECENT_MAX:]
-    refresh_summary_entry(entry)
-    return summary
-
-
-def refresh_summary_entry(entry: dict) -> None:
-    """Recompute a pipeline's last-run fields and success rate from its `recent` runs."""
-    last = entry["recent"][-1] if entry["recent"] else {}
-    entry.update(last_run_id=last.get("run_id"), last_status=last.get("status"),
-                 last_finished_at=last.get("finished_at"), last_duration_s=last.get("duration_s"))
-    counted = [r for r in entry["recent"] if r["status"] not in ("skipped", "cancelled")]
-    ok = sum(r["status"] == "succeeded" for r in counted)
-    entry["success_rate"] = round(ok / len(counted), 4) if counted else None
-
-
-def commit_message(runs: list[dict], states: list[str]) -> str:
-    """`report 2026...-report-ab12: succeeded in 12.3s`; several runs: a summary line + one each."""
-    def line(r: dict) -> str:
-        took = f" in {r['duration_s']:.1f}s" if r.get("duration_s") is not None else ""
-        return f"{r['pipeline']} {r['run_id']}: {r['status']}{took}"
-
-    if len(runs) == 1:
-        head = line(runs[0])
-        return head + (f"\n\nstate: {', '.join(states)}\n" if states else "\n")
-    if not runs:
-        return f"state: {', '.join(states)}\n"
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    body = "\n".join(line(r) for r in runs)
-    tail = f"\nstate: {', '.join(states)}" if states else ""
-    return f"record {len(runs)} runs: {parts}\n\n{body}{tail}\n"
 
 
 class ResultsStore:
@@ -230,7 +162,7 @@ class ResultsStore:
         summary = self._summary_at(head)
         for _, entry in entries:
             if entry["kind"] == "state":
-                changes[f"state/{entry['name']}.json"] = _dump(entry["data"])
+                changes[f"state/{entry['name']}.json"] = dump_json(entry["data"])
                 states.append(entry["name"])
                 continue
             if entry["kind"] == "files":
@@ -242,7 +174,7 @@ class ResultsStore:
             path = record_path(rec["pipeline"], rec["run_id"])
             if head is not None and git.read_blob(self.repo, head, path) is not None:
                 continue  # committed before a crash: never write it twice
-            changes[path] = _dump(rec)
+            changes[path] = dump_json(rec)
             changes[log_path(rec["pipeline"], rec["run_id"])] = entry["log"].encode()
             for extra, data in entry["extra"].items():
                 changes[extra] = None if data is None else base64.b64decode(data)
@@ -259,10 +191,10 @@ class ResultsStore:
             return
         summary["schema"] = 1
         summary["updated_at"] = self.clock().isoformat()
-        changes[SUMMARY_PATH] = _dump_summary(summary)
+        changes[SUMMARY_PATH] = dump_summary(summary)
         for name in pipelines:
             status = summary["pipelines"][name]["last_status"]
-            changes[f"badges/{name}.json"] = _dump(badge_json(name, status))
+            changes[f"badges/{name}.json"] = dump_json(badge_json(name, status))
 
     def _commit_loop(self, make_changes, parents_extra=()) -> str | None:
         """Build a commit from `make_changes(head)` on the branch head, CAS the ref, retry."""
@@ -420,7 +352,7 @@ class ResultsStore:
                     entry["runs_recorded"] = len(ids) - len(removed)
                     entry["recent"] = [r for r in entry.get("recent", []) if r["run_id"] not in doomed]
                     refresh_summary_entry(entry)
-                    changes[SUMMARY_PATH] = _dump_summary(summary)
+                    changes[SUMMARY_PATH] = dump_summary(summary)
                 return changes, message
 
             self._commit_loop(make)
@@ -506,18 +438,3 @@ class ResultsStore:
                               self.clock())
         git.update_ref(self.repo, self.branch, sha, local, "merge")
         return sha
-
-
-def _dump(data: object) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _dump_summary(summary: dict) -> bytes:
-    """summary.json with one line per pipeline: a run's commit changes one line of the diff,
-    and json's C encoder does the work (indent=2 takes the pure-Python one, ~4x slower)."""
-    head = "".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)},\n"
-                   for k, v in summary.items() if k != "pipelines")
-    rows = ",\n".join(f"    {json.dumps(name, ensure_ascii=False)}: "
-                      f"{json.dumps(entry, ensure_ascii=False)}"
-                      for name, entry in sorted((summary.get("pipelines") or {}).items()))
-    return ("{\n" + head + '  "pipelines": {\n' + rows + ("\n" if rows else "") + "  }\n}\n").encode("utf-8")
