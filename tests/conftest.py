@@ -1,17 +1,25 @@
-"""Shared fixtures.
+"""Shared fixtures (the plain helpers they build on are in helpers.py).
 
 Docker tests are marked `docker`. Where no engine answers they are skipped on a laptop, but
 fail in CI (FASTFLOW_REQUIRE_DOCKER=1, set by .ci/run): there they must run, never skip.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from helpers import CA_BUNDLE, ROOT, Origin, require_docker, utc_now, write_files
 
-ROOT = Path(__file__).resolve().parent.parent
+from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.executors.docker import (
+    DockerExecutor,
+    build_image,
+    check_image,
+    find_uv_binary,
+    uv_version,
+)
 
 
 @pytest.fixture
@@ -25,26 +33,40 @@ def make_repo(tmp_path: Path):
     """Create a pipelines repository in tmp_path from a {relative path: text} mapping."""
 
     def make(files: dict[str, str], root: Path | None = None) -> Path:
-        base = root or tmp_path / "repo"
-        base.mkdir(parents=True, exist_ok=True)
-        for rel, text in files.items():
-            path = base / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        return base
+        return write_files(root or tmp_path / "repo", files)
 
     return make
 
 
-def require_docker() -> None:
-    """Skip (locally) or fail (CI) when no Docker engine answers."""
-    from fastflow.executors import docker as docker_executor
+@pytest.fixture
+def origin(tmp_path: Path) -> Origin:
+    """A bare repository tmp_path/origin.git (branch main) and its clone tmp_path/work."""
+    return Origin(tmp_path)
 
-    if docker_executor.docker_available():
-        return
-    if os.environ.get("FASTFLOW_REQUIRE_DOCKER"):
-        pytest.fail("Docker tests must run in CI, but no Docker engine answers")
-    pytest.skip("no Docker engine answers (start dockerd)")
+
+# --- Docker: the runner image and the uv cache, once per session --------------------------------
+
+@pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The configured runner image, built with --bootstrap unless it exists and matches."""
+    require_docker()
+    status = check_image(DEFAULT_IMAGE, uv_version(find_uv_binary()))
+    if not status.matches:
+        build_image(DEFAULT_IMAGE, bootstrap=True)
+    return DEFAULT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """The uv cache the Docker tests share (what a long-running daemon would keep)."""
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+@pytest.fixture
+def docker_executor_factory(runner_image, shared_cache) -> Callable[[], DockerExecutor]:
+    """Fresh DockerExecutors on the runner image and the shared cache (the contract suite's)."""
+    return lambda: DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
+                                  ca_bundle=CA_BUNDLE)
 
 
 def pytest_collection_modifyitems(config, items):

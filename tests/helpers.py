@@ -1,11 +1,94 @@
-"""Small helpers shared by test modules (real sinks, waiting for a condition)."""
+"""The test harness's plain helpers (fixtures are in conftest.py); each chore has one helper here.
+
+Clocks (`utc_now`, `Clock`), waiting (`wait_for`, `alive`), a real sink (`Lines`), files and
+git (`write_files`, `git`, `run_git`, `Origin`), attempt specs (`make_spec`), Docker
+(`require_docker`, `containers_of`), the daemon factory (`make_daemon`), the command tree
+(`command_paths`) and the sample site of test_site and test_site_browser (`build_sample`).
+Test modules import from here, never from each other.
+"""
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import subprocess
+import textwrap
 import threading
 import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 
-from fastflow.executors.base import OutputLine
+import click
+import pytest
+
+from fastflow.config.repo import default_repo_config
+from fastflow.config.schedules import check_schedules
+from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.deploy.discovery import discover
+from fastflow.executors import choose_executor, preheat_function
+from fastflow.executors import docker as docker_executor
+from fastflow.executors.base import AttemptSpec, OutputLine
+from fastflow.model import PipelineType, Problem, RunStatus
+from fastflow.record import (
+    Attempt,
+    CommitRef,
+    Environment,
+    ErrorInfo,
+    LogInfo,
+    Resources,
+    RunRecord,
+    Trigger,
+)
+from fastflow.site import SiteData, summarize_runs
+
+ROOT = Path(__file__).resolve().parent.parent  # the Fast-Flow checkout (its own demo repository)
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's CA bundle, mounted into runs
+
+
+# --- clocks -------------------------------------------------------------------------------------
+
+def utc_now() -> datetime:
+    """The real clock, for tests where real processes take real time (runs, daemons, CLIs)."""
+    return datetime.now(timezone.utc)
+
+
+class Clock:
+    """A fixed clock to inject where code takes `clock`: it says `now` until the test moves it
+    (`clock.now = moment` or `clock.advance(minutes=5)`)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+# --- waiting and processes ----------------------------------------------------------------------
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "a condition",
+             interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is dead: it only waits to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"  # the state follows the command name "(...)"
 
 
 class Lines:
@@ -26,13 +109,229 @@ class Lines:
         return [line.text for line in self.lines if line.stream == stream]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "a condition",
-             interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+# --- files and git ------------------------------------------------------------------------------
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    """Write a {relative path: text} mapping under `root` (made as needed); returns `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+# The tests play the user with the git CLI (the product uses pygit2): a fixed identity, and
+# none of the machine's git configuration (a global init.defaultBranch or signing setting).
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def run_git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `git *args` in `cwd` as the tests' user; raises when git fails. For the rare test
+    that reads git's stderr (a push's `remote:` lines); the others call `git`."""
+    return subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV},
+                          capture_output=True, text=True, check=True)
+
+
+def git(*args: str, cwd: Path) -> str:
+    """Run `git *args` in `cwd` as the tests' user; returns its stripped standard output."""
+    return run_git(*args, cwd=cwd).stdout.strip()
+
+
+class Origin:
+    """A bare repository (`bare`, branch main) and a clone of it (`work`): a developer who
+    commits and pushes with the git CLI."""
+
+    def __init__(self, root: Path, bare: str = "origin.git", work: str = "work") -> None:
+        self.bare = root / bare
+        git("init", "-q", "--bare", "-b", "main", str(self.bare), cwd=root)
+        self.work = root / work
+        git("clone", "-q", str(self.bare), str(self.work), cwd=root)
+        git("checkout", "-q", "-b", "main", cwd=self.work)
+
+    def push(self, files: dict[str, str | None], message: str = "change") -> str:
+        """Commit `files` ({path: text}, None deletes) on main and push; returns the commit."""
+        for rel, text in files.items():
+            path = self.work / rel
+            if text is None:
+                path.unlink()
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git("add", "-A", cwd=self.work)
+        git("commit", "-q", "-m", message, cwd=self.work)
+        git("push", "-q", "origin", "main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work)
+
+
+# --- attempt specs ------------------------------------------------------------------------------
+
+def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
+    """An attempt of a one-file pipeline: `code` (dedented) is written as main.py of the folder
+    tmp_path/<pipeline> (default "pipe"); `overrides` replace any AttemptSpec field. Run ids are
+    unique, so containers of one test never meet another's."""
+    folder = tmp_path / overrides.pop("pipeline", "pipe")
+    folder.mkdir(exist_ok=True)
+    (folder / "main.py").write_text(textwrap.dedent(code), encoding="utf-8")
+    values = dict(run_id=f"20261122T143000Z-{folder.name}-{os.urandom(2).hex()}",
+                  pipeline=folder.name, attempt=1, workdir=folder, entry="main.py",
+                  type=PipelineType.SCRIPT, python_version=None, requirements=None,
+                  env={"PYTHONUNBUFFERED": "1"}, grace_period=2.0)
+    values.update(overrides)
+    return AttemptSpec(**values)
+
+
+# --- Docker -------------------------------------------------------------------------------------
+
+def require_docker() -> None:
+    """Skip (locally) or fail (CI, FASTFLOW_REQUIRE_DOCKER=1) when no Docker engine answers."""
+    if docker_executor.docker_available():
+        return
+    if os.environ.get("FASTFLOW_REQUIRE_DOCKER"):
+        pytest.fail("Docker tests must run in CI, but no Docker engine answers")
+    pytest.skip("no Docker engine answers (start dockerd)")
+
+
+def containers_of(run_id: str) -> list:
+    """Every container (running or not) labelled with `run_id`."""
+    return docker_executor.connect().containers.list(
+        all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+def make_daemon(source: str | Path, state_dir: Path, *, clock: Callable[[], datetime] = utc_now,
+                environ: dict[str, str] | None = None, **options) -> Daemon:
+    """A daemon (not started) following `source` (a path or URL) with host executors, reading
+    `clock`; `environ` defaults to a copy of this process's, `options` go to ServeOptions."""
+    environ = dict(os.environ) if environ is None else environ
+    return Daemon(
+        ServeOptions(str(source), state_dir, **options), clock=clock, environ=environ,
+        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
+        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
+    )
+
+
+# --- the command tree ---------------------------------------------------------------------------
+
+def command_paths(group: click.Group,
+                  prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    """Every command under `group`, depth first, with its path of names below `prefix`."""
+    found = []
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        path = (*prefix, name)
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found.extend(command_paths(command, path))
+    return found
+
+
+# --- the sample site (test_site, test_site_browser) ---------------------------------------------
+
+SAMPLE_NOW = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
+MIB = 1024 * 1024
+
+SAMPLE_PIPELINES = {
+    "pipelines/etl_daily/main.py": "print('hi')\n",
+    "pipelines/etl_daily/pipeline.json": json.dumps({
+        "description": "Loads yesterday's orders into the warehouse.",
+        "tags": ["etl", "nightly"],
+        "schedule_cron": "0 3 * * 1-5",
+        "mem_hard_limit": "512m", "mem_soft_limit": "384m",
+        "cpu_hard_limit": 2, "cpu_soft_limit": 1.5,
+        "retry_attempts": 2,
+        "retry_strategy": {"type": "fixed_delay", "delay": 5},
+    }),
+    "pipelines/every_15/main.py": "print('tick')\n",
+    "pipelines/every_15/pipeline.json": json.dumps({"schedule_interval_seconds": 900}),
+    "pipelines/minimal/main.py": "print('min')\n",
+    "pipelines/broken/main.py": "print('x')\n",
+    "pipelines/broken/pipeline.json": json.dumps({"timeout": "soon"}),
+}
+STATUS_CYCLE = [RunStatus.SUCCEEDED] * 5 + [RunStatus.FAILED, RunStatus.SUCCEEDED,
+                                            RunStatus.TIMED_OUT, RunStatus.SUCCEEDED,
+                                            RunStatus.OOM_KILLED]
+
+SAMPLE_LOG = (
+    "2026-11-22T14:00:00.123Z stdout | starting <script>alert(1)</script>\n"
+    "2026-11-22T14:00:01.000Z stderr | Traceback & <b>boom</b>\n"
+    "--- 12345 bytes omitted by Fast-Flow (log cap 5.0 MiB) ---\n"
+    "2026-11-22T14:00:02.000Z runner | attempt 2 of 3 starting after a 5s wait\n"
+    "a line without prefix\n"
+)
+
+
+def sample_record(pipeline: str, i: int, status: RunStatus, **changes) -> RunRecord:
+    """Run number `i` (0 = oldest) of `pipeline`, an hour apart, finishing before SAMPLE_NOW."""
+    start = SAMPLE_NOW - timedelta(hours=200 - i)
+    duration = 30.0 + (i % 7) * 11.5
+    samples = tuple({"t": float(t), "mem": (100 + t * 3) * MIB, "cpu": round(0.3 + (t % 15) / 12, 3)}
+                    for t in range(0, int(duration), 5))
+    error = None if status is RunStatus.SUCCEEDED else ErrorInfo(status.value, f"{status.value} <b>")
+    record = RunRecord(
+        run_id=f"{start:%Y%m%dT%H%M%SZ}-{pipeline}-{i:04x}", pipeline=pipeline, status=status,
+        trigger=Trigger("schedule", "etl_daily.cron", start) if i % 2 else Trigger("push"),
+        commit=CommitRef("0123456789abcdef0123456789abcdef01234567", "f" * 40),
+        environment=Environment(image="fastflow-runner:py3.11", python="3.11.9", uv_version="0.4.0",
+                                requirements_hash="abc123", resolved=("requests==2.32.3",)),
+        limits={"mem_hard_limit": 512 * MIB, "mem_soft_limit": 384 * MIB,
+                "cpu_hard_limit": 2.0, "cpu_soft_limit": 1.5},
+        exit_code=0 if status is RunStatus.SUCCEEDED else 1, error=error,
+        queued_at=start - timedelta(seconds=2), started_at=start,
+        finished_at=start + timedelta(seconds=duration), duration_s=duration,
+        attempts=(Attempt(1, start, start + timedelta(seconds=duration), 0, status),),
+        resources=Resources(peak_memory_bytes=(100 + int(duration) * 3) * MIB,
+                            cpu_mean_cores=0.8, cpu_max_cores=1.4, samples=samples),
+        log=LogInfo(f"logs/{pipeline}/x.log", 120, False),
+    )
+    return dataclasses.replace(record, **changes)
+
+
+def _retried_record() -> RunRecord:
+    start = SAMPLE_NOW - timedelta(minutes=30)
+    base = sample_record("etl_daily", 199, RunStatus.SUCCEEDED)
+    attempts = (
+        Attempt(1, start, start + timedelta(seconds=10), 1, RunStatus.FAILED),
+        Attempt(2, start + timedelta(seconds=15), start + timedelta(seconds=25), 1,
+                RunStatus.FAILED, wait_before_s=5.0),
+        Attempt(3, start + timedelta(seconds=30), start + timedelta(seconds=60), 0,
+                RunStatus.SUCCEEDED, wait_before_s=5.0),
+    )
+    events = ({"t": 20.0, "kind": "memory", "value": 400 * MIB, "limit": 384 * MIB},)
+    return dataclasses.replace(
+        base, attempts=attempts, log=LogInfo("logs/etl_daily/x.log", 6_000_000, True),
+        resources=dataclasses.replace(base.resources, soft_limit_events=events))
+
+
+def build_sample(tmp_path: Path, runs: int = 120):
+    """Real pipelines discovered from files + realistic records: (data, runs_by_pipeline, logs)."""
+    root = write_files(tmp_path / "repo", SAMPLE_PIPELINES)
+    found = discover(root, default_repo_config())
+    schedules = check_schedules(None, found.pipelines, root=root, invalid_pipelines=found.invalid)
+    by_pipeline: dict[str, list] = {}
+    for s in schedules.schedules:
+        by_pipeline.setdefault(s.pipeline, []).append(s)
+    etl = [sample_record("etl_daily", i, STATUS_CYCLE[i % len(STATUS_CYCLE)])
+           for i in range(runs - 1)]
+    etl.append(_retried_record())
+    etl.reverse()  # newest first
+    quick = [sample_record("every_15", i, s) for i, s in enumerate(
+        [RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SKIPPED,
+         RunStatus.FAILED])][::-1]
+    runs_by_pipeline = {"etl_daily": etl, "every_15": quick}
+    data = SiteData(
+        now=SAMPLE_NOW, pipelines=found.pipelines, invalid=found.invalid,
+        config_problems=[Problem(".fastflow/schedules.yaml", "schedules[2].cron",
+                                 '"61 * * * *" is not a valid cron <expression>')],
+        summaries={name: summarize_runs(r) for name, r in runs_by_pipeline.items()},
+        next_runs={"etl_daily": (datetime(2026, 11, 23, 3, 0, tzinfo=timezone.utc), "UTC"),
+                   "every_15": (SAMPLE_NOW + timedelta(minutes=15), "Europe/Berlin")},
+        schedules=by_pipeline, heartbeat=SAMPLE_NOW - timedelta(seconds=30), title="Acme pipelines")
+    logs = {r.run_id: SAMPLE_LOG for rs in runs_by_pipeline.values() for r in rs}
+    return data, runs_by_pipeline, logs

@@ -6,64 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timedelta
 
 import pytest
-from helpers import wait_for
+from helpers import git, make_daemon, utc_now, wait_for
 
-from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.daemon.loop import Daemon
 from fastflow.daemon.statedir import StateDirBusy, queue_remote_run
-from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
 
 pytestmark = pytest.mark.slow
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}).stdout.strip()
-
-
-class User:
-    """A developer with a clone of the bare repository."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.bare = tmp_path / "origin.git"
-        git("init", "-q", "--bare", "-b", "main", str(self.bare), cwd=tmp_path)
-        self.work = tmp_path / "work"
-        git("clone", "-q", str(self.bare), str(self.work), cwd=tmp_path)
-        git("checkout", "-q", "-b", "main", cwd=self.work)
-
-    def push(self, files: dict[str, str | None], message: str = "change") -> str:
-        for rel, text in files.items():
-            path = self.work / rel
-            if text is None:
-                path.unlink()
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git("add", "-A", cwd=self.work)
-        git("commit", "-q", "-m", message, cwd=self.work)
-        git("push", "-q", "origin", "main", cwd=self.work)
-        return git("rev-parse", "HEAD", cwd=self.work)
-
-
-def make_daemon(source: str, state_dir: Path, **options) -> Daemon:
-    environ = dict(os.environ)
-    return Daemon(
-        ServeOptions(source, state_dir, **options), clock=utc_now, environ=environ,
-        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=utc_now),
-        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
-    )
 
 
 def records(daemon: Daemon, pipeline: str) -> list:
@@ -74,15 +28,14 @@ PRINT_COMMIT = 'import os; print("code v{v} at", os.environ["FASTFLOW_COMMIT"], 
 
 
 @pytest.fixture
-def user(tmp_path):
-    u = User(tmp_path)
-    u.push({
+def user(origin):
+    origin.push({
         ".fastflow/config.yaml": "max_concurrent_runs: 2\n",
         "pipelines/etl/main.py": PRINT_COMMIT.format(v=1),
         "pipelines/etl/pipeline.json": '{"run_on_change": true}',
         "pipelines/report/main.py": "print('report')\n",
     }, "first")
-    return u
+    return origin
 
 
 @pytest.fixture

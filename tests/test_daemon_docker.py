@@ -11,45 +11,18 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import require_docker
-from helpers import wait_for
-from test_daemon import User
+from helpers import Origin, containers_of, utc_now, wait_for
 
 from fastflow.daemon.statedir import queue_remote_run
-from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import RepositoryError
-from fastflow.executors.docker import (
-    build_image,
-    check_image,
-    connect,
-    find_uv_binary,
-    uv_version,
-)
+from fastflow.executors.docker import connect
 from fastflow.model import RunStatus
 from fastflow.results.store import ResultsStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    require_docker()
-    if not check_image(DEFAULT_IMAGE, uv_version(find_uv_binary())).matches:
-        build_image(DEFAULT_IMAGE, bootstrap=True)
-    return DEFAULT_IMAGE
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uv-cache")
 
 
 class Serve:
@@ -89,15 +62,10 @@ class Serve:
         return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
 
 
-def containers_of(run_id: str) -> list:
-    return connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
-
-
 @pytest.fixture
-def setup(tmp_path, image, cache):
-    user = User(tmp_path)
-    serve = Serve(user.bare, tmp_path / "state", cache, tmp_path)
-    yield user, serve
+def setup(tmp_path, origin, runner_image, shared_cache):
+    serve = Serve(origin.bare, tmp_path / "state", shared_cache, tmp_path)
+    yield origin, serve
     serve.stop_all()
     for container in connect().containers.list(
             all=True, filters={"label": "org.fastflow.pipeline=slow"}):
@@ -105,7 +73,7 @@ def setup(tmp_path, image, cache):
             container.remove(force=True)
 
 
-def push_slow(user: User, code: str, metadata: str = "{}") -> None:
+def push_slow(user: Origin, code: str, metadata: str = "{}") -> None:
     user.push({"pipelines/slow/main.py": code, "pipelines/slow/pipeline.json": metadata}, "slow")
 
 

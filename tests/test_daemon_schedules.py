@@ -5,18 +5,15 @@ schedules without a restart, a broken schedules.yaml keeps the last valid set, a
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from helpers import wait_for
-from test_daemon import User, git
+from helpers import Clock, Origin, git, make_daemon, wait_for
 
-from fastflow.daemon.loop import Daemon, ServeOptions
-from fastflow.executors import choose_executor, preheat_function
+from fastflow.daemon.loop import Daemon
 from fastflow.model import RunStatus
 
 pytestmark = pytest.mark.slow
@@ -24,30 +21,7 @@ pytestmark = pytest.mark.slow
 T0 = datetime(2026, 11, 23, 10, 2, 30, tzinfo=timezone.utc)
 
 
-class Clock:
-    """The daemon's clock, moved by the test."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
-def make_daemon(user: User, state_dir: Path, clock: Clock) -> Daemon:
-    environ = dict(os.environ)
-    return Daemon(
-        ServeOptions(str(user.bare), state_dir), clock=clock, environ=environ,
-        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
-        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
-    )
-
-
-def branch_file(user: User, path: str) -> str:
+def branch_file(user: Origin, path: str) -> str:
     return git("--git-dir", str(user.bare), "show", f"fastflow/results:{path}", cwd=user.bare)
 
 
@@ -62,21 +36,20 @@ schedules:
 
 
 @pytest.fixture
-def user(tmp_path):
-    u = User(tmp_path)
-    u.push({
+def user(origin):
+    origin.push({
         ".fastflow/schedules.yaml": SCHEDULES,
         "pipelines/report/main.py": "import os; print('report', os.environ['MODE'])\n",
         "pipelines/other/main.py": "print('other')\n",
     }, "first")
-    return u
+    return origin
 
 
 @contextmanager
-def serving(user: User, tmp_path: Path, now: datetime = T0) -> Iterator[tuple[Daemon, Clock]]:
+def serving(user: Origin, tmp_path: Path, now: datetime = T0) -> Iterator[tuple[Daemon, Clock]]:
     """A started daemon on the user's repository and the clock it reads; stopped afterwards."""
     clock = Clock(now)
-    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon = make_daemon(user.bare, tmp_path / "state", clock=clock)
     daemon.start()
     try:
         yield daemon, clock
@@ -84,7 +57,7 @@ def serving(user: User, tmp_path: Path, now: datetime = T0) -> Iterator[tuple[Da
         daemon.stop(grace=30)
 
 
-def push_slow_schedule(user: User, overlap: str) -> None:
+def push_slow_schedule(user: Origin, overlap: str) -> None:
     """`slow` (3 s) every minute with the given overlap policy."""
     user.push({
         ".fastflow/schedules.yaml": "schedules:\n  - pipeline: slow\n    interval: 1m\n"
@@ -133,14 +106,14 @@ def test_a_due_slot_runs_once_with_its_deterministic_id(user, tmp_path):
 
 def test_after_downtime_catchup_latest_runs_the_newest_slot_and_records_the_rest(user, tmp_path):
     clock = Clock(T0)
-    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon = make_daemon(user.bare, tmp_path / "state", clock=clock)
     daemon.start()
     clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
     run_tick(daemon, clock)
     daemon.stop(grace=30)
 
     clock.now = datetime(2026, 11, 23, 10, 21, tzinfo=timezone.utc)  # down for 16 minutes
-    daemon = make_daemon(user, tmp_path / "state", clock)
+    daemon = make_daemon(user.bare, tmp_path / "state", clock=clock)
     daemon.start()
     try:
         run_tick(daemon, clock)

@@ -9,10 +9,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from test_daemon import User, git
+from helpers import git, make_daemon, utc_now
 
-from fastflow.daemon.loop import Daemon, ServeOptions
-from fastflow.executors import choose_executor, preheat_function
 from fastflow.model import RunStatus
 from fastflow.record import Trigger
 from fastflow.secrets.age import X25519Identity
@@ -24,21 +22,16 @@ SECRET = "hunter2-Zq9-correct-horse"
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, origin):
     identity = X25519Identity.generate()
-    user = User(tmp_path)
-    secrets = user.work / ".fastflow" / "secrets.enc.yaml"
-    init_secrets(secrets, [identity.recipient], NOW, user.work)
+    secrets = origin.work / ".fastflow" / "secrets.enc.yaml"
+    init_secrets(secrets, [identity.recipient], NOW, origin.work)
     set_secret(secrets, "DB_PASSWORD", SECRET, [identity], NOW)
     grant_secret(secrets, "DB_PASSWORD", ["etl"], [identity], NOW)
     printer = ('import os; v = os.environ["DB_PASSWORD"]; print("password is", v); '
                'print("split", v[:5], flush=True); import sys; sys.stderr.write(v + "\\n")\n')
-    user.push({
+    origin.push({
         "pipelines/etl/main.py": printer,
         "pipelines/etl/pipeline.json": '{"secrets": ["DB_PASSWORD"]}',
         "pipelines/intruder/main.py": printer,
@@ -46,13 +39,9 @@ def setup(tmp_path):
     }, "pipelines with secrets")
     environ = {**os.environ, "SOPS_AGE_KEY": identity.to_string(), "SOPS_AGE_KEY_FILE": "",
                "SOPS_AGE_KEY_CMD": ""}
-    daemon = Daemon(
-        ServeOptions(str(user.bare), tmp_path / "state"), clock=utc_now, environ=environ,
-        executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=utc_now),
-        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
-    )
+    daemon = make_daemon(origin.bare, tmp_path / "state", environ=environ)
     daemon.start()
-    yield user, daemon, tmp_path / "state"
+    yield origin, daemon, tmp_path / "state"
     daemon.stop(grace=30)
 
 

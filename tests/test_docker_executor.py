@@ -7,84 +7,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import pytest
-from conftest import require_docker
-from helpers import Lines
+from helpers import CA_BUNDLE, Lines, containers_of, make_spec, utc_now
 
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import EngineUnavailable, ExecutorError
 from fastflow.executors.base import AttemptSpec
 from fastflow.executors.docker import (
     DockerExecutor,
-    build_image,
     cancel_run,
-    check_image,
     connect,
     docker_available,
-    find_uv_binary,
     list_running,
     preheat_requirements,
-    uv_version,
 )
 from fastflow.executors.docker.engine import parse_engine_time
 from fastflow.executors.docker.stats import ResourceSampler, cpu_cores, memory_usage
 from fastflow.executors.docker.streams import LineSplitter
-from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
+from fastflow.model import Limits, NetworkMode, RunStatus
 
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 FIXED = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-# --- fixtures: the image (once per session), the shared cache, the executor -----------------
-
-@pytest.fixture(scope="session")
-def runner_image() -> str:
-    """The configured runner image, built with --bootstrap unless it exists and matches."""
-    require_docker()
-    status = check_image(DEFAULT_IMAGE, uv_version(find_uv_binary()))
-    if not status.matches:
-        build_image(DEFAULT_IMAGE, bootstrap=True)
-    return DEFAULT_IMAGE
-
-
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uv-cache")
-
-
-@pytest.fixture
-def docker_executor_factory(runner_image, shared_cache) -> Callable[[], DockerExecutor]:
-    """Fresh DockerExecutors for the contract suite (tests/test_executor_contract.py)."""
-    return lambda: DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
-                                  ca_bundle=CA_BUNDLE)
-
-
-def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
-    folder = tmp_path / overrides.pop("pipeline", "pipe")
-    folder.mkdir(exist_ok=True)
-    (folder / "main.py").write_text(textwrap.dedent(code), encoding="utf-8")
-    values = dict(run_id=f"20261122T143000Z-{folder.name}-{os.urandom(2).hex()}",
-                  pipeline=folder.name, attempt=1, workdir=folder, entry="main.py",
-                  type=PipelineType.SCRIPT, python_version=None, requirements=None,
-                  env={"PYTHONUNBUFFERED": "1"}, grace_period=2.0)
-    values.update(overrides)
-    return AttemptSpec(**values)
-
+# The image, the shared cache and the executor factory are fixtures of conftest.py.
 
 def tree_digest(root: Path) -> str:
     """A digest of every path, mode and content under `root` (to prove nothing changed)."""
@@ -476,10 +429,6 @@ def start_owner(spec: AttemptSpec, image: str, cache: Path, lines: Path,
 def kill_owner(owner: subprocess.Popen) -> None:
     owner.send_signal(signal.SIGKILL)
     owner.wait(10)
-
-
-def containers_of(run_id: str) -> list:
-    return connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
 
 
 def delivered_from(lines: Path):

@@ -7,27 +7,22 @@ runner image (skipped locally without an engine, failing in CI).
 from __future__ import annotations
 
 import os
-import textwrap
+import shutil
 import threading
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from helpers import Lines
-from test_docker_executor import docker_executor_factory, runner_image, shared_cache  # noqa: F401
+from helpers import Lines, make_spec, utc_now
 
-from fastflow.executors.base import AttemptSpec, Executor
+from fastflow.errors import ExecutorError
+from fastflow.executors.base import AttemptSpec, Executor, PreheatJob
 from fastflow.executors.local import LocalExecutor, host_base_env
-from fastflow.model import PipelineType, RunStatus
+from fastflow.model import RunStatus
 
 pytestmark = pytest.mark.slow
 
 EXECUTORS = ["local", "docker"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @pytest.fixture(params=EXECUTORS)
@@ -38,26 +33,6 @@ def executor_factory(request) -> Callable[[], Executor]:
     if request.param == "docker":
         return request.getfixturevalue("docker_executor_factory")
     raise AssertionError(f"unknown executor {request.param}")
-
-
-def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
-    folder = tmp_path / "pipe"
-    folder.mkdir(exist_ok=True)
-    (folder / "main.py").write_text(textwrap.dedent(code), encoding="utf-8")
-    values = dict(
-        run_id="20261122T143000Z-pipe-0000",
-        pipeline="pipe",
-        attempt=1,
-        workdir=folder,
-        entry="main.py",
-        type=PipelineType.SCRIPT,
-        python_version=None,
-        requirements=None,
-        env={"PYTHONUNBUFFERED": "1"},
-        grace_period=2.0,
-    )
-    values.update(overrides)
-    return AttemptSpec(**values)
 
 
 def test_success_output_and_streams(executor_factory, tmp_path):
@@ -161,3 +136,111 @@ def test_requirements_are_installed(executor_factory, tmp_path):
     assert result.environment.uv_version
     assert result.environment.python
     assert result.environment.requirements_hash.startswith("sha256:")
+
+
+# --- pre-heat: every backend prepares requirements where its runs look for them -------------------
+
+PREHEAT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "preheat"
+
+
+def preheat_job(tmp_path: Path, which: str) -> PreheatJob:
+    """A pre-heat of tests/fixtures/preheat/<which>/requirements.txt, from a copy in tmp_path
+    (as the daemon pre-heats from a snapshot of the pipeline's folder)."""
+    folder = shutil.copytree(PREHEAT_FIXTURES / which, tmp_path / "pipe")
+    return PreheatJob(pipeline="pipe", workdir=folder, requirements="requirements.txt",
+                      python_version=None)
+
+
+def test_preheat_of_good_requirements_is_ok(executor_factory, tmp_path):
+    outcome = executor_factory().preheat(preheat_job(tmp_path, "good"))
+    assert outcome.ok, outcome.message
+    assert outcome.message.startswith(("pre-heated in ", "already pre-heated"))
+    assert outcome.duration_s is not None
+
+
+def test_preheat_of_bad_requirements_gives_uvs_reason(executor_factory, tmp_path):
+    outcome = executor_factory().preheat(preheat_job(tmp_path, "bad"))
+    assert not outcome.ok
+    assert outcome.message == (  # the same words from every backend
+        "uv could not install the requirements of pipeline 'pipe' from requirements.txt: "
+        "error: No solution found when resolving `--with` dependencies cause: Because "
+        "this-package-does-not-exist-fastflow was not found in the package registry and you "
+        "require this-package-does-not-exist-fastflow==0.0.1, we can conclude that your "
+        "requirements are unsatisfiable.")
+
+
+def test_a_second_preheat_of_the_same_requirements_is_quick(executor_factory, tmp_path):
+    executor = executor_factory()
+    job = preheat_job(tmp_path, "good")
+    assert executor.preheat(job).ok
+    again = executor_factory().preheat(job)
+    assert again.ok, again.message
+    if executor.name == "docker":  # its markers remember what the shared cache holds
+        assert again.message == "already pre-heated"
+    else:  # uv's own cache on the host: uv runs again and finds everything there
+        assert again.message.startswith("pre-heated in ")
+        assert again.duration_s < 10, again
+
+
+def test_preheat_without_the_requirements_file_is_an_executor_error(executor_factory, tmp_path):
+    job = PreheatJob(pipeline="pipe", workdir=tmp_path, requirements="requirements.txt",
+                     python_version=None)
+    with pytest.raises(ExecutorError) as err:
+        executor_factory().preheat(job)
+    assert str(err.value) == f"{tmp_path / 'requirements.txt'} does not exist; nothing to pre-heat"
+
+
+# --- re-attach: an attempt a dead owner left behind ends with the verdict of execute ----------------
+
+LEFT_BEHIND = """
+    import os, sys, time
+    print("begun", flush=True)
+    time.sleep(3)
+    print("a warning", file=sys.stderr, flush=True)
+    with open(os.environ["FASTFLOW_ROUTE_FILE"], "w") as f:
+        f.write("publish")
+    sys.stdout.write("ended")
+    sys.exit(3)
+"""
+
+
+def leave_behind(executor: Executor, spec: AttemptSpec, finished: bool) -> None:
+    """Leave `spec`'s attempt behind as an owner killed by `kill -9` right after starting it
+    does: created and started by the backend's own parts, then nobody supervises it (for
+    `finished`, until it has ended). Only backends that can re-attach leave anything."""
+    assert executor.name == "docker", f"no way to leave an attempt of {executor.name} behind"
+    container = executor.containers.create(spec, offline=False)
+    executor.client.api.start(container.id)
+    if finished:
+        executor.client.api.wait(container.id, timeout=120)
+    else:
+        assert executor.client.api.inspect_container(container.id)["State"]["Running"]
+
+
+def test_reattach_with_nothing_left_is_none(executor_factory):
+    executor = executor_factory()
+    assert executor.reattach("20261122T143000Z-gone-0000", Lines(), threading.Event()) is None
+
+
+@pytest.mark.parametrize("moment", ["running", "finished"])
+def test_reattach_gives_the_verdict_of_execute(executor_factory, tmp_path, moment):
+    executor = executor_factory()
+    fresh = Lines()
+    expected = executor.execute(make_spec(tmp_path, LEFT_BEHIND), fresh, threading.Event())
+    assert (expected.status, expected.exit_code, expected.route) == (RunStatus.FAILED, 3, "publish")
+    spec = make_spec(tmp_path, LEFT_BEHIND)
+    if not executor.can_reattach:
+        # A host attempt does not outlive its owner: nothing to re-attach to, the run is `lost`.
+        assert executor.reattach(spec.run_id, Lines(), threading.Event()) is None
+        return
+    leave_behind(executor, spec, finished=moment == "finished")
+    sink = Lines()
+    found = executor_factory().reattach(spec.run_id, sink, threading.Event())
+    assert found is not None and found.attempt == spec.attempt
+    result = found.result
+    assert (result.status, result.exit_code, result.error, result.route) == (
+        expected.status, expected.exit_code, expected.error, expected.route)
+    assert sink.texts("stdout") == fresh.texts("stdout") == ["begun", "ended"]
+    assert sink.texts("stderr") == fresh.texts("stderr") == ["a warning"]
+    assert result.started_at < result.finished_at
+    assert executor.reattach(spec.run_id, Lines(), threading.Event()) is None  # collected

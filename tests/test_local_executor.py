@@ -4,46 +4,23 @@ The contract shared with Docker is in test_executor_contract.py.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import textwrap
 import threading
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
+import helpers
 import pytest
+from helpers import alive, utc_now
 
 from fastflow.errors import ExecutorError
-from fastflow.executors.base import AttemptSpec, OutputLine
+from fastflow.executors.base import OutputLine
 from fastflow.executors.local import LocalExecutor, host_base_env
-from fastflow.model import Limits, PipelineType, RunStatus
+from fastflow.model import Limits, RunStatus
 
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is dead: it only waits to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
-    folder = tmp_path / "pipe"
-    folder.mkdir(exist_ok=True)
-    (folder / "main.py").write_text(textwrap.dedent(code), encoding="utf-8")
-    values = dict(
-        run_id="r", pipeline="pipe", attempt=1, workdir=folder, entry="main.py",
-        type=PipelineType.SCRIPT, python_version=None, requirements=None,
-        env={"PYTHONUNBUFFERED": "1"}, grace_period=1.0,
-    )
-    values.update(overrides)
-    return AttemptSpec(**values)
+# The shared spec with a 1 s grace period: the runner notes checked below name it.
+make_spec = functools.partial(helpers.make_spec, run_id="r", grace_period=1.0)
 
 
 def executor(**kwargs) -> LocalExecutor:

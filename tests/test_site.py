@@ -1,35 +1,23 @@
-"""The static status site: pages from real pipeline folders (discovered from files) and records."""
+"""The static status site: pages from real pipeline folders (discovered from files) and records
+(the sample of `helpers.build_sample`, shared with test_site_browser)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 import html5lib
 import pytest
+from helpers import SAMPLE_LOG, SAMPLE_NOW, build_sample, sample_record
 
-from fastflow.config.repo import default_repo_config
-from fastflow.config.schedules import check_schedules
-from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.model import Problem, RunStatus, Severity
-from fastflow.record import (
-    Attempt,
-    CommitRef,
-    Environment,
-    ErrorInfo,
-    LogInfo,
-    Resources,
-    RunRecord,
-    Trigger,
-)
+from fastflow.record import RunRecord
 from fastflow.site import (
     PipelineSummary,
-    SiteData,
     build_site,
     cron_words,
     interval_words,
@@ -38,119 +26,7 @@ from fastflow.site import (
     render_overview,
     render_pipeline_pages,
     render_run_page,
-    summarize_runs,
 )
-
-UTC = timezone.utc
-NOW = datetime(2026, 11, 22, 14, 30, tzinfo=UTC)
-MIB = 1024 * 1024
-
-PIPELINES = {
-    "pipelines/etl_daily/main.py": "print('hi')\n",
-    "pipelines/etl_daily/pipeline.json": json.dumps({
-        "description": "Loads yesterday's orders into the warehouse.",
-        "tags": ["etl", "nightly"],
-        "schedule_cron": "0 3 * * 1-5",
-        "mem_hard_limit": "512m", "mem_soft_limit": "384m",
-        "cpu_hard_limit": 2, "cpu_soft_limit": 1.5,
-        "retry_attempts": 2,
-        "retry_strategy": {"type": "fixed_delay", "delay": 5},
-    }),
-    "pipelines/every_15/main.py": "print('tick')\n",
-    "pipelines/every_15/pipeline.json": json.dumps({"schedule_interval_seconds": 900}),
-    "pipelines/minimal/main.py": "print('min')\n",
-    "pipelines/broken/main.py": "print('x')\n",
-    "pipelines/broken/pipeline.json": json.dumps({"timeout": "soon"}),
-}
-STATUS_CYCLE = [RunStatus.SUCCEEDED] * 5 + [RunStatus.FAILED, RunStatus.SUCCEEDED,
-                                            RunStatus.TIMED_OUT, RunStatus.SUCCEEDED,
-                                            RunStatus.OOM_KILLED]
-
-
-def write_repo(root: Path) -> Path:
-    for rel, text in PIPELINES.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
-def make_record(pipeline: str, i: int, status: RunStatus, **changes) -> RunRecord:
-    """Run number `i` (0 = oldest) of `pipeline`, an hour apart, finishing before NOW."""
-    start = NOW - timedelta(hours=200 - i)
-    duration = 30.0 + (i % 7) * 11.5
-    samples = tuple({"t": float(t), "mem": (100 + t * 3) * MIB, "cpu": round(0.3 + (t % 15) / 12, 3)}
-                    for t in range(0, int(duration), 5))
-    error = None if status is RunStatus.SUCCEEDED else ErrorInfo(status.value, f"{status.value} <b>")
-    record = RunRecord(
-        run_id=f"{start:%Y%m%dT%H%M%SZ}-{pipeline}-{i:04x}", pipeline=pipeline, status=status,
-        trigger=Trigger("schedule", "etl_daily.cron", start) if i % 2 else Trigger("push"),
-        commit=CommitRef("0123456789abcdef0123456789abcdef01234567", "f" * 40),
-        environment=Environment(image="fastflow-runner:py3.11", python="3.11.9", uv_version="0.4.0",
-                                requirements_hash="abc123", resolved=("requests==2.32.3",)),
-        limits={"mem_hard_limit": 512 * MIB, "mem_soft_limit": 384 * MIB,
-                "cpu_hard_limit": 2.0, "cpu_soft_limit": 1.5},
-        exit_code=0 if status is RunStatus.SUCCEEDED else 1, error=error,
-        queued_at=start - timedelta(seconds=2), started_at=start,
-        finished_at=start + timedelta(seconds=duration), duration_s=duration,
-        attempts=(Attempt(1, start, start + timedelta(seconds=duration), 0, status),),
-        resources=Resources(peak_memory_bytes=(100 + int(duration) * 3) * MIB,
-                            cpu_mean_cores=0.8, cpu_max_cores=1.4, samples=samples),
-        log=LogInfo(f"logs/{pipeline}/x.log", 120, False),
-    )
-    return dataclasses.replace(record, **changes)
-
-
-def retried_record() -> RunRecord:
-    start = NOW - timedelta(minutes=30)
-    base = make_record("etl_daily", 199, RunStatus.SUCCEEDED)
-    attempts = (
-        Attempt(1, start, start + timedelta(seconds=10), 1, RunStatus.FAILED),
-        Attempt(2, start + timedelta(seconds=15), start + timedelta(seconds=25), 1,
-                RunStatus.FAILED, wait_before_s=5.0),
-        Attempt(3, start + timedelta(seconds=30), start + timedelta(seconds=60), 0,
-                RunStatus.SUCCEEDED, wait_before_s=5.0),
-    )
-    events = ({"t": 20.0, "kind": "memory", "value": 400 * MIB, "limit": 384 * MIB},)
-    return dataclasses.replace(
-        base, attempts=attempts, log=LogInfo("logs/etl_daily/x.log", 6_000_000, True),
-        resources=dataclasses.replace(base.resources, soft_limit_events=events))
-
-
-LOG = (
-    "2026-11-22T14:00:00.123Z stdout | starting <script>alert(1)</script>\n"
-    "2026-11-22T14:00:01.000Z stderr | Traceback & <b>boom</b>\n"
-    "--- 12345 bytes omitted by Fast-Flow (log cap 5.0 MiB) ---\n"
-    "2026-11-22T14:00:02.000Z runner | attempt 2 of 3 starting after a 5s wait\n"
-    "a line without prefix\n"
-)
-
-
-def build_sample(tmp_path: Path, runs: int = 120):
-    """Real pipelines discovered from files + realistic records: (data, runs_by_pipeline, logs)."""
-    root = write_repo(tmp_path / "repo")
-    found = discover(root, default_repo_config())
-    schedules = check_schedules(None, found.pipelines, root=root, invalid_pipelines=found.invalid)
-    by_pipeline: dict[str, list] = {}
-    for s in schedules.schedules:
-        by_pipeline.setdefault(s.pipeline, []).append(s)
-    etl = [make_record("etl_daily", i, STATUS_CYCLE[i % len(STATUS_CYCLE)]) for i in range(runs - 1)]
-    etl.append(retried_record())
-    etl.reverse()  # newest first
-    quick = [make_record("every_15", i, s) for i, s in enumerate(
-        [RunStatus.SUCCEEDED, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SKIPPED,
-         RunStatus.FAILED])][::-1]
-    runs_by_pipeline = {"etl_daily": etl, "every_15": quick}
-    data = SiteData(
-        now=NOW, pipelines=found.pipelines, invalid=found.invalid,
-        config_problems=[Problem(".fastflow/schedules.yaml", "schedules[2].cron",
-                                 '"61 * * * *" is not a valid cron <expression>')],
-        summaries={name: summarize_runs(r) for name, r in runs_by_pipeline.items()},
-        next_runs={"etl_daily": (datetime(2026, 11, 23, 3, 0, tzinfo=UTC), "UTC"),
-                   "every_15": (NOW + timedelta(minutes=15), "Europe/Berlin")},
-        schedules=by_pipeline, heartbeat=NOW - timedelta(seconds=30), title="Acme pipelines")
-    logs = {r.run_id: LOG for rs in runs_by_pipeline.values() for r in rs}
-    return data, runs_by_pipeline, logs
 
 
 def text(pages: dict[str, bytes], path: str) -> str:
@@ -196,7 +72,7 @@ def test_overview_shows_status_rate_sparkline_schedule_and_next_run(site):
 def test_heartbeat_alive_then_stale_then_absent(sample):
     data = sample[0]
     assert "Scheduler: alive" in text(render_overview(data), "index.html")
-    stale = dataclasses.replace(data, heartbeat=NOW - timedelta(minutes=4))
+    stale = dataclasses.replace(data, heartbeat=SAMPLE_NOW - timedelta(minutes=4))
     html = text(render_overview(stale), "index.html")
     assert "heartbeat-stale" in html and "stale: the scheduler may be down" in html
     assert "4 min ago" in html
@@ -242,7 +118,7 @@ def test_adding_a_run_changes_only_a_bounded_set_of_pages(sample):
     data, runs_by_pipeline, logs = sample
     before = render_all(data, runs_by_pipeline, logs)
     etl = runs_by_pipeline["etl_daily"]
-    new = make_record("etl_daily", 500, RunStatus.FAILED,
+    new = sample_record("etl_daily", 500, RunStatus.FAILED,
                       run_id="20261122T142900Z-etl_daily-new1")
     after_runs = {**runs_by_pipeline, "etl_daily": [new, *etl]}
     logs = {**logs, new.run_id: "2026-11-22T14:29:00.000Z stderr | oops\n"}
@@ -260,7 +136,7 @@ def test_a_run_that_opens_a_page_also_rerenders_the_previous_page(sample):
     data, runs_by_pipeline, logs = sample
     etl = runs_by_pipeline["etl_daily"][:100]  # 100 runs: pages 1 and 2 are full
     full = render_all(data, {"etl_daily": etl}, logs)
-    new = make_record("etl_daily", 501, RunStatus.SUCCEEDED,
+    new = sample_record("etl_daily", 501, RunStatus.SUCCEEDED,
                       run_id="20261122T142900Z-etl_daily-new2")
     pages = pages_for_new_run(data, new, "", [new, *etl[:50]], total_runs=101)
     assert {"pipelines/etl_daily/history-3.html", "pipelines/etl_daily/history-2.html"} <= set(pages)
@@ -290,7 +166,7 @@ def test_a_window_renders_only_complete_history_pages(sample):
 def test_run_page_shows_attempts_waits_commit_trigger_and_truncation(sample):
     data, runs_by_pipeline, _ = sample
     record = runs_by_pipeline["etl_daily"][0]
-    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
+    html = text(render_run_page(data, record, SAMPLE_LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
     assert '<code title="0123456789abcdef0123456789abcdef01234567">0123456789ab</code>' in html
     assert html.count('<th scope="row" class="num">') == 3
     assert html.count('<td class="num">5 s</td>') == 2  # the waits before attempts 2 and 3
@@ -304,7 +180,7 @@ def test_run_page_shows_attempts_waits_commit_trigger_and_truncation(sample):
 def test_run_log_escapes_html_and_marks_stderr(sample):
     data, runs_by_pipeline, _ = sample
     record = runs_by_pipeline["etl_daily"][0]
-    html = text(render_run_page(data, record, LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
+    html = text(render_run_page(data, record, SAMPLE_LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
     assert "<script>" not in html and "<b>boom" not in html
     assert "starting &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert ('<span class="ln ln-stderr"><span class="ts" title="2026-11-22T14:00:01.000Z">'

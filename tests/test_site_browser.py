@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_site import build_sample
+from helpers import ROOT, build_sample
 
 from fastflow.site import build_site
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
