@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT, Origin, git, run_git
 
 from fastflow.cli.hooks import hooks
 from fastflow.daemon.hooks import (
@@ -20,42 +21,31 @@ from fastflow.daemon.hooks import (
 from fastflow.daemon.inbox import Inbox, PushMessage
 from fastflow.errors import RepositoryError
 
-ROOT = Path(__file__).resolve().parent.parent
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-    "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent",
-}
 OLD = "0" * 40
 NEW = "7f182d91b453615cdafaf4b3e6db5c9af91e9e3b"
 
 
-def git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True)
+@pytest.fixture
+def repos(tmp_path: Path) -> Origin:
+    return Origin(tmp_path, bare="pipe lines.git", work="clone")  # a space, to check quoting end to end
 
 
 @pytest.fixture
-def bare(tmp_path: Path) -> Path:
-    path = tmp_path / "pipe lines.git"  # a space, to check quoting end to end
-    git("init", "--bare", "-q", "-b", "main", str(path), cwd=tmp_path)
-    return path
+def bare(repos: Origin) -> Path:
+    return repos.bare
 
 
 @pytest.fixture
-def clone(tmp_path: Path, bare: Path) -> Path:
-    path = tmp_path / "clone"
-    git("clone", "-q", str(bare), str(path), cwd=tmp_path)
-    git("checkout", "-q", "-b", "main", cwd=path)
-    return path
+def clone(repos: Origin) -> Path:
+    return repos.work
 
 
 def commit_and_push(clone: Path, branch: str = "main") -> tuple[subprocess.CompletedProcess, str]:
     (clone / "f.txt").write_text(str(time.time_ns()))
     git("add", "f.txt", cwd=clone)
     git("commit", "-q", "-m", "change", cwd=clone)
-    sha = git("rev-parse", "HEAD", cwd=clone).stdout.strip()
-    return git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=clone), sha
+    sha = git("rev-parse", "HEAD", cwd=clone)
+    return run_git("push", "origin", f"HEAD:refs/heads/{branch}", cwd=clone), sha
 
 
 def run_hook(hook: Path, stdin: str) -> subprocess.CompletedProcess:
@@ -128,10 +118,11 @@ def test_hook_exits_0_when_the_state_dir_is_under_a_file(tmp_path: Path, bare: P
 
 def test_hook_exits_0_when_the_inbox_cannot_be_written(tmp_path: Path, bare: Path):
     # Root ignores permission bits, so force a real write failure another way: an inbox whose
-    # path is just under PATH_MAX exists, but no file name fits inside it (ENAMETOOLONG).
+    # path is just under PATH_MAX (4096 with the NUL) exists, but no file name fits inside it
+    # (ENAMETOOLONG): 4070 + "/" + the shortest name the hook writes (25 characters) is over.
     state = tmp_path
-    while len(str(state / "inbox")) < 4060:
-        state = state / ("d" * min(200, 4060 - len(str(state / "inbox"))))
+    while len(str(state / "inbox")) < 4070:
+        state = state / ("d" * min(200, 4070 - len(str(state / "inbox"))))
     (state / "inbox").mkdir(parents=True)
     hook = install_hook(bare, state, "main").path
     result = run_hook(hook, f"{OLD} {NEW} refs/heads/main\n")

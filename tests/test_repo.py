@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import git
 
 from fastflow import repo as g
 from fastflow.deploy.changes import change_set
@@ -17,31 +18,24 @@ WHEN = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 AUTHOR = ("Fast-Flow", "fastflow@localhost")
 
 
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x",
-           "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def commit_files(work: Path, files: dict[str, str | None], message: str = "c") -> str:
     for rel, text in files.items():
         p = work / rel
         if text is None:
-            git(work, "rm", "-rq", rel)
+            git("rm", "-rq", rel, cwd=work)
             continue
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", message)
-    return git(work, "rev-parse", "HEAD")
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", message, cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
 
 
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     w = tmp_path / "work"
     w.mkdir()
-    git(w, "init", "-qb", "main")
+    git("init", "-qb", "main", cwd=w)
     return w
 
 
@@ -68,9 +62,9 @@ def test_resolve_read_list_and_metadata(work):
     assert g.list_tree(r, sha, "absent") == []
     info = g.commit_info(r, sha)
     assert (info.sha, info.message, info.parents) == (sha, "first\n", ())
-    assert info.tree == git(work, "rev-parse", "HEAD^{tree}")
+    assert info.tree == git("rev-parse", "HEAD^{tree}", cwd=work)
     assert info.time.tzinfo is not None
-    assert g.tree_id(r, sha, "pipelines/a") == git(work, "rev-parse", "HEAD:pipelines/a")
+    assert g.tree_id(r, sha, "pipelines/a") == git("rev-parse", "HEAD:pipelines/a", cwd=work)
     with pytest.raises(RepositoryError) as exc:
         g.commit_info(r, "0" * 40)
     assert str(exc.value) == f"{work}: no commit '{'0' * 40}' in the repository"
@@ -138,13 +132,13 @@ def test_snapshot_modes_symlinks_reuse_and_gc(work, tmp_path):
     os.symlink("../../README.md", p / "outside")
     os.symlink("/etc/passwd", p / "absolute")
     (work / "README.md").write_text("r")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "c")
-    sha = git(work, "rev-parse", "HEAD")
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "c", cwd=work)
+    sha = git("rev-parse", "HEAD", cwd=work)
     r = g.open_repo(work)
     dest = tmp_path / "snaps"
     snap = g.snapshot_tree(r, sha, "pipelines/a", dest)
-    assert snap == dest / git(work, "rev-parse", "HEAD:pipelines/a")
+    assert snap == dest / git("rev-parse", "HEAD:pipelines/a", cwd=work)
     assert (snap / "main.py").read_text() == "print(1)\n"
     assert os.access(snap / "run.sh", os.X_OK) and not os.access(snap / "main.py", os.X_OK)
     assert (snap / "inside").is_symlink() and (snap / "inside").read_text() == "d"
@@ -183,10 +177,10 @@ def test_pin_from_another_process_blocks_gc(work, tmp_path):
 
 def bare_with_branches(tmp_path: Path, work: Path) -> Path:
     commit_files(work, {"a": "1"})
-    git(work, "branch", "fastflow/results")
+    git("branch", "fastflow/results", cwd=work)
     remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", str(remote))
-    git(work, "push", "-q", str(remote), "main", "fastflow/results")
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path)
+    git("push", "-q", str(remote), "main", "fastflow/results", cwd=work)
     return remote
 
 
@@ -196,16 +190,16 @@ def test_mirror_fetch(tmp_path, work, as_url):
     url = f"file://{remote}" if as_url else str(remote)
     mirror = tmp_path / "mirror.git"
     first = g.mirror_fetch(url, mirror, protect=["fastflow/results"])
-    main_sha = git(work, "rev-parse", "main")
+    main_sha = git("rev-parse", "main", cwd=work)
     assert first == {"refs/heads/main": (None, main_sha),
                      "refs/fastflow/upstream/fastflow/results": (None, main_sha)}
     assert g.mirror_fetch(url, mirror, protect=["fastflow/results"]) == {}
     new = commit_files(work, {"b": "2"})
-    git(work, "push", "-q", str(remote), "main")
-    git(work, "push", "-q", str(remote), "main:feature")
+    git("push", "-q", str(remote), "main", cwd=work)
+    git("push", "-q", str(remote), "main:feature", cwd=work)
     changed = g.mirror_fetch(url, mirror, protect=["fastflow/results"])
     assert changed == {"refs/heads/main": (main_sha, new), "refs/heads/feature": (None, new)}
-    git(work, "push", "-q", str(remote), ":feature")
+    git("push", "-q", str(remote), ":feature", cwd=work)
     assert g.mirror_fetch(url, mirror) ["refs/heads/feature"] == (new, None)
     config = (mirror / "config").read_text()
     assert str(remote) not in config  # anonymous remote: the URL is never stored
@@ -226,7 +220,7 @@ def test_push_pushed_rejected_unreachable(tmp_path, work):
     mine = g.make_commit(r, tree, [head], "mine\n", AUTHOR, WHEN)
     g.update_ref(r, "fastflow/results", mine, head)
     assert g.push_branch(r, str(remote), "fastflow/results") == (g.PushResult.PUSHED, "")
-    assert git(remote, "rev-parse", "fastflow/results") == mine
+    assert git("rev-parse", "fastflow/results", cwd=remote) == mine
     other = g.make_commit(r, tree, [head], "other\n", AUTHOR, WHEN)  # diverges from `mine`
     g.update_ref(r, "fastflow/results", other, mine)
     result, detail = g.push_branch(r, str(remote), "fastflow/results")

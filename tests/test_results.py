@@ -3,11 +3,11 @@ repositories in tmp_path, runs written through `ResultsStore.record_run`, a fixe
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import Clock, git
 
 from fastflow.errors import FastflowError
 from fastflow.model import RunStatus
@@ -38,8 +38,7 @@ PIPELINES = {
 }
 
 
-def clock() -> datetime:
-    return NOW
+clock = Clock(NOW)
 
 
 def make_run(pipeline: str, hours_ago: float, suffix: str, status=RunStatus.SUCCEEDED,
@@ -62,7 +61,7 @@ def make_run(pipeline: str, hours_ago: float, suffix: str, status=RunStatus.SUCC
 @pytest.fixture
 def repo(make_repo, tmp_path) -> Path:
     root = make_repo(PIPELINES)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    git("init", "-q", cwd=root)
     return root
 
 
@@ -91,9 +90,8 @@ def test_no_results_branch_is_an_error_naming_the_repository(repo):
 
 def test_a_clone_reads_the_fetched_results_and_refuses_to_rewrite_them(recorded, tmp_path):
     clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(recorded), str(clone)], check=True)
-    subprocess.run(["git", "-C", str(clone), "fetch", "-q", "origin", "fastflow/results"],
-                   check=True)
+    git("clone", "-q", str(recorded), str(clone), cwd=tmp_path)
+    git("fetch", "-q", "origin", "fastflow/results", cwd=clone)
     with open_results(clone, clock) as results:
         assert results.notes == [
             "reading origin/fastflow/results, the fetched copy (no local branch "
@@ -381,14 +379,11 @@ def test_prune_applies_retention_to_every_pipeline_and_drops_run_pages(recorded,
         assert run_history(results, "report")["runs"][0]["run_id"] == \
             "20261122T100000Z-report-aa03s"
     assert removed == {"report": ["20261122T070000Z-report-aa01s", "20261122T090000Z-report-aa02"]}
-    files = subprocess.run(["git", "-C", str(recorded), "ls-tree", "-r", "--name-only",
-                            "fastflow/results"], capture_output=True, text=True).stdout
+    files = git("ls-tree", "-r", "--name-only", "fastflow/results", cwd=recorded)
     assert "aa01s" not in files and "aa02" not in files and "aa03s" in files
     # the pipeline's pages are rendered again from what is left
     assert "site/pipelines/report/index.html" in files and "site/index.html" in files
-    index = subprocess.run(["git", "-C", str(recorded), "show",
-                            "fastflow/results:site/pipelines/report/index.html"],
-                           capture_output=True, text=True).stdout
+    index = git("show", "fastflow/results:site/pipelines/report/index.html", cwd=recorded)
     assert "aa03s" in index and "aa02" not in index
 
 
@@ -403,16 +398,12 @@ def test_prune_without_retention_is_an_error(recorded):
 
 
 def test_compact_leaves_one_commit_with_the_same_tree(recorded):
-    def git(*args):
-        return subprocess.run(["git", "-C", str(recorded), *args], capture_output=True,
-                              text=True, check=True).stdout.strip()
-
-    tree = git("rev-parse", "fastflow/results^{tree}")
+    tree = git("rev-parse", "fastflow/results^{tree}", cwd=recorded)
     with open_results(recorded, clock) as results:
         done = compact_results(results)
-    assert git("rev-list", "--count", "fastflow/results") == "1"
-    assert git("rev-parse", "fastflow/results^{tree}") == tree
-    assert done["after"] == git("rev-parse", "fastflow/results")
+    assert git("rev-list", "--count", "fastflow/results", cwd=recorded) == "1"
+    assert git("rev-parse", "fastflow/results^{tree}", cwd=recorded) == tree
+    assert done["after"] == git("rev-parse", "fastflow/results", cwd=recorded)
 
 
 def test_build_site_from_branch_renders_every_run_and_pipeline(recorded, tmp_path):
@@ -429,7 +420,7 @@ def test_build_site_from_branch_renders_every_run_and_pipeline(recorded, tmp_pat
 
 def test_a_bare_repository_or_mirror_is_read_without_a_working_tree(recorded, tmp_path):
     mirror = tmp_path / "mirror.git"
-    subprocess.run(["git", "clone", "-q", "--mirror", str(recorded), str(mirror)], check=True)
+    git("clone", "-q", "--mirror", str(recorded), str(mirror), cwd=tmp_path)
     with open_results(mirror, clock) as results:
         report = status_report(results, NOW)
     assert [p["name"] for p in report["pipelines"]] == ["old", "report"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import git, utc_now
 
 from fastflow.cli import main
 from fastflow.model import RunStatus
@@ -29,10 +30,6 @@ PIPELINES = {
     "pipelines/broken/main.py": "print(1)\n",
     "pipelines/broken/pipeline.json": '{"timeout": "soon"}\n',
 }
-
-
-def clock() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def make_run(pipeline: str, start: datetime, suffix: str, status=RunStatus.SUCCEEDED) -> RunRecord:
@@ -91,13 +88,13 @@ def iso(moment: datetime) -> str:
 @pytest.fixture
 def repo(make_repo) -> Path:
     root = make_repo(PIPELINES)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    git("init", "-q", cwd=root)
     return root
 
 
 @pytest.fixture
 def store(repo, tmp_path) -> ResultsStore:
-    return ResultsStore(repo, tmp_path / "writer-journal", clock)
+    return ResultsStore(repo, tmp_path / "writer-journal", utc_now)
 
 
 @pytest.fixture
@@ -296,8 +293,7 @@ def test_logs_of_a_running_run_shows_its_output_so_far(recorded, tmp_path, t):
 
 def test_logs_with_the_daemons_mirror_as_repo_finds_its_state_dir(recorded, tmp_path, t):
     state = tmp_path / "state"
-    subprocess.run(["git", "clone", "-q", "--mirror", str(recorded), str(state / "mirror.git")],
-                   check=True)
+    git("clone", "-q", "--mirror", str(recorded), str(state / "mirror.git"), cwd=tmp_path)
     (state / "live").mkdir()
     (state / "live" / f"{t.live_id}.log").write_text("working\n")
     result = invoke("logs", t.live_id, "--repo", state / "mirror.git")
@@ -398,8 +394,7 @@ def test_site_serve_builds_and_serves_until_ctrl_c(recorded):
 
 
 def commits(repo: Path) -> int:
-    return int(subprocess.run(["git", "-C", str(repo), "rev-list", "--count", "fastflow/results"],
-                              capture_output=True, text=True, check=True).stdout)
+    return int(git("rev-list", "--count", "fastflow/results", cwd=repo))
 
 
 def test_compact_asks_first_and_refuses_unless_confirmed(recorded):
@@ -415,12 +410,10 @@ def test_compact_asks_first_and_refuses_unless_confirmed(recorded):
 
 
 def test_compact_yes(recorded):
-    before = subprocess.run(["git", "-C", str(recorded), "rev-parse", "fastflow/results"],
-                            capture_output=True, text=True).stdout.strip()
+    before = git("rev-parse", "fastflow/results", cwd=recorded)
     result = invoke("results", "compact", "--yes", "--repo", recorded)
     assert result.exit_code == 0
-    after = subprocess.run(["git", "-C", str(recorded), "rev-parse", "fastflow/results"],
-                           capture_output=True, text=True).stdout.strip()
+    after = git("rev-parse", "fastflow/results", cwd=recorded)
     assert result.stdout == (f"compacted 'fastflow/results': {before[:10]} -> {after[:10]} "
                              "(one commit; `git gc` reclaims the space)\n")
     assert commits(recorded) == 1

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import Clock, git
 
 from fastflow import repo as g
 from fastflow.errors import RepositoryError
@@ -22,19 +23,13 @@ from fastflow.results.store import ResultsStore, _InjectedCrash
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 
 
-def clock() -> datetime:
-    return NOW
+clock = Clock(NOW)
 
 
 def run(pipeline: str, when: str, suffix: str = "ab12", status=RunStatus.SUCCEEDED,
         duration: float | None = 12.3) -> RunRecord:
     return RunRecord(run_id=f"{when}-{pipeline}-{suffix}", pipeline=pipeline, status=status,
                      duration_s=duration, finished_at=NOW)
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def store(tmp_path: Path) -> ResultsStore:
 
 
 def files(repo: Path, branch: str = "fastflow/results") -> list[str]:
-    return git(repo, "ls-tree", "-r", "--name-only", branch).splitlines()
+    return git("ls-tree", "-r", "--name-only", branch, cwd=repo).splitlines()
 
 
 def test_record_layout_message_summary_and_badge(store, tmp_path):
@@ -58,13 +53,13 @@ def test_record_layout_message_summary_and_badge(store, tmp_path):
         "site/index.html",
         "summary.json",
     ]
-    assert git(repo, "log", "-1", "--format=%B", sha) == \
+    assert git("log", "-1", "--format=%B", sha, cwd=repo) == \
         "report 20261122T030000Z-report-ab12: succeeded in 12.3s"
-    assert git(repo, "log", "-1", "--format=%an <%ae> %aI", sha) == \
+    assert git("log", "-1", "--format=%an <%ae> %aI", sha, cwd=repo) == \
         "Fast-Flow <fastflow@localhost> 2026-11-22T03:00:00+00:00"
     assert store.read_run(rec.run_id) == rec
     assert store.read_log(rec.run_id) == "hello\n"
-    badge = json.loads(git(repo, "show", "fastflow/results:badges/report.json"))
+    badge = json.loads(git("show", "fastflow/results:badges/report.json", cwd=repo))
     assert badge == {"schemaVersion": 1, "label": "report", "message": "succeeded",
                      "color": "brightgreen"}
     entry = store.read_summary()["pipelines"]["report"]
@@ -80,13 +75,13 @@ def test_batch_flush_one_commit_with_readable_message(store, tmp_path):
     store.write_state("heartbeat", {"at": NOW.isoformat()})
     assert store.head() is None
     sha = store.flush()
-    assert git(tmp_path / "repo.git", "log", "--format=%B", sha) == (
+    assert git("log", "--format=%B", sha, cwd=tmp_path / "repo.git") == (
         "record 2 runs: 1 failed, 1 succeeded\n\n"
         "a 20261122T010000Z-a-ab12: succeeded in 12.3s\n"
         "b-x 20261122T020000Z-b-x-ab12: failed\n"
         "state: heartbeat"
     )
-    assert git(tmp_path / "repo.git", "rev-list", "--count", "fastflow/results") == "1"
+    assert git("rev-list", "--count", "fastflow/results", cwd=tmp_path / "repo.git") == "1"
     assert store.read_state("heartbeat") == {"at": NOW.isoformat()}
     assert store.flush() is None  # nothing pending: no empty commit
 
@@ -172,7 +167,7 @@ def test_retention_keep_runs_and_days(store, tmp_path):
     assert store.read_summary()["pipelines"]["q"]["runs_recorded"] == 1
     assert not any("20261101T000000Z-p" in f for f in files(tmp_path / "repo.git"))
     assert store.remove_expired_runs("p", now=NOW, keep_runs=10) == []
-    assert git(tmp_path / "repo.git", "log", "-1", "--format=%s", "fastflow/results") == \
+    assert git("log", "-1", "--format=%s", "fastflow/results", cwd=tmp_path / "repo.git") == \
         "retention p: removed 5 runs"
 
 
@@ -181,7 +176,7 @@ def test_compact_local(store, tmp_path):
         store.record_run(run("p", f"2026112{i}T000000Z"), "")
     before = files(tmp_path / "repo.git")
     sha = store.compact()
-    assert git(tmp_path / "repo.git", "rev-list", "--count", "fastflow/results") == "1"
+    assert git("rev-list", "--count", "fastflow/results", cwd=tmp_path / "repo.git") == "1"
     assert files(tmp_path / "repo.git") == before and store.head() == sha
 
 
@@ -264,7 +259,7 @@ def test_pushes_to_bare_remote(tmp_path):
     g.init_repo(tmp_path / "repo.git", bare=True)
     store = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock, remote=str(remote))
     sha = store.record_run(run("p", "20261122T000000Z"), "")
-    assert git(remote, "rev-parse", "fastflow/results") == sha
+    assert git("rev-parse", "fastflow/results", cwd=remote) == sha
 
 
 def test_rejected_push_is_merged_and_retried(tmp_path):
@@ -277,7 +272,7 @@ def test_rejected_push_is_merged_and_retried(tmp_path):
     b.record_run(run("p", "20261122T010000Z"), "b1")  # rejected once (a pushed), merged, pushed
     b.record_run(run("q", "20261122T020000Z"), "b2")
     a.record_run(run("p", "20261122T030000Z"), "a2")  # rejected once (b pushed), merged
-    assert a.head() == git(remote, "rev-parse", "fastflow/results")
+    assert a.head() == git("rev-parse", "fastflow/results", cwd=remote)
     ids = a.list_run_ids("p")
     assert ids == ["20261122T030000Z-p-ab12", "20261122T010000Z-p-ab12", "20261122T000000Z-p-ab12"]
     assert a.read_log("20261122T010000Z-p-ab12") == "b1"
@@ -285,7 +280,7 @@ def test_rejected_push_is_merged_and_retried(tmp_path):
     assert summary["p"]["runs_recorded"] == 3 and summary["q"]["runs_recorded"] == 1
     assert summary["p"]["last_run_id"] == "20261122T030000Z-p-ab12"
     # never a force push: every earlier remote head is an ancestor of the final one
-    log = git(remote, "log", "--format=%s", "fastflow/results")
+    log = git("log", "--format=%s", "fastflow/results", cwd=remote)
     assert "merge fastflow/results" in log
     assert b.push_pending() is g.PushResult.PUSHED  # b catches up with a fast-forward merge
 
@@ -300,8 +295,8 @@ def test_offline_remote_accumulates_then_pushes(tmp_path):
     assert len(store.list_run_ids("p")) == 3  # committed locally meanwhile
     g.init_repo(remote, bare=True)  # the remote comes back
     assert store.push_pending() is g.PushResult.PUSHED
-    assert git(remote, "rev-parse", "fastflow/results") == store.head()
-    assert git(remote, "rev-list", "--count", "fastflow/results") == "3"
+    assert git("rev-parse", "fastflow/results", cwd=remote) == store.head()
+    assert git("rev-list", "--count", "fastflow/results", cwd=remote) == "3"
 
 
 def test_compact_with_remote_force_pushes_once_everything_is_there(tmp_path):
@@ -311,8 +306,8 @@ def test_compact_with_remote_force_pushes_once_everything_is_there(tmp_path):
     store.record_run(run("p", "20261121T000000Z"), "")
     store.record_run(run("p", "20261122T000000Z"), "")
     sha = store.compact()
-    assert git(remote, "rev-parse", "fastflow/results") == sha
-    assert git(remote, "rev-list", "--count", "fastflow/results") == "1"
+    assert git("rev-parse", "fastflow/results", cwd=remote) == sha
+    assert git("rev-list", "--count", "fastflow/results", cwd=remote) == "1"
     offline = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock,
                            remote=str(tmp_path / "gone.git"))
     with pytest.raises(RepositoryError) as exc:
