@@ -14,25 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT, alive, command_paths
 
 from fastflow.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def all_commands(group: click.Group, prefix: str = "fastflow") -> list[tuple[str, click.Command]]:
-    found = []
-    ctx = click.Context(group)
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        path = f"{prefix} {name}"
-        found.append((path, command))
-        if isinstance(command, click.Group):
-            found.extend(all_commands(command, path))
-    return found
 
 
 def fastflow(*args: str, cwd: Path | None = None, env: dict | None = None, **kw):
@@ -44,7 +30,8 @@ def fastflow(*args: str, cwd: Path | None = None, env: dict | None = None, **kw)
 
 def test_every_command_has_help_and_a_docs_section():
     docs = "\n".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
-    for path, command in all_commands(main):
+    for names, command in command_paths(main, ("fastflow",)):
+        path = " ".join(names)
         assert command.help, f"{path} has no help text"
         heading = re.compile(rf"^#{{2,4}} `?{re.escape(path)}(`| |$)", re.M)
         assert heading.search(docs), f"docs/ lacks a section for {path}"
@@ -208,17 +195,6 @@ def test_ctrl_c_cancels_the_run_and_its_process_tree(make_repo, tmp_path):
     assert record["status"] == "cancelled"
     assert len(record["attempts"]) == 1  # a cancel is never retried
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(grandchild):
+    while time.monotonic() < deadline and alive(grandchild):
         time.sleep(0.1)
-    assert not _alive(grandchild), "the pipeline's child process survived the cancel"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie waiting for its parent is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not alive(grandchild), "the pipeline's child process survived the cancel"

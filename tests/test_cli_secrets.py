@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
+from helpers import ROOT, command_paths
 
 from fastflow.cli.secrets import secrets
 
@@ -116,16 +116,9 @@ def test_keygen_to_stdout(env):
     assert result.stderr.startswith("Public key: age1")
 
 
-def _commands(group: click.Group, prefix=()):
-    for name, command in group.commands.items():
-        yield prefix + (name,), command
-        if isinstance(command, click.Group):
-            yield from _commands(command, prefix + (name,))
-
-
-@pytest.mark.parametrize("path", [p for p, _ in _commands(secrets)], ids=" ".join)
+@pytest.mark.parametrize("path", [p for p, _ in command_paths(secrets)], ids=" ".join)
 def test_every_command_has_help_and_docs(path):
-    command = dict(_commands(secrets))[path]
+    command = dict(command_paths(secrets))[path]
     assert command.help
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "secrets.md").read_text()
+    docs = (ROOT / "docs" / "secrets.md").read_text()
     assert f"fastflow secrets {' '.join(path)}" in docs

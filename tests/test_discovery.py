@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import write_files
 
 from fastflow.config import default_repo_config, parse_repo_config
 from fastflow.deploy.discovery import discover, find_pipeline, resolved_view
@@ -13,14 +14,6 @@ from fastflow.errors import PipelineNotFound
 from fastflow.model import PipelineType, Severity
 
 MAIN = "print('hi')\n"
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
 
 
 def scan(root: Path, config_text: str | None = None):
@@ -40,7 +33,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_folders_with_an_entry_point_are_pipelines_and_the_rest_is_skipped(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/a/main.py": MAIN,
         "pipelines/b/main.py": MAIN,
         "pipelines/b/pipeline.json": '{"timeout": 5}',
@@ -59,7 +52,7 @@ def test_folders_with_an_entry_point_are_pipelines_and_the_rest_is_skipped(repo:
 
 
 def test_metadata_without_entry_point_is_invalid(repo: Path):
-    write(repo, {"pipelines/etl/pipeline.json": "{}", "pipelines/ok/main.py": MAIN})
+    write_files(repo, {"pipelines/etl/pipeline.json": "{}", "pipelines/ok/main.py": MAIN})
     found = scan(repo)
     assert messages(found, "etl") == [
         'pipelines/etl: has pipeline.json but no main.py; add main.py (or main.ipynb with "type": "notebook")'
@@ -68,7 +61,7 @@ def test_metadata_without_entry_point_is_invalid(repo: Path):
 
 
 def test_notebook_type_without_notebook_is_invalid(repo: Path):
-    write(repo, {"pipelines/nb/pipeline.json": '{"type": "notebook"}', "pipelines/nb/main.py": MAIN})
+    write_files(repo, {"pipelines/nb/pipeline.json": '{"type": "notebook"}', "pipelines/nb/main.py": MAIN})
     assert messages(scan(repo), "nb") == [
         'pipelines/nb/pipeline.json: type: is "notebook" but the folder has no main.ipynb; add '
         'main.ipynb or set "type": "script"'
@@ -76,21 +69,21 @@ def test_notebook_type_without_notebook_is_invalid(repo: Path):
 
 
 def test_notebook_without_notebook_type_is_invalid(repo: Path):
-    write(repo, {"pipelines/nb/main.ipynb": "{}"})
+    write_files(repo, {"pipelines/nb/main.ipynb": "{}"})
     assert messages(scan(repo), "nb") == [
         'pipelines/nb: has main.ipynb but no main.py; add "type": "notebook" to pipeline.json to run the notebook'
     ]
 
 
 def test_notebook_pipeline(repo: Path):
-    write(repo, {"pipelines/nb/main.ipynb": "{}", "pipelines/nb/pipeline.json": '{"type": "notebook"}'})
+    write_files(repo, {"pipelines/nb/main.ipynb": "{}", "pipelines/nb/pipeline.json": '{"type": "notebook"}'})
     nb = scan(repo).pipelines["nb"]
     assert (nb.entry, nb.type) == ("main.ipynb", PipelineType.NOTEBOOK)
 
 
 @pytest.mark.parametrize("name", ["bad name", "-dash", "ünï", "x" * 64])
 def test_illegal_names_are_invalid(repo: Path, name: str):
-    write(repo, {f"pipelines/{name}/main.py": MAIN})
+    write_files(repo, {f"pipelines/{name}/main.py": MAIN})
     assert messages(scan(repo), name) == [
         f'pipelines/{name}: "{name}" is not a valid pipeline name; rename the folder using 1-63 '
         "letters, digits, '_', '.' or '-', starting with a letter or digit"
@@ -98,7 +91,7 @@ def test_illegal_names_are_invalid(repo: Path, name: str):
 
 
 def test_custom_metadata_name_and_the_ignored_duplicate(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/one/main.py": MAIN,
         "pipelines/one/one.json": '{"description": "from one.json"}',
         "pipelines/two/main.py": MAIN,
@@ -116,8 +109,8 @@ def test_custom_metadata_name_and_the_ignored_duplicate(repo: Path):
 
 
 def test_symlinks_leaving_the_repository_are_invalid(repo: Path, tmp_path: Path):
-    outside = write(tmp_path / "outside", {"main.py": MAIN, "requirements.txt": "x\n", "p/main.py": MAIN})
-    write(repo, {"pipelines/reqs/main.py": MAIN, "pipelines/inside/real.py": MAIN})
+    outside = write_files(tmp_path / "outside", {"main.py": MAIN, "requirements.txt": "x\n", "p/main.py": MAIN})
+    write_files(repo, {"pipelines/reqs/main.py": MAIN, "pipelines/inside/real.py": MAIN})
     (repo / "pipelines/main_link").mkdir()
     (repo / "pipelines/main_link/main.py").symlink_to(outside / "main.py")
     (repo / "pipelines/reqs/requirements.txt").symlink_to(outside / "requirements.txt")
@@ -141,7 +134,7 @@ def test_symlinks_leaving_the_repository_are_invalid(repo: Path, tmp_path: Path)
 
 
 def test_an_escaping_main_py_is_reported_once(repo: Path, tmp_path: Path):
-    outside = write(tmp_path / "outside", {"main.py": MAIN})
+    outside = write_files(tmp_path / "outside", {"main.py": MAIN})
     (repo / "pipelines/evil").mkdir(parents=True)
     (repo / "pipelines/evil/main.py").symlink_to(outside / "main.py")
     assert messages(scan(repo), "evil") == [
@@ -151,7 +144,7 @@ def test_an_escaping_main_py_is_reported_once(repo: Path, tmp_path: Path):
 
 
 def test_self_trigger_is_an_error(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/etl/main.py": MAIN,
         "pipelines/etl/pipeline.json": json.dumps({"downstream_triggers": [{"pipeline": "etl"}]}),
     })
@@ -162,7 +155,7 @@ def test_self_trigger_is_an_error(repo: Path):
 
 
 def test_triggers_to_missing_or_invalid_pipelines_stay_inert_with_a_warning(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/etl/main.py": MAIN,
         "pipelines/etl/pipeline.json": json.dumps({"downstream_triggers": [
             {"pipeline": "reprot"}, {"pipeline": "broken"}, {"pipeline": "report", "run_config_id": "nigthly"},
@@ -191,7 +184,7 @@ def test_triggers_to_missing_or_invalid_pipelines_stay_inert_with_a_warning(repo
 
 
 def test_duplicate_webhook_keys_across_pipelines_invalidate_both(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/a/main.py": MAIN,
         "pipelines/a/pipeline.json": '{"webhook_key": "same-key"}',
         "pipelines/b/main.py": MAIN,
@@ -212,7 +205,7 @@ def test_duplicate_webhook_keys_across_pipelines_invalidate_both(repo: Path):
 
 
 def test_one_invalid_pipeline_never_hides_the_others(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/a/main.py": MAIN,
         "pipelines/b/main.py": MAIN,
         "pipelines/b/pipeline.json": '{"timeout": 1,\n "tags": [}',
@@ -234,7 +227,7 @@ def test_one_invalid_pipeline_never_hides_the_others(repo: Path):
 
 
 def test_pipelines_at_the_repository_root(repo: Path):
-    write(repo, {
+    write_files(repo, {
         ".fastflow/config.yaml": "pipelines_dir: .\n",
         ".git/HEAD": "ref: refs/heads/main\n",
         ".git/hooks/main.py": MAIN,
@@ -262,7 +255,7 @@ def test_a_missing_pipelines_dir(repo: Path):
 
 
 def test_find_pipeline_explains_invalid_and_misspelled_names(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/etl/main.py": MAIN,
         "pipelines/bad/main.py": MAIN,
         "pipelines/bad/pipeline.json": '{"timeout": -1, "max_instances": 0}',
@@ -291,7 +284,7 @@ def test_find_pipeline_in_an_empty_root_repository(repo: Path):
 
 
 def test_resolved_view_shows_values_and_sources(repo: Path):
-    write(repo, {
+    write_files(repo, {
         "pipelines/etl/main.py": MAIN,
         "pipelines/etl/pipeline.json": json.dumps({
             "mem_hard_limit": "1.5g", "webhook_key": "secret-key",
@@ -322,7 +315,7 @@ def test_the_example_gallery_is_valid(project_root: Path):
 
 
 def test_an_unreadable_metadata_file(repo: Path):
-    write(repo, {"pipelines/etl/main.py": MAIN})
+    write_files(repo, {"pipelines/etl/main.py": MAIN})
     (repo / "pipelines/etl/pipeline.json").write_bytes(b'{"description": "\xff"}')
     assert messages(scan(repo), "etl") == [
         "pipelines/etl/pipeline.json: is not UTF-8 text; save it as UTF-8"
@@ -331,6 +324,6 @@ def test_an_unreadable_metadata_file(repo: Path):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file; permissions cannot be tested")
 def test_permission_denied_metadata(repo: Path):  # pragma: no cover - root in CI
-    write(repo, {"pipelines/etl/main.py": MAIN, "pipelines/etl/pipeline.json": "{}"})
+    write_files(repo, {"pipelines/etl/main.py": MAIN, "pipelines/etl/pipeline.json": "{}"})
     (repo / "pipelines/etl/pipeline.json").chmod(0)
     assert "cannot be read" in messages(scan(repo), "etl")[0]

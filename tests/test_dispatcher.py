@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
+from helpers import wait_for
+
 from fastflow.daemon.dispatcher import Dispatcher, Job
 
 
@@ -37,21 +39,12 @@ class Recorder:
         return Job(run_id=run_id, pipeline=pipeline, max_instances=max_instances, execute=execute)
 
 
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_fifo_under_max_concurrent_and_nothing_dropped():
     rec, release = Recorder(), threading.Event()
     d = Dispatcher(max_concurrent=2)
     for i in range(6):
         d.submit(rec.job(f"r{i}", f"p{i}", release))
-    assert wait_until(lambda: len(d.running()) == 2)
+    assert wait_for(lambda: len(d.running()) == 2)
     assert [j.run_id for j in d.queued()] == ["r2", "r3", "r4", "r5"]
     release.set()
     assert d.wait_idle(10)
@@ -66,7 +59,7 @@ def test_max_instances_blocks_only_its_own_pipeline():
     d.submit(rec.job("a1", "a", release, max_instances=1))
     d.submit(rec.job("a2", "a", release, max_instances=1))
     d.submit(rec.job("b1", "b", release, max_instances=1))
-    assert wait_until(lambda: {j.run_id for j in d.running()} == {"a1", "b1"})
+    assert wait_for(lambda: {j.run_id for j in d.running()} == {"a1", "b1"})
     assert [j.run_id for j in d.queued()] == ["a2"]
     release.set()
     assert d.wait_idle(10)
@@ -79,7 +72,7 @@ def test_retry_wait_gives_the_slot_back():
     d.submit(rec.job("waiting", "a", release, retry_wait=0.5))
     d.submit(rec.job("other", "b", release))
     # While "waiting" sleeps before its retry, "other" gets the only slot.
-    assert wait_until(lambda: ("start", "other") in rec.events, timeout=2)
+    assert wait_for(lambda: ("start", "other") in rec.events, timeout=2)
     release.set()
     assert d.wait_idle(10)
     assert rec.peak == 1

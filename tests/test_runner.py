@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import utc_now
 
 from fastflow.errors import ConfigError
 from fastflow.executors.base import OutputLine
@@ -34,10 +35,6 @@ from fastflow.run.runner import (
 )
 
 NOW = datetime(2026, 11, 22, 14, 30, 0, tzinfo=timezone.utc)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def make_pipeline(tmp_path: Path, code: str = "print('hi')", **fields) -> Pipeline:
