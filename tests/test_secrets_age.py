@@ -8,7 +8,7 @@ import pytest
 
 from fastflow.secrets import age
 
-FIXTURES = Path("/work/shared/fixtures/sops/age-keysource-test")
+FIXTURES = Path(__file__).parent / "fixtures" / "sops" / "age-keysource-test"
 SIZES = [0, 1, 1000, age.CHUNK_SIZE, age.CHUNK_SIZE + 1, 2 * age.CHUNK_SIZE + 17]
 
 

@@ -21,7 +21,7 @@ from fastflow.secrets.sopsfile import (
 )
 from fastflow.secrets.yamltree import Comment, load_documents
 
-VECTORS = Path("/work/shared/fixtures/sops/pgp-current-format")
+VECTORS = Path(__file__).parent / "fixtures" / "sops" / "pgp-current-format"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
