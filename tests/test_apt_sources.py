@@ -6,9 +6,8 @@ reads the files of an apt folder, here one in tmp_path. The mirror host names be
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from helpers import write_files
 
 from fastflow.errors import ExecutorError
 from fastflow.executors.docker.image import debian_mirror_in, host_debian_mirror
@@ -99,15 +98,8 @@ Components: main non-free-firmware
     assert debian_mirror_in(text, deb822=True) == "https://mirror.example/debian"
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
-
-
 def test_host_mirror_in_apt_order(tmp_path):
-    apt = write(tmp_path, {
+    apt = write_files(tmp_path, {
         "sources.list": "# moved to sources.list.d\n",
         "sources.list.d/a-nodesource.sources": THIRD_PARTY_SOURCES,
         "sources.list.d/b-cloud.list": "deb https://cloud.example/apt cloud-sdk-bookworm main\n",
@@ -121,7 +113,7 @@ def test_host_mirror_in_apt_order(tmp_path):
 
 
 def test_no_mirror_in_the_host_sources_names_the_option(tmp_path):
-    write(tmp_path, {"sources.list.d/ubuntu.list": UBUNTU_LIST,
+    write_files(tmp_path, {"sources.list.d/ubuntu.list": UBUNTU_LIST,
                      "sources.list.d/debian.sources.disabled": DEBIAN_SOURCES})
     with pytest.raises(ExecutorError) as err:
         host_debian_mirror(tmp_path)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import utc_now
 
 from fastflow.daemon.inbox import (
     Inbox,
@@ -159,7 +160,7 @@ def test_concurrent_writers_never_produce_partial_reads(tmp_path: Path):
             if i % 2:
                 inbox.post_push(LINE * 40)
             else:
-                inbox.post_run_request(f"p{n}", big_env, None, datetime.now(timezone.utc))
+                inbox.post_run_request(f"p{n}", big_env, None, utc_now())
 
     def drain_loop() -> None:
         while not done.is_set():

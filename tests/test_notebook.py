@@ -5,10 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import utc_now
 
 from fastflow.executors.base import NOTEBOOK_RUNNER
 from fastflow.executors.local import LocalExecutor, host_base_env
@@ -134,9 +134,8 @@ def test_notebook_run_with_cell_retries_through_the_runner(tmp_path):
     pipeline = Pipeline(name="nb", path=folder, entry="main.ipynb", type=PipelineType.NOTEBOOK,
                         metadata_file=None, requirements=None,
                         cells={"fetch": {"retry_attempts": 1, "retry_delay": 0.1}})
-    clock = lambda: datetime.now(timezone.utc)  # noqa: E731
-    executor = LocalExecutor(host_base_env(os.environ), clock=clock)
-    outcome = run_pipeline(RunRequest(pipeline), executor, clock=clock)
+    executor = LocalExecutor(host_base_env(os.environ), clock=utc_now)
+    outcome = run_pipeline(RunRequest(pipeline), executor, clock=utc_now)
     assert outcome.record.status is RunStatus.SUCCEEDED, outcome.log_text
     assert " stdout | run 1\n" in outcome.log_text
     assert " stdout | ok after 2\n" in outcome.log_text
@@ -144,7 +143,7 @@ def test_notebook_run_with_cell_retries_through_the_runner(tmp_path):
     assert len(outcome.record.attempts) == 1
 
     failing = Pipeline(**{**vars(pipeline), "cells": {}})
-    outcome = run_pipeline(RunRequest(failing), executor, clock=clock)
+    outcome = run_pipeline(RunRequest(failing), executor, clock=utc_now)
     assert outcome.record.status is RunStatus.FAILED
     assert outcome.record.exit_code == 1
     assert (" stderr | [fastflow] cell 2 (tags: fetch) failed after 1 attempt(s): "

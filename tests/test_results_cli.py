@@ -78,7 +78,7 @@ class Times:
 
 @pytest.fixture
 def t() -> Times:
-    return Times(datetime.now(timezone.utc).replace(microsecond=0))
+    return Times(utc_now().replace(microsecond=0))
 
 
 def iso(moment: datetime) -> str:
