@@ -8,6 +8,13 @@ and hands over the output the dead daemon had not yet written to the live log. T
 the daemon-side half: what the live log says was already delivered, which attempts ran before,
 and the run's record and capped log once the attempt ended.
 
+The attempt's error is judged as the runner judges a fresh one (`runner.attempt_error`): uv's
+own failure to prepare the environment (kind `dependencies` or `python`, uv's reason) before
+the exit code. Its output is read by the runner's `UvFailureWatcher` in the order it was
+written: first the attempt's lines the dead daemon already put in the live log, then those
+the re-attach hands over. Output withheld for want of its secrets is not read: a uv failure
+in it is recorded as the exit code.
+
 The re-attached attempt is the run's last: a `failed`, `timed_out` or `oom_killed` attempt is
 recorded as the run's outcome even when its retry policy allows more attempts. The daemon that
 owned the retries died, and retrying from the restarted one would run the pipeline again at an
@@ -40,6 +47,9 @@ from fastflow.run.capture import RUNNER, LogCapture, Masker, parse_line
 from fastflow.run.runner import (
     RunOutcome,
     RunSettings,
+    UvFailureWatcher,
+    attempt_error,
+    attempt_summary,
     downstream_to_fire,
     should_retry,
 )
@@ -52,10 +62,10 @@ _RETRY = re.compile(r"^retry \d+: attempt (\d+) of (\d+) starts in ([0-9.e+-]+)s
 _ENDED = re.compile(r"^attempt (\d+) of (\d+) ([a-z_]+)(?: \(exit code (-?\d+)\))?(?::|$)")
 
 
-def delivered_lines(live_text: str, attempt: int) -> dict[str, int]:
-    """How many stdout and stderr lines of attempt `attempt` the live log already holds: those
-    after the runner's last `attempt N of M started` line ({} when it has no such line)."""
-    counts: dict[str, int] | None = None
+def attempt_lines(live_text: str, attempt: int) -> list[OutputLine] | None:
+    """The stdout and stderr lines of attempt `attempt` the live log already holds: those
+    after the runner's last `attempt N of M started` line (None when it has no such line)."""
+    lines: list[OutputLine] | None = None
     for raw in live_text.splitlines():
         line = parse_line(raw)
         if line is None:
@@ -63,10 +73,19 @@ def delivered_lines(live_text: str, attempt: int) -> dict[str, int]:
         if line.stream == RUNNER:
             match = _STARTED.match(line.text)
             if match and int(match[1]) == attempt:
-                counts = {STDOUT: 0, STDERR: 0}
-        elif counts is not None and line.stream in counts:
-            counts[line.stream] += 1
-    return counts or {}
+                lines = []
+        elif lines is not None and line.stream in (STDOUT, STDERR):
+            lines.append(line)
+    return lines
+
+
+def delivered_lines(live_text: str, attempt: int) -> dict[str, int]:
+    """How many stdout and stderr lines of attempt `attempt` the live log already holds
+    (see `attempt_lines`; {} when it has no start line of that attempt)."""
+    lines = attempt_lines(live_text, attempt)
+    if lines is None:
+        return {}
+    return {stream: sum(1 for line in lines if line.stream == stream) for stream in (STDOUT, STDERR)}
 
 
 def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
@@ -94,15 +113,6 @@ def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
     return attempts, total
 
 
-def attempt_summary(n: int, total: int, status: RunStatus, exit_code: int | None,
-                    error: ErrorInfo | None) -> str:
-    """The runner's line closing an attempt (same words as `runner._attempt_summary`)."""
-    text = f"attempt {n} of {total} {status.value}"
-    if exit_code is not None:
-        text += f" (exit code {exit_code})"
-    return text + (f": {error.message}" if error else "")
-
-
 def capped_log(live_text: str, cap_bytes: int) -> LogCapture:
     """The live log (already masked) replayed into a capture: the run log with its cap."""
     capture = LogCapture(cap_bytes)
@@ -113,24 +123,11 @@ def capped_log(live_text: str, cap_bytes: int) -> LogCapture:
     return capture
 
 
-def attempt_error(found: ReattachedAttempt, pipeline: Pipeline | None) -> ErrorInfo | None:
-    """The attempt's error as the runner would word it."""
-    result = found.result
-    if result.status is RunStatus.SUCCEEDED:
-        return None
-    if result.error is not None:
-        return result.error
-    if result.status is RunStatus.FAILED:
-        entry = pipeline.entry if pipeline is not None else "the pipeline"
-        return ErrorInfo("exit_code", f"{entry} exited with code {result.exit_code}")
-    return ErrorInfo(result.status.value, result.status.value)
-
-
-def would_retry(found: ReattachedAttempt, settings: RunSettings | None) -> bool:
+def would_retry(found: ReattachedAttempt, retryable: bool, settings: RunSettings | None) -> bool:
     """Whether the dead daemon would have retried the attempt (it is not: see module doc)."""
     if settings is None:
         return False
-    return should_retry(found.result, True, settings.retry, found.attempt)
+    return should_retry(found.result, retryable, settings.retry, found.attempt)
 
 
 def reattached_record(base: RunRecord, found: ReattachedAttempt, *, earlier: dict[int, Attempt],
@@ -178,27 +175,41 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
     before = live_path.read_text(encoding="utf-8", errors="replace") if live_path.exists() else ""
     earlier, total = earlier_attempts(before)
 
+    watcher = UvFailureWatcher(live_sink)
+
     def note(text: str) -> None:
         live_sink(OutputLine(RUNNER, text, clock()))
 
     def sink(line: OutputLine) -> None:
         if masker is not None:
-            live_sink(OutputLine(line.stream, masker.mask(line.text), line.at))
+            watcher(OutputLine(line.stream, masker.mask(line.text), line.at))
+
+    read: set[int] = set()
+
+    def delivered(attempt: int) -> dict[str, int]:
+        # Asked before the first line is handed over: what the live log holds is read first.
+        if attempt not in read:
+            read.add(attempt)
+            for line in attempt_lines(before, attempt) or ():
+                watcher.observe(line)
+        return delivered_lines(before, attempt)
 
     note("the daemon restarted: re-attaching to the run's container")
     if masker is None:
         note("its output from here on is withheld: the secrets to mask it could not be loaded")
     try:
-        found = executor.reattach(base.run_id, sink, cancel, lambda n: delivered_lines(before, n))
+        found = executor.reattach(base.run_id, sink, cancel, delivered)
     except ExecutorError as exc:
         logger.warning("run %s: cannot re-attach: %s", base.run_id, exc)
         found = None
     if found is None:
         return None
-    error = attempt_error(found, pipeline)
+    # What the watcher read is masked already (the live log, or by `masker`); without a
+    # masker it read only the live log, so there is nothing left to mask.
+    error, retryable = attempt_error(found.result, watcher, pipeline, masker or Masker())
     total = total or (settings.retry.attempts + 1 if settings is not None else found.attempt)
     note(attempt_summary(found.attempt, total, found.result.status, found.result.exit_code, error))
-    if error is not None and would_retry(found, settings):
+    if error is not None and would_retry(found, retryable, settings):
         note(f"attempt {found.attempt + 1} of {total} does not start: runs are not retried "
              "after the daemon restarted")
         error = ErrorInfo(error.kind, f"{error.message} (not retried after the daemon restarted)")

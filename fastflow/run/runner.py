@@ -16,10 +16,13 @@ Decisions, for users and for the code that calls this:
 - The wait before retry n is `RetryPolicy.wait_before_retry(n)`, spent in the injected
   `wait(seconds, cancel)`, which returns True when the cancel came during the wait: the run
   is then `cancelled` with the attempts made so far, and its `exit_code` is null.
-- uv failures: when an attempt fails and, before the program printed anything on stdout, uv
-  wrote an `error: ...` line on stderr that is one of uv's environment errors, the error kind
-  is `dependencies` (or `python` for an interpreter uv cannot find) and the message is uv's
-  reason, naming the requirements file.
+- uv failures: when an attempt fails without a line on stdout (the program never ran) and
+  uv wrote an `error: ...` line on stderr that is one of uv's environment errors, the error
+  kind is `dependencies` (or `python` for an interpreter uv cannot find) and the message is
+  uv's reason, naming the requirements file. "No line on stdout" is judged over the whole
+  attempt, not by the order lines arrive in: stdout and stderr are read apart, so a program's
+  stdout line may reach us after its stderr. A re-attached attempt (`recovery`) is judged by
+  the same `UvFailureWatcher` and `attempt_error`.
 - Downstream triggers (reported in the record, not run here): a trigger with `on_route` fires
   only when the run's route is one of its labels; otherwise `on_success` fires on `succeeded`
   and `on_failure` on `failed`, `timed_out` or `oom_killed`. A cancelled run fires none.
@@ -147,8 +150,9 @@ class RunOutcome:
     log_text: str
 
 
-class _UvFailureWatcher:
-    """An `OutputSink` in front of the capture that spots uv's own error before the program runs."""
+class UvFailureWatcher:
+    """An `OutputSink` in front of another (the capture) that spots uv's own error, the one
+    it writes when it cannot prepare the environment and the program never runs."""
 
     def __init__(self, sink: OutputSink) -> None:
         self.sink = sink
@@ -157,6 +161,11 @@ class _UvFailureWatcher:
 
     def __call__(self, line: OutputLine) -> None:
         self.sink(line)
+        self.observe(line)
+
+    def observe(self, line: OutputLine) -> None:
+        """Take note of one line of the attempt without passing it on (lines already
+        delivered, e.g. read back from a live log)."""
         if line.stream == STDOUT:
             self.saw_stdout = True
         elif line.stream == STDERR and not self.saw_stdout and len(self.lines) < 20:
@@ -165,7 +174,7 @@ class _UvFailureWatcher:
 
     def failure(self) -> tuple[str, str, bool] | None:
         """(kind, uv's reason, retryable) when uv failed to prepare the environment."""
-        if not self.lines:
+        if not self.lines or self.saw_stdout:  # a line on stdout: the program ran
             return None
         first = self.lines[0][len("error: "):]
         if first.startswith(_UV_PYTHON):
@@ -193,19 +202,23 @@ def _requirements_name(pipeline: Pipeline) -> str | None:
         return Path(pipeline.requirements).name
 
 
-def _attempt_error(
-    result: AttemptResult, watcher: _UvFailureWatcher, pipeline: Pipeline, masker: Masker
+def attempt_error(
+    result: AttemptResult, watcher: UvFailureWatcher, pipeline: Pipeline | None, masker: Masker
 ) -> tuple[ErrorInfo | None, bool]:
-    """The error of an attempt and whether retrying it can help (before the retry policy)."""
+    """The error of an attempt as the record words it, and whether retrying it can help
+    (before the retry policy): uv's own failure (read by `watcher`) before the exit code. Used
+    for fresh attempts and re-attached ones alike; `pipeline` None (no longer known, on
+    re-attach): the exit code only."""
     status = result.status
     if status is RunStatus.SUCCEEDED:
         return None, False
     if status is RunStatus.FAILED:
-        uv = watcher.failure()
+        uv = watcher.failure() if pipeline is not None else None
         if uv is not None:
             kind, reason, retryable = uv
             return ErrorInfo(kind, masker.mask(_uv_message(kind, reason, pipeline))), retryable
-        message = f"{pipeline.entry} exited with code {result.exit_code}"
+        entry = pipeline.entry if pipeline is not None else "the pipeline"
+        message = f"{entry} exited with code {result.exit_code}"
         return result.error or ErrorInfo("exit_code", message), True
     defaults = {
         RunStatus.TIMED_OUT: ErrorInfo("timeout", "timed out"),
@@ -380,7 +393,7 @@ def _run_attempts(
                 progress.error = ErrorInfo("cancelled", f"cancelled while waiting before attempt {n}")
                 break
         capture.emit(f"attempt {n} of {total} started", clock())
-        watcher = _UvFailureWatcher(capture)
+        watcher = UvFailureWatcher(capture)
         begun = clock()
         try:
             result = executor.execute(_spec(request, settings, run_id, n), watcher, cancel)
@@ -391,21 +404,24 @@ def _run_attempts(
             retryable = False
             progress.error = result.error
         else:
-            progress.error, retryable = _attempt_error(result, watcher, request.pipeline, masker)
+            progress.error, retryable = attempt_error(result, watcher, request.pipeline, masker)
         progress.results.append(result)
         progress.attempts.append(
             Attempt(n, result.started_at, result.finished_at, result.exit_code, result.status, wait_s)
         )
-        capture.emit(_attempt_summary(n, total, result, progress.error), clock())
+        capture.emit(attempt_summary(n, total, result.status, result.exit_code, progress.error),
+                     clock())
         if not should_retry(result, retryable, settings.retry, n):
             break
     return progress
 
 
-def _attempt_summary(n: int, total: int, result: AttemptResult, error: ErrorInfo | None) -> str:
-    text = f"attempt {n} of {total} {result.status.value}"
-    if result.exit_code is not None:
-        text += f" (exit code {result.exit_code})"
+def attempt_summary(n: int, total: int, status: RunStatus, exit_code: int | None,
+                    error: ErrorInfo | None) -> str:
+    """The runner's line closing an attempt (`recovery` reads it back from a live log)."""
+    text = f"attempt {n} of {total} {status.value}"
+    if exit_code is not None:
+        text += f" (exit code {exit_code})"
     return text + (f": {error.message}" if error else "")
 
 
