@@ -32,7 +32,18 @@ from fastflow.executors.docker import (
 from fastflow.executors.docker.engine import parse_engine_time
 from fastflow.executors.docker.stats import ResourceSampler, cpu_cores, memory_usage
 from fastflow.executors.docker.streams import LineSplitter
-from fastflow.model import Limits, NetworkMode, RunStatus
+from fastflow.model import (
+    Limits,
+    NetworkMode,
+    Pipeline,
+    PipelineType,
+    RetryPolicy,
+    RunStatus,
+)
+from fastflow.record import LogInfo, RunRecord
+from fastflow.run.capture import Masker, format_line, parse_line
+from fastflow.run.recovery import recover_run
+from fastflow.run.runner import RunRequest, resolve_settings, run_pipeline
 
 FIXED = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
 
@@ -534,3 +545,65 @@ class TestReattach:
 
     def test_no_container_is_none(self):
         assert self.executor.reattach("20261122T143000Z-none-0000", Lines(), threading.Event()) is None
+
+
+# --- re-attach reads a uv failure as a fresh attempt does ---------------------------------------
+
+def leave_behind(executor: DockerExecutor, spec: AttemptSpec, finished: bool) -> None:
+    """Leave `spec`'s attempt as an owner killed right after starting it does: its container
+    created and started by the executor's own parts, then not supervised (for `finished`,
+    until it has ended). Deterministic where killing an owner is not: uv fails in a second."""
+    container = executor.containers.create(spec, offline=False)
+    executor.client.api.start(container.id)
+    if finished:
+        executor.client.api.wait(container.id, timeout=120)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.parametrize(("finished", "in_live_log"), [
+    (False, "nothing"), (True, "nothing"), (True, "uv's lines")],
+    ids=["just-started", "finished", "finished-and-written"])
+def test_a_reattached_run_that_failed_in_uv_is_recorded_as_a_fresh_one(
+        runner_image, shared_cache, tmp_path, finished, in_live_log):
+    """The record's error is the runner's (kind `dependencies`, uv's reason naming the
+    requirements file, not retried since retrying cannot help), not a plain exit code:
+    whether the dead daemon had written uv's lines to the live log or not."""
+    spec = make_spec(tmp_path, "print('never runs')", requirements="requirements.txt")
+    (spec.workdir / "requirements.txt").write_text("this-package-does-not-exist-fastflow==0.0.1\n")
+    pipeline = Pipeline(name=spec.pipeline, path=spec.workdir, entry="main.py",
+                        type=PipelineType.SCRIPT, metadata_file=None,
+                        requirements=spec.workdir / "requirements.txt",
+                        retry=RetryPolicy(attempts=2))
+    executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
+                              ca_bundle=CA_BUNDLE)
+    fresh = run_pipeline(RunRequest(pipeline), executor, clock=utc_now)
+    assert fresh.record.error.kind == "dependencies", fresh.log_text
+    lines = [parse_line(raw) for raw in fresh.log_text.splitlines()]
+    summary = next(i for i, line in enumerate(lines) if line.text.startswith("attempt 1 of 3 failed"))
+    written = lines[:summary] if in_live_log != "nothing" else lines[:1]  # [:1]: the start line
+    assert written[0].text == "attempt 1 of 3 started"
+    live = tmp_path / "live.log"
+    live.write_text("".join(format_line(line) + "\n" for line in written), encoding="utf-8")
+
+    def append(line) -> None:
+        with open(live, "a", encoding="utf-8") as f:
+            f.write(format_line(line) + "\n")
+
+    leave_behind(executor, spec, finished)
+    base = RunRecord(run_id=spec.run_id, pipeline=spec.pipeline, status=RunStatus.RUNNING,
+                     started_at=utc_now(), log=LogInfo(f"logs/{spec.run_id}.log"))
+    outcome = recover_run(
+        DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image), base,
+        live_path=live, live_sink=append, masker=Masker(), pipeline=pipeline,
+        settings=resolve_settings(pipeline, None), cap_bytes=1024 * 1024, clock=utc_now,
+        cancel=threading.Event())
+    assert outcome is not None
+    record = outcome.record
+    assert (record.status, record.exit_code, record.error) == (
+        fresh.record.status, fresh.record.exit_code, fresh.record.error)
+    assert record.error.message.startswith(
+        "uv could not install the requirements of pipeline 'pipe' from requirements.txt ")
+    assert len(record.attempts) == 1
+    assert outcome.log_text.splitlines()[-1].endswith(lines[summary].text)
+    assert containers_of(spec.run_id) == []

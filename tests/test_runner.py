@@ -28,6 +28,7 @@ from fastflow.record import CommitRef, RunRecord, Trigger, new_run_id
 from fastflow.run.env import RunContext, build_env
 from fastflow.run.runner import (
     RunRequest,
+    UvFailureWatcher,
     downstream_to_fire,
     resolve_settings,
     run_pipeline,
@@ -379,6 +380,15 @@ def test_a_program_printing_error_lines_is_not_a_dependency_failure(tmp_path):
     code = "import sys; print('error: No solution found when resolving', file=sys.stderr); sys.exit(1)"
     record = run(make_pipeline(tmp_path, "print('started')\n" + code)).record
     assert record.error.kind == "exit_code"
+
+
+def test_a_stdout_line_read_after_uvs_error_line_still_means_the_program_ran():
+    # stdout and stderr are read apart: the program's first stdout line may come in second.
+    watcher = UvFailureWatcher(lambda line: None)
+    watcher(OutputLine("stderr", "error: No solution found when resolving `--with` dependencies:", NOW))
+    assert watcher.failure() is not None
+    watcher(OutputLine("stdout", "started", NOW))
+    assert watcher.failure() is None
 
 
 def test_executor_errors_become_a_failed_record(tmp_path):
