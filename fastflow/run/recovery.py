@@ -160,6 +160,29 @@ def reattached_record(base: RunRecord, found: ReattachedAttempt, *, earlier: dic
     )
 
 
+class _Handover:
+    """The sink and the `delivered` of a re-attach: the output not yet in the live log goes
+    there masked (or is withheld when `masker` is None), and the runner's `UvFailureWatcher`
+    reads the attempt's output in the order it was written, the live log's part first."""
+
+    def __init__(self, live_text: str, live_sink: OutputSink, masker: Masker | None) -> None:
+        self.live_text, self.masker = live_text, masker
+        self.watcher = UvFailureWatcher(live_sink)
+        self._read: set[int] = set()
+
+    def __call__(self, line: OutputLine) -> None:
+        if self.masker is not None:
+            self.watcher(OutputLine(line.stream, self.masker.mask(line.text), line.at))
+
+    def delivered(self, attempt: int) -> dict[str, int]:
+        # Asked before the first line is handed over: what the live log holds is read first.
+        if attempt not in self._read:
+            self._read.add(attempt)
+            for line in attempt_lines(self.live_text, attempt) or ():
+                self.watcher.observe(line)
+        return delivered_lines(self.live_text, attempt)
+
+
 def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
                 live_sink: OutputSink, masker: Masker | None, pipeline: Pipeline | None,
                 settings: RunSettings | None, cap_bytes: int, clock: Clock,
@@ -175,30 +198,16 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
     before = live_path.read_text(encoding="utf-8", errors="replace") if live_path.exists() else ""
     earlier, total = earlier_attempts(before)
 
-    watcher = UvFailureWatcher(live_sink)
+    handover = _Handover(before, live_sink, masker)
 
     def note(text: str) -> None:
         live_sink(OutputLine(RUNNER, text, clock()))
-
-    def sink(line: OutputLine) -> None:
-        if masker is not None:
-            watcher(OutputLine(line.stream, masker.mask(line.text), line.at))
-
-    read: set[int] = set()
-
-    def delivered(attempt: int) -> dict[str, int]:
-        # Asked before the first line is handed over: what the live log holds is read first.
-        if attempt not in read:
-            read.add(attempt)
-            for line in attempt_lines(before, attempt) or ():
-                watcher.observe(line)
-        return delivered_lines(before, attempt)
 
     note("the daemon restarted: re-attaching to the run's container")
     if masker is None:
         note("its output from here on is withheld: the secrets to mask it could not be loaded")
     try:
-        found = executor.reattach(base.run_id, sink, cancel, delivered)
+        found = executor.reattach(base.run_id, handover, cancel, handover.delivered)
     except ExecutorError as exc:
         logger.warning("run %s: cannot re-attach: %s", base.run_id, exc)
         found = None
@@ -206,7 +215,7 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
         return None
     # What the watcher read is masked already (the live log, or by `masker`); without a
     # masker it read only the live log, so there is nothing left to mask.
-    error, retryable = attempt_error(found.result, watcher, pipeline, masker or Masker())
+    error, retryable = attempt_error(found.result, handover.watcher, pipeline, masker or Masker())
     total = total or (settings.retry.attempts + 1 if settings is not None else found.attempt)
     note(attempt_summary(found.attempt, total, found.result.status, found.result.exit_code, error))
     if error is not None and would_retry(found, retryable, settings):
