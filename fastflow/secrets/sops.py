@@ -5,7 +5,7 @@ key path as AAD (`a:b:`, list indices not included); comments become `#ENC[...,t
 keys under an `_unencrypted` suffix (or the file's other crypt rule) stay plain. The MAC is the
 upper-hex SHA-512 over every value's plaintext in file order, encrypted with `lastmodified` as AAD.
 The data key is wrapped for each age recipient as an armored age file in the `sops:` block.
-See `shared/reference/sops-format.md` for the full specification this follows.
+The format is the SOPS project's (getsops/sops); docs/secrets.md, "Format details", sums it up.
 """
 from __future__ import annotations
 
