@@ -1,6 +1,6 @@
 """`fastflow status | history | logs | site | results`: the read side of the results branch.
 
-Thin commands over `fastflow.results` and `fastflow.results_site`: open the repository, call
+Thin commands over `fastflow.results` (`read`, `build`, `retention`): open the repository, call
 one function, print (a table on a terminal, tab-separated text otherwise, JSON with --json).
 """
 from __future__ import annotations

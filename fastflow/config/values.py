@@ -2,7 +2,7 @@
 
 `Fields` wraps one mapping of a parsed file (JSON or YAML) and reads its keys through checkers:
 small functions that return the converted value or raise `Invalid` with a one-line message that
-names the value and the fix. `config_pipeline` and `config_repo` are built on it, so both files
+names the value and the fix. `config.pipeline`, `config.repo` and `config.schedules` are built on it, so both files
 speak with one voice.
 """
 from __future__ import annotations

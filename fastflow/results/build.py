@@ -1,6 +1,6 @@
 """The whole status site rendered from a results branch: the library twin of `fastflow site`.
 
-The daemon keeps `site/` on the branch up to date page by page (`fastflow.publish`); this renders
+The daemon keeps `site/` on the branch up to date page by page (`results.publish`); this renders
 every page at once into a folder, from the same sources: the run records and logs of the branch,
 the pipelines of the working tree, and the deployed configuration (`state/deployment.json`:
 invalid pipelines, configuration errors, next runs) with the working tree as fallback.

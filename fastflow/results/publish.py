@@ -1,7 +1,7 @@
 """Publishing the status site on the results branch: the pages a finished run or a sync changes.
 
 Pages live under `site/` on the branch, committed together with the run record that changed
-them (`fastflow.store`). A finished run re-renders only its run page, its pipeline's index and
+them (`results.store`). A finished run re-renders only its run page, its pipeline's index and
 newest history page, and the overview (see `fastflow.site.pages_for_new_run`); a sync that
 changes the configuration re-renders the overview and the index of each changed pipeline.
 """

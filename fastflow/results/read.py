@@ -1,6 +1,6 @@
-"""The read side of the results branch: status, history, logs, retention and compaction.
+"""The read side of the results branch: status, history, logs and compaction.
 
-The library twin of `fastflow status | history | logs | results` (and, in `results_site`, of
+The library twin of `fastflow status | history | logs | results` (and, in `build`, of
 `fastflow site`). Functions return plain data (dicts, strings); they never print or exit.
 `open_results` opens a repository (a work tree, its `.git`, a bare repository or the daemon's
 `mirror.git`) with its results branch; the working tree, when there is one, adds its

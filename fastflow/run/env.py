@@ -10,7 +10,7 @@ from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig
 
 RESERVED_PREFIX = "FASTFLOW_"
-NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/notebook.py
+NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/executors/notebook.py
 
 
 @dataclass(frozen=True)

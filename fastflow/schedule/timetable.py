@@ -1,6 +1,6 @@
 """The daemon's side of the scheduler: keeps the plan, acts on what each tick decides.
 
-`fastflow.scheduler` is pure (schedules + watermarks + active runs + now -> due runs, skipped
+`fastflow.schedule.planner` is pure (schedules + watermarks + active runs + now -> due runs, skipped
 slots, next wake-up). A `Timetable` holds what it needs between ticks and turns its answers into
 actions through callbacks the daemon gives it, so it holds no reference to the daemon:
 

@@ -72,7 +72,7 @@ class LogLine:
 
 
 def parse_log(text: str) -> list[LogLine]:
-    """The lines of a log file in `fastflow.capture`'s format; unknown lines are kept as plain."""
+    """The lines of a log file in `fastflow.run.capture`'s format; unknown lines are kept as plain."""
     lines = []
     for raw in text.splitlines():
         match = _LOG_LINE.fullmatch(raw)
