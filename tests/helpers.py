@@ -26,7 +26,7 @@ from fastflow.config.repo import default_repo_config
 from fastflow.config.schedules import check_schedules
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.deploy.discovery import discover
-from fastflow.executors import choose_executor, preheat_function
+from fastflow.executors import choose_executor
 from fastflow.executors import docker as docker_executor
 from fastflow.executors.base import AttemptSpec, OutputLine
 from fastflow.model import PipelineType, Problem, RunStatus
@@ -212,7 +212,6 @@ def make_daemon(source: str | Path, state_dir: Path, *, clock: Callable[[], date
     return Daemon(
         ServeOptions(str(source), state_dir, **options), clock=clock, environ=environ,
         executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
-        preheat_factory=lambda c: preheat_function(c, local=True, environ=environ),
     )
 
 

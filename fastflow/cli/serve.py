@@ -12,7 +12,7 @@ from fastflow import repo as git
 from fastflow.cli.common import echo_json, host_environment
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.statedir import default_state_dir
-from fastflow.executors import choose_executor, preheat_function
+from fastflow.executors import choose_executor
 
 
 def utc_now() -> datetime:
@@ -46,8 +46,6 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
     return Daemon(options, clock=utc_now, environ=environ,
                   executor_factory=lambda config: choose_executor(
                       config, local=local, environ=environ, clock=utc_now),
-                  preheat_factory=lambda config: preheat_function(
-                      config, local=local, environ=environ),
                   credentials=git.credentials_from_env(environ))
 
 

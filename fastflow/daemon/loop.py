@@ -52,7 +52,6 @@ from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError
 from fastflow.executors.base import (
     Executor,
-    PreheatFunction,
 )
 from fastflow.model import RepoConfig
 from fastflow.record import RunRecord, Trigger, new_run_id, request_run_id
@@ -86,7 +85,6 @@ class Daemon:
     def __init__(self, options: ServeOptions, *, clock: Callable[[], datetime],
                  environ: Mapping[str, str],
                  executor_factory: Callable[[RepoConfig], Executor],
-                 preheat_factory: Callable[[RepoConfig], PreheatFunction],
                  credentials: git.Credentials | None = None) -> None:
         self.options = options
         self.state_dir = Path(options.state_dir).resolve()
@@ -97,7 +95,6 @@ class Daemon:
         self.snapshots = self.state_dir / STATE_SNAPSHOTS
         self.stopping = threading.Event()
         self._executor_factory = executor_factory
-        self._preheat_factory = preheat_factory
         self.follower: Follower | None = None
         self._waiter = None
         self._poll = Every(options.poll_interval)
@@ -133,7 +130,7 @@ class Daemon:
         )
         self.store.recover()
         self.executor = self._executor_factory(config)
-        self.preheater = Preheater(self._preheat_factory(config), self.state_dir, self.clock)
+        self.preheater = Preheater(self.executor.preheat, self.state_dir, self.clock)
         self.dispatcher = Dispatcher(self.options.max_concurrent_runs or config.max_concurrent_runs)
         self.timetable = Timetable(start=self._start_slot, skip=self._record_skipped,
                                    cancel=self.dispatcher.cancel,

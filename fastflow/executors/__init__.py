@@ -5,13 +5,10 @@ the caller (the CLI is the only module that reads `os.environ`).
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
-from fastflow.executors.base import Clock, Executor, PreheatFunction
-from fastflow.executors.docker import DockerExecutor, connect
-from fastflow.executors.local import LocalExecutor, host_base_env
+from fastflow.executors.base import Clock, Executor
 from fastflow.model import RepoConfig
 
 
@@ -32,8 +29,13 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
     Without a reachable engine this raises `EngineUnavailable`, which says how to start one
     and mentions `--local`: it never falls back to the host silently.
     """
+    # The backends are imported here, not at the top: every `fastflow.executors.*` import runs
+    # this package first, and the Docker SDK with its HTTP stack costs ~0.15 s of CLI start-up
+    # that `fastflow list` or `--local` runs must not pay.
     if local:
+        from fastflow.executors.local import LocalExecutor, host_base_env
         return LocalExecutor(host_base_env(environ), clock=clock)
+    from fastflow.executors.docker import DockerExecutor, connect
     return DockerExecutor(
         clock=clock,
         cache_dir=cache_dir(environ),
@@ -41,9 +43,3 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
         ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
         client=connect(),
     )
-
-
-def preheat_function(config: RepoConfig, *, local: bool, environ: Mapping[str, str]) -> PreheatFunction:
-    """Deprecated, until the daemon takes one executor factory: `choose_executor(...).preheat`."""
-    return choose_executor(config, local=local, environ=environ,
-                           clock=lambda: datetime.now(timezone.utc)).preheat

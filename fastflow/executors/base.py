@@ -52,6 +52,7 @@ Clock = Callable[[], datetime]
 
 STDOUT = "stdout"
 STDERR = "stderr"
+RUNNER = "runner"  # the stream of lines written by Fast-Flow itself (notes, uv failures)
 
 # Where the notebook runner script lives inside the package; executors make it reachable.
 NOTEBOOK_RUNNER = Path(__file__).resolve().parent / "notebook.py"
@@ -192,7 +193,7 @@ class Executor(abc.ABC):
 def uv_command(spec: AttemptSpec, notebook_runner: str, uv: str = "uv") -> list[str]:
     """The `uv run` command line for an attempt, identical on the host and in a container.
 
-    `notebook_runner` is the path of `fastflow/notebook.py` as seen by the process (it differs
+    `notebook_runner` is the path of `fastflow/executors/notebook.py` as seen by the process (it differs
     between the host and a container).
     """
     cmd = [uv, "run", "--no-project"]

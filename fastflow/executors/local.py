@@ -43,6 +43,7 @@ from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     DEFAULT_PREHEAT_TIMEOUT,
     NOTEBOOK_RUNNER,
+    RUNNER,
     STDERR,
     STDOUT,
     AttemptResult,
@@ -63,7 +64,6 @@ from fastflow.record import Environment, ErrorInfo, Resources
 
 logger = logging.getLogger(__name__)
 
-RUNNER_STREAM = "runner"  # same value as fastflow.capture.RUNNER (capture is a higher layer)
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
 _BASE_ENV_KEYS = {
@@ -314,7 +314,7 @@ class LocalExecutor(Executor):
 
     def _note(self, sink: OutputSink, text: str) -> None:
         try:
-            sink(OutputLine(RUNNER_STREAM, text, self.clock()))
+            sink(OutputLine(RUNNER, text, self.clock()))
         except Exception:
             logger.exception("output sink failed")
 

@@ -37,9 +37,8 @@ from collections import deque
 from datetime import datetime, timezone
 from typing import Iterable
 
-from fastflow.executors.base import OutputLine, OutputSink
+from fastflow.executors.base import RUNNER, OutputLine, OutputSink
 
-RUNNER = "runner"  # the stream of lines written by Fast-Flow itself
 MASK = "***"
 CUT_SUFFIX = " [line cut by Fast-Flow]"
 

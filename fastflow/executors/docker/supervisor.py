@@ -24,6 +24,7 @@ import docker.errors
 
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
+    RUNNER,
     STDERR,
     STDOUT,
     AttemptSpec,
@@ -40,7 +41,6 @@ from fastflow.record import ErrorInfo
 
 logger = logging.getLogger(__name__)
 
-RUNNER_STREAM = "runner"  # same value as fastflow.run.capture.RUNNER (capture is a higher layer)
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Pace:
 def note(sink: OutputSink, clock: Clock, text: str) -> None:
     """Hand one of Fast-Flow's own lines (stream `runner`) to the sink; a broken sink is logged."""
     try:
-        sink(OutputLine(RUNNER_STREAM, text, clock()))
+        sink(OutputLine(RUNNER, text, clock()))
     except Exception:  # noqa: BLE001 - a broken sink must not break the run
         logger.exception("output sink failed")
 
