@@ -83,6 +83,16 @@ def format_time(moment: datetime | None, zone: str = "UTC", *, seconds: bool = T
     return local.strftime(pattern)
 
 
+def _span(seconds: float) -> str:
+    """A span of at least a minute in its largest unit: `5 min`, `3 h`, `1 day`, `2 days`."""
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h"
+    days = int(seconds // 86400)
+    return "1 day" if days == 1 else f"{days} days"
+
+
 def format_ago(moment: datetime | None, now: datetime) -> str:
     """How long before `now` `moment` was: `just now`, `5 min ago`, `3 h ago`, `2 days ago`."""
     if moment is None:
@@ -90,24 +100,10 @@ def format_ago(moment: datetime | None, now: datetime) -> str:
     seconds = (now - moment).total_seconds()
     if seconds < 0:
         return "in the future"
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h ago"
-    days = int(seconds // 86400)
-    return "1 day ago" if days == 1 else f"{days} days ago"
+    return "just now" if seconds < 60 else f"{_span(seconds)} ago"
 
 
 def format_until(moment: datetime, now: datetime) -> str:
     """How long after `now` `moment` is: `in 5 min`, `in 3 h`, `in 2 days`, `due now`."""
     seconds = (moment - now).total_seconds()
-    if seconds < 60:
-        return "due now"
-    if seconds < 3600:
-        return f"in {int(seconds // 60)} min"
-    if seconds < 86400:
-        return f"in {int(seconds // 3600)} h"
-    days = int(seconds // 86400)
-    return "in 1 day" if days == 1 else f"in {days} days"
+    return "due now" if seconds < 60 else f"in {_span(seconds)}"
