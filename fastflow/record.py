@@ -19,8 +19,12 @@ RUN_ID_FORM = "<YYYYMMDDTHHMMSSZ>-<pipeline>[-<suffix>]"
 
 
 # --- run ids: the one home of their format ----------------------------------------------------
-# `20261122T143000Z-report-7f3a`: a UTC second, then the pipeline, then what makes it unique
-# (4 random hex digits, a schedule id, a request id). Ids sort by time as text.
+# `20261122T143000Z-report-7f3a09c2`: a UTC second, then the pipeline, then what makes it unique
+# (8 random hex digits, a schedule id, a request id). Ids sort by time as text. Random bits make
+# a clash rare; the daemon makes it impossible: it creates a run's journal entry exclusively and
+# draws a new id when the name is taken (`daemon.runs.RunJournal.create`). Ids of every older
+# shape (4 random hex digits) stay valid: readers only rely on the timestamp and the pipeline.
+RUN_ID_RANDOM_BYTES = 4
 
 
 def run_stamp(at: datetime) -> str:
@@ -32,14 +36,15 @@ def run_stamp(at: datetime) -> str:
 
 
 def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
-    """A run id that sorts by time and is unique: `20261122T143000Z-pipeline_a-7f3a`.
+    """A run id that sorts by time and is unique: `20261122T143000Z-pipeline_a-7f3a09c2`.
 
-    `now` must be timezone-aware (it is written in UTC); `rand` (4 hex characters by default,
-    from the OS's random source) is for tests.
+    `now` must be timezone-aware (it is written in UTC); `rand` (8 hex characters by default,
+    from the OS's random source) is for tests. Unique among the runs of one second with
+    overwhelming odds; a caller that must never reuse one (the daemon) checks its journal.
     """
     if now.tzinfo is None:
         raise ValueError("new_run_id needs a timezone-aware datetime")
-    return f"{run_stamp(now)}-{pipeline}-{rand if rand is not None else os.urandom(2).hex()}"
+    return f"{run_stamp(now)}-{pipeline}-{rand if rand is not None else os.urandom(RUN_ID_RANDOM_BYTES).hex()}"
 
 
 def slot_suffix(pipeline: str, schedule_id: str) -> str:

@@ -79,7 +79,7 @@ def test_run_id_shape_and_order():
     later = datetime(2026, 11, 22, 14, 30, 1, tzinfo=timezone.utc)
     ids = [new_run_id("p", later), new_run_id("p", NOW)]
     assert sorted(ids)[0].startswith("20261122T143000Z-p-")
-    assert len(ids[0].rsplit("-", 1)[1]) == 4
+    assert len(ids[0].rsplit("-", 1)[1]) == 8
     assert len({new_run_id("p", NOW) for _ in range(50)}) > 40
 
 

@@ -225,15 +225,18 @@ class Daemon:
 
     def tick(self, now: datetime) -> datetime:
         """One round of work (see the module doc) at `now`; returns when the next is due."""
-        messages = self.inbox.drain()
+        messages = self.inbox.read()  # each acknowledged once what it asked for is durable
+        pushes = [m for m in messages if isinstance(m, PushMessage)]
         ref = f"refs/heads/{self.options.branch}"
-        if any(isinstance(m, PushMessage) and m.updates_ref(ref) for m in messages) \
-                or self._poll.due(now):
+        if any(m.updates_ref(ref) for m in pushes) or self._poll.due(now):
             self._sync(now, safe=True)
             self._poll.done(now)
+        for message in pushes:  # synced (or failed and logged: the poll retries)
+            self.inbox.acknowledge(message)
         for message in messages:
             if isinstance(message, RunRequestMessage):
                 self._accept_request(message, now)
+                self.inbox.acknowledge(message)
         if self.timetable.plan is not None and self._slots.due(now):
             with self._lock:
                 self._slots.set(self.timetable.fire_due(now))
@@ -313,7 +316,8 @@ class Daemon:
             tree=active.tree, queued_at=now, trigger=trigger, run_config_id=run_config_id,
             env=dict(env or {}),
         )
-        self.launcher.submit(order, LaunchContext(active, deployment.config))
+        renew = None if run_id else (lambda: new_run_id(pipeline, now))  # random: draw again
+        order = self.launcher.submit(order, LaunchContext(active, deployment.config), renew)
         return order.run_id
 
     def _root_tree(self, active: ActivePipeline, deployment: Deployment) -> str:
@@ -322,10 +326,16 @@ class Daemon:
         return git.commit_info(self.repository, active.commit).tree
 
     def _accept_request(self, request: RunRequestMessage, now: datetime) -> None:
+        """Queue (journal) the run a request asks for, unless its deterministic id is known:
+        a request read again after a crash, before its acknowledgement, never runs twice."""
+        run_id = request_run_id(request.pipeline, request.request_id)
+        if self.launcher.knows(run_id, request.pipeline):
+            logger.info("request %s: %s was already accepted", request.request_id, run_id)
+            return
         try:
             run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
                                  env=request.env, run_config_id=request.run_config,
-                                 run_id=request_run_id(request.pipeline, request.request_id))
+                                 run_id=run_id)
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)

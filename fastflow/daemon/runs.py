@@ -48,6 +48,10 @@ from fastflow.secrets.runtime import secrets_loader
 logger = logging.getLogger(__name__)
 
 
+class RunIdTaken(FastflowError):
+    """A run id that is journalled or recorded already: the second run is not accepted."""
+
+
 @dataclass(frozen=True)
 class RunOrder:
     """A run the daemon accepted: what to run, at which commit and tree, and why."""
@@ -90,6 +94,12 @@ class RunJournal:
     def write(self, order: RunOrder) -> None:
         path = self.dir / f"{order.run_id}.json"
         write_atomic(path, json.dumps(order.to_json()), durable=True)
+
+    def create(self, order: RunOrder) -> None:
+        """Journal a new run; `FileExistsError` when its id is journalled already (never
+        overwritten: that would forget the other run)."""
+        path = self.dir / f"{order.run_id}.json"
+        write_atomic(path, json.dumps(order.to_json()), durable=True, exclusive=True)
 
     def remove(self, run_id: str) -> None:
         (self.dir / f"{run_id}.json").unlink(missing_ok=True)
@@ -159,10 +169,31 @@ class RunLauncher:
         self.after_record = after_record  # e.g. downstream triggers
         self._contexts: dict[str, LaunchContext] = {}
 
-    def submit(self, order: RunOrder, context: LaunchContext) -> None:
-        """Journal `order`, then queue it; it runs when the dispatcher allows."""
-        self.journal.write(order)
+    def submit(self, order: RunOrder, context: LaunchContext,
+               renew: Callable[[], str] | None = None) -> RunOrder:
+        """Journal `order`, then queue it; it runs when the dispatcher allows. Returns the order
+        as journalled.
+
+        A run id is never reused: when `order.run_id` is journalled or recorded already, a
+        random id is replaced by `renew()` (drawn again until free); a deterministic one (a
+        schedule slot, a remote request: `renew` is None) raises `RunIdTaken`.
+        """
+        for _ in range(100):
+            try:
+                if self.store_has(order.run_id, order.pipeline):
+                    raise FileExistsError(order.run_id)
+                self.journal.create(order)
+                break
+            except FileExistsError:
+                if renew is None:
+                    raise RunIdTaken(f"run {order.run_id} is journalled or recorded already; "
+                                     "a run id is never used twice") from None
+                logger.info("run id %s is taken; drawing another", order.run_id)
+                order = replace(order, run_id=renew())
+        else:
+            raise RunIdTaken(f"no free run id for {order.pipeline!r} after 100 draws")
         self._queue(order, context)
+        return order
 
     def _queue(self, order: RunOrder, context: LaunchContext) -> None:
         self._contexts[order.run_id] = context
