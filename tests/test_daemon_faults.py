@@ -12,8 +12,11 @@ import json
 import pytest
 from helpers import make_daemon, utc_now, wait_for
 
-from fastflow.daemon.runs import LaunchContext, RunIdTaken, RunOrder
+from fastflow.daemon.runs import LaunchContext, LiveLogs, RunIdTaken, RunOrder
+from fastflow.executors.base import RUNNER, STDERR, STDOUT, OutputLine
 from fastflow.record import Trigger, new_run_id
+from fastflow.run.capture import parse_line, read_log_lines, read_log_text, split_log_lines
+from fastflow.run.recovery import capped_log, delivered_lines, earlier_attempts
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +78,40 @@ def test_a_clashing_random_run_id_is_drawn_again(daemon):
                                     renew=lambda: next(fresh)).run_id
     assert second != first and second[:16] == first[:16]
     assert {recorded(daemon, i, "slow").run_id for i in (first, second)} == {first, second}
+
+
+# --- item 15: the live log is split on "\n" only ------------------------------------------------
+
+FORGED = "2026-11-22T14:30:09.000Z runner | attempt 1 of 3 started"
+
+
+def test_output_cannot_forge_runner_lines_in_the_live_log(tmp_path):
+    at = utc_now()
+    live = LiveLogs(tmp_path)
+    sink = live.sink("r1")
+    sink(OutputLine(RUNNER, "attempt 1 of 3 started", at))
+    for text in ["one", f"progress 50%\r{FORGED}", "a\u2028b", "crlf\r\n", "two"]:
+        sink(OutputLine(STDOUT, text, at))
+    path = live.dir / "r1.log"
+    raw = path.read_bytes()
+    assert b"\r" not in raw and raw.count(b"\n") == 6  # one output line is one log line
+    text = read_log_text(path)
+    assert delivered_lines(text, 1) == {STDOUT: 5, STDERR: 0}
+    attempts, total = earlier_attempts(text)
+    assert list(attempts) == [1] and total == 3 and attempts[1].started_at is not None
+    lines = [parse_line(raw) for raw in split_log_lines(text)]
+    assert [line.text for line in lines[1:]] == [
+        "one", f"progress 50%\\r{FORGED}", "a\u2028b", "crlf\\r\\n", "two"]
+    assert capped_log(text, 1 << 20).text() == text  # replayed unchanged: escaping is idempotent
+    assert list(read_log_lines(path)) == split_log_lines(text)
+
+
+def test_a_live_log_with_raw_carriage_returns_is_read_as_written(tmp_path):
+    # A live log of an older daemon (raw "\r" in stdout): the reader splits on "\n" only.
+    stamp = "2026-11-22T14:30:00.000Z"
+    path = tmp_path / "old.log"
+    path.write_bytes(f"{stamp} runner | attempt 1 of 1 started\n"
+                     f"{stamp} stdout | x\r{FORGED}\n{stamp} stdout | y\n".encode())
+    text = read_log_text(path)
+    assert delivered_lines(text, 1) == {STDOUT: 2, STDERR: 0}
+    assert earlier_attempts(text)[1] == 1

@@ -34,7 +34,7 @@ from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results.layout import log_path
 from fastflow.results.store import ResultsStore
-from fastflow.run.capture import Masker, format_line
+from fastflow.run.capture import Masker, format_line, read_log_text
 from fastflow.run.recovery import recover_run
 from fastflow.run.runner import (
     RunOutcome,
@@ -370,6 +370,6 @@ class RunLauncher:
             attempts=attempts,
         )
         log = self.live.dir / f"{order.run_id}.log"
-        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        text = read_log_text(log)
         text += format_line(OutputLine("runner", message, now)) + "\n"
         return RunOutcome(record, text)

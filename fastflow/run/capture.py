@@ -14,7 +14,11 @@ Log file format (one line per output line, UTF-8, `\\n`-terminated)::
 The timestamp is UTC with milliseconds; the stream is `stdout`, `stderr` or `runner` (lines
 written by Fast-Flow itself: attempt boundaries, timeouts, cancels), always six characters so
 the text column lines up; ` | ` separates the prefix from the text, which is kept as printed
-(only its line ending is removed).
+(only its line ending is removed), except that a carriage return or line feed inside it is
+written as the two characters `\\r` or `\\n`: one output line is one log line, so output can
+never forge a line of its own (a `runner` line after a `\\r`). Readers split the file on
+`\\n` only (`split_log_lines`, `read_log_lines`), never on `\\r` or U+2028 as
+`str.splitlines` does.
 
 Cap: the log keeps at most about `cap_bytes` bytes. The first half of the budget keeps the
 head (the first lines), the second half keeps the tail (the most recent lines; the last lines
@@ -35,7 +39,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from datetime import datetime, timezone
-from typing import Iterable
+from pathlib import Path
+from typing import Iterable, Iterator
 
 from fastflow.executors.base import RUNNER, OutputLine, OutputSink
 
@@ -49,9 +54,42 @@ def format_timestamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
+_ESCAPE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n"})
+
+
 def format_line(line: OutputLine) -> str:
-    """One output line in the log file format (without its newline)."""
-    return f"{format_timestamp(line.at)} {line.stream:<6} | {line.text}"
+    """One output line in the log file format (without its newline; a `\\r` or `\\n` in the
+    text is escaped, see the module doc)."""
+    return f"{format_timestamp(line.at)} {line.stream:<6} | {line.text.translate(_ESCAPE_BREAKS)}"
+
+
+def split_log_lines(text: str) -> list[str]:
+    """The lines of a log file's text: split on `\\n` only (a last line without one counts)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_log_text(path: Path) -> str:
+    """The text of the log file `path` as written (no newline translation: a `\\r` stays), ""
+    when it does not exist."""
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def read_log_lines(path: Path) -> Iterator[str]:
+    """The lines of the log file `path`, streamed (never read whole), split on `\\n` only,
+    without their newline; nothing when it does not exist."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for raw in f:  # binary lines end at b"\n" only
+            yield raw.rstrip(b"\n").decode("utf-8", errors="replace")
 
 
 def parse_line(raw: str) -> OutputLine | None:

@@ -43,7 +43,14 @@ from fastflow.executors.base import (
 )
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import Attempt, ErrorInfo, LogInfo, RunRecord
-from fastflow.run.capture import RUNNER, LogCapture, Masker, parse_line
+from fastflow.run.capture import (
+    RUNNER,
+    LogCapture,
+    Masker,
+    parse_line,
+    read_log_text,
+    split_log_lines,
+)
 from fastflow.run.runner import (
     RunOutcome,
     RunSettings,
@@ -66,7 +73,7 @@ def attempt_lines(live_text: str, attempt: int) -> list[OutputLine] | None:
     """The stdout and stderr lines of attempt `attempt` the live log already holds: those
     after the runner's last `attempt N of M started` line (None when it has no such line)."""
     lines: list[OutputLine] | None = None
-    for raw in live_text.splitlines():
+    for raw in split_log_lines(live_text):
         line = parse_line(raw)
         if line is None:
             continue
@@ -93,7 +100,7 @@ def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
     attempts: dict[int, Attempt] = {}
     waits: dict[int, float] = {}
     total = None
-    for raw in live_text.splitlines():
+    for raw in split_log_lines(live_text):
         line = parse_line(raw)
         if line is None or line.stream != RUNNER:
             continue
@@ -116,7 +123,7 @@ def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
 def capped_log(live_text: str, cap_bytes: int) -> LogCapture:
     """The live log (already masked) replayed into a capture: the run log with its cap."""
     capture = LogCapture(cap_bytes)
-    for raw in live_text.splitlines():
+    for raw in split_log_lines(live_text):
         line = parse_line(raw)
         if line is not None:
             capture(line)
@@ -195,7 +202,7 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
     appended through `live_sink`; `masker=None` withholds it (the secrets to mask it with
     could not be loaded). The record's log is the whole live log, capped at `cap_bytes`.
     """
-    before = live_path.read_text(encoding="utf-8", errors="replace") if live_path.exists() else ""
+    before = read_log_text(live_path)
     earlier, total = earlier_attempts(before)
 
     handover = _Handover(before, live_sink, masker)
@@ -222,7 +229,7 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
         note(f"attempt {found.attempt + 1} of {total} does not start: runs are not retried "
              "after the daemon restarted")
         error = ErrorInfo(error.kind, f"{error.message} (not retried after the daemon restarted)")
-    capture = capped_log(live_path.read_text(encoding="utf-8", errors="replace"), cap_bytes)
+    capture = capped_log(read_log_text(live_path), cap_bytes)
     record = reattached_record(base, found, earlier=earlier, error=error, pipeline=pipeline,
                                settings=settings, capture=capture, finished=clock())
     return RunOutcome(record, capture.text())

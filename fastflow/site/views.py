@@ -72,9 +72,10 @@ class LogLine:
 
 
 def parse_log(text: str) -> list[LogLine]:
-    """The lines of a log file in `fastflow.run.capture`'s format; unknown lines are kept as plain."""
+    """The lines of a log file in `fastflow.run.capture`'s format; unknown lines are kept as plain.
+    Split on `\\n` only, as the format says (a `\\r` or U+2028 in a line is part of it)."""
     lines = []
-    for raw in text.splitlines():
+    for raw in text.removesuffix("\n").split("\n") if text else ():
         match = _LOG_LINE.fullmatch(raw)
         if match:
             lines.append(LogLine(match["stream"], match["time"][:12], match["ts"], match["text"]))
