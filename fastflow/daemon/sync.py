@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastflow import repo as git
+from fastflow.daemon.inbox import PushMessage
 from fastflow.daemon.statedir import is_remote
 from fastflow.defaults import STATE_DEPLOYMENT, STATE_MIRROR
 from fastflow.deploy.deployment import (
@@ -38,13 +39,37 @@ logger = logging.getLogger(__name__)
 Submit = Callable[..., str]  # Daemon.submit(pipeline, trigger, *, now, ...)
 
 
-def open_source(source: str, state_dir: Path, credentials: git.Credentials | None) -> git.GitRepo:
-    """The repository to follow: the local one at `source`, or the mirror of a URL (fetched)."""
-    if is_remote(source):
-        mirror = state_dir / STATE_MIRROR
+def open_source(source: str, state_dir: Path, credentials: git.Credentials | None,
+                branch: str | None = None) -> git.GitRepo:
+    """The repository to follow: the local one at `source`, or the mirror of a URL (fetched).
+
+    When the URL cannot be fetched but the mirror holds `branch` from an earlier fetch, the
+    daemon starts from the mirror (a warning says so; every sync fetches again). Without a
+    mirror of the branch the fetch's error is raised: there is nothing to run yet."""
+    if not is_remote(source):
+        return git.open_repo(Path(source).resolve())
+    mirror = state_dir / STATE_MIRROR
+    try:
         git.mirror_fetch(source, mirror, credentials, protect=("fastflow/results",))
-        return git.open_repo(mirror)
-    return git.open_repo(Path(source).resolve())
+    except RepositoryError as exc:
+        repository = git.open_repo(mirror) if (mirror / "HEAD").exists() else None
+        if repository is None or branch is None or git.branch_head(repository, branch) is None:
+            raise
+        logger.warning("%s; starting from the local mirror %s (branch %s at %s)", exc, mirror,
+                       branch, git.branch_head(repository, branch)[:10])
+        return repository
+    return git.open_repo(mirror)
+
+
+def pushed_base(pushes: list[PushMessage], ref: str) -> str | None:
+    """Where `ref` was before the earliest of `pushes` that names it: that push's old commit,
+    or its new one when the push created the branch (the branch's first commit is adopted, as
+    a daemon that was up would have). None when no push names `ref`."""
+    for push in pushes:
+        for update in push.updates:
+            if update.ref == ref:
+                return update.new if set(update.old) == {"0"} else update.old
+    return None
 
 
 class Follower:
@@ -58,6 +83,8 @@ class Follower:
         self.deployment: Deployment | None = restore_deployment(repository, snapshots,
                                                                 state_dir / STATE_DEPLOYMENT)
         self.errors: list[str] = []
+        self._fetch_error: str | None = None  # the last fetch's failure, shown until one works
+        self._adopted: Deployment | None = None  # the base `adopt_pushed_range` deployed
 
     def attach(self, *, store: ResultsStore, preheater: Preheater, timetable: Timetable,
                publisher: SitePublisher, submit: Submit) -> None:
@@ -78,38 +105,75 @@ class Follower:
     def safe_sync(self, now: datetime) -> Deployment | None:
         """`sync`, with a failure logged and shown (the current deployment stays active)."""
         try:
-            return self.sync(now)
+            return self.sync(now, offline_ok=True)
         except FastflowError as exc:  # the remote is away, a ref vanished: keep what runs
             logger.warning("sync failed, the current deployment stays active: %s", exc)
             self.errors = [str(exc)]
             return None
 
-    def sync(self, now: datetime) -> Deployment | None:
+    def sync(self, now: datetime, *, offline_ok: bool = False) -> Deployment | None:
         """Fetch (for a URL), deploy the branch's new head, pre-heat, re-plan, queue
         run_on_change runs, publish. Returns the new deployment, or None when the branch did
-        not move."""
+        not move. `offline_ok`: a failed fetch is shown (`errors`) and the sync goes on with
+        the mirror as it is, instead of raising."""
         if is_remote(self.source):
-            git.mirror_fetch(self.source, Path(self.repository.path), self.credentials,
-                             protect=(self.store.branch,))
+            self._fetch(offline_ok)
         head = git.branch_head(self.repository, self.branch)
         if head is None:
             raise RepositoryError(f"{self.source}: branch {self.branch!r} does not exist; "
                                   "push it or pass --branch")
         previous = self.deployment
+        self.errors = [self._fetch_error] if self._fetch_error else []
         if previous is not None and previous.commit == head:
             return None
         deployment = deploy_commit(self.repository, head, self.snapshots, previous)
         self.deployment = deployment
         save_deployment(deployment, self.state_dir / STATE_DEPLOYMENT)
-        self.errors = []
         self._preheat(previous, deployment)
         self.activate_schedules(now)
         self._run_on_change(deployment, now)
         self._collect_snapshots(deployment)
         self.store.write_state("sync", {"commit": head, "at": now.isoformat()})
         self._publish(previous, deployment, now)
-        logger.info("synced %s: %s", head[:10], json.dumps(deployment.changes.to_json()))
+        changes = deployment.changes.to_json() if deployment.changes else None
+        logger.info("synced %s: %s", head[:10], json.dumps(changes))
         return deployment
+
+    def _fetch(self, offline_ok: bool) -> None:
+        """Fetch the URL into the mirror; a failure is raised, or (`offline_ok`) kept in
+        `_fetch_error` and warned about once, until a fetch works again."""
+        try:
+            git.mirror_fetch(self.source, Path(self.repository.path), self.credentials,
+                             protect=(self.store.branch,))
+        except RepositoryError as exc:
+            if not offline_ok:
+                raise
+            error = (f"{exc}; the daemon goes on with its local mirror and fetches again at "
+                     "every poll")
+            if error != self._fetch_error:
+                logger.warning("%s", error)
+            self._fetch_error = error
+            return
+        if self._fetch_error is not None:
+            logger.info("%s: fetched again; the mirror is up to date", self.source)
+        self._fetch_error = None
+
+    def adopt_pushed_range(self, base: str) -> bool:
+        """Before a first sync (no deployment known), take `base`, the commit the branch was
+        at before the pushes the hook recorded while no daemon ran, as deployed: the first
+        sync then runs what those pushes changed, as if the daemon had been up. False (and
+        nothing changes) when a deployment is known or `base` cannot be deployed."""
+        if self.deployment is not None:
+            return False
+        try:
+            self.deployment = deploy_commit(self.repository, base, self.snapshots, None)
+        except FastflowError as exc:  # e.g. a force-push removed it from the branch
+            logger.warning("the pushes recorded before the first start begin at %s, which "
+                           "cannot be read (%s); the head is adopted without running anything",
+                           base[:10], exc)
+            return False
+        self._adopted = self.deployment
+        return True
 
     def activate_schedules(self, now: datetime) -> None:
         """Give the timetable the schedules of the current deployment."""
@@ -170,7 +234,7 @@ class Follower:
     def _publish(self, previous: Deployment | None, deployment: Deployment, now: datetime) -> None:
         """Commit the state and the site pages a sync changes (overview; changed pipelines)."""
         changes = deployment.changes
-        if previous is None or changes is None or changes.first_sync:
+        if previous is None or previous is self._adopted or changes is None or changes.first_sync:
             names = set(deployment.active) | set(deployment.invalid)
         else:
             names = set(changes.added) | {c.name for c in changes.changed} | set(deployment.invalid)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -45,6 +45,7 @@ class ActivePipeline:
     pipeline: Pipeline
     commit: str
     tree: str  # the pipeline folder's tree id at `commit`
+    config_commit: str | None = None  # whose config.yaml it was read with (restored with it)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Deployment:
     warnings: tuple[Problem, ...] = ()
     changes: ChangeSet | None = None
     schedules: tuple[Schedule, ...] = ()  # the active schedule set (last valid)
+    config_commit: str | None = None  # the commit whose config.yaml is active (last valid)
 
     @property
     def pipelines(self) -> dict[str, Pipeline]:
@@ -86,10 +88,11 @@ def deploy_commit(
     config, config_problems = check_repo_config(root)
     errors = [p for p in config_problems if p.severity is Severity.ERROR]
     warnings = [p for p in config_problems if p.severity is Severity.WARNING]
+    config_commit = commit
     if config is None:
         if previous is None or previous.config is None:
             return Deployment(commit, info.tree, None, errors=tuple(errors), warnings=tuple(warnings))
-        config = previous.config
+        config, config_commit = previous.config, previous.config_commit or previous.commit
         errors = [_kept(p, "the previous valid configuration stays active") for p in errors]
     discovery = discover(root, config)
     warnings.extend(discovery.warnings)
@@ -102,7 +105,7 @@ def deploy_commit(
     active: dict[str, ActivePipeline] = {}
     for name, pipeline in discovery.pipelines.items():
         tree = git.tree_id(repository, info.tree, f"{base}/{name}".strip("/"))
-        active[name] = ActivePipeline(pipeline, commit, tree)
+        active[name] = ActivePipeline(pipeline, commit, tree, config_commit)
     for name, invalid in discovery.invalid.items():
         if name in old_active:
             active[name] = old_active[name]
@@ -119,6 +122,7 @@ def deploy_commit(
         warnings=tuple(warnings),
         changes=changes,
         schedules=schedules,
+        config_commit=config_commit,
     )
 
 
@@ -168,24 +172,71 @@ def workdir_for(repository: git.GitRepo, active: ActivePipeline, snapshots: Path
 
 
 def save_deployment(deployment: Deployment, path: Path) -> None:
-    """Remember which commit and tree each active pipeline runs, for the next start."""
-    data = {"commit": deployment.commit,
-            "active": {n: {"commit": a.commit, "tree": a.tree} for n, a in deployment.active.items()}}
+    """Remember the deployment for the next start: the commit, whose config.yaml is active,
+    which commit and tree (and config) each active pipeline runs, and the active schedule set,
+    so a restart after a bad push goes on with the last valid of each (`restore_deployment`)."""
+    data = {
+        "schema": 2, "commit": deployment.commit, "config_commit": deployment.config_commit,
+        "active": {n: {"commit": a.commit, "tree": a.tree, "config_commit": a.config_commit}
+                   for n, a in deployment.active.items()},
+        "schedules": [s.to_json() for s in deployment.schedules],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(data, indent=2))
+    write_atomic(path, json.dumps(data, indent=2), durable=True)
 
 
 def restore_deployment(repository: git.GitRepo, snapshots: Path, path: Path) -> Deployment | None:
-    """The deployment `save_deployment` remembered, rebuilt from git (None when there is none):
-    pipelines kept at an older valid version come back at that version."""
+    """The deployment `save_deployment` remembered, rebuilt from git (None when there is none,
+    or it cannot be rebuilt: a warning says so). The last valid configuration, pipeline
+    versions and schedule set come back as they were, and the saved commit is deployed over
+    them, so its errors read as before the restart."""
     if not path.exists():
         return None
     try:
         saved = json.loads(path.read_text())
-        base = deploy_commit(repository, saved["commit"], snapshots, None)
-    except (ValueError, KeyError, FastflowError) as exc:
+        if saved.get("schema") != 2:
+            return _restore_v1(repository, snapshots, saved)
+        if saved["config_commit"] is None:  # no valid configuration was ever deployed
+            return replace(deploy_commit(repository, saved["commit"], snapshots, None), changes=None)
+        configs: dict[str, RepoConfig] = {}
+        active = {}
+        for name, where in saved["active"].items():
+            config = _config_at(repository, where["config_commit"] or where["commit"], snapshots,
+                                configs)
+            root = git.snapshot_tree(repository, git.commit_info(repository, where["commit"]).tree,
+                                     "", snapshots)
+            pipeline = discover(root, config).pipelines.get(name)
+            if pipeline is None:
+                raise FastflowError(f"pipeline {name!r} is not valid at {where['commit'][:10]}")
+            active[name] = ActivePipeline(pipeline, where["commit"], where["tree"],
+                                          where["config_commit"])
+        last_valid = Deployment(
+            saved["commit"], None, _config_at(repository, saved["config_commit"], snapshots, configs),
+            active, schedules=tuple(Schedule.from_json(s) for s in saved["schedules"]),
+            config_commit=saved["config_commit"])
+        restored = deploy_commit(repository, saved["commit"], snapshots, last_valid)
+    except (ValueError, KeyError, TypeError, FastflowError) as exc:
         logger.warning("cannot restore the last deployment from %s (%s); starting afresh", path, exc)
         return None
+    return replace(restored, changes=None)
+
+
+def _config_at(repository: git.GitRepo, commit: str, snapshots: Path,
+               cache: dict[str, RepoConfig]) -> RepoConfig:
+    """The configuration (.fastflow/config.yaml) at `commit`, which was valid when deployed."""
+    if commit not in cache:
+        root = git.snapshot_tree(repository, git.commit_info(repository, commit).tree, "", snapshots)
+        config, _ = check_repo_config(root)
+        if config is None:
+            raise FastflowError(f".fastflow/config.yaml at {commit[:10]} is not valid")
+        cache[commit] = config
+    return cache[commit]
+
+
+def _restore_v1(repository: git.GitRepo, snapshots: Path, saved: dict) -> Deployment:
+    """A deployment.json of an earlier release (commits and trees only): the saved commit,
+    with pipelines kept at an older valid version coming back at that version."""
+    base = deploy_commit(repository, saved["commit"], snapshots, None)
     active = dict(base.active)
     for name, where in saved.get("active", {}).items():
         if name in active and active[name].tree == where["tree"]:
@@ -196,5 +247,4 @@ def restore_deployment(repository: git.GitRepo, snapshots: Path, path: Path) -> 
             continue
         if name in older.active:
             active[name] = older.active[name]
-    return Deployment(base.commit, base.root_tree, base.config, active, base.invalid,
-                      base.errors, base.warnings, None, base.schedules)
+    return replace(base, active=active, changes=None)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from fastflow.defaults import SCHEDULES_FILE
 from fastflow.model import Problem, Severity
-from fastflow.schedule.cron import CronExpr
+from fastflow.schedule.cron import CronExpr, parse_cron
 from fastflow.schedule.timevalues import format_duration, zone
 
 DEFAULT_TIMEZONE = "UTC"
@@ -84,6 +84,30 @@ class Schedule:
                   _iso(self.at), self.timezone, _iso(self.start), _iso(self.end), self.pipeline)
         return hashlib.sha256(repr(timing).encode()).hexdigest()[:16]
 
+    def to_json(self) -> dict:
+        """The schedule as plain data (the daemon keeps its last valid set across restarts)."""
+        return {
+            "id": self.id, "pipeline": self.pipeline, "kind": self.kind.value,
+            "cron": self.cron.text if self.cron else None, "interval": self.interval,
+            "at": _iso(self.at), "timezone": self.timezone, "start": _iso(self.start),
+            "end": _iso(self.end), "env": dict(self.env), "run_config": self.run_config,
+            "catchup": self.catchup.value, "catchup_window": self.catchup_window,
+            "max_catchup": self.max_catchup, "skip_if_late": self.skip_if_late,
+            "overlap": self.overlap.value, "enabled": self.enabled, "source": self.source,
+            "field": self.field,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Schedule:
+        """The schedule `to_json` gave (raises KeyError or ValueError for other data)."""
+        return cls(**{
+            **data, "kind": ScheduleKind(data["kind"]),
+            "cron": parse_cron(data["cron"]) if data.get("cron") else None,
+            "at": _from_iso(data.get("at")), "start": _from_iso(data.get("start")),
+            "end": _from_iso(data.get("end")), "env": dict(data.get("env") or {}),
+            "catchup": Catchup(data["catchup"]), "overlap": Overlap(data["overlap"]),
+        })
+
     def describe(self) -> str:
         if self.kind is ScheduleKind.CRON:
             return f"cron {self.cron.text}"  # type: ignore[union-attr]
@@ -112,3 +136,7 @@ class ScheduleSet:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _from_iso(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
