@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import CA_BUNDLE, Lines, containers_of, make_spec, utc_now
+from helpers import CA_BUNDLE, Lines, containers_of, make_spec, utc_now, wait_for
 
 from fastflow.defaults import DEFAULT_IMAGE
 from fastflow.errors import EngineUnavailable, ExecutorError
@@ -607,3 +607,52 @@ def test_a_reattached_run_that_failed_in_uv_is_recorded_as_a_fresh_one(
     assert len(record.attempts) == 1
     assert outcome.log_text.splitlines()[-1].endswith(lines[summary].text)
     assert containers_of(spec.run_id) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestLeftoverContainer:
+    """A container of the same run id and attempt is already there (its owner died, or a second
+    daemon started the same slot): an engine state to handle, never a failed attempt."""
+
+    @pytest.fixture(autouse=True)
+    def _executor(self, runner_image, shared_cache):
+        self.image, self.cache = runner_image, shared_cache
+        self.executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image)
+
+    def test_a_running_leftover_is_followed_to_its_end_instead_of_a_name_conflict(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import time
+            print("first", flush=True); time.sleep(2); print("second")
+        """)
+        kill_owner(start_owner(spec, self.image, self.cache, tmp_path / "live.log", "first"))
+        sink = Lines()
+        result = self.executor.execute(spec, sink, threading.Event())
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert result.exit_code == 0
+        assert sink.texts("stdout") == ["first", "second"]
+        assert any("already there" in text for text in sink.texts("runner"))
+        assert containers_of(spec.run_id) == []
+
+    def test_a_finished_leftover_gives_its_real_outcome(self, tmp_path):
+        spec = make_spec(tmp_path, """
+            import sys
+            print("done", flush=True); sys.exit(3)
+        """)
+        kill_owner(start_owner(spec, self.image, self.cache, tmp_path / "live.log", "done"))
+        wait_for(lambda: [c.status for c in containers_of(spec.run_id)] == ["exited"],
+                 what="the leftover container to exit")
+        sink = Lines()
+        result = self.executor.execute(spec, sink, threading.Event())
+        assert (result.status, result.exit_code) == (RunStatus.FAILED, 3)
+        assert sink.texts("stdout") == ["done"]
+        assert containers_of(spec.run_id) == []
+
+    def test_a_leftover_that_never_started_is_replaced_by_a_fresh_attempt(self, tmp_path):
+        spec = make_spec(tmp_path, "print('fresh')\n")
+        self.executor.containers.create(spec, offline=True)
+        sink = Lines()
+        result = self.executor.execute(spec, sink, threading.Event())
+        assert result.status is RunStatus.SUCCEEDED, result.error
+        assert sink.texts("stdout") == ["fresh"]
+        assert containers_of(spec.run_id) == []

@@ -35,11 +35,13 @@ import docker.errors
 from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
+    RUNNER,
     AttemptResult,
     AttemptSpec,
     Clock,
     Delivered,
     Executor,
+    OutputLine,
     OutputSink,
     PreheatJob,
     PreheatOutcome,
@@ -48,7 +50,12 @@ from fastflow.executors.base import (
     read_route,
 )
 from fastflow.executors.docker.cache import CacheLayout, read_requirements, requirements_key
-from fastflow.executors.docker.container import RunContainers, missing_image, route_file
+from fastflow.executors.docker.container import (
+    RunContainers,
+    container_name,
+    missing_image,
+    route_file,
+)
 from fastflow.executors.docker.engine import (
     KIND_RUN,
     LABEL_ATTEMPT,
@@ -113,6 +120,9 @@ class DockerExecutor(Executor):
         if cancel.is_set():
             return AttemptResult(RunStatus.CANCELLED, None, started, self.clock(),
                                  ErrorInfo("cancelled", "cancelled before the attempt started"))
+        leftover = self._adopt_leftover(spec, sink, cancel)
+        if leftover is not None:
+            return leftover
         environment, offline = self._environment(spec)
         container = self.containers.create(spec, offline=offline)
         try:
@@ -125,6 +135,35 @@ class DockerExecutor(Executor):
             )
         finally:
             self.containers.discard(container.id, container.name, container.scratch)
+
+    def _adopt_leftover(self, spec: AttemptSpec, sink: OutputSink,
+                        cancel: threading.Event) -> AttemptResult | None:
+        """A container named for this very attempt is already there (its owner died before
+        removing it, or another daemon runs the same slot): follow it to its end, or collect
+        how it ended, as a re-attach does, instead of failing on the name. None when there
+        is none (or it never started: it is removed, and the attempt starts afresh)."""
+        name = container_name(spec)
+        try:
+            attrs = self.client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        except DockerError as exc:
+            raise ExecutorError(f"cannot inspect the container {name}: {exc}") from exc
+        scratch = scratch_of(attrs, self.scratch_dir)
+        try:
+            if parse_engine_time(attrs.get("State", {}).get("StartedAt")) is None:
+                return None  # created, never started: discarded below, then made anew
+            sink(OutputLine(RUNNER, f"the container {name} of this attempt is already there, "
+                            "left by an earlier process: following it to its end instead of "
+                            "starting the attempt again", self.clock()))
+            found = self._resume(attrs["Id"], attrs, scratch, sink, cancel, lambda attempt: {})
+            return found.result if found is not None else None
+        except docker.errors.NotFound:
+            return None  # removed while we looked at it
+        except DockerError as exc:
+            raise ExecutorError(f"cannot follow the container {name}: {exc}") from exc
+        finally:
+            self.containers.discard(attrs["Id"], name, scratch)
 
     def preheat(self, job: PreheatJob) -> PreheatOutcome:
         """Fill the shared cache with `job`'s requirements in a trusted container of this
