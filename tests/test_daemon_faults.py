@@ -7,13 +7,18 @@ by patching time or state.
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
+from datetime import datetime, timezone
 
 import pytest
-from helpers import make_daemon, utc_now, wait_for
+from helpers import Clock, git, make_daemon, utc_now, wait_for
 
 from fastflow.daemon.runs import LaunchContext, LiveLogs, RunIdTaken, RunOrder
+from fastflow.errors import RepositoryError
 from fastflow.executors.base import RUNNER, STDERR, STDOUT, OutputLine
+from fastflow.model import RunStatus
 from fastflow.record import Trigger, new_run_id
 from fastflow.run.capture import parse_line, read_log_lines, read_log_text, split_log_lines
 from fastflow.run.recovery import capped_log, delivered_lines, earlier_attempts
@@ -115,3 +120,102 @@ def test_a_live_log_with_raw_carriage_returns_is_read_as_written(tmp_path):
     text = read_log_text(path)
     assert delivered_lines(text, 1) == {STDOUT: 2, STDERR: 0}
     assert earlier_attempts(text)[1] == 1
+
+
+# --- item 4: a fault while finishing a run never wedges anything -------------------------------
+
+T0 = datetime(2026, 11, 23, 10, 2, 30, tzinfo=timezone.utc)
+
+
+class Flaky:
+    """`target` with its method `name` raising `error` the first `times` calls (then itself)."""
+
+    def __init__(self, target, name: str, error: BaseException, times: int = 1) -> None:
+        self._target, self._name, self._error, self.left = target, name, error, times
+
+    def __getattr__(self, attr):
+        value = getattr(self._target, attr)
+        if attr != self._name:
+            return value
+
+        def call(*args, **kwargs):
+            if self.left > 0:
+                self.left -= 1
+                raise self._error
+            return value(*args, **kwargs)
+        return call
+
+    def __call__(self, *args, **kwargs):  # a flaky function: `name` is "__call__"
+        return self.__getattr__("__call__")(*args, **kwargs)
+
+
+PAGES_CRASH = ValueError("pages_for_new_run needs the newest 2 runs, got 1")
+FULL = OSError(errno.ENOSPC, "No space left on device")
+
+
+def inject(launcher, step: str) -> None:
+    """Make step `step` of finishing the next run fail once."""
+    if step == "pages":
+        launcher.on_finished = Flaky(launcher.on_finished, "__call__", PAGES_CRASH)
+    elif step == "record":  # the results journal cannot be written (a full disk)
+        launcher.store = Flaky(launcher.store, "record_run", FULL, times=2)
+    elif step == "commit":
+        launcher.store = Flaky(launcher.store, "flush", RepositoryError("branch keeps moving"))
+    elif step == "cleanup":
+        launcher.journal = Flaky(launcher.journal, "remove", FULL)
+    elif step == "after_record":
+        launcher.after_record = Flaky(launcher.after_record, "__call__", RuntimeError("boom"))
+    elif step == "ended":
+        launcher.on_ended = Flaky(launcher.on_ended, "__call__", RuntimeError("boom"))
+
+
+@pytest.mark.parametrize("step", ["pages", "record", "commit", "cleanup", "after_record", "ended"])
+def test_a_fault_at_any_step_of_finishing_a_run_never_wedges_the_daemon(origin, tmp_path, step,
+                                                                       caplog):
+    origin.push({
+        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: quick\n    interval: 1m\n"
+                                    "    overlap: skip\n",
+        "pipelines/quick/main.py": "print('quick')\n",
+        "pipelines/quick/pipeline.json": json.dumps({"max_instances": 1}),
+    }, "first")
+    clock = Clock(T0)
+    daemon = make_daemon(origin.bare, tmp_path / "state", clock=clock)
+    daemon.start()
+    try:
+        inject(daemon.launcher, step)
+        with caplog.at_level(logging.INFO, logger="fastflow"):
+            clock.now = daemon.timetable.next_runs()[0].at
+            daemon.tick(clock())
+            assert daemon.dispatcher.wait_idle(60)
+            (run_id,) = [r.getMessage().split()[3] for r in caplog.records
+                         if r.getMessage().startswith("schedule quick: queued")]
+            # the run has ended for the dispatcher and the schedule, recorded or not yet
+            assert daemon.dispatcher.instances("quick") == 0
+            assert step == "ended" or not any(daemon.timetable.running.values())
+            for _ in range(3):  # the next slots run (none is skipped as an overlap)
+                clock.now = daemon.timetable.next_runs()[0].at
+                daemon.tick(clock())
+                assert daemon.dispatcher.wait_idle(60)
+        daemon.store.flush()
+        records = {r.run_id: r for r in daemon.store.list_runs("quick")}
+        assert [r.status for r in records.values()] == [RunStatus.SUCCEEDED] * 4
+        assert run_id in records and daemon.launcher.unrecorded == []
+        assert not list(daemon.launcher.journal.dir.glob("*.json")) or step == "cleanup"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and run_id in errors[0].getMessage(), errors
+        assert errors[0].exc_info is None  # a message for the operator, not a traceback
+        if step == "pages":  # the pages come back with the next run
+            assert "site/pipelines/quick/index.html" in git(
+                "--git-dir", str(origin.bare), "ls-tree", "-r", "--name-only",
+                "fastflow/results", cwd=tmp_path)
+    finally:
+        daemon.stop(grace=30)
+
+
+def test_pages_of_a_run_recorded_twice_are_rendered_not_refused(daemon):
+    # Two owners of one run (issue 11, item 1 and 3): the second finish used to crash with
+    # "pages_for_new_run needs the newest 2 runs, got 1".
+    run_id = daemon.submit("report", Trigger("manual"), now=utc_now())
+    record = recorded(daemon, run_id, "report")
+    pages = daemon.publisher.pages_for_run(record, "log\n")
+    assert "site/pipelines/report/index.html" in pages

@@ -150,6 +150,7 @@ class Daemon:
             store=self.store, executor=self.executor, preheater=self.preheater,
             dispatcher=self.dispatcher, clock=self.clock, environ=self.environ,
             on_finished=self.publisher.pages_for_run, after_record=self._after_record,
+            on_ended=self._run_ended,
         )
         return config
 
@@ -225,22 +226,20 @@ class Daemon:
 
     def tick(self, now: datetime) -> datetime:
         """One round of work (see the module doc) at `now`; returns when the next is due."""
-        messages = self.inbox.read()  # each acknowledged once what it asked for is durable
-        pushes = [m for m in messages if isinstance(m, PushMessage)]
+        messages = self.inbox.drain()
         ref = f"refs/heads/{self.options.branch}"
-        if any(m.updates_ref(ref) for m in pushes) or self._poll.due(now):
+        if any(isinstance(m, PushMessage) and m.updates_ref(ref) for m in messages) \
+                or self._poll.due(now):
             self._sync(now, safe=True)
             self._poll.done(now)
-        for message in pushes:  # synced (or failed and logged: the poll retries)
-            self.inbox.acknowledge(message)
         for message in messages:
             if isinstance(message, RunRequestMessage):
                 self._accept_request(message, now)
-                self.inbox.acknowledge(message)
         if self.timetable.plan is not None and self._slots.due(now):
             with self._lock:
                 self._slots.set(self.timetable.fire_due(now))
                 self.follower.write_schedule_state(now)
+        self.launcher.retry_unrecorded()  # records a fault kept from the results branch
         if self._retention.due(now):
             self.apply_retention(now)
             self._retention.done(now)
@@ -326,19 +325,21 @@ class Daemon:
         return git.commit_info(self.repository, active.commit).tree
 
     def _accept_request(self, request: RunRequestMessage, now: datetime) -> None:
-        """Queue (journal) the run a request asks for, unless its deterministic id is known:
-        a request read again after a crash, before its acknowledgement, never runs twice."""
-        run_id = request_run_id(request.pipeline, request.request_id)
-        if self.launcher.knows(run_id, request.pipeline):
-            logger.info("request %s: %s was already accepted", request.request_id, run_id)
-            return
         try:
             run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
                                  env=request.env, run_config_id=request.run_config,
-                                 run_id=run_id)
+                                 run_id=request_run_id(request.pipeline, request.request_id))
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)
+
+    def _run_ended(self, run_id: str) -> None:
+        """A run ended, recorded or not yet (its record may wait for a full disk): its
+        schedule's next slot must not see it as running."""
+        if self.stopping.is_set():
+            return
+        with self._lock:
+            self.timetable.ended(run_id)
 
     def _after_record(self, record: RunRecord) -> None:
         """Downstream triggers fire when their parent's record is stored; a schedule's waiting

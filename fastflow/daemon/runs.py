@@ -138,6 +138,40 @@ class LiveLogs:
         (self.dir / f"{run_id}.log").unlink(missing_ok=True)
 
 
+class _FinishFaults:
+    """The faults met while finishing runs, each logged once per (run, step) with the run id
+    and no traceback (that goes to the debug log): a full disk must not flood the log."""
+
+    AFTER = {
+        "ended": "its schedule may wait for it until the daemon restarts",
+        "pages": "recorded without its site pages; the next run of the pipeline renders them",
+        "cleanup": "recorded; its run journal entry is dropped at the next start",
+        "after_record": "recorded; its downstream runs were not all started",
+    }
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._seen: set[tuple[str, str]] = set()
+
+    def log(self, run_id: str, step: str, exc: BaseException, then: str) -> None:
+        with self.lock:
+            if (run_id, step) in self._seen:
+                return
+            self._seen.add((run_id, step))
+        what = {"record": "cannot be recorded", "commit": "not committed to the results branch"
+                }.get(step, f"failed at step {step!r}")
+        logger.error("run %s: %s: %s: %s; %s", run_id, what, type(exc).__name__, exc, then)
+        logger.debug("run %s: %s", run_id, step, exc_info=exc)
+
+    def solved(self, run_id: str, step: str) -> None:
+        with self.lock:
+            if (run_id, step) not in self._seen:
+                return
+            self._seen.discard((run_id, step))
+        logger.warning("run %s: %s now done", run_id,
+                       "recording" if step == "record" else "committing")
+
+
 @dataclass
 class LaunchContext:
     """What a run needs from the daemon at the moment it is queued."""
@@ -154,7 +188,8 @@ class RunLauncher:
                  dispatcher: Dispatcher, clock: Callable[[], datetime],
                  environ: Mapping[str, str],
                  on_finished: Callable[[RunRecord, str], Mapping[str, bytes | None]] | None = None,
-                 after_record: Callable[[RunRecord], None] | None = None) -> None:
+                 after_record: Callable[[RunRecord], None] | None = None,
+                 on_ended: Callable[[str], None] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
@@ -167,6 +202,10 @@ class RunLauncher:
         self.live = LiveLogs(state_dir)
         self.on_finished = on_finished  # returns extra files (site pages) for the record commit
         self.after_record = after_record  # e.g. downstream triggers
+        self.on_ended = on_ended  # a run ended (recorded or not yet): overlap, waiting runs
+        self._faults = _FinishFaults()
+        self._unrecorded: dict[str, tuple[RunRecord, str, str | None]] = {}
+        self._flush_due: str | None = None  # the run whose commit failed, retried each round
         self._contexts: dict[str, LaunchContext] = {}
 
     def submit(self, order: RunOrder, context: LaunchContext,
@@ -256,15 +295,80 @@ class RunLauncher:
 
     def store_record(self, record: RunRecord, log_text: str, journalled: str | None = None) -> None:
         """Commit `record` with its log and the site pages it changes; drop the journal entry
-        `journalled` (the run's id) when there is one; then the `after_record` hook."""
-        extra = self.on_finished(record, log_text) if self.on_finished else {}
-        self.store.record_run(record, log_text, extra_files=extra)
+        `journalled` (the run's id) when there is one; then the `after_record` hook.
+
+        Never raises, never wedges (see `_FinishFaults`): pages that fail to render are left
+        out (the next run of the pipeline renders them again); a record that cannot be
+        journalled (a full disk) stays in memory, its run journal entry kept, and is retried
+        every round (`retry_unrecorded`); a commit that fails is retried from the store's
+        journal. The run counts as ended at once (`on_ended`: overlap, waiting runs) and the
+        dispatcher's permit and instance are freed when this returns. Each fault is logged once,
+        with the run id.
+        """
+        if self.on_ended is not None:
+            self._guard(record.run_id, "ended", lambda: self.on_ended(record.run_id))
+        pages = self._guard(record.run_id, "pages", lambda: self.on_finished(record, log_text)
+                            if self.on_finished else {})
+        try:
+            self.store.record_run(record, log_text, extra_files=pages or {}, commit=False)
+        except Exception as exc:  # noqa: BLE001 - a full disk, a broken store: keep it, retry
+            with self._faults.lock:
+                first = record.run_id not in self._unrecorded
+                self._unrecorded[record.run_id] = (record, log_text, journalled)
+            if first:
+                self._faults.log(record.run_id, "record", exc,
+                                 "kept in memory and in the run journal; retried every round")
+            return
+        self._faults.solved(record.run_id, "record")
         if journalled is not None:
-            self.journal.remove(journalled)
-            self.live.remove(journalled)
+            self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
+        self._flush(record.run_id)
         logger.info("run %s: %s", record.run_id, record.status.value)
         if self.after_record is not None:
-            self.after_record(record)
+            self._guard(record.run_id, "after_record", lambda: self.after_record(record))
+
+    def _forget(self, run_id: str) -> None:
+        self.journal.remove(run_id)
+        self.live.remove(run_id)
+
+    def _flush(self, run_id: str) -> None:
+        """Commit what the store journalled; on failure it stays journalled for the next round."""
+        try:
+            self.store.flush()
+        except Exception as exc:  # noqa: BLE001 - the record is journalled: nothing is lost
+            self._flush_due = run_id
+            self._faults.log(run_id, "commit", exc, "journalled; committed at a later round")
+            return
+        self._flush_due = None
+        self._faults.solved(run_id, "commit")
+
+    def _guard(self, run_id: str, step: str, action: Callable[[], object]) -> object:
+        try:
+            result = action()
+        except Exception as exc:  # noqa: BLE001 - one step's fault never stops the others
+            self._faults.log(run_id, step, exc, _FinishFaults.AFTER[step])
+            return None
+        return result
+
+    def retry_unrecorded(self) -> int:
+        """Try again to store the records that could not be stored (and to commit what the
+        store journalled, after a failed commit); returns how many records are still waiting.
+        Called by the daemon every round."""
+        with self._faults.lock:
+            waiting = list(self._unrecorded.values())
+            self._unrecorded.clear()
+        for record, log_text, journalled in waiting:
+            self.store_record(record, log_text, journalled)
+        if self._flush_due is not None and not waiting:
+            self._flush(self._flush_due)
+        with self._faults.lock:
+            return len(self._unrecorded)
+
+    @property
+    def unrecorded(self) -> list[str]:
+        """Run ids whose records wait in memory to be stored (e.g. the state dir is full)."""
+        with self._faults.lock:
+            return sorted(self._unrecorded)
 
     def knows(self, run_id: str, pipeline: str) -> bool:
         """True when a run with this id is journalled (queued or running) or already recorded:

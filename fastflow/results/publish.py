@@ -93,10 +93,15 @@ class SitePublisher:
     def pages_for_run(self, record: RunRecord, log_text: str) -> dict[str, bytes]:
         """The site pages `record` changes, as results-branch paths."""
         summary = self.store.read_summary()
-        earlier = [r for r in self.store.list_runs(record.pipeline, limit=DEFAULT_PAGE_SIZE + 1)
-                   if r.run_id != record.run_id]
+        listed = self.store.list_runs(record.pipeline, limit=DEFAULT_PAGE_SIZE + 1)
+        earlier = [r for r in listed if r.run_id != record.run_id]
         recent = sorted([record, *earlier], key=lambda r: r.run_id, reverse=True)
-        total = runs_recorded(summary, record.pipeline) + 1
+        # A record already on the branch (a second owner of the run) is not counted twice, and
+        # a listing shorter than asked is complete: the count never asks for runs that are not
+        # there, whatever summary.json says (pages_for_new_run would refuse).
+        total = runs_recorded(summary, record.pipeline) + (len(earlier) == len(listed))
+        if len(listed) <= DEFAULT_PAGE_SIZE:
+            total = len(recent)
         pages = pages_for_new_run(self.site_data(summary), record, log_text,
                                   recent[: DEFAULT_PAGE_SIZE + 1], total)
         return {SITE_PREFIX + path: body for path, body in pages.items()}
