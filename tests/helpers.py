@@ -1,9 +1,10 @@
 """The test harness's plain helpers (fixtures are in conftest.py); each chore has one helper here.
 
 Clocks (`utc_now`, `Clock`), waiting (`wait_for`, `alive`), a real sink (`Lines`), files and
-git (`write_files`, `git`, `run_git`, `Origin`), attempt specs (`make_spec`), Docker
-(`require_docker`, `containers_of`), the daemon factory (`make_daemon`), the command tree
-(`command_paths`) and the sample site of test_site and test_site_browser (`build_sample`).
+git (`write_files`, `git`, `run_git`, `Origin`, `GitDaemon` for a git:// remote), attempt
+specs (`make_spec`), Docker (`require_docker`, `containers_of`), the daemon factory
+(`make_daemon`) and process (`start_serve`), the command tree (`command_paths`) and the sample
+site of test_site and test_site_browser (`build_sample`).
 Test modules import from here, never from each other.
 """
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -168,6 +171,69 @@ class Origin:
         return git("rev-parse", "HEAD", cwd=self.work)
 
 
+
+class GitDaemon:
+    """`git daemon` serving the bare repositories under `base` over git:// on 127.0.0.1, pushes
+    allowed: a real network remote, whose hooks run (libgit2's local transport runs none).
+
+    `stall()` replaces it, on the same port, by a listener that accepts connections and never
+    answers (a fetch or push hangs there until the test resumes); `accepted()` waits for the
+    first connection to it; `start()` serves again."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+        self._stalled: socket.socket | None = None
+        self._hung: list[socket.socket] = []
+
+    def url(self, bare: Path) -> str:
+        return f"git://127.0.0.1:{self.port}/{bare.relative_to(self.base)}"
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def start(self) -> "GitDaemon":
+        self._resume()
+        self.proc = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", f"--base-path={self.base}", "--export-all",
+             "--enable=receive-pack", f"--port={self.port}", "--listen=127.0.0.1", str(self.base)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._answers, timeout=10, what="git daemon to listen")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+        self._resume()
+
+    def stall(self) -> None:
+        self.stop()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(8)
+        self._stalled = listener
+
+    def accepted(self, timeout: float = 30.0) -> None:
+        assert self._stalled is not None, "stall() first"
+        self._stalled.settimeout(timeout)
+        connection, _ = self._stalled.accept()
+        self._hung.append(connection)
+
+    def _resume(self) -> None:
+        for sock in [*self._hung, *([self._stalled] if self._stalled else [])]:
+            sock.close()
+        self._hung, self._stalled = [], None
+
 # --- attempt specs ------------------------------------------------------------------------------
 
 def make_spec(tmp_path: Path, code: str, **overrides) -> AttemptSpec:
@@ -214,6 +280,26 @@ def make_daemon(source: str | Path, state_dir: Path, *, clock: Callable[[], date
         executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
     )
 
+
+
+def start_serve(source: str | Path, state_dir: Path, log: Path, *args: str,
+                env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m fastflow serve --repo source --state-dir state_dir *args` as a real process,
+    its output in `log`; returns once it wrote its first heartbeat (`status.json`, removed
+    first so an old one does not count). Kill it with `proc.send_signal(signal.SIGKILL)`."""
+    (state_dir / "status.json").unlink(missing_ok=True)
+    with open(log, "a") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastflow", "serve", "--repo", str(source),
+             "--state-dir", str(state_dir), *args],
+            env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+
+    def started() -> bool:
+        assert proc.poll() is None, f"fastflow serve exited:\n{log.read_text()}"
+        return (state_dir / "status.json").exists()
+
+    wait_for(started, timeout=60, what=f"the daemon's first heartbeat in {state_dir}")
+    return proc
 
 # --- the command tree ---------------------------------------------------------------------------
 

@@ -10,8 +10,14 @@ half a message:
 - `run-<time_ns>-<rand>.json`: a run request (`fastflow run NAME --remote`), a JSON object with
   `pipeline`, `env`, `run_config`, `requested_at` (ISO 8601 with offset) and `request_id`.
 
-`Inbox.drain()` returns and deletes every message in arrival order (by `time_ns`, then name);
-files that cannot be parsed are moved to `inbox/bad/` with a logged warning, never raised.
+`Inbox.read()` returns every message in arrival order (by `time_ns`, then name) and leaves it
+in place; the daemon `acknowledge`s (deletes) a message only once what it asked for is durable:
+a run request once its run is journalled (or its refusal recorded), a push once the sync it asked
+for is done. So a `kill -9` at any moment loses no message: the next start reads it again, and
+the run id of a request is deterministic (`record.request_run_id`), so the journal and the
+results branch tell whether it was already accepted. `Inbox.drain()` is `read` + `acknowledge`
+for callers that need no such care. Files that cannot be parsed are moved to `inbox/bad/` with a
+logged warning, never raised.
 `Inbox.waiter()` blocks the daemon until a message lands: inotify through watchdog, so an idle
 daemon uses no CPU and wakes within milliseconds; a polling observer when inotify is unavailable.
 """
@@ -223,7 +229,20 @@ class Inbox:
         log.warning("inbox: %s is not a valid message (%s); moved to %s", self.path / name, reason, target)
 
     def drain(self) -> list[Message]:
-        """Read and delete every message, oldest first; malformed files go to `inbox/bad/`.
+        """Read and delete every message, oldest first (`read`, then `acknowledge` each)."""
+        messages = self.read()
+        for message in messages:
+            self.acknowledge(message)
+        return messages
+
+    def acknowledge(self, message: Message) -> None:
+        """Delete `message` from the inbox: what it asked for is done or durably journalled.
+        Acknowledging twice (or a message another reader took) is harmless."""
+        (self.path / message.name).unlink(missing_ok=True)
+
+    def read(self) -> list[Message]:
+        """Every message, oldest first, left in the inbox until `acknowledge`d; malformed files
+        go to `inbox/bad/`.
 
         Never raises for a bad file: it is moved aside with a logged warning naming it and the
         reason, and the other messages are still returned.
@@ -241,7 +260,6 @@ class Inbox:
             except (MalformedMessage, OSError) as exc:
                 self._set_aside(name, str(exc))
                 continue
-            path.unlink(missing_ok=True)
             messages.append(message)
         return messages
 

@@ -1,0 +1,130 @@
+"""`fastflow run --remote`: a queued request is never lost, never run twice, and a refused one is
+seen by the user who queued it.
+
+The kill test starts `fastflow serve` as a real process following a git:// remote (`git daemon`),
+stalls the remote so the sync that follows reading the inbox hangs, and kills the daemon there
+with SIGKILL: the request and the push stay in the inbox until a new daemon handles them.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import GitDaemon, Origin, git, make_daemon, start_serve, utc_now, wait_for
+
+from fastflow.daemon.inbox import Inbox
+from fastflow.errors import RepositoryError
+from fastflow.model import RunStatus
+from fastflow.results.layout import record_path
+from fastflow.results.store import ResultsStore
+
+PIPELINES = {
+    ".fastflow/config.yaml": "max_concurrent_runs: 2\n",
+    "pipelines/report/main.py": "print('report')\n",
+    "pipelines/off/main.py": "print('off')\n",
+    "pipelines/off/pipeline.json": '{"enabled": false}',
+}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastflow", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def queued_run_id(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("queued "), result.stdout
+    return result.stdout.split()[1]
+
+
+def read_record(store: ResultsStore, run_id: str, pipeline: str):
+    try:
+        return store.read_run(run_id, pipeline=pipeline)
+    except RepositoryError:
+        return None
+
+
+def pushed(bare: Path, mirror: Path) -> bool:
+    """Whether the results branch of `mirror` is on the remote `bare` as it is locally."""
+    try:
+        return git("rev-parse", "fastflow/results", cwd=bare) == \
+            git("rev-parse", "fastflow/results", cwd=mirror)
+    except subprocess.CalledProcessError:
+        return False
+
+
+def record_commits(repo: Path, pipeline: str, run_id: str) -> list[str]:
+    """The commits of the results branch that wrote the record of `run_id`."""
+    return git("log", "--format=%H", "fastflow/results", "--", record_path(pipeline, run_id),
+               cwd=repo).split()
+
+
+@pytest.mark.slow
+def test_a_request_read_before_a_kill_during_the_sync_runs_once_after_the_restart(tmp_path):
+    user = Origin(tmp_path)
+    user.push(PIPELINES, "first")
+    remote = GitDaemon(tmp_path).start()
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    url = remote.url(user.bare)
+    serve = start_serve(url, state, log, "--local", "--poll-interval", "600")
+    try:
+        wait_for(lambda: pushed(user.bare, state / "mirror.git"), timeout=30,
+                 what="the first results pushed: the daemon is idle")
+        remote.stall()  # the next fetch hangs: the daemon is killed in the middle of its sync
+        serve.send_signal(signal.SIGSTOP)  # so that it reads both messages in one round
+        run_id = queued_run_id(cli("run", "report", "--remote", "--state-dir", str(state)))
+        Inbox(state).post_push("")
+        serve.send_signal(signal.SIGCONT)
+        remote.accepted()  # the daemon read its inbox and is fetching
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(10)
+        left = sorted(p.name.split("-")[0] for p in (state / "inbox").iterdir() if p.is_file())
+        assert left == ["push", "run"], "an inbox message was deleted before it was handled"
+
+        remote.start()
+        serve = start_serve(url, state, log, "--local", "--poll-interval", "600")
+        store = ResultsStore(state / "mirror.git", tmp_path / "reader-journal", utc_now)
+        record = wait_for(lambda: read_record(store, run_id, "report"), timeout=60,
+                          what=f"the record of {run_id}:\n{log.read_text()}")
+        assert record.status is RunStatus.SUCCEEDED and len(record.attempts) == 1
+        wait_for(lambda: not any(p.is_file() for p in (state / "inbox").iterdir()),
+                 timeout=10, what="an empty inbox")
+        assert len(record_commits(state / "mirror.git", "report", run_id)) == 1
+    finally:
+        if serve.poll() is None:
+            serve.terminate()
+            serve.wait(40)
+        remote.stop()
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_request_read_again_after_it_was_journalled_does_not_run_twice(origin, tmp_path):
+    """The window between journalling a request's run and deleting its message: a daemon that
+    dies there reads the message again and must know the run."""
+    origin.push(PIPELINES, "first")
+    daemon = make_daemon(origin.bare, tmp_path / "state")
+    daemon.start()
+    try:
+        run_id = queued_run_id(cli("run", "report", "--remote", "--state-dir",
+                                   str(tmp_path / "state")))
+        [message] = [p for p in (tmp_path / "state" / "inbox").iterdir() if p.is_file()]
+        kept = shutil.copy(message, tmp_path / message.name)
+        daemon.tick(utc_now())
+        assert not message.exists()
+        shutil.copy(kept, message)  # as if the daemon died before its acknowledgement
+        daemon.tick(utc_now())
+        assert not message.exists()
+        assert daemon.dispatcher.wait_idle(60)
+        record = wait_for(lambda: read_record(daemon.store, run_id, "report"))
+        assert record.status is RunStatus.SUCCEEDED
+        daemon.tick(utc_now())  # once more after the record: still known, not queued again
+        assert daemon.dispatcher.wait_idle(60)
+        assert daemon.dispatcher.queued() == [] and daemon.dispatcher.running() == []
+    finally:
+        daemon.stop(grace=30)
+    assert len(record_commits(origin.bare, "report", run_id)) == 1
