@@ -33,6 +33,11 @@ HEARTBEAT_INTERVAL = 60.0
 BRANCH_HEARTBEAT_INTERVAL = 300.0
 HEARTBEAT_STALE_FACTOR = 3
 
+# A results push refused by the remote's policy or unable to reach it is retried on the
+# daemon's timer, after this many seconds, doubling at each further failure up to the maximum.
+PUSH_RETRY_INITIAL = 30.0
+PUSH_RETRY_MAX = 600.0
+
 CONFIG_DIR = ".fastflow"
 CONFIG_FILE = ".fastflow/config.yaml"
 SCHEDULES_FILE = ".fastflow/schedules.yaml"

@@ -291,10 +291,11 @@ def test_offline_remote_accumulates_then_pushes(tmp_path):
     store = ResultsStore(tmp_path / "repo.git", tmp_path / "j", clock, remote=str(remote))
     for i in range(3):
         store.record_run(run("p", f"2026112{i}T000000Z"), "")
-    assert store.push_pending() is g.PushResult.UNREACHABLE
+    assert store.push_pending(force=True) is g.PushResult.UNREACHABLE
+    assert store.push_pending() is None  # backing off: the daemon's tick retries when due
     assert len(store.list_run_ids("p")) == 3  # committed locally meanwhile
     g.init_repo(remote, bare=True)  # the remote comes back
-    assert store.push_pending() is g.PushResult.PUSHED
+    assert store.push_pending(force=True) is g.PushResult.PUSHED
     assert git("rev-parse", "fastflow/results", cwd=remote) == store.head()
     assert git("rev-list", "--count", "fastflow/results", cwd=remote) == "3"
 

@@ -226,15 +226,18 @@ class Daemon:
 
     def tick(self, now: datetime) -> datetime:
         """One round of work (see the module doc) at `now`; returns when the next is due."""
-        messages = self.inbox.drain()
+        messages = self.inbox.read()  # each acknowledged once what it asked for is durable
+        pushes = [m for m in messages if isinstance(m, PushMessage)]
         ref = f"refs/heads/{self.options.branch}"
-        if any(isinstance(m, PushMessage) and m.updates_ref(ref) for m in messages) \
-                or self._poll.due(now):
+        if any(m.updates_ref(ref) for m in pushes) or self._poll.due(now):
             self._sync(now, safe=True)
             self._poll.done(now)
+        for message in pushes:  # synced (or failed and logged: the poll retries)
+            self.inbox.acknowledge(message)
         for message in messages:
             if isinstance(message, RunRequestMessage):
                 self._accept_request(message, now)
+                self.inbox.acknowledge(message)
         if self.timetable.plan is not None and self._slots.due(now):
             with self._lock:
                 self._slots.set(self.timetable.fire_due(now))
@@ -243,9 +246,12 @@ class Daemon:
         if self._retention.due(now):
             self.apply_retention(now)
             self._retention.done(now)
+        if self.store.push_retry_at is not None and now >= self.store.push_retry_at:
+            self.store.push_pending(now)  # a results push the remote refused or missed
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
-        return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at)
+        return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
+                        self.store.push_retry_at)
 
     def sync(self, now: datetime) -> Deployment | None:
         """One sync at `now` (`Follower.sync`); raises when it fails."""
@@ -325,10 +331,16 @@ class Daemon:
         return git.commit_info(self.repository, active.commit).tree
 
     def _accept_request(self, request: RunRequestMessage, now: datetime) -> None:
+        """Queue (journal) the run a request asks for, unless its deterministic id is known:
+        a request read again after a crash, before its acknowledgement, never runs twice."""
+        run_id = request_run_id(request.pipeline, request.request_id)
+        if self.launcher.knows(run_id, request.pipeline):
+            logger.info("request %s: %s was already accepted", request.request_id, run_id)
+            return
         try:
             run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
                                  env=request.env, run_config_id=request.run_config,
-                                 run_id=request_run_id(request.pipeline, request.request_id))
+                                 run_id=run_id)
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Collection, Iterable, Mapping
 
 import pygit2
 
@@ -58,6 +59,7 @@ class _Callbacks(pygit2.RemoteCallbacks):
         self._creds = creds or Credentials()
         self._asked = 0
         self.rejected: dict[str, str] = {}
+        self.remote_lines: deque[str] = deque(maxlen=5)  # the remote's last `remote:` lines
 
     def credentials(self, url, username_from_url, allowed_types):
         self._asked += 1
@@ -82,6 +84,9 @@ class _Callbacks(pygit2.RemoteCallbacks):
     def push_update_reference(self, refname, message):
         if message:
             self.rejected[refname] = message
+
+    def sideband_progress(self, string):
+        self.remote_lines.extend(line.strip() for line in string.splitlines() if line.strip())
 
 
 def _remote(repo: GitRepo, remote: str) -> pygit2.Remote:
@@ -163,11 +168,23 @@ _REJECTED_MARKERS = ("non-fastforward", "non-fast-forward", "fetch first",
 
 
 class PushResult(str, enum.Enum):
-    """How a push ended: pushed, rejected (the remote moved: fetch and merge), unreachable."""
+    """How a push ended: pushed; rejected (the remote moved: fetch and merge); refused (the
+    remote's policy declined it, e.g. a pre-receive hook or a protected ref: merging cannot
+    help, retry later); unreachable."""
 
     PUSHED = "pushed"
     REJECTED = "rejected"
+    REFUSED = "refused"
     UNREACHABLE = "unreachable"
+
+
+def _declined(message: str, remote_lines: Iterable[str]) -> tuple[PushResult, str]:
+    """A server's refusal of a ref: a conflict when its words say the ref moved, else policy;
+    the detail carries what the remote printed (a hook's reason)."""
+    if any(marker in message for marker in _REJECTED_MARKERS):
+        return PushResult.REJECTED, message
+    said = "; ".join(f"remote: {line}" for line in remote_lines)
+    return PushResult.REFUSED, f"{message}; {said}" if said else message
 
 
 def push_branch(
@@ -192,5 +209,5 @@ def push_branch(
         log.info("push of %s to %s failed: %s", branch, remote, text)
         return PushResult.UNREACHABLE, text
     if ref in cb.rejected:
-        return PushResult.REJECTED, cb.rejected[ref]
+        return _declined(cb.rejected[ref], cb.remote_lines)
     return PushResult.PUSHED, ""

@@ -28,7 +28,9 @@ from fastflow.defaults import (
 )
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.files import fsync_dir, is_temporary, write_atomic
+from fastflow.humanize import format_seconds
 from fastflow.record import RunRecord, run_id_time
+from fastflow.results.backoff import PushBackoff
 from fastflow.results.layout import (
     SUMMARY_PATH,
     apply_run_to_summary,
@@ -84,6 +86,7 @@ class ResultsStore:
         self.credentials = credentials
         self._fail_at = _fail_at
         self._lock = threading.RLock()
+        self._backoff = PushBackoff()  # pushes that did not land: when to try again
 
     # ---------------------------------------------------------------- writing
     def record_run(
@@ -388,31 +391,68 @@ class ResultsStore:
             return sha
 
     # ---------------------------------------------------------------- remote
-    def push_pending(self) -> git.PushResult | None:
-        """Push the branch; when rejected, fetch the remote's, merge (re-apply our files on
-        top of it) and retry; when unreachable, keep the commits for a later call."""
+    @property
+    def push_retry_at(self) -> datetime | None:
+        """When a push that did not land is tried again (None: nothing waits for a retry)."""
+        return self._backoff.retry_at
+
+    def push_pending(self, now: datetime | None = None, *,
+                     force: bool = False) -> git.PushResult | None:
+        """Push the branch; None when there is no remote or nothing to push, or when an
+        earlier push failed and its retry is not due at `now` (default: the store's clock)
+        unless `force`.
+
+        Rejected because the remote moved: fetch the remote's branch, merge (re-apply our
+        files on top of it) and push again. Refused by the remote's policy (a hook, a protected
+        ref), or unreachable: keep the commits, warn once, and back off (`backoff`); the
+        daemon's tick calls again at `push_retry_at`. A refusal never makes a merge commit.
+        """
         if not self.remote or self.head() is None:
             return None
+        now = self.clock() if now is None else now
         with self._lock:
-            for _ in range(5):
-                try:
-                    result, detail = git.push_branch(self.repo, self.remote, self.branch,
-                                                     self.credentials)
-                except FastflowError as exc:
-                    result, detail = git.PushResult.UNREACHABLE, str(exc)
-                if result is not git.PushResult.REJECTED:
-                    if result is git.PushResult.UNREACHABLE:
-                        log.warning("results not pushed (kept locally): %s", detail)
-                    return result
-                try:
-                    upstream = git.fetch_branch(self.repo, self.remote, self.branch,
-                                                self.credentials)
-                except FastflowError as exc:
-                    log.warning("results not pushed (kept locally): %s", exc)
-                    return git.PushResult.UNREACHABLE
-                if upstream is not None:
-                    self._merge(upstream)
-        return git.PushResult.REJECTED
+            if not force and not self._backoff.due(now):
+                return None
+            result, detail = self._push_merging()
+            if result is git.PushResult.PUSHED:
+                failed = self._backoff.succeeded()
+                if failed:
+                    log.warning("results pushed to %s after %d attempts", self.remote, failed + 1)
+                return result
+            news = self._backoff.failed(now, result.value)
+            (log.warning if news else log.info)(
+                "results not pushed to %s: %s; kept locally, retrying in %s", self.remote,
+                detail, format_seconds(self._backoff.delay_s))
+            return result
+
+    def _push_merging(self) -> tuple[git.PushResult, str]:
+        """One push, and while it is rejected because the remote moved, fetch + merge + push
+        (five rounds at most). Returns the result and what to tell the operator."""
+        ref = f"refs/heads/{self.branch}"
+        for _ in range(5):
+            try:
+                result, detail = git.push_branch(self.repo, self.remote, self.branch,
+                                                 self.credentials)
+            except FastflowError as exc:
+                result, detail = git.PushResult.UNREACHABLE, str(exc)
+            if result is git.PushResult.PUSHED:
+                return result, ""
+            if result is git.PushResult.REFUSED:
+                return result, f"the remote refused {ref} ({detail})"
+            if result is git.PushResult.UNREACHABLE:
+                return result, f"the remote is unreachable ({detail})"
+            try:
+                upstream = git.fetch_branch(self.repo, self.remote, self.branch,
+                                            self.credentials)
+            except FastflowError as exc:
+                return git.PushResult.UNREACHABLE, f"the remote is unreachable ({exc})"
+            local = self.head()
+            if upstream is None or git.merge_base(self.repo, local, upstream) == upstream:
+                # Nothing of the remote's is missing here: the push was a fast-forward, so
+                # the rejection was the remote's policy, whatever its words.
+                return git.PushResult.REFUSED, f"the remote refused {ref} ({detail})"
+            self._merge(upstream)
+        return git.PushResult.REJECTED, f"{ref} keeps moving on the remote ({detail})"
 
     def _merge(self, upstream: str) -> str | None:
         """Re-apply our changes since the common ancestor on top of `upstream` (merge commit)."""
@@ -421,6 +461,8 @@ class ResultsStore:
         if base == local:  # nothing of ours is missing upstream: fast-forward
             git.update_ref(self.repo, self.branch, upstream, local, "fast-forward")
             return upstream
+        if base == upstream:  # nothing of theirs is missing here: never an empty merge
+            return local
         ours = git.diff_blobs(self.repo, base and git.commit_info(self.repo, base).tree, local)
         changes = {p: v for p, v in ours.items()
                    if p != SUMMARY_PATH and not p.startswith("badges/")}
