@@ -128,3 +128,74 @@ def test_a_request_read_again_after_it_was_journalled_does_not_run_twice(origin,
     finally:
         daemon.stop(grace=30)
     assert len(record_commits(origin.bare, "report", run_id)) == 1
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_what_the_daemon_would_refuse(origin, tmp_path):
+    origin.push(PIPELINES, "first")
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        unknown = cli("run", "reprot", "--remote", "--state-dir", str(state))
+        assert (unknown.returncode, unknown.stdout) == (1, "")
+        assert unknown.stderr == (
+            f"Error: {state}: the daemon has no active pipeline named 'reprot'; did you mean "
+            '"report"? Check the name, or push the pipeline first\n')
+        disabled = cli("run", "off", "--remote", "--state-dir", str(state))
+        assert (disabled.returncode, disabled.stdout) == (1, "")
+        assert disabled.stderr == (
+            f"Error: {state}: pipeline 'off' is disabled (\"enabled\": false in its pipeline.json);"
+            " enable it and push, or run it here with `fastflow run off`\n")
+        assert not any(p.is_file() for p in (state / "inbox").iterdir())  # nothing queued
+    finally:
+        daemon.stop(grace=30)
+
+
+@pytest.mark.slow
+def test_a_request_the_daemon_refuses_is_a_visible_failed_record(origin, tmp_path):
+    """Queued while the pipeline was active, refused by the time the daemon reads it (disabled
+    by a push meanwhile; an unknown run configuration): the user sees why by the run id."""
+    origin.push(PIPELINES, "first")
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        bad_config = queued_run_id(cli("run", "report", "--remote", "--run-config", "nightly",
+                                       "--state-dir", str(state)))
+        disabled = queued_run_id(cli("run", "report", "--remote", "--state-dir", str(state)))
+        origin.push({"pipelines/report/pipeline.json": '{"enabled": false}'}, "disable report")
+        daemon.sync(utc_now())  # the push lands before the daemon reads its inbox
+        daemon.tick(utc_now())
+        assert daemon.dispatcher.wait_idle(60)
+        assert not any(p.is_file() for p in (state / "inbox").iterdir())
+        for run_id, reason in (
+                (bad_config, "pipeline 'report' is disabled"),
+                (disabled, "pipeline 'report' is disabled")):
+            record = daemon.store.read_run(run_id, pipeline="report")
+            assert record.status is RunStatus.FAILED and record.attempts == ()
+            assert record.error.kind == "refused" and reason in record.error.message
+            assert record.trigger.kind == "manual"
+        logs = cli("logs", disabled, "--repo", str(origin.bare))
+        assert logs.returncode == 0, logs.stderr
+        assert "refused: pipeline 'report' is disabled" in logs.stdout
+    finally:
+        daemon.stop(grace=30)
+
+
+@pytest.mark.slow
+def test_a_request_with_an_unknown_run_configuration_is_refused_with_a_record(origin, tmp_path):
+    origin.push(PIPELINES, "first")
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        run_id = queued_run_id(cli("run", "report", "--remote", "--run-config", "nightly",
+                                   "--state-dir", str(state)))
+        daemon.tick(utc_now())
+        assert daemon.dispatcher.wait_idle(60)
+        record = daemon.store.read_run(run_id, pipeline="report")
+        assert record.status is RunStatus.FAILED and record.error.kind == "refused"
+        assert "nightly" in record.error.message
+    finally:
+        daemon.stop(grace=30)

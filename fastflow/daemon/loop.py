@@ -33,6 +33,7 @@ from fastflow.config import default_repo_config
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat
 from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
+from fastflow.daemon.requests import check_request, recordable, refusal
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.sync import Follower, open_source
@@ -338,12 +339,15 @@ class Daemon:
             logger.info("request %s: %s was already accepted", request.request_id, run_id)
             return
         try:
+            check_request(request, self.deployment)
             run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
                                  env=request.env, run_config_id=request.run_config,
                                  run_id=run_id)
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)
+            if recordable(request.pipeline):  # the user sees why, by the run id they got
+                self.launcher.store_record(*refusal(request, run_id, str(exc), now))
 
     def _run_ended(self, run_id: str) -> None:
         """A run ended, recorded or not yet (its record may wait for a full disk): its

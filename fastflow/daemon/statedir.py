@@ -6,15 +6,17 @@ not `fastflow.daemon`, so they start fast.
 """
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
 from typing import Mapping
 
 from fastflow.daemon.inbox import Inbox
-from fastflow.defaults import STATE_INBOX, STATE_LOCK
+from fastflow.defaults import STATE_DEPLOYMENT, STATE_INBOX, STATE_LOCK
 from fastflow.errors import FastflowError
 from fastflow.files import try_lock
+from fastflow.humanize import did_you_mean
 from fastflow.record import request_run_id
 
 
@@ -29,15 +31,38 @@ def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
 
 def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
                      run_config: str | None, now: datetime) -> str:
-    """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have."""
+    """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have.
+
+    Refuses (`FastflowError`) what the daemon would refuse and can be known here: a pipeline
+    not active or disabled in the deployment the daemon recorded (`deployment.json`). The daemon checks again when it reads the request (a push
+    may land meanwhile) and records a refusal as a `failed` run with error kind `refused`."""
     inbox_dir = Path(state_dir) / STATE_INBOX
     if not inbox_dir.is_dir():
         raise FastflowError(
             f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
             "or pass its --state-dir"
         )
+    check_remote_pipeline(Path(state_dir), pipeline)
     request_id = Inbox(state_dir).post_run_request(pipeline, dict(env), run_config, now)
     return request_run_id(pipeline, request_id)
+
+
+def check_remote_pipeline(state_dir: Path, pipeline: str) -> None:
+    """Raise `FastflowError` when the daemon of `state_dir` would refuse to run `pipeline`, as
+    far as its `deployment.json` tells (none yet: nothing to check, the daemon decides)."""
+    try:
+        deployed = json.loads((state_dir / STATE_DEPLOYMENT).read_text(encoding="utf-8"))
+        active, disabled = deployed["active"], deployed.get("disabled", [])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if pipeline not in active:
+        raise FastflowError(
+            f"{state_dir}: the daemon has no active pipeline named {pipeline!r}"
+            f"{did_you_mean(pipeline, active) or '.'} Check the name, or push the pipeline first")
+    if pipeline in disabled:
+        raise FastflowError(
+            f"{state_dir}: pipeline {pipeline!r} is disabled (\"enabled\": false in its "
+            f"pipeline.json); enable it and push, or run it here with `fastflow run {pipeline}`")
 
 
 def is_remote(source: str) -> bool:

@@ -180,6 +180,8 @@ def save_deployment(deployment: Deployment, path: Path) -> None:
         "active": {n: {"commit": a.commit, "tree": a.tree, "config_commit": a.config_commit}
                    for n, a in deployment.active.items()},
         "schedules": [s.to_json() for s in deployment.schedules],
+        # for `fastflow run --remote`, which refuses a disabled pipeline before queueing it
+        "disabled": sorted(n for n, a in deployment.active.items() if not a.pipeline.enabled),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2), durable=True)
