@@ -33,6 +33,10 @@ HEARTBEAT_INTERVAL = 60.0
 BRANCH_HEARTBEAT_INTERVAL = 300.0
 HEARTBEAT_STALE_FACTOR = 3
 
+# The lease of daemons following one repository (docs/serve.md, "Two daemons"): a holder that
+# stops renewing it (it died) is replaced by a standby at most this long after its last renewal.
+DEFAULT_LEASE_TIMEOUT = 3 * HEARTBEAT_INTERVAL
+
 # A results push refused by the remote's policy or unable to reach it is retried on the
 # daemon's timer, after this many seconds, doubling at each further failure up to the maximum.
 PUSH_RETRY_INITIAL = 30.0

@@ -272,3 +272,4 @@ class RepoConfig:
     author_email: str
     notifications: Mapping[str, object] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    lease_timeout: float | None = None  # seconds; None: DEFAULT_LEASE_TIMEOUT (config fills it in)

@@ -400,6 +400,7 @@ retention:
 ca_bundle: certs/ca.pem
 secrets_file: .fastflow/other.enc.yaml
 grace_period: 5
+lease_timeout: 30
 results_author:
   name: Bot
   email: bot@example.org
@@ -421,7 +422,17 @@ def test_repo_config_reads_every_key_with_sources():
     )
     assert (config.author_name, config.author_email) == ("Bot", "bot@example.org")
     assert config.notifications == {"slack": {"webhook": "https://example.org/hook"}}
+    assert config.lease_timeout == 30.0
     assert set(config.sources.values()) == {".fastflow/config.yaml"}
+
+
+def test_lease_timeout_must_be_positive_and_defaults_to_three_heartbeats():
+    assert parse_repo_config("")[0].lease_timeout == 180.0
+    config, problems = read_repo_config("lease_timeout: 0")
+    assert config is None
+    assert [str(p) for p in problems] == [
+        ".fastflow/config.yaml: lease_timeout: 0 is not a number of seconds > 0; use a number "
+        "such as 60"]
 
 
 def test_repo_config_defaults_when_the_file_is_missing(tmp_path: Path):

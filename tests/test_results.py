@@ -187,7 +187,7 @@ def test_status_uses_the_daemon_state_files(recorded, tmp_path):
         "stale": False, "stopped_at": None, "stale_after_s": 180.0, "interval_s": 60.0, "pid": 4242,
         "source": "/srv/repo", "branch": "main",
         "running": ["20261122T115900Z-report-dd01"], "queued": [], "sync_errors": [],
-        "read_from": "fastflow/results:state/daemon.json",
+        "lease": None, "read_from": "fastflow/results:state/daemon.json",
     }
     assert report["sync"] == {"commit": "c0ffee" * 6 + "abcd", "at": "2026-11-22T11:00:00+00:00"}
     assert report["deployment"] == {"commit": "c0ffee" * 6 + "abcd",

@@ -74,6 +74,15 @@ def _daemon_line(daemon: dict | None) -> str:
                 f"pid {daemon['pid']})")
     state = f"stale (older than {daemon['stale_after_s']:g}s; is fastflow serve running?)" \
         if daemon["stale"] else "alive"
+    lease = daemon.get("lease") or {}
+    if lease.get("role") == "standby" and not daemon["stale"]:
+        holder = lease.get("holder")
+        held = (f"held by pid {holder['pid']} on {holder['host']} (state dir "
+                f"{holder['state_dir']}), renewed {lease['renewed']}, expires {lease['expires']}"
+                if holder else "not held")
+        return (f"daemon: standing by (executes nothing), heartbeat {daemon['ago']}, pid "
+                f"{daemon['pid']}; the lease ({lease['ref']}) is {held}; this daemon takes over "
+                "when it is released or expires")
     return (f"daemon: {state}, heartbeat {daemon['ago']} ({_seconds(daemon['heartbeat'])}), pid "
             f"{daemon['pid']}, {len(daemon['running'])} running, {len(daemon['queued'])} queued")
 

@@ -35,11 +35,13 @@ def source_options(func):
 
 
 def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
-            poll_interval: float, max_concurrent: int | None) -> Daemon:
+            poll_interval: float, max_concurrent: int | None,
+            lease_timeout: float | None = None) -> Daemon:
     environ = host_environment()
     options = ServeOptions(
         source=source, state_dir=state_dir or default_state_dir(source, environ), branch=branch,
         poll_interval=poll_interval, max_concurrent_runs=max_concurrent,
+        lease_timeout=lease_timeout,
     )
     # The executor is built from the configuration at the branch head once the daemon has
     # read it; until then we need one for reconciliation, so build it lazily.
@@ -55,10 +57,14 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
               help="Seconds between polls of the branch (a post-receive hook wakes it at once).")
 @click.option("--max-concurrent-runs", type=int, default=None,
               help="Override max_concurrent_runs of .fastflow/config.yaml.")
+@click.option("--lease-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds a standby daemon waits for a dead lease holder before it takes over "
+                   "[default: lease_timeout of .fastflow/config.yaml, else 180].")
 def serve(source: str, branch: str, state_dir: Path | None, local: bool, poll_interval: float,
-          max_concurrent_runs: int | None) -> None:
+          max_concurrent_runs: int | None, lease_timeout: float | None) -> None:
     """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time."""
-    daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs)
+    daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs,
+                     lease_timeout)
     notes = daemon.start()
     for note in notes:
         click.echo(f"reconciled {note}", err=True)

@@ -19,6 +19,7 @@ from fastflow.config.values import (
     integer,
     memory,
     nonempty_text,
+    positive_seconds,
     python_version,
     seconds,
     size,
@@ -49,6 +50,7 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "ca_bundle": ("ca_bundle", nonempty_text, None, True),
     "secrets_file": ("secrets_file", nonempty_text, defaults.DEFAULT_SECRETS_FILE, False),
     "grace_period": ("grace_period", seconds, defaults.DEFAULT_GRACE_PERIOD, False),
+    "lease_timeout": ("lease_timeout", positive_seconds, defaults.DEFAULT_LEASE_TIMEOUT, False),
 }
 _LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,

@@ -36,8 +36,10 @@ class Heartbeat:
         self.last_at: datetime | None = None
         self.stopped_at: datetime | None = None
 
-    def beat(self, now: datetime, status: dict, *, stopped: bool = False) -> None:
-        """Write `status` as the heartbeat of `now`; `stopped`: the last one, on a clean stop."""
+    def beat(self, now: datetime, status: dict, *, stopped: bool = False,
+             local_only: bool = False) -> None:
+        """Write `status` as the heartbeat of `now`; `stopped`: the last one, on a clean stop;
+        `local_only`: status.json only (a standby daemon publishes nothing on the branch)."""
         data = dict(status)
         if stopped:
             self.stopped_at = now
@@ -50,3 +52,5 @@ class Heartbeat:
         if self._branch.due(now):
             self.refresh_site()
             self._branch.done(now)
+        if local_only:
+            return

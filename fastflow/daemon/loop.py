@@ -33,6 +33,7 @@ from fastflow.config import default_repo_config
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat
 from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
+from fastflow.daemon.lease import Holder, Lease
 from fastflow.daemon.requests import check_request, recordable, refusal
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
@@ -40,6 +41,7 @@ from fastflow.daemon.sync import Follower, open_source
 from fastflow.daemon.timers import Alarm, Every, earliest
 from fastflow.defaults import (
     BRANCH_HEARTBEAT_INTERVAL,
+    DEFAULT_LEASE_TIMEOUT,
     HEARTBEAT_INTERVAL,
     STATE_JOURNAL,
     STATE_SNAPSHOTS,
@@ -78,6 +80,11 @@ class ServeOptions:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     stop_grace: float = 30.0  # on SIGTERM, how long running runs may finish
     max_concurrent_runs: int | None = None  # None: from config.yaml
+    lease_timeout: float | None = None  # None: from config.yaml (see `lease`)
+
+
+class LeaseLost(FastflowError):
+    """Another daemon took the lease on the repository while this one held it."""
 
 
 class Daemon:
@@ -102,6 +109,8 @@ class Daemon:
         self._retention = Every(RETENTION_INTERVAL)
         self._slots = Alarm()  # the next schedule slot; rung when a sync re-planned
         self._lock = threading.RLock()  # finished runs act on the timetable from worker threads
+        self.lease: Lease | None = None
+        self._working = False  # took up work (holds the lease since start or a takeover)
 
     @property
     def deployment(self) -> Deployment | None:
@@ -130,6 +139,11 @@ class Daemon:
             credentials=self.credentials,
         )
         self.store.recover()
+        self.lease = Lease(self.repository, credentials=self.credentials,
+                           remote=self.options.source if is_remote(self.options.source) else None,
+                           me=Holder.this_process(self.state_dir),
+                           timeout=self.options.lease_timeout or config.lease_timeout
+                           or DEFAULT_LEASE_TIMEOUT)
         self.executor = self._executor_factory(config)
         self.preheater = Preheater(self.executor.preheat, self.state_dir, self.clock)
         self.dispatcher = Dispatcher(self.options.max_concurrent_runs or config.max_concurrent_runs)
@@ -164,9 +178,22 @@ class Daemon:
             logger.error("%s; every schedule starts afresh from now", exc)
 
     def start(self) -> list[str]:
-        """Open everything, recover what a previous daemon left (journalled records, active
-        runs), and sync once. Returns notes on what reconciliation did."""
+        """Open everything and take the lease on the repository, then take up work
+        (`_take_work`); without the lease, stand by (`tick` takes up work at a takeover).
+        Returns notes on what reconciliation did."""
         self._open()
+        now = self.clock()
+        if not self.lease.check(now):
+            logger.warning("standing by: %s; this daemon executes nothing until it holds the "
+                           "lease", self.lease.reason)
+            self.heartbeat.beat(now, self.status(now), local_only=True)
+            return []
+        return self._take_work()
+
+    def _take_work(self) -> list[str]:
+        """Recover what a previous daemon of this state dir left (journalled records, active
+        runs), and sync once. Returns notes on what reconciliation did."""
+        self._working = True
         for order in self.launcher.journal.orders():  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:
                 self.timetable.track(order.run_id, order.trigger.schedule_id)
@@ -201,8 +228,12 @@ class Daemon:
         if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
             logger.warning("runs still active after the grace period; the next start reconciles them")
         now = self.clock()
-        self.heartbeat.beat(now, self.status(now), stopped=True)
-        self._publish_overview("site: daemon stopped")
+        if self.lease.held:
+            self.heartbeat.beat(now, self.status(now), stopped=True)
+            self._publish_overview("site: daemon stopped")
+        else:  # a standby publishes nothing
+            self.heartbeat.beat(now, self.status(now), stopped=True, local_only=True)
+        self.lease.release(now)
         self.preheater.shutdown()
         self.lock.release()
 
@@ -216,6 +247,10 @@ class Daemon:
                 self._waiter.wait(min(timeout, HEARTBEAT_INTERVAL))
         finally:
             self._waiter.close()
+        if self.lease.lost:
+            raise LeaseLost(f"{self.options.source}: another daemon took the lease "
+                            f"({self.lease.reason}); this one stopped. Start it again to stand "
+                            "by, or stop the other one")
 
     def request_stop(self) -> None:
         """Ask `serve` to return (safe from a signal handler: it only sets flags)."""
@@ -227,6 +262,8 @@ class Daemon:
 
     def tick(self, now: datetime) -> datetime:
         """One round of work (see the module doc) at `now`; returns when the next is due."""
+        if not self._hold_lease(now):
+            return self._stand_by(now)
         messages = self.inbox.read()  # each acknowledged once what it asked for is durable
         pushes = [m for m in messages if isinstance(m, PushMessage)]
         ref = f"refs/heads/{self.options.branch}"
@@ -252,7 +289,29 @@ class Daemon:
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
         return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
-                        self.store.push_retry_at)
+                        self.lease.next_check_at, self.store.push_retry_at)
+
+    def _hold_lease(self, now: datetime) -> bool:
+        """Renew the lease when due, or try to take it; take up work at a takeover; stop when
+        another daemon took it from us. Returns whether this daemon holds it."""
+        if self.lease.due(now):
+            self.lease.check(now)
+        if self.lease.held and not self._working:
+            logger.warning("taking over: %s", self.lease.reason)
+            self.store.push_pending()  # a URL: the results branch as the remote has it now
+            self._load_watermarks()  # the slots the previous holder handled
+            for note in self._take_work():
+                logger.info("reconciled %s", note)
+        elif self.lease.lost and not self.stopping.is_set():
+            logger.error("stopping: another daemon holds the lease now (%s)", self.lease.reason)
+            self.request_stop()
+        return self.lease.held
+
+    def _stand_by(self, now: datetime) -> datetime:
+        """A standby's round: nothing but the lease (checked by `_hold_lease`) and status.json."""
+        if self.heartbeat.every.due(now):
+            self.heartbeat.beat(now, self.status(now), local_only=True)
+        return earliest(self.heartbeat.every.next_at, self.lease.next_check_at)
 
     def sync(self, now: datetime) -> Deployment | None:
         """One sync at `now` (`Follower.sync`); raises when it fails."""
@@ -400,4 +459,5 @@ class Daemon:
             "dependencies": {n: vars(s) for n, s in self.preheater.states().items()},
             "running": sorted(j.run_id for j in self.dispatcher.running()),
             "queued": [j.run_id for j in self.dispatcher.queued()],
+            "lease": self.lease.status(),
         }

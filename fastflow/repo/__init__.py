@@ -27,8 +27,10 @@ from fastflow.repo.remote import (
     PushResult,
     credentials_from_env,
     fetch_branch,
+    fetch_ref,
     mirror_fetch,
     push_branch,
+    push_ref_if,
 )
 from fastflow.repo.snapshot import gc_snapshots, pin_snapshot, snapshot_tree
 from fastflow.repo.write import (
@@ -36,10 +38,12 @@ from fastflow.repo.write import (
     Change,
     RefConflict,
     build_tree,
+    commit_file,
     delete_ref,
     diff_blobs,
     make_commit,
     merge_base,
+    ref_file,
     update_ref,
 )
 
@@ -56,11 +60,13 @@ __all__ = [
     "branch_head",
     "build_tree",
     "changed_paths",
+    "commit_file",
     "commit_info",
     "credentials_from_env",
     "delete_ref",
     "diff_blobs",
     "fetch_branch",
+    "fetch_ref",
     "gc_snapshots",
     "init_repo",
     "list_tree",
@@ -70,7 +76,9 @@ __all__ = [
     "open_repo",
     "pin_snapshot",
     "push_branch",
+    "push_ref_if",
     "read_blob",
+    "ref_file",
     "resolve_branch",
     "snapshot_tree",
     "tree_id",

@@ -211,3 +211,51 @@ def push_branch(
     if ref in cb.rejected:
         return _declined(cb.rejected[ref], cb.remote_lines)
     return PushResult.PUSHED, ""
+
+
+def fetch_ref(repo: GitRepo, remote: str, ref: str, credentials: Credentials | None = None) -> str | None:
+    """Fetch `ref` (a full `refs/...` name) of `remote` to the same name in `repo`; its sha, or
+    None when the remote has no such ref (the local copy is then deleted). Raises
+    `RepositoryError` when the remote cannot be reached."""
+    r = _remote(repo, remote)
+    cb = _Callbacks(credentials)
+    try:
+        heads = {h.name: str(h.oid) for h in r.list_heads(callbacks=cb)}
+        if ref not in heads:
+            if repo._git.references.get(ref) is not None:
+                repo._git.references.delete(ref)
+            return None
+        r.fetch([f"+{ref}:{ref}"], callbacks=cb)
+    except pygit2.GitError as exc:
+        raise RepositoryError(f"{remote}: cannot fetch {ref} ({exc})") from None
+    return str(repo._git.references[ref].target)
+
+
+_DIRECTION_PUSH = 1  # libgit2's GIT_DIRECTION_PUSH (pygit2 names no constant for it)
+
+
+def push_ref_if(repo: GitRepo, remote: str, ref: str, expected: str | None,
+                credentials: Credentials | None = None) -> tuple[PushResult, str]:
+    """Push the local `ref` (a full `refs/...` name, any history) to `remote` only if the remote's
+    `ref` is at `expected` (None: absent): a compare-and-swap push.
+
+    One connection both reads the remote's value and pushes: libgit2 sends the value it read
+    as the old one, and a git server updates the ref only if it is still that one (the check
+    `--force-with-lease` relies on). A `file://` remote is written by libgit2 itself, so there
+    the check and the write are only milliseconds apart, not atomic.
+    """
+    r = _remote(repo, remote)
+    cb = _Callbacks(credentials)
+    try:
+        r.connect(callbacks=cb, direction=_DIRECTION_PUSH)
+        heads = {h.name: str(h.oid) for h in r.list_heads(callbacks=cb, connect=False)}
+        current = heads.get(ref)
+        if current != expected:
+            return PushResult.REJECTED, f"{ref} is at {current}, expected {expected}"
+        r.push([f"+{ref}:{ref}"], callbacks=cb)
+    except pygit2.GitError as exc:
+        log.info("push of %s to %s failed: %s", ref, remote, exc)
+        return PushResult.UNREACHABLE, str(exc)
+    if ref in cb.rejected:
+        return PushResult.REJECTED, cb.rejected[ref]
+    return PushResult.PUSHED, ""

@@ -155,6 +155,27 @@ def update_ref(
         repo._git.create_reference_direct(name, pygit2.Oid(hex=new), True, message=message)
 
 
+def ref_file(repo: GitRepo, ref: str, path: str) -> tuple[str | None, bytes | None]:
+    """The commit `ref` points to and the content of file `path` in its tree; (None, None)
+    when the ref does not exist, (sha, None) when the file is absent."""
+    found = repo._git.references.get(_ref_name(ref))
+    if found is None:
+        return None, None
+    sha = str(found.resolve().target)
+    try:
+        entry = repo._git[sha].peel(pygit2.Tree)[path]
+    except (KeyError, ValueError, pygit2.GitError):
+        return sha, None
+    return sha, entry.data if isinstance(entry, pygit2.Blob) else None
+
+
+def commit_file(repo: GitRepo, path: str, data: bytes, message: str, author: tuple[str, str],
+                when: datetime) -> str:
+    """A parentless commit (no ref moves) whose tree holds only `path` = `data`: the value of
+    a ref that carries a small state (the daemon's lease), so rewriting it grows no history."""
+    return make_commit(repo, build_tree(repo, None, {path: data}), [], message, author, when)
+
+
 def delete_ref(repo: GitRepo, branch: str) -> None:
     """Remove `branch` (or a full `refs/...` name) when it exists."""
     ref = repo._git.references.get(_ref_name(branch))

@@ -173,6 +173,11 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
     if not dated:
         return None
     heartbeat, data, source = max(dated, key=lambda c: c[0])
+    if local is not None and dated[-1][2] == str(local) and \
+            (dated[-1][1].get("lease") or {}).get("role") == "standby":
+        # a standby never writes the branch's copy: that one is another daemon's, the lease
+        # holder's; asked about this state dir, say what its daemon does
+        heartbeat, data, source = dated[-1]
     age = (now - heartbeat).total_seconds()
     # the state dir's copy is rewritten every minute; the branch's only every few minutes when
     # no run finishes: each says its interval, so staleness is judged against the right one
@@ -185,8 +190,19 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
         "interval_s": interval, "pid": data.get("pid"), "source": data.get("source"),
         "branch": data.get("branch"), "running": list(data.get("running") or []),
         "queued": list(data.get("queued") or []), "sync_errors": list(data.get("sync_errors") or []),
-        "read_from": source,
+        "lease": _lease_view(data.get("lease"), now), "read_from": source,
     }
+
+
+def _lease_view(lease: dict | None, now: datetime) -> dict | None:
+    """The lease as the daemon last saw it (see docs/serve.md, "Two daemons on one repository"),
+    with its times in words."""
+    if not lease:
+        return None
+    expires, renewed = _parse_time(lease.get("expires_at")), _parse_time(lease.get("renewed_at"))
+    return {**lease, "renewed": format_ago(renewed, now) if renewed else None,
+            "expires": (format_until(expires, now) if expires > now else
+                        f"expired {format_ago(expires, now)}") if expires else None}
 
 
 def _next_run_entry(schedule_id: str, at: datetime, zone: str, now: datetime) -> dict:
