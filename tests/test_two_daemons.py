@@ -79,6 +79,8 @@ def test_two_daemons_never_both_execute_and_the_standby_takes_over(tmp_path, ori
         wait_for(lambda: len(records(origin.bare, tmp_path)) >= 2, timeout=60,
                  what=f"two slots recorded by the holder:\n{a_log.read_text()}")
         assert "run " not in b_log.read_text().replace("running", "")  # the standby ran nothing
+        # and published nothing: the branch's heartbeat is the holder's
+        assert ResultsStore(origin.bare, tmp_path / "hb", utc_now).read_state("daemon")["pid"] == a.pid
 
         a.send_signal(signal.SIGKILL)
         a.wait(10)

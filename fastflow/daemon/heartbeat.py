@@ -48,9 +48,9 @@ class Heartbeat:
         self.every.done(now)
         write_atomic(self.path, json.dumps({**data, "heartbeat_interval_s": HEARTBEAT_INTERVAL},
                                            indent=2, default=str))
+        if local_only:
+            return
         self.store.write_state("daemon", {**data, "heartbeat_interval_s": BRANCH_HEARTBEAT_INTERVAL})
         if self._branch.due(now):
             self.refresh_site()
             self._branch.done(now)
-        if local_only:
-            return
