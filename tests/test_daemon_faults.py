@@ -20,7 +20,13 @@ from fastflow.errors import RepositoryError
 from fastflow.executors.base import RUNNER, STDERR, STDOUT, OutputLine
 from fastflow.model import RunStatus
 from fastflow.record import Trigger, new_run_id
-from fastflow.run.capture import parse_line, read_log_lines, read_log_text, split_log_lines
+from fastflow.run.capture import (
+    format_line,
+    parse_line,
+    read_log_lines,
+    read_log_text,
+    split_log_lines,
+)
 from fastflow.run.recovery import capped_log, delivered_lines, earlier_attempts
 
 pytestmark = pytest.mark.slow
@@ -219,3 +225,59 @@ def test_pages_of_a_run_recorded_twice_are_rendered_not_refused(daemon):
     record = recorded(daemon, run_id, "report")
     pages = daemon.publisher.pages_for_run(record, "log\n")
     assert "site/pipelines/report/index.html" in pages
+
+
+# --- item 10: the live log is capped on disk and streamed back ---------------------------------
+
+def test_the_live_log_is_capped_like_the_run_log_and_counts_what_it_dropped(tmp_path):
+    cap = 64 * 1024
+    at = utc_now()
+    live = LiveLogs(tmp_path)
+    sink = live.sink("r1", cap)
+    path = live.dir / "r1.log"
+    sizes, printed = [], {STDOUT: 0, STDERR: 0}
+    for attempt in (1, 2):
+        sink(OutputLine(RUNNER, f"attempt {attempt} of 2 started", at))
+        for i in range(6000):  # ~ 40 times the cap per attempt
+            stream = STDERR if i % 7 == 0 else STDOUT
+            sink(OutputLine(stream, f"line {attempt}.{i} " + "x" * 40, at))
+            printed[stream] += attempt == 2
+            sizes.append(path.stat().st_size)
+        if attempt == 1:
+            sink(OutputLine(RUNNER, "attempt 1 of 2 failed (exit code 1)", at))
+    assert max(sizes) <= 2 * cap + 200  # never much more than twice the cap on disk
+    text = read_log_text(path)
+    assert "omitted by Fast-Flow" in text and text.startswith(format_line(
+        OutputLine(RUNNER, "attempt 1 of 2 started", at)))
+    assert text.endswith(" | line 2.5999 " + "x" * 40 + "\n")
+    # every runner line kept, and the lines delivered of attempt 2 counted exactly
+    attempts, total = earlier_attempts(text)
+    assert sorted(attempts) == [1, 2] and attempts[1].status is RunStatus.FAILED and total == 2
+    assert delivered_lines(text, 2) == printed
+    # a re-attach (a new daemon) appends to it with the same cap and the same counts
+    again = live.sink("r1", cap)
+    again(OutputLine(STDOUT, "after the restart", at))
+    assert delivered_lines(read_log_text(path), 2) == {**printed, STDOUT: printed[STDOUT] + 1}
+    # the record's log made from it, streamed: capped, with the marker, truncated
+    record_log = capped_log(path, cap)
+    assert record_log.truncated and len(record_log.text().encode()) <= cap + 200
+    assert record_log.text().endswith(" stdout | after the restart\n")
+
+
+def test_a_lost_runs_log_is_capped_and_named(daemon):
+    cap = 64 * 1024
+    at = utc_now()
+    active = daemon.deployment.active["report"]
+    order = RunOrder(run_id=new_run_id("report", at), pipeline="report", commit=active.commit,
+                     root_tree=daemon.deployment.root_tree, tree=active.tree, queued_at=at,
+                     started_at=at)
+    sink = daemon.launcher.live.sink(order.run_id, cap)
+    for i in range(20_000):
+        sink(OutputLine(STDOUT, f"chatty {i} " + "y" * 60, at))
+    outcome = daemon.launcher._lost(order, cap)
+    assert outcome.record.status is RunStatus.LOST
+    assert len(outcome.log_text.encode()) <= cap + 300 and "omitted by Fast-Flow" in outcome.log_text
+    assert outcome.log_text.endswith("its outcome is unknown\n")
+    assert outcome.record.log.path == f"logs/report/{order.run_id[:4]}/{order.run_id[4:6]}/" \
+                                      f"{order.run_id}.log"
+    assert outcome.record.log.truncated and outcome.record.log.bytes == len(outcome.log_text.encode())

@@ -1,11 +1,12 @@
 """What every CLI command shares: error reporting, output helpers, shared options.
 
 The CLI is the only layer that reads the environment, prints, or exits. Domain errors
-(`FastflowError`) become `Error: <message>` on stderr and exit code 1; usage errors exit 2
-(click's own convention).
+(`FastflowError`) become `Error: <message>` on stderr and exit code 1, and so does a full disk
+(`OSError` ENOSPC or EDQUOT, never a traceback); usage errors exit 2 (click's own convention).
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -27,6 +28,21 @@ class FastflowGroup(click.Group):
         except FastflowError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(1)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            click.echo(f"Error: {disk_full_message(exc)}", err=True)
+            ctx.exit(1)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(exc: OSError) -> str:
+    """What a full disk (or quota) means for the user: which file, and the fix."""
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on the device{where} ({exc.strerror or exc}); free space on that "
+            "disk (for `fastflow serve`, the one holding the state dir) and try again")
 
 
 def repo_option(func: Callable) -> Callable:

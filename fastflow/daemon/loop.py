@@ -31,7 +31,7 @@ from typing import Callable, Mapping
 from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.dispatcher import Dispatcher
-from fastflow.daemon.heartbeat import Heartbeat
+from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
 from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
 from fastflow.daemon.lease import Holder, Lease
 from fastflow.daemon.requests import check_request, recordable, refusal
@@ -109,6 +109,7 @@ class Daemon:
         self._retention = Every(RETENTION_INTERVAL)
         self._slots = Alarm()  # the next schedule slot; rung when a sync re-planned
         self._lock = threading.RLock()  # finished runs act on the timetable from worker threads
+        self.space = StateDirSpace(self.state_dir)  # a full state dir pauses intake
         self.lease: Lease | None = None
         self._working = False  # took up work (holds the lease since start or a takeover)
 
@@ -242,7 +243,7 @@ class Daemon:
         self._waiter = self.inbox.waiter()
         try:
             while not self.stopping.is_set():
-                wake_at = self.tick(self.clock())
+                wake_at = self.round(self.clock())
                 timeout = max(0.0, (wake_at - self.clock()).total_seconds())
                 self._waiter.wait(min(timeout, HEARTBEAT_INTERVAL))
         finally:
@@ -251,6 +252,26 @@ class Daemon:
             raise LeaseLost(f"{self.options.source}: another daemon took the lease "
                             f"({self.lease.reason}); this one stopped. Start it again to stand "
                             "by, or stop the other one")
+
+    def round(self, now: datetime) -> datetime:
+        """`tick(now)`, unless the state dir is full: then intake is paused (`StateDirSpace`),
+        finished runs are recorded as soon as there is room, and the daemon stays up."""
+        if self.space.full:
+            try:
+                self.launcher.retry_unrecorded()
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+            if not self.space.has_room():
+                return self.space.hit(OSError(), now)
+        try:
+            wake_at = self.tick(now)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return self.space.hit(exc, now)
+        self.space.cleared(now)
+        return wake_at
 
     def request_stop(self) -> None:
         """Ask `serve` to return (safe from a signal handler: it only sets flags)."""

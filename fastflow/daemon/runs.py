@@ -34,8 +34,8 @@ from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results.layout import log_path
 from fastflow.results.store import ResultsStore
-from fastflow.run.capture import Masker, format_line, read_log_text
-from fastflow.run.recovery import recover_run
+from fastflow.run.capture import LiveLog, Masker, format_line
+from fastflow.run.recovery import capped_log, recover_run
 from fastflow.run.runner import (
     RunOutcome,
     RunRequest,
@@ -124,15 +124,15 @@ class LiveLogs:
         self.dir = Path(state_dir) / STATE_LIVE
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def sink(self, run_id: str) -> Callable[[OutputLine], None]:
-        path = self.dir / f"{run_id}.log"
-        lock = threading.Lock()
+    def sink(self, run_id: str, cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> LiveLog:
+        """The live log of `run_id`, capped on disk at about twice `cap_bytes` (head and tail
+        kept, see `run.capture.LiveLog`); a write that fails (a full disk) is logged once and
+        costs only the live copy of the line."""
+        def failed(exc: OSError) -> None:
+            logger.warning("run %s: its live log (%s) misses lines: %s; the run and its "
+                           "recorded log go on", run_id, self.dir, exc)
 
-        def write(line: OutputLine) -> None:
-            with lock, open(path, "a", encoding="utf-8") as f:
-                f.write(format_line(line) + "\n")
-
-        return write
+        return LiveLog(self.dir / f"{run_id}.log", cap_bytes, on_error=failed)
 
     def remove(self, run_id: str) -> None:
         (self.dir / f"{run_id}.log").unlink(missing_ok=True)
@@ -246,14 +246,39 @@ class RunLauncher:
     def _execute(self, order: RunOrder, permit: Permit) -> None:
         context = self._contexts.pop(order.run_id)
         order = replace(order, started_at=self.clock())
-        self.journal.write(order)
-        outcome = self._run(order, context, permit, permit.cancel)
+        try:
+            self.journal.write(order)
+        except OSError as exc:  # a full state dir: run all the same (the entry says queued)
+            logger.warning("run %s: its start is not journalled (%s); it runs all the same",
+                           order.run_id, exc)
+        try:
+            outcome = self._run(order, context, permit, permit.cancel)
+        except Exception as exc:  # noqa: BLE001 - e.g. no room for its snapshot: record why
+            logger.error("run %s: could not run: %s: %s", order.run_id, type(exc).__name__, exc)
+            logger.debug("run %s", order.run_id, exc_info=exc)
+            outcome = self._not_run(order, exc)
         self.finish(order, outcome)
+
+    def _not_run(self, order: RunOrder, exc: Exception) -> RunOutcome:
+        """The `failed` outcome of a run the daemon could not execute (a full state dir, a
+        snapshot that cannot be written): its record says why, instead of nothing at all."""
+        now = self.clock()
+        message = f"the daemon could not run it: {exc}"
+        record = RunRecord(
+            run_id=order.run_id, pipeline=order.pipeline, status=RunStatus.FAILED,
+            run_config=order.run_config_id, trigger=order.trigger,
+            commit=CommitRef(order.commit, order.tree), error=ErrorInfo("daemon", message),
+            queued_at=order.queued_at, started_at=order.started_at, finished_at=now,
+            duration_s=round((now - order.started_at).total_seconds(), 3) if order.started_at
+            else None, log=LogInfo(log_path(order.pipeline, order.run_id)),
+        )
+        text = format_line(OutputLine("runner", message, now)) + "\n"
+        return RunOutcome(replace(record, log=replace(record.log, bytes=len(text.encode()))), text)
 
     def _run(self, order: RunOrder, context: LaunchContext, permit: Permit,
              cancel: threading.Event) -> RunOutcome:
         pipeline = context.active.pipeline
-        sink = self.live.sink(order.run_id)
+        sink = self.live.sink(order.run_id, context.config.log_cap_bytes)
         with git.pin_snapshot(self.snapshots, order.tree):
             workdir = git.snapshot_tree(self.repository, order.tree, "", self.snapshots)
             request = self._request(order, context, pipeline, workdir)
@@ -428,11 +453,11 @@ class RunLauncher:
             commit=CommitRef(order.commit, order.tree), queued_at=order.queued_at,
             started_at=order.started_at, log=LogInfo(log_path(order.pipeline, order.run_id)),
         )
+        cap = context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES
         return recover_run(
             self.executor, base, live_path=self.live.dir / f"{order.run_id}.log",
-            live_sink=self.live.sink(order.run_id), masker=self._masker(order, context),
-            pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel,
-            cap_bytes=context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES,
+            live_sink=self.live.sink(order.run_id, cap), masker=self._masker(order, context),
+            pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel, cap_bytes=cap,
         )
 
     def _masker(self, order: RunOrder, context: LaunchContext | None) -> Masker | None:
@@ -459,7 +484,7 @@ class RunLauncher:
             return False
         return True
 
-    def _lost(self, order: RunOrder) -> RunOutcome:
+    def _lost(self, order: RunOrder, cap_bytes: int = DEFAULT_LOG_CAP_BYTES) -> RunOutcome:
         now = self.clock()
         started = order.started_at
         message = ("the daemon stopped while the run was active, and its process or container "
@@ -473,7 +498,9 @@ class RunLauncher:
             duration_s=round((now - started).total_seconds(), 3) if started else None,
             attempts=attempts,
         )
-        log = self.live.dir / f"{order.run_id}.log"
-        text = read_log_text(log)
-        text += format_line(OutputLine("runner", message, now)) + "\n"
+        capture = capped_log(self.live.dir / f"{order.run_id}.log", cap_bytes)  # streamed
+        capture.emit(message, now)
+        text = capture.text()
+        record = replace(record, log=LogInfo(log_path(order.pipeline, order.run_id),
+                                             len(text.encode("utf-8")), capture.truncated))
         return RunOutcome(record, text)

@@ -36,13 +36,16 @@ line by line.
 """
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
-from fastflow.executors.base import RUNNER, OutputLine, OutputSink
+from fastflow.executors.base import RUNNER, STDERR, STDOUT, OutputLine, OutputSink
+from fastflow.files import write_atomic
 
 MASK = "***"
 CUT_SUFFIX = " [line cut by Fast-Flow]"
@@ -120,9 +123,38 @@ def format_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def omitted_marker(omitted: int, cap_bytes: int) -> str:
-    """The line that replaces the dropped middle of a capped log."""
-    return f"--- {omitted} bytes omitted by Fast-Flow (log cap {format_size(cap_bytes)}) ---"
+def omitted_marker(omitted: int, cap_bytes: int, lines: Mapping[str, int] | None = None) -> str:
+    """The line that replaces the dropped middle of a capped log. The live log's marker also
+    counts the stdout and stderr lines it stands for (`lines`), so a re-attach knows how many
+    lines of the attempt were delivered."""
+    counts = ""
+    if lines is not None:
+        counts = f"; {lines.get(STDOUT, 0)} stdout and {lines.get(STDERR, 0)} stderr lines"
+    return (f"--- {omitted} bytes omitted by Fast-Flow (log cap {format_size(cap_bytes)}"
+            f"{counts}) ---")
+
+
+_MARKER = re.compile(r"^--- (\d+) bytes omitted by Fast-Flow \(log cap [^;)]*"
+                     r"(?:; (\d+) stdout and (\d+) stderr lines)?\) ---$")
+
+
+def parse_omitted(raw: str) -> tuple[int, dict[str, int]] | None:
+    """An omitted marker back into (bytes, {stream: lines}) ({} when it counts no lines);
+    None for any other line."""
+    match = _MARKER.match(raw)
+    if match is None:
+        return None
+    lines = {STDOUT: int(match[2]), STDERR: int(match[3])} if match[2] is not None else {}
+    return int(match[1]), lines
+
+
+def fit_line(rendered: str, half: int) -> str:
+    """`rendered` (a formatted line) cut to fit half a cap, ending with CUT_SUFFIX when cut."""
+    data = rendered.encode("utf-8")
+    if len(data) + 1 <= half:
+        return rendered
+    room = max(half - 1 - len(CUT_SUFFIX.encode("utf-8")), 0)
+    return data[:room].decode("utf-8", errors="ignore") + CUT_SUFFIX
 
 
 class Masker:
@@ -196,11 +228,13 @@ class LogCapture:
             self._forward(line)
 
     def _fit(self, rendered: str) -> str:
-        data = rendered.encode("utf-8")
-        if len(data) + 1 <= self._half:
-            return rendered
-        room = max(self._half - 1 - len(CUT_SUFFIX.encode("utf-8")), 0)
-        return data[:room].decode("utf-8", errors="ignore") + CUT_SUFFIX
+        return fit_line(rendered, self._half)
+
+    def omit(self, size: int) -> None:
+        """Count `size` bytes as dropped from the middle (a capped log replayed: its marker)."""
+        with self._lock:
+            self._total_bytes += size
+            self._head_full = True
 
     def _store(self, rendered: str, size: int) -> None:
         self._total_bytes += size
@@ -242,3 +276,102 @@ class LogCapture:
     def emit(self, text: str, at: datetime) -> None:
         """Write a line of Fast-Flow's own (stream `runner`) into the log and the forward sink."""
         self(OutputLine(RUNNER, text, at))
+
+
+logger = logging.getLogger(__name__)
+
+
+class LiveLog:
+    """The live log of a running run (`<state dir>/live/<run_id>.log`): an `OutputSink`
+    appending each (masked) line to the file, capped on disk like the run log.
+
+    The file grows to at most twice `cap_bytes`; then it is rewritten (atomically) as the head
+    (half the cap), the omitted marker and the tail (half the cap), and grows again. Unlike the
+    run log it keeps every `runner` line (attempt boundaries, a handful per attempt) in place,
+    and its markers count the stdout and stderr lines they stand for: a re-attach reads the
+    attempts and the lines already delivered from it. Memory is bounded by the cap too. An
+    existing file (a re-attach after a restart) is read back first, streamed. A write that
+    fails (a full disk) drops the line from the live file only (the run log keeps it) and is
+    reported once through `on_error`.
+    """
+
+    def __init__(self, path: Path, cap_bytes: int,
+                 on_error: Callable[[OSError], None] | None = None) -> None:
+        self.path, self.cap_bytes, self._half = Path(path), cap_bytes, max(cap_bytes // 2, 1)
+        self._on_error, self._failed = on_error, False
+        self._lock = threading.Lock()
+        self._head: list[str] = []
+        self._head_bytes, self._head_full = 0, False
+        self._middle: list[str | list[int]] = []  # runner lines, [bytes, stdout, stderr] runs
+        self._tail: deque[tuple[str, str]] = deque()  # (stream, rendered)
+        self._tail_bytes = 0
+        self._file_bytes = 0
+        for raw in read_log_lines(self.path):
+            self._load(raw)
+        self._file_bytes = self.path.stat().st_size if self.path.exists() else 0
+
+    def _load(self, raw: str) -> None:
+        omitted = parse_omitted(raw)
+        if omitted is not None:
+            size, lines = omitted
+            self._head_full = True
+            self._drop("", size, lines.get(STDOUT, 0), lines.get(STDERR, 0))
+            return
+        line = parse_line(raw)
+        self._add(line.stream if line else "", raw + "\n")
+
+    def __call__(self, line: OutputLine) -> None:
+        rendered = fit_line(format_line(line), self._half) + "\n"
+        with self._lock:
+            self._add(line.stream, rendered)
+            try:
+                with open(self.path, "a", encoding="utf-8", newline="") as f:
+                    f.write(rendered)
+                self._file_bytes += len(rendered.encode("utf-8"))
+                if self._file_bytes > 2 * self.cap_bytes:
+                    text = self.text()
+                    write_atomic(self.path, text)
+                    self._file_bytes = len(text.encode("utf-8"))
+                self._failed = False
+            except OSError as exc:
+                if not self._failed and self._on_error is not None:
+                    self._on_error(exc)
+                self._failed = True
+
+    def _add(self, stream: str, rendered: str) -> None:
+        size = len(rendered.encode("utf-8"))
+        if not self._head_full and self._head_bytes + size <= self._half:
+            self._head.append(rendered)
+            self._head_bytes += size
+            return
+        self._head_full = True
+        self._tail.append((stream, rendered))
+        self._tail_bytes += size
+        while self._tail_bytes > self._half and len(self._tail) > 1:
+            old_stream, old = self._tail.popleft()
+            old_size = len(old.encode("utf-8"))
+            self._tail_bytes -= old_size
+            if old_stream == RUNNER:
+                self._middle.append(old)
+            else:
+                self._drop(old_stream, old_size, old_stream == STDOUT, old_stream == STDERR)
+
+    def _drop(self, stream: str, size: int, stdout: int, stderr: int) -> None:
+        if not self._middle or isinstance(self._middle[-1], str):
+            self._middle.append([0, 0, 0])
+        run = self._middle[-1]
+        run[0] += size
+        run[1] += int(stdout)
+        run[2] += int(stderr)
+
+    def text(self) -> str:
+        """The live log as the file holds it after a rewrite: head, middle, tail."""
+        parts = list(self._head)
+        for item in self._middle:
+            if isinstance(item, str):
+                parts.append(item)
+            else:
+                lines = {STDOUT: item[1], STDERR: item[2]}
+                parts.append(omitted_marker(item[0], self.cap_bytes, lines) + "\n")
+        parts.extend(rendered for _, rendered in self._tail)
+        return "".join(parts)

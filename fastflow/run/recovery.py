@@ -48,6 +48,8 @@ from fastflow.run.capture import (
     LogCapture,
     Masker,
     parse_line,
+    parse_omitted,
+    read_log_lines,
     read_log_text,
     split_log_lines,
 )
@@ -89,10 +91,21 @@ def attempt_lines(live_text: str, attempt: int) -> list[OutputLine] | None:
 def delivered_lines(live_text: str, attempt: int) -> dict[str, int]:
     """How many stdout and stderr lines of attempt `attempt` the live log already holds
     (see `attempt_lines`; {} when it has no start line of that attempt)."""
-    lines = attempt_lines(live_text, attempt)
-    if lines is None:
-        return {}
-    return {stream: sum(1 for line in lines if line.stream == stream) for stream in (STDOUT, STDERR)}
+    counts: dict[str, int] | None = None
+    for raw in split_log_lines(live_text):
+        line = parse_line(raw)
+        if line is None:  # the live log's cap marker counts the lines it stands for
+            omitted = parse_omitted(raw)
+            if omitted is not None and counts is not None:
+                for stream, n in omitted[1].items():
+                    counts[stream] += n
+        elif line.stream == RUNNER:
+            match = _STARTED.match(line.text)
+            if match and int(match[1]) == attempt:
+                counts = {STDOUT: 0, STDERR: 0}
+        elif counts is not None and line.stream in counts:
+            counts[line.stream] += 1
+    return counts or {}
 
 
 def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
@@ -120,13 +133,16 @@ def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
     return attempts, total
 
 
-def capped_log(live_text: str, cap_bytes: int) -> LogCapture:
-    """The live log (already masked) replayed into a capture: the run log with its cap."""
+def capped_log(live: str | Path, cap_bytes: int) -> LogCapture:
+    """The live log (already masked; its text, or its file, then streamed) replayed into a
+    capture: the run log with its cap (what the live log's own cap dropped counts as omitted)."""
     capture = LogCapture(cap_bytes)
-    for raw in split_log_lines(live_text):
+    for raw in split_log_lines(live) if isinstance(live, str) else read_log_lines(live):
         line = parse_line(raw)
         if line is not None:
             capture(line)
+        elif (omitted := parse_omitted(raw)) is not None:
+            capture.omit(omitted[0])
     return capture
 
 
@@ -229,7 +245,7 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
         note(f"attempt {found.attempt + 1} of {total} does not start: runs are not retried "
              "after the daemon restarted")
         error = ErrorInfo(error.kind, f"{error.message} (not retried after the daemon restarted)")
-    capture = capped_log(read_log_text(live_path), cap_bytes)
+    capture = capped_log(live_path, cap_bytes)
     record = reattached_record(base, found, earlier=earlier, error=error, pipeline=pipeline,
                                settings=settings, capture=capture, finished=clock())
     return RunOutcome(record, capture.text())
