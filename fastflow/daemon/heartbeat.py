@@ -63,6 +63,7 @@ class Heartbeat:
             self.refresh_site()
             self._branch.done(now)
 
+
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_RETRY_INTERVAL = 5.0  # seconds between checks of a full state dir
 FULL_RESUME_BYTES = 1024 * 1024  # free space a full state dir needs before intake resumes
