@@ -110,3 +110,21 @@ def test_a_full_state_dir_pauses_intake_and_records_finished_runs(origin, tmp_pa
     assert output.count("is full") == 1, output  # said once
     assert output.count("has room again") == 1, output
     assert f"run {run_id}: cannot be recorded" in output, output
+
+
+def test_serve_on_a_full_disk_says_so_without_a_traceback(origin, tmp_path, small_disk):
+    origin.push({"pipelines/quick/main.py": "print('quick')\n"})
+    filler = fill(small_disk)
+    try:
+        serve = subprocess.run(
+            [sys.executable, "-m", "fastflow", "serve", "--repo", str(origin.bare),
+             "--state-dir", str(small_disk / "state"), "--local"],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        filler.unlink()
+    assert serve.returncode == 1, serve.stderr
+    assert "Traceback" not in serve.stderr, serve.stderr
+    (error,) = [line for line in serve.stderr.splitlines() if line.startswith("Error: ")]
+    assert error.startswith("Error: no space left on the device"), serve.stderr
+    assert error.endswith("free space on that disk (for `fastflow serve`, the one holding the "
+                          "state dir) and try again"), serve.stderr
