@@ -166,3 +166,41 @@ def test_a_run_whose_container_vanished_is_lost(setup, tmp_path):
     log = store.read_log(run_id, pipeline="slow")
     assert stdout_lines(log) == ["ready"]
     assert [r.run_id for r in store.list_runs("slow")] == [run_id]
+
+
+def test_a_kill_during_a_retry_wait_records_the_attempt_that_ended(setup, tmp_path):
+    user, serve = setup
+    push_slow(user, "import sys\nprint('try', flush=True)\nsys.exit(4)\n",
+              '{"retry_attempts": 1, "retry_strategy": {"type": "fixed_delay", "delay": 60}}')
+    serve.start()
+    run_id = queue_remote_run(serve.state, "slow", {}, None, utc_now())
+    live = serve.state / "live" / f"{run_id}.log"
+    wait_for(lambda: live.exists() and "retry 1: attempt 2 of 2 starts in 60s" in live.read_text(),
+             what="the retry wait")
+    serve.kill()
+    serve.start()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert (record.status, record.exit_code) == (RunStatus.FAILED, 4), serve.output()
+    assert record.error.message == "main.py exited with code 4 (not retried after the daemon restarted)"
+    assert [(a.n, a.status, a.exit_code) for a in record.attempts] == [(1, RunStatus.FAILED, 4)]
+    assert stdout_lines(store.read_log(run_id, pipeline="slow")) == ["try"]
+    assert containers_of(run_id) == []
+    assert "Traceback" not in serve.output()
+
+
+def test_a_kill_just_after_a_run_ended_records_its_real_outcome(setup, tmp_path):
+    user, serve = setup
+    # a chatty run: journalling its multi-MB log leaves a window after the container is gone
+    push_slow(user, "for i in range(60000): print(f'line {i:06d} ' + 'x' * 40)\n")
+    serve.start()
+    run_id = queue_remote_run(serve.state, "slow", {}, None, utc_now())
+    live = serve.state / "live" / f"{run_id}.log"
+    wait_for(lambda: live.exists() and "attempt 1 of 1 succeeded" in live.read_text(),
+             what="the end of the attempt", interval=0.01)
+    serve.kill()
+    serve.start()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert (record.status, record.exit_code) == (RunStatus.SUCCEEDED, 0), serve.output()
+    assert [r.run_id for r in store.list_runs("slow")] == [run_id]
+    assert containers_of(run_id) == []
+    assert "Traceback" not in serve.output()

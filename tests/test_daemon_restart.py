@@ -9,10 +9,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from helpers import make_daemon, utc_now, wait_for
+from helpers import git, make_daemon, utc_now, wait_for
 
+from fastflow.daemon.hooks import install_hook
+from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.runs import RunOrder
+from fastflow.errors import RepositoryError
+from fastflow.executors.base import OutputLine
 from fastflow.model import RunStatus
-from fastflow.record import Trigger
+from fastflow.record import Trigger, new_run_id
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +60,69 @@ def records(daemon, pipeline: str) -> list:
 
 def no_errors(caplog) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- item 1: a push while the daemon is down -------------------------------------------------
+
+def test_a_push_while_the_daemon_was_down_runs_once_at_the_next_start(user, daemons, caplog):
+    first = daemons(user.bare)
+    first.stop(grace=30)
+    sha = user.push({"pipelines/fresh/main.py": "print('fresh')\n",
+                     "pipelines/fresh/pipeline.json": ON_CHANGE}, "fresh")
+    again = daemons(user.bare)
+    assert again.notes == []  # the sync's own run is not a run a previous daemon left
+    assert again.dispatcher.wait_idle(60)
+    (record,) = wait_for(lambda: records(again, "fresh"))
+    assert (record.status, record.commit.sha, record.trigger.kind) == (RunStatus.SUCCEEDED, sha, "push")
+    assert list((again.state_dir / "active").iterdir()) == []
+    assert records(again, "etl") == []
+    assert no_errors(caplog) == []
+
+
+# --- item 2: pushes the hook recorded before the first start ---------------------------------
+
+def test_pushes_recorded_before_the_first_start_run_what_they_changed(user, tmp_path, daemons):
+    state = tmp_path / "state"
+    Inbox(state)  # the inbox a daemon (or its operator) made; the hook writes there
+    install_hook(user.bare, state)
+    user.push({"pipelines/etl/main.py": "print('etl v2')\n"}, "etl v2")
+    sha = user.push({"pipelines/fresh/main.py": "print('fresh')\n",
+                     "pipelines/fresh/pipeline.json": ON_CHANGE}, "fresh")
+    assert len(list((state / "inbox").glob("push-*"))) == 2
+    daemon = daemons(user.bare)
+    assert daemon.deployment.commit == sha
+    assert daemon.dispatcher.wait_idle(60)
+    for name in ("etl", "fresh"):  # changed in the recorded range: once each, at the newest commit
+        (record,) = wait_for(lambda name=name: records(daemon, name))
+        assert (record.status, record.commit.sha, record.trigger.kind) == (RunStatus.SUCCEEDED, sha, "push")
+    daemon.tick(utc_now())  # the inbox's messages are taken: nothing runs twice
+    assert daemon.dispatcher.wait_idle(60)
+    assert len(records(daemon, "etl")) == len(records(daemon, "fresh")) == 1
+    assert records(daemon, "report") == []
+    # the first start deployed every pipeline's pages, not only the changed ones
+    tree = git("--git-dir", str(user.bare), "ls-tree", "-r", "--name-only", "fastflow/results",
+               cwd=user.bare)
+    assert "site/pipelines/report/index.html" in tree
+
+
+def test_a_push_that_created_the_branch_before_the_first_start_runs_nothing(origin, tmp_path,
+                                                                             daemons):
+    state = tmp_path / "state"
+    Inbox(state)
+    install_hook(origin.bare, state)
+    origin.push({"pipelines/etl/main.py": "print('etl')\n",
+                 "pipelines/etl/pipeline.json": ON_CHANGE}, "first")
+    daemon = daemons(origin.bare)
+    assert daemon.deployment.changes.first_sync
+    assert daemon.dispatcher.wait_idle(60)
+    assert records(daemon, "etl") == []
+
+
+def test_a_first_start_without_recorded_pushes_adopts_the_head_without_running(user, daemons):
+    daemon = daemons(user.bare)
+    assert daemon.deployment.changes.first_sync
+    assert daemon.dispatcher.wait_idle(60)
+    assert records(daemon, "etl") == []
 
 
 # --- item 16: pushes that arrive during a sync fold into one run -----------------------------
@@ -122,3 +190,104 @@ def test_a_bad_config_with_no_valid_one_known_never_crashes_a_sync(origin, daemo
     again.sync(utc_now())
     assert again.deployment.commit == fixed and sorted(again.deployment.active) == ["etl"]
     assert [r.getMessage() for r in caplog.records if "Traceback" in r.getMessage()] == []
+
+
+# --- item 11: a URL whose remote is away at start --------------------------------------------
+
+def test_a_daemon_following_a_url_starts_from_its_mirror_when_the_remote_is_away(user, tmp_path,
+                                                                                daemons):
+    url = f"file://{user.bare}"
+    options = {"poll_interval": 0.2, "lease_timeout": 1.5}
+    first = daemons(url, **options)
+    deployed = first.deployment.commit
+    first.stop(grace=30)
+    away = user.bare.with_name("away.git")
+    user.bare.rename(away)
+    try:
+        again = daemons(url, **options)  # no traceback: it starts from the mirror
+        assert again.deployment.commit == deployed
+        assert sorted(again.deployment.active) == ["etl", "report"]
+        assert again.follower.safe_sync(utc_now()) is None  # every poll fetches again
+        (error,) = again.status(utc_now())["sync_errors"]
+        assert error.startswith(f"{url}: cannot fetch (")
+        assert error.endswith("; the daemon goes on with its local mirror and fetches again "
+                              "at every poll")
+        assert again.deployment.commit == deployed
+    finally:
+        away.rename(user.bare)
+    sha = user.push({"pipelines/etl/main.py": "print('back')\n"}, "back")
+
+    def caught_up():
+        again.tick(utc_now())
+        return again.deployment.commit == sha
+
+    wait_for(caught_up, timeout=30, what="the daemon to fetch again", interval=0.2)
+    assert again.status(utc_now())["sync_errors"] == []
+
+
+def test_a_url_that_is_away_with_no_mirror_yet_cannot_start(user, tmp_path):
+    url = f"file://{tmp_path}/nowhere.git"
+    daemon = make_daemon(url, tmp_path / "state")
+    with pytest.raises(RepositoryError) as info:
+        daemon.start()
+    assert str(info.value).startswith(f"{url}: cannot fetch (")
+    daemon.lock.release()
+
+
+# --- items 6 and 7: the daemon died after an attempt ended, before the run was recorded -----
+
+def leave_run(daemon, pipeline: str, lines: list[tuple[str, str]]) -> str:
+    """Journal a started run of `pipeline` with `lines` ((stream, text)) in its live log, as a
+    daemon killed at that moment leaves it; returns its run id."""
+    now = utc_now()
+    active = daemon.deployment.active[pipeline]
+    order = RunOrder(run_id=new_run_id(pipeline, now), pipeline=pipeline, commit=active.commit,
+                     root_tree=daemon.deployment.root_tree, tree=active.tree, queued_at=now,
+                     trigger=Trigger("manual"), started_at=now)
+    daemon.launcher.journal.write(order)
+    sink = daemon.launcher.live.sink(order.run_id)
+    for stream, text in lines:
+        sink(OutputLine(stream, text, utc_now()))
+    return order.run_id
+
+
+def test_a_run_whose_attempt_ended_before_the_kill_is_recorded_from_its_live_log(user, daemons):
+    first = daemons(user.bare)
+    run_id = leave_run(first, "report", [
+        ("runner", "attempt 1 of 1 started"), ("stdout", "report"),
+        ("runner", "attempt 1 of 1 succeeded (exit code 0)")])
+    first.stop(grace=30)
+    again = daemons(user.bare)
+    assert again.notes == [f"{run_id}: succeeded"]
+    record = again.store.read_run(run_id, pipeline="report")
+    assert (record.status, record.exit_code, record.error) == (RunStatus.SUCCEEDED, 0, None)
+    assert [(a.n, a.status, a.exit_code) for a in record.attempts] == [(1, RunStatus.SUCCEEDED, 0)]
+    log = again.store.read_log(run_id, pipeline="report")
+    assert " stdout | report\n" in log
+    assert "the daemon restarted: the run's last attempt had ended; recorded from its live log" in log
+
+
+def test_a_kill_during_a_retry_wait_records_the_last_ended_attempt(user, daemons):
+    first = daemons(user.bare)
+    run_id = leave_run(first, "report", [
+        ("runner", "attempt 1 of 3 started"), ("stdout", "report"),
+        ("runner", "attempt 1 of 3 failed (exit code 4): main.py exited with code 4"),
+        ("runner", "retry 1: attempt 2 of 3 starts in 30s")])
+    first.stop(grace=30)
+    again = daemons(user.bare)
+    assert again.notes == [f"{run_id}: failed"]
+    record = again.store.read_run(run_id, pipeline="report")
+    assert (record.status, record.exit_code) == (RunStatus.FAILED, 4)
+    assert record.error.kind == "exit_code"
+    assert record.error.message == "main.py exited with code 4 (not retried after the daemon restarted)"
+    assert [(a.n, a.status, a.exit_code) for a in record.attempts] == [(1, RunStatus.FAILED, 4)]
+    assert "attempt 2 of 3 does not start: runs are not retried after the daemon restarted" \
+        in again.store.read_log(run_id, pipeline="report")
+
+
+def test_a_run_killed_mid_attempt_on_the_host_is_still_lost(user, daemons):
+    first = daemons(user.bare)
+    run_id = leave_run(first, "report", [("runner", "attempt 1 of 1 started")])
+    first.stop(grace=30)
+    again = daemons(user.bare)
+    assert again.notes == [f"{run_id}: lost"]

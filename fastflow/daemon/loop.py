@@ -37,7 +37,7 @@ from fastflow.daemon.lease import Holder, Lease
 from fastflow.daemon.requests import check_request, recordable, refusal
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
-from fastflow.daemon.sync import Follower, open_source
+from fastflow.daemon.sync import Follower, open_source, pushed_base
 from fastflow.daemon.timers import Alarm, Every, earliest
 from fastflow.defaults import (
     BRANCH_HEARTBEAT_INTERVAL,
@@ -124,7 +124,8 @@ class Daemon:
         """Lock the state dir; open the repository, the results store and the run machinery."""
         self.lock.acquire()
         self.inbox = Inbox(self.state_dir)
-        self.repository = open_source(self.options.source, self.state_dir, self.credentials)
+        self.repository = open_source(self.options.source, self.state_dir, self.credentials,
+                                      self.options.branch)
         self.follower = Follower(source=self.options.source, branch=self.options.branch,
                                  state_dir=self.state_dir, repository=self.repository,
                                  snapshots=self.snapshots, credentials=self.credentials)
@@ -195,9 +196,14 @@ class Daemon:
         """Recover what a previous daemon of this state dir left (journalled records, active
         runs), and sync once. Returns notes on what reconciliation did."""
         self._working = True
-        for order in self.launcher.journal.orders():  # runs of schedules a previous daemon left
+        left = self.launcher.journal.orders()  # read before the first sync journals its own runs
+        for order in left:  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:
                 self.timetable.track(order.run_id, order.trigger.schedule_id)
+        pushes = [m for m in self.inbox.read() if isinstance(m, PushMessage)]  # left in place
+        base = pushed_base(pushes, f"refs/heads/{self.options.branch}")
+        if base is not None and self.deployment is None:  # pushes the hook recorded before
+            self.follower.adopt_pushed_range(base)  # the first start run as if it had been up
         restored = self.deployment
         now = self.clock()
         self._sync(now, safe=True)
@@ -205,7 +211,7 @@ class Daemon:
         if self.deployment is not None and self.timetable.plan is None:
             self.follower.activate_schedules(now)  # the branch did not move since last time
             self._slots.ring()
-        return self.launcher.reconcile(self._context_for_order)
+        return self.launcher.reconcile(self._context_for_order, left)
 
     def sync_once(self) -> Deployment | None:
         """`fastflow sync`: one sync (pre-heats included, waited for), then release the state

@@ -34,8 +34,8 @@ from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results.layout import log_path
 from fastflow.results.store import ResultsStore
-from fastflow.run.capture import LiveLog, Masker, format_line
-from fastflow.run.recovery import capped_log, recover_run
+from fastflow.run.capture import LiveLog, Masker, format_line, read_log_text
+from fastflow.run.recovery import capped_log, ended_outcome, recover_run
 from fastflow.run.runner import (
     RunOutcome,
     RunRequest,
@@ -402,14 +402,17 @@ class RunLauncher:
 
     # --- after a crash --------------------------------------------------------------------
 
-    def reconcile(self, context_for: Callable[[RunOrder], LaunchContext | None]) -> list[str]:
+    def reconcile(self, context_for: Callable[[RunOrder], LaunchContext | None],
+                  left: list[RunOrder] | None = None) -> list[str]:
         """Handle the runs a previous daemon left in the journal (see the module doc).
 
         `context_for(order)` gives the pipeline as of the order's commit (None when it cannot
-        run any more). Returns a line per run saying what became of it.
+        run any more). `left`: the journal as read before this daemon queued anything (its
+        first sync's run_on_change runs are its own, never reconciled); default the journal
+        now. Returns a line per run saying what became of it.
         """
         notes = []
-        for order in self.journal.orders():
+        for order in self.journal.orders() if left is None else left:
             if self.store_has(order.run_id, order.pipeline):
                 self.journal.remove(order.run_id)
                 notes.append(f"{order.run_id}: already recorded")
@@ -423,7 +426,7 @@ class RunLauncher:
                 self._queue_reattach(order, context)
                 notes.append(f"{order.run_id}: re-attaching to its container")
                 continue
-            outcome = self._lost(order)
+            outcome = self._ended(order, context) or self._lost(order)
             self.finish(order, outcome)
             notes.append(f"{order.run_id}: {outcome.record.status.value}")
         return notes
@@ -440,8 +443,9 @@ class RunLauncher:
         self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,
                                    max_instances=max_instances, execute=execute), first=True)
 
-    def _recover(self, order: RunOrder, context: LaunchContext | None,
-                 cancel: threading.Event) -> RunOutcome | None:
+    def _base(self, order: RunOrder, context: LaunchContext | None):
+        """What the journal knows of a run a dead daemon left: its record so far, its
+        pipeline and settings (None when no longer known)."""
         pipeline = context.active.pipeline if context else None
         try:
             settings = resolve_settings(pipeline, order.run_config_id) if pipeline else None
@@ -453,6 +457,21 @@ class RunLauncher:
             commit=CommitRef(order.commit, order.tree), queued_at=order.queued_at,
             started_at=order.started_at, log=LogInfo(log_path(order.pipeline, order.run_id)),
         )
+        return base, pipeline, settings
+
+    def _ended(self, order: RunOrder, context: LaunchContext | None) -> RunOutcome | None:
+        """A run without a re-attachable attempt whose last attempt the live log shows ended
+        (the daemon died before recording it, or waiting to retry): that outcome."""
+        base, pipeline, settings = self._base(order, context)
+        live = self.live.dir / f"{order.run_id}.log"
+        return ended_outcome(
+            base, read_log_text(live), live_sink=self.live.sink(order.run_id), pipeline=pipeline,
+            settings=settings, clock=self.clock, live_path=live,
+            cap_bytes=context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES)
+
+    def _recover(self, order: RunOrder, context: LaunchContext | None,
+                 cancel: threading.Event) -> RunOutcome | None:
+        base, pipeline, settings = self._base(order, context)
         cap = context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES
         return recover_run(
             self.executor, base, live_path=self.live.dir / f"{order.run_id}.log",

@@ -35,6 +35,7 @@ from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     STDERR,
     STDOUT,
+    AttemptResult,
     Clock,
     Executor,
     OutputLine,
@@ -206,6 +207,70 @@ class _Handover:
         return delivered_lines(self.live_text, attempt)
 
 
+def ended_outcome(base: RunRecord, live_text: str, *, live_sink: OutputSink,
+                  pipeline: Pipeline | None, settings: RunSettings | None, cap_bytes: int,
+                  clock: Clock, live_path: Path) -> RunOutcome | None:
+    """The outcome of a run whose last attempt the live log shows ended, or None.
+
+    The daemon died after the attempt ended (its container already removed) and before the
+    run was recorded, or during the wait before a retry. The attempt's outcome is its
+    `attempt N of M ...` line, its error judged from its lines as the runner judged it (uv's
+    failure first); a retry the dead daemon would have made is not made (see the module doc).
+    Resources, environment and route are not in the live log: the record has none.
+    """
+    earlier, total = earlier_attempts(live_text)
+    if not earlier or earlier[max(earlier)].status is RunStatus.RUNNING:
+        return None
+    n = max(earlier)
+    last = earlier[n]
+    result = AttemptResult(last.status, last.exit_code, last.started_at,
+                           last.finished_at or clock())
+    watcher = UvFailureWatcher(lambda line: None)
+    for line in attempt_lines(live_text, n) or ():
+        watcher.observe(line)
+    error, retryable = attempt_error(result, watcher, pipeline, Masker())
+    written = _ended_message(live_text, n)
+    if error is not None and written:
+        error = ErrorInfo(error.kind, written)  # the words the dead daemon's runner chose
+    live_sink(OutputLine(RUNNER, "the daemon restarted: the run's last attempt had ended; "
+                         "recorded from its live log", clock()))
+    found = ReattachedAttempt(n, result)
+    if error is not None and (_retry_announced(live_text, n + 1)
+                              or would_retry(found, retryable, settings)):
+        total = total or settings.retry.attempts + 1
+        live_sink(OutputLine(RUNNER, f"attempt {n + 1} of {total} does not start: runs are not "
+                             "retried after the daemon restarted", clock()))
+        error = ErrorInfo(error.kind, f"{error.message} (not retried after the daemon restarted)")
+    capture = capped_log(live_path, cap_bytes)
+    record = reattached_record(base, found, earlier=earlier, error=error, pipeline=pipeline,
+                               settings=settings, capture=capture, finished=result.finished_at)
+    return RunOutcome(record, capture.text())
+
+
+def _retry_announced(live_text: str, attempt: int) -> bool:
+    """Whether the runner announced the wait before attempt `attempt` (a retry was coming)."""
+    for raw in split_log_lines(live_text):
+        line = parse_line(raw)
+        if line is not None and line.stream == RUNNER:
+            match = _RETRY.match(line.text)
+            if match and int(match[1]) == attempt:
+                return True
+    return False
+
+
+def _ended_message(live_text: str, attempt: int) -> str | None:
+    """The error message of the runner's last line closing attempt `attempt`, if it has one."""
+    message = None
+    for raw in split_log_lines(live_text):
+        line = parse_line(raw)
+        if line is None or line.stream != RUNNER:
+            continue
+        match = _ENDED.match(line.text)
+        if match and int(match[1]) == attempt:
+            message = line.text[match.end():].strip() or None
+    return message
+
+
 def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
                 live_sink: OutputSink, masker: Masker | None, pipeline: Pipeline | None,
                 settings: RunSettings | None, cap_bytes: int, clock: Clock,
@@ -219,6 +284,14 @@ def recover_run(executor: Executor, base: RunRecord, *, live_path: Path,
     could not be loaded). The record's log is the whole live log, capped at `cap_bytes`.
     """
     before = read_log_text(live_path)
+    ended = ended_outcome(base, before, live_sink=live_sink, pipeline=pipeline, settings=settings,
+                          cap_bytes=cap_bytes, clock=clock, live_path=live_path)
+    if ended is not None:  # what the dead daemon had not removed yet goes; its output is known
+        try:
+            executor.reattach(base.run_id, lambda line: None, cancel)
+        except ExecutorError as exc:
+            logger.warning("run %s: cannot remove what is left of it: %s", base.run_id, exc)
+        return ended
     earlier, total = earlier_attempts(before)
 
     handover = _Handover(before, live_sink, masker)
