@@ -44,7 +44,8 @@ def new_run_id(pipeline: str, now: datetime, rand: str | None = None) -> str:
     """
     if now.tzinfo is None:
         raise ValueError("new_run_id needs a timezone-aware datetime")
-    return f"{run_stamp(now)}-{pipeline}-{rand if rand is not None else os.urandom(RUN_ID_RANDOM_BYTES).hex()}"
+    suffix = rand if rand is not None else os.urandom(RUN_ID_RANDOM_BYTES).hex()
+    return f"{run_stamp(now)}-{pipeline}-{suffix}"
 
 
 def slot_suffix(pipeline: str, schedule_id: str) -> str:

@@ -53,7 +53,8 @@ def daemon(user, tmp_path):
 
 def recorded(daemon, run_id: str, pipeline: str):
     def read():
-        return daemon.launcher.store_has(run_id, pipeline) and daemon.store.read_run(run_id, pipeline)
+        return (daemon.launcher.store_has(run_id, pipeline)
+                and daemon.store.read_run(run_id, pipeline))
     return wait_for(read, timeout=60, what=f"the record of {run_id}")
 
 
@@ -276,8 +277,10 @@ def test_a_lost_runs_log_is_capped_and_named(daemon):
         sink(OutputLine(STDOUT, f"chatty {i} " + "y" * 60, at))
     outcome = daemon.launcher._lost(order, cap)
     assert outcome.record.status is RunStatus.LOST
-    assert len(outcome.log_text.encode()) <= cap + 300 and "omitted by Fast-Flow" in outcome.log_text
+    assert len(outcome.log_text.encode()) <= cap + 300
+    assert "omitted by Fast-Flow" in outcome.log_text
     assert outcome.log_text.endswith("its outcome is unknown\n")
     assert outcome.record.log.path == f"logs/report/{order.run_id[:4]}/{order.run_id[4:6]}/" \
                                       f"{order.run_id}.log"
-    assert outcome.record.log.truncated and outcome.record.log.bytes == len(outcome.log_text.encode())
+    assert outcome.record.log.truncated
+    assert outcome.record.log.bytes == len(outcome.log_text.encode())

@@ -84,8 +84,8 @@ def test_a_full_state_dir_pauses_intake_and_records_finished_runs(origin, tmp_pa
         assert read_record(origin.bare, tmp_path, run_id) is None  # its record cannot be written
         # `fastflow run --remote` says why, without a traceback
         cli = subprocess.run(
-            [sys.executable, "-m", "fastflow", "run", "slow", "--remote", "--repo", str(origin.work),
-             "--state-dir", str(small_disk)], env=env, capture_output=True, text=True)
+            [sys.executable, "-m", "fastflow", "run", "slow", "--remote",
+             "--repo", str(origin.work), "--state-dir", str(small_disk)], env=env, capture_output=True, text=True)
         assert cli.returncode == 1, cli.stderr
         assert cli.stderr.startswith("Error: no space left on the device"), cli.stderr
         assert "free space on that disk" in cli.stderr and "Traceback" not in cli.stderr
