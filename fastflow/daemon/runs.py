@@ -172,6 +172,11 @@ class _FinishFaults:
                        "recording" if step == "record" else "committing")
 
 
+def _log_cap(context: LaunchContext | None) -> int:
+    """The log cap of a run's configuration (the default when it is no longer known)."""
+    return context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES
+
+
 @dataclass
 class LaunchContext:
     """What a run needs from the daemon at the moment it is queued."""
@@ -426,7 +431,7 @@ class RunLauncher:
                 self._queue_reattach(order, context)
                 notes.append(f"{order.run_id}: re-attaching to its container")
                 continue
-            outcome = self._ended(order, context) or self._lost(order)
+            outcome = self._ended(order, context) or self._lost(order, _log_cap(context))
             self.finish(order, outcome)
             notes.append(f"{order.run_id}: {outcome.record.status.value}")
         return notes
@@ -438,7 +443,7 @@ class RunLauncher:
 
         def execute(permit: Permit) -> None:
             outcome = self._recover(order, context, permit.cancel)
-            self.finish(order, outcome or self._lost(order))
+            self.finish(order, outcome or self._lost(order, _log_cap(context)))
 
         self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,
                                    max_instances=max_instances, execute=execute), first=True)
