@@ -656,3 +656,31 @@ class TestLeftoverContainer:
         assert result.status is RunStatus.SUCCEEDED, result.error
         assert sink.texts("stdout") == ["fresh"]
         assert containers_of(spec.run_id) == []
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_an_attempts_container_stays_until_its_outcome_is_written(runner_image, shared_cache,
+                                                                  tmp_path):
+    """Issue 11, item 6: the runner holds each attempt (`AttemptSpec.hold`) and releases it only
+    after the attempt's summary line reached the sink (the daemon's live log), so a kill -9
+    after the end of an attempt finds its outcome in the live log or in the exited container,
+    never in neither. `execute` on its own (no hold) still cleans up at once."""
+    spec = make_spec(tmp_path, "raise SystemExit(3)")
+    pipeline = Pipeline(name=spec.pipeline, path=spec.workdir, entry="main.py",
+                        type=PipelineType.SCRIPT, metadata_file=None, requirements=None)
+    executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
+                              ca_bundle=CA_BUNDLE)
+    seen: dict[str, list] = {}
+
+    def sink(line) -> None:
+        if line.stream == "runner" and line.text.startswith("attempt 1 of 1 failed"):
+            seen["at_summary"] = containers_of(run_id)
+
+    run_id = f"20261122T143000Z-{spec.pipeline}-{time.time_ns():x}"
+    outcome = run_pipeline(RunRequest(pipeline), executor, clock=utc_now, sink=sink, run_id=run_id)
+    assert outcome.record.exit_code == 3
+    assert [c.status for c in seen["at_summary"]] == ["exited"]  # still there when written
+    assert containers_of(run_id) == []  # released right after
+    executor.execute(spec, lambda line: None, threading.Event())
+    assert containers_of(spec.run_id) == []  # no hold: removed by execute itself

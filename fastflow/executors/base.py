@@ -134,6 +134,10 @@ class AttemptSpec:
     # The run's log cap: a backend that keeps its own copy of the output (Docker's json-file
     # log, read back on re-attach) bounds that copy from it.
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    # Keep what the attempt leaves (a container and its outcome) until `release(spec)`: the
+    # caller first writes the outcome where a successor finds it (the live log), so a kill -9
+    # between the end and the record never loses the outcome. False: cleaned up at once.
+    hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,12 +193,16 @@ class Executor(abc.ABC):
         holds of that attempt first. Default: None."""
         return None
 
+    def release(self, spec: AttemptSpec) -> None:
+        """Clean up what a `hold` attempt left, now that its outcome is written down elsewhere
+        (idempotent; a re-attach finds a held attempt like any other). Default: nothing."""
+
 
 def uv_command(spec: AttemptSpec, notebook_runner: str, uv: str = "uv") -> list[str]:
     """The `uv run` command line for an attempt, identical on the host and in a container.
 
-    `notebook_runner` is the path of `fastflow/executors/notebook.py` as seen by the process (it differs
-    between the host and a container).
+    `notebook_runner` is the path of `fastflow/executors/notebook.py` as seen by the process (it
+    differs between the host and a container).
     """
     cmd = [uv, "run", "--no-project"]
     if spec.python_version:

@@ -372,6 +372,7 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
         network=pipeline.network,
         cells=pipeline.cells,
         log_cap_bytes=request.log_cap_bytes,
+        hold=True,  # released once the attempt's summary line is written (see _attempts)
     )
 
 
@@ -395,8 +396,9 @@ def _run_attempts(
         capture.emit(f"attempt {n} of {total} started", clock())
         watcher = UvFailureWatcher(capture)
         begun = clock()
+        spec = _spec(request, settings, run_id, n)
         try:
-            result = executor.execute(_spec(request, settings, run_id, n), watcher, cancel)
+            result = executor.execute(spec, watcher, cancel)
         except ExecutorError as exc:
             # The executor itself could not work: a failed run with the reason, never retried.
             result = AttemptResult(RunStatus.FAILED, None, begun, clock(),
@@ -409,8 +411,13 @@ def _run_attempts(
         progress.attempts.append(
             Attempt(n, result.started_at, result.finished_at, result.exit_code, result.status, wait_s)
         )
-        capture.emit(attempt_summary(n, total, result.status, result.exit_code, progress.error),
-                     clock())
+        try:
+            capture.emit(attempt_summary(n, total, result.status, result.exit_code, progress.error),
+                         clock())
+        finally:
+            # Only now may the executor forget the attempt (its container goes): the summary
+            # line is in the live log, where a daemon restarted after a kill -9 reads it back.
+            executor.release(spec)
         if not should_retry(result, retryable, settings.retry, n):
             break
     return progress

@@ -51,6 +51,7 @@ from fastflow.executors.base import (
 )
 from fastflow.executors.docker.cache import CacheLayout, read_requirements, requirements_key
 from fastflow.executors.docker.container import (
+    RunContainer,
     RunContainers,
     container_name,
     missing_image,
@@ -106,6 +107,8 @@ class DockerExecutor(Executor):
                                         pids_limit=pids_limit)
         self._client = client
         self._image_attrs: dict | None = None
+        self._held: dict[tuple[str, int], RunContainer] = {}  # hold attempts, until release
+        self._held_lock = threading.Lock()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -125,15 +128,29 @@ class DockerExecutor(Executor):
             return leftover
         environment, offline = self._environment(spec)
         container = self.containers.create(spec, offline=offline)
+        held = False
         try:
             run = self._supervisor(spec, container.id, sink, cancel)
             status, exit_code, error = run.supervise()
-            return AttemptResult(
+            result = AttemptResult(
                 status=status, exit_code=exit_code, started_at=started,
                 finished_at=self.clock(), error=error, route=read_route(container.route_file),
                 resources=run.sampler.resources(), environment=environment,
             )
+            if spec.hold:  # the exited container keeps the outcome until the caller wrote it
+                with self._held_lock:
+                    self._held[(spec.run_id, spec.attempt)] = container
+                held = True
+            return result
         finally:
+            if not held:
+                self.containers.discard(container.id, container.name, container.scratch)
+
+    def release(self, spec: AttemptSpec) -> None:
+        """Remove the exited container of a `hold` attempt (its outcome is written down)."""
+        with self._held_lock:
+            container = self._held.pop((spec.run_id, spec.attempt), None)
+        if container is not None:
             self.containers.discard(container.id, container.name, container.scratch)
 
     def _adopt_leftover(self, spec: AttemptSpec, sink: OutputSink,
