@@ -249,3 +249,24 @@ def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consiste
                cwd=user.bare)
     assert ids[0] not in page and ids[2] in page
     assert daemon.apply_retention(utc_now()) == {}
+
+
+def test_every_daemon_guarantee_names_tests_that_exist(project_root):
+    """docs/serve.md, Guarantees: each `file.py::test_name` (or `::test_name` of the file
+    before it, or a `TestClass`) names a test that is defined in that file."""
+    import re
+
+    table = (project_root / "docs/serve.md").read_text().split("## Guarantees", 1)[1]
+    table = table.split("\n## ", 1)[0]
+    named = []
+    for row in (line for line in table.splitlines() if line.startswith("| ") and "`" in line):
+        current = None
+        for ref in re.findall(r"`([^`]+)`", row.split("|")[2]):
+            file, _, name = ref.partition("::") if "::" in ref else (ref, "", "")
+            current = file or current
+            named.append((current, name or None))
+    assert len(named) >= 20
+    for file, name in named:
+        source = (project_root / "tests" / file).read_text()
+        if name:
+            assert re.search(rf"^\s*(def|class) {name}\b", source, re.M), f"{file}::{name}"
