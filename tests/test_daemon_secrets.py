@@ -60,7 +60,10 @@ def test_secret_reaches_the_granted_pipeline_and_only_stars_reach_git(setup):
 
     denied = daemon.store.read_run(refused, "intruder")
     assert denied.status is RunStatus.FAILED and denied.attempts == ()
-    assert "DB_PASSWORD" in denied.error.message and "intruder" in denied.error.message
+    # The file is named as in the repository, not as the daemon's snapshot of the commit.
+    assert denied.error.message == (
+        ".fastflow/secrets.enc.yaml: pipeline intruder is not granted DB_PASSWORD (the secret's "
+        "owner grants it with `fastflow secrets grant NAME intruder`)")
 
     # Nothing on the results branch, in any blob of any commit, holds the value.
     blobs = git("--git-dir", str(user.bare), "log", "-p", "--all", "--format=%H", cwd=user.bare)

@@ -32,7 +32,15 @@ def secrets_loader(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
                 f"secrets {', '.join(pipeline.secrets)}; create it with `fastflow secrets init` "
                 "and `fastflow secrets set NAME`"
             )
-        return resolve_for_pipeline(path, pipeline.name, pipeline.secrets,
-                                    identities_for(path, environ))
+        try:
+            return resolve_for_pipeline(path, pipeline.name, pipeline.secrets,
+                                        identities_for(path, environ))
+        except SecretsError as exc:
+            # The store names the file it opened: for the daemon, a snapshot of the commit in
+            # its state dir. People know the file by its name in the repository.
+            message = str(exc)
+            if not message.startswith(f"{path}:"):
+                raise
+            raise SecretsError(config.secrets_file + message[len(str(path)):]) from None
 
     return load
