@@ -251,6 +251,24 @@ def test_retention_removes_old_runs_with_their_pages_and_keeps_the_site_consiste
     assert daemon.apply_retention(utc_now()) == {}
 
 
+def test_a_bad_folder_name_never_stops_the_other_pipelines_records(daemon, user):
+    """Issue 12: `pipelines/bad name/` and `pipelines/<script>/` beside a good pipeline are
+    listed as invalid; the good pipeline's runs are still recorded with their pages."""
+    user.push({"pipelines/bad name/main.py": "print(1)\n",
+               "pipelines/<script>/main.py": "print(1)\n"}, "bad names")
+    daemon.sync(utc_now())
+    assert sorted(daemon.deployment.invalid) == ["<script>", "bad name"]
+    assert sorted(daemon.deployment.active) == ["etl", "report"]
+    ids = [daemon.submit("report", Trigger("manual"), now=utc_now()) for _ in range(2)]
+    assert daemon.dispatcher.wait_idle(60)
+    assert sorted(r.run_id for r in wait_for(lambda: len(records(daemon, "report")) == 2
+                                                 and records(daemon, "report"))) == sorted(ids)
+    overview = git("--git-dir", str(user.bare), "show", "fastflow/results:site/index.html",
+                   cwd=user.bare)
+    assert "bad name" in overview and "&lt;script&gt;" in overview
+    assert "is not a valid pipeline name" in overview
+
+
 def test_every_daemon_guarantee_names_tests_that_exist(project_root):
     """docs/serve.md, Guarantees: each `file.py::test_name` (or `::test_name` of the file
     before it, or a `TestClass`) names a test that is defined in that file."""

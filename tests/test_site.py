@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import re
 from datetime import timedelta
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urlsplit
 
 import html5lib
 import pytest
-from helpers import SAMPLE_LOG, SAMPLE_NOW, build_sample, sample_record
+from helpers import SAMPLE_LOG, SAMPLE_NOW, build_sample, sample_record, write_files
 
+from fastflow.config.repo import default_repo_config
+from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.model import Problem, RunStatus, Severity
 from fastflow.record import RunRecord
@@ -207,6 +210,24 @@ def test_unsafe_names_are_refused(sample):
     assert str(info.value) == (
         "cannot render a site page for run id '../../etc/passwd': it must match "
         "[A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters); rename it or remove its record")
+
+
+@pytest.mark.parametrize("folder", ["bad name", "<script>", "tab\there", "new\nline"])
+def test_a_folder_name_unsafe_for_a_page_is_listed_as_invalid_without_a_page(tmp_path, folder):
+    """Issue 12: one bad folder name never stops the other pipelines' pages (it raised in
+    check_name, so no run of any pipeline was recorded while that commit was deployed)."""
+    data, runs, logs = build_sample(tmp_path, runs=3)
+    root = write_files(tmp_path / "bad", {f"pipelines/{folder}/main.py": "print(1)\n"})
+    bad = discover(root, default_repo_config()).invalid
+    assert list(bad) == [folder]
+    data = dataclasses.replace(data, invalid={**data.invalid, **bad})
+    pages = render_all(data, runs, logs)
+    html = text(pages, "index.html")
+    assert escape(folder) in html and "is not a valid pipeline name" in html
+    assert not [p for p in pages if folder in p]
+    record = runs["etl_daily"][0]
+    new_run = pages_for_new_run(data, record, "", runs["etl_daily"])
+    assert "index.html" in new_run and escape(folder) in text(new_run, "index.html")
 
 
 # --- the whole site ----------------------------------------------------------------------------

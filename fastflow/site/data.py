@@ -86,9 +86,17 @@ class SiteData:
         return age > HEARTBEAT_STALE_FACTOR * self.heartbeat_interval_s
 
 
+def has_page(name: object) -> bool:
+    """True when `name` is safe as one path segment of the site, so it can have pages.
+
+    A pipeline folder with another name (`bad name`, `<script>`) is invalid: the site lists it
+    with its problems, without a page or a link, and never refuses to render because of it."""
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None
+
+
 def check_name(value: str, what: str) -> str:
     """`value` if it is safe as one path segment of the site, else a FastflowError."""
-    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value):
+    if not has_page(value):
         raise FastflowError(
             f"cannot render a site page for {what} {value!r}: it must match "
             f"[A-Za-z0-9][A-Za-z0-9_.-]* (at most 128 characters); rename it or remove its record"

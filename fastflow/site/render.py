@@ -38,6 +38,7 @@ from fastflow.site.data import (
     DEFAULT_PAGE_SIZE,
     SiteData,
     check_name,
+    has_page,
     run_time,
     summarize_runs,
 )
@@ -126,7 +127,7 @@ def _overview_row(data: SiteData, name: str) -> dict[str, Any]:
     pipeline = data.pipelines.get(name)
     return {
         "name": name,
-        "href": pipeline_path(name),
+        "href": pipeline_path(name) if has_page(name) else None,
         "status": views.status_view(summary.last_status if summary else None),
         "invalid": name in data.invalid,
         "removed": pipeline is None and name not in data.invalid,
@@ -158,7 +159,9 @@ def render_overview(data: SiteData) -> dict[str, bytes]:
         "invalid": len(data.invalid),
         "problems": len(data.config_problems),
     }
-    invalid = [data.invalid[name] for name in sorted(data.invalid)]
+    invalid = [{"name": name, "problems": data.invalid[name].problems,
+                "href": pipeline_path(name) if has_page(name) else None}
+               for name in sorted(data.invalid)]
     pages = _page("overview.html", "index.html", data, rows=rows, counts=counts, invalid=invalid,
                   problems=list(data.config_problems), heartbeat=_heartbeat(data),
                   generated=format_time(data.now, data.display_timezone))
@@ -340,6 +343,8 @@ def render_all(data: SiteData, runs_by_pipeline: Mapping[str, Sequence[RunRecord
     pages = render_overview(data)
     for name in names:
         runs = runs_by_pipeline.get(name, ())
+        if not runs and not has_page(name):
+            continue  # an invalid folder name: listed on the overview, without a page
         pages.update(render_pipeline_pages(data, name, runs, page_size))
         for record in runs:
             pages.update(render_run_page(data, record, logs.get(record.run_id, "")))
