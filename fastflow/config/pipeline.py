@@ -36,6 +36,7 @@ from fastflow.config.values import (
 from fastflow.config.values import (
     name as id_name,
 )
+from fastflow.config.yamlfile import MAX_DEPTH
 from fastflow.errors import Invalid
 from fastflow.humanize import show
 from fastflow.model import (
@@ -148,6 +149,13 @@ def _load_json(text_: str, file: str, name: str, problems: list[Problem]) -> Any
         return MISSING
     except ValueError as exc:
         problems.append(Problem(file, "", f"invalid JSON: {exc}", pipeline=name))
+        return MISSING
+    except RecursionError:  # far deeper than MAX_DEPTH: json's parser recurses
+        data = MISSING
+    if data is MISSING or _too_deep(data):
+        message = (f"invalid JSON: nested deeper than {MAX_DEPTH} levels; flatten the lists "
+                   "and objects")
+        problems.append(Problem(file, "", message, pipeline=name))
         return MISSING
     for key in duplicates:
         message = f'duplicate key "{key}"; JSON keys must be unique, keep only one'
@@ -404,6 +412,19 @@ def _routes(value: Any) -> tuple[str, ...]:
     if isinstance(value, list):
         return string_list()(value)
     raise Invalid(f'{show(value)} is not a route label or a list of labels; write "publish" or ["a", "b"]')
+
+
+def _too_deep(data: Any) -> bool:
+    """Whether lists and objects nest deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return False
 
 
 def _object(value: Any) -> dict:
