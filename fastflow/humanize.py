@@ -17,6 +17,22 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# C0 controls but tab, DEL and C1 controls: what a terminal obeys (ESC[2J clears it, OSC sets
+# its title, BEL rings) and what HTML must not hold. `\r` as the run log writes it.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+             if code != 0x09}
+_CONTROLS.update({0x0A: "\\n", 0x0D: "\\r"})
+_KEEP_NEWLINE = {code: shown for code, shown in _CONTROLS.items() if code != 0x0A}
+
+
+def visible_controls(text: str, *, lines: bool = True) -> str:
+    """`text` with every control character but tab (and newline, when `lines`) shown as its
+    escape (`\\x1b`, `\\x07`, `\\x00`, `\\r`), for a terminal or a page: output a pipeline
+    wrote must never drive the reader's terminal. The one home of this neutralising; what is
+    stored (the run log) keeps the bytes."""
+    return text.translate(_KEEP_NEWLINE if lines else _CONTROLS)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """ '; did you mean "x"?' for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -38,6 +54,27 @@ def format_cores(value: float) -> str:
     """CPU in cores: `0.25 cores`, `1 core`, `2 cores`."""
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return f"{text} core" if text == "1" else f"{text} cores"
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate written as an escape: `\\xff` for a byte that is not
+    UTF-8 (how Python reads such a file name), `\\ud800` for any other. The one spelling of a
+    name that is not UTF-8 wherever it is shown or stored (JSON, git, pages): a lone surrogate
+    cannot be encoded, so it would stop the write. Other text is returned unchanged."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join(_surrogate_escape(c) for c in text)
+
+
+def _surrogate_escape(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if 0xD800 <= code <= 0xDFFF else char
 
 
 def format_seconds(value: float) -> str:

@@ -154,8 +154,10 @@ def test_run_exit_code_reflects_the_status(make_repo, tmp_path, main_py, metadat
 
 @pytest.mark.slow
 def test_run_streams_stdout_and_stderr_apart_with_timestamps(make_repo, tmp_path):
+    hostile = "clear\x1b[2J bell\x07 nul\x00 title\x1b]0;pwned\x07 end"
     repo = make_repo({"pipelines/p/main.py":
-                      "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\n"})
+                      "import sys\nprint('to out')\nprint('to err', file=sys.stderr)\n"
+                      f"print({hostile!r})\nprint({hostile!r}, file=sys.stderr)\n"})
     log_file = tmp_path / "run.log"
     result = fastflow("run", "p", "--local", "-t", "--repo", str(repo), "--log-file", str(log_file))
     assert result.returncode == 0, result.stderr
@@ -165,6 +167,11 @@ def test_run_streams_stdout_and_stderr_apart_with_timestamps(make_repo, tmp_path
     assert time.strptime(out_line.split(" ")[0][:8], "%H:%M:%S")
     log = log_file.read_text()
     assert "stdout | to out" in log and "stderr | to err" in log
+    # The live output shows control characters; the log keeps them.
+    shown = r"clear\x1b[2J bell\x07 nul\x00 title\x1b]0;pwned\x07 end"
+    assert shown in result.stdout and shown in result.stderr
+    assert "\x1b" not in result.stdout + result.stderr and "\x00" not in result.stdout
+    assert f"stdout | {hostile}\n" in log and f"stderr | {hostile}\n" in log
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from fastflow.humanize import (
     format_time,
     format_until,
     show,
+    visible_controls,
 )
 
 NOW = datetime(2026, 11, 22, 14, 30, tzinfo=timezone.utc)
@@ -52,3 +53,10 @@ def test_time_value_and_hint():
     assert show("x" * 100) == '"' + "x" * 56 + "..."
     assert did_you_mean("timout", ["timeout", "tags"]) == '; did you mean "timeout"?'
     assert did_you_mean("zzz", ["timeout"]) == ""
+
+
+def test_visible_controls_shows_what_a_terminal_would_obey():
+    text = "a\x1b[2Jb\x07c\x00d\x1b]0;title\x07\te\r\x7f\x9b\u2028é\n"
+    assert visible_controls(text) == (
+        "a\\x1b[2Jb\\x07c\\x00d\\x1b]0;title\\x07\te\\r\\x7f\\x9b\u2028é\n")
+    assert visible_controls("two\nlines", lines=False) == "two\\nlines"

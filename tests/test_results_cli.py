@@ -11,18 +11,19 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import git, utc_now
+from helpers import git, make_daemon, utc_now
 
 from fastflow.cli import main
 from fastflow.model import RunStatus
 from fastflow.record import Attempt, ErrorInfo, RunRecord, Trigger
 from fastflow.results.store import ResultsStore
+from fastflow.site.views import run_page_path
 
 PIPELINES = {
     "pipelines/report/main.py": "print('report')\n",
@@ -343,6 +344,46 @@ def test_logs_follow_of_a_finished_run_prints_its_log(recorded, tmp_path, t):
     result = invoke("logs", t.last_id, "--follow", "--repo", recorded, "--state-dir", tmp_path)
     assert result.exit_code == 0
     assert result.stdout == "2026-11-22T10:00:00.000Z stdout | hello\n"
+
+
+# Clear the screen, ring, a NUL, set the window title: what hostile output writes to a terminal.
+HOSTILE = "clear\x1b[2J bell\x07 nul\x00 title\x1b]0;pwned\x07 end"
+HOSTILE_SHOWN = r"clear\x1b[2J bell\x07 nul\x00 title\x1b]0;pwned\x07 end"
+
+
+@pytest.mark.slow
+def test_control_bytes_of_real_output_are_shown_not_obeyed(origin, tmp_path):
+    origin.push({"pipelines/noisy/main.py": f"print({HOSTILE!r}, flush=True)\n"}, "noisy")
+    daemon = make_daemon(origin.bare, tmp_path / "state")
+    daemon.start()
+    try:
+        run_id = daemon.submit("noisy", Trigger(kind="manual"), now=utc_now())
+        assert daemon.dispatcher.wait_idle(120)
+        daemon.store.flush()
+    finally:
+        daemon.stop(grace=30)
+    assert f"stdout | {HOSTILE}\n" in daemon.store.read_log(run_id, "noisy")  # stored: the bytes
+
+    result = invoke("logs", run_id, "--repo", origin.bare, "--state-dir", tmp_path / "state")
+    assert result.exit_code == 0, result.output
+    assert f"stdout | {HOSTILE_SHOWN}\n" in result.stdout
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f]", result.stdout)
+    raw = invoke("logs", run_id, "--raw", "--repo", origin.bare, "--state-dir", tmp_path / "state")
+    assert raw.stdout == daemon.store.read_log(run_id, "noisy")
+
+    page = git("show", f"fastflow/results:site/{run_page_path('noisy', run_id)}", cwd=origin.bare)
+    assert HOSTILE_SHOWN in page
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", page)
+
+
+def test_tables_show_control_bytes_and_brackets_of_records_as_they_are(repo, store, t):
+    record = make_run("report", t.t1, "aa01", RunStatus.FAILED)
+    message = "boom \x1b[2J\x07 [/x] [red]not markup[/red]"
+    store.record_run(replace(record, error=ErrorInfo("exception", message)), "first\n")
+    result = invoke("history", "report", "--repo", repo)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].endswith(
+        r"exception: boom \x1b[2J\x07 [/x] [red]not markup[/red]")
 
 
 # --- site --------------------------------------------------------------------------------------

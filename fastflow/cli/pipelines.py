@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from fastflow.cli.common import echo_json, repo_option
 from fastflow.cli.render import (
@@ -13,7 +14,7 @@ from fastflow.cli.render import (
 )
 from fastflow.deploy.discovery import resolved_view
 from fastflow.deploy.workspace import open_workspace, validate_workspace
-from fastflow.humanize import format_bytes
+from fastflow.humanize import format_bytes, visible_controls
 from fastflow.model import Pipeline, Severity
 
 
@@ -70,7 +71,8 @@ def list_pipelines(repo: Path, as_json: bool) -> None:
         else:
             problems = discovery.invalid[name].problems
             reason = "; ".join(str(pr) for pr in problems if pr.severity is Severity.ERROR)
-            rows.append((name, "-", "-", "-", f"[red]invalid[/red]: {reason}"))
+            shown = visible_controls(reason, lines=False)
+            rows.append((name, "-", "-", "-", Text.assemble(("invalid", "red"), ": " + shown)))
     print_table(["pipeline", "type", "schedule", "limits", "status"], rows)
 
 

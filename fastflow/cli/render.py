@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from fastflow.humanize import visible_controls
 from fastflow.model import Pipeline, RunStatus
 
 STATUS_STYLE = {
@@ -32,25 +33,36 @@ def console(stderr: bool = False) -> Console:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Print rows as a rich table on a terminal, tab-separated lines otherwise."""
+    """Print rows as a rich table on a terminal, tab-separated lines otherwise. A `Text` cell
+    keeps its style; any other cell is shown as it is (pipeline names and messages come from
+    pushed files and run output: no markup, control characters as visible escapes)."""
     out = console()
+    cells = [[_cell(c) for c in row] for row in rows]
     if not out.is_terminal:
         out.print("\t".join(headers), markup=False)
-        for row in rows:
-            out.print("\t".join(_plain(str(c)) for c in row), markup=False)
+        for row in cells:
+            out.print("\t".join(c.plain for c in row), markup=False)
         return
     table = Table(*headers, show_lines=False)
-    for row in rows:
-        table.add_row(*(str(c) for c in row))
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
-def _plain(text: str) -> str:
-    return Text.from_markup(text).plain
+def _cell(value: object) -> Text:
+    if isinstance(value, Text):
+        return value
+    return Text(visible_controls(str(value), lines=False))
 
 
 def styled_status(status: RunStatus) -> str:
+    """A status in rich markup, for a line printed with markup."""
     return f"[{STATUS_STYLE.get(status, 'white')}]{status.value}[/]"
+
+
+def status_cell(status: RunStatus) -> Text:
+    """A status for a table cell, in its colour."""
+    return Text(status.value, style=STATUS_STYLE.get(status, "white"))
 
 
 def schedule_summary(pipeline: Pipeline) -> str:

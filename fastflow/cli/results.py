@@ -10,12 +10,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
-from fastflow.cli.render import print_table, styled_status
+from fastflow.cli.render import print_table, status_cell
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.defaults import STATE_MIRROR
-from fastflow.humanize import format_elapsed
+from fastflow.humanize import format_elapsed, visible_controls
 from fastflow.model import RunStatus
 from fastflow.results.build import build_site_from_branch, make_server
 from fastflow.results.read import (
@@ -49,8 +50,8 @@ def _state_dir(repo: Path, state_dir: Path | None) -> Path:
 # --- formatting --------------------------------------------------------------------------------
 
 
-def _status_word(status: str | None) -> str:
-    return styled_status(RunStatus(status)) if status else "never run"
+def _status_word(status: str | None) -> Text | str:
+    return status_cell(RunStatus(status)) if status else "never run"
 
 
 def _rate(rate: float | None) -> str:
@@ -98,9 +99,10 @@ def print_status(report: dict) -> None:
           format_elapsed(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
          for p in report["pipelines"]])
     for name, messages in report["invalid"].items():
-        click.echo(f"invalid pipeline {name}: " + "; ".join(messages))
+        line = f"invalid pipeline {name}: " + "; ".join(messages)
+        click.echo(visible_controls(line, lines=False))
     for message in report["errors"]:
-        click.echo(f"configuration error: {message}")
+        click.echo(visible_controls(f"configuration error: {message}", lines=False))
     click.echo(_daemon_line(report["daemon"]))
     if report["sync"]:
         click.echo(f"last sync: {report['sync']['commit']} at {_seconds(report['sync']['at'])}")
@@ -148,7 +150,7 @@ def history(repo: Path, name: str, limit: int, before: str | None, as_json: bool
         echo_json(found)
         return
     print_table(("RUN ID", "STATUS", "TRIGGER", "STARTED", "DURATION", "ATTEMPTS", "EXIT", "ERROR"),
-                [(r["run_id"], styled_status(RunStatus(r["status"])), _trigger(r["trigger"]),
+                [(r["run_id"], status_cell(RunStatus(r["status"])), _trigger(r["trigger"]),
                   _seconds(r["started_at"]) if r["started_at"] else "-",
                   format_elapsed(r["duration_s"]), r["attempts"],
                   "-" if r["exit_code"] is None else r["exit_code"], _error(r["error"]))
@@ -162,21 +164,29 @@ def history(repo: Path, name: str, limit: int, before: str | None, as_json: bool
 @click.argument("run_id")
 @click.option("--follow", "-f", is_flag=True,
               help="While the run is active, follow its live output until it is recorded.")
+@click.option("--raw", is_flag=True,
+              help="Print control characters as stored, not as visible escapes (\\x1b).")
 @state_dir_option
-def logs(repo: Path, run_id: str, follow: bool, state_dir: Path | None) -> None:
+def logs(repo: Path, run_id: str, follow: bool, raw: bool, state_dir: Path | None) -> None:
     """Print the log of RUN_ID (from the results branch, or live while it runs)."""
     state = _state_dir(repo, state_dir)
+
+    def show(text: str) -> None:
+        # A run's output must not drive the reader's terminal (clear it, set its title);
+        # --raw asks for the bytes, and then click must not strip them either (color=True).
+        click.echo(text if raw else visible_controls(text), nl=False, color=raw or None)
+
     with open_results(repo, utc_now) as results:
         if not follow:
             view = read_log(results, run_id, state)
-            click.echo(view.text, nl=False)
+            show(view.text)
             if view.running:
                 click.echo(f"fastflow: {run_id} is still running; this is its output so far "
                            "(--follow to keep following)", err=True)
             return
         try:
             for chunk in follow_log(results, run_id, state, clock=utc_now):
-                click.echo(chunk, nl=False)
+                show(chunk)
         except KeyboardInterrupt:
             raise SystemExit(130) from None
 

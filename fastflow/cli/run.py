@@ -13,7 +13,7 @@ from fastflow.cli.render import console, styled_status
 from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
-from fastflow.humanize import format_bytes, format_elapsed
+from fastflow.humanize import format_bytes, format_elapsed, visible_controls
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord, Trigger
 from fastflow.run.runner import RunRequest, run_pipeline, write_record_json
@@ -59,14 +59,15 @@ class LivePrinter:
         prefix = ""
         if self.timestamps:
             prefix = line.at.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3] + " "
+        text = visible_controls(line.text)  # output must not drive the terminal; the log keeps it
         with self.lock:
             if line.stream == STDOUT:
-                self.out.print(prefix + line.text, markup=False, highlight=False, soft_wrap=True)
+                self.out.print(prefix + text, markup=False, highlight=False, soft_wrap=True)
             elif line.stream == STDERR:
-                self.err.print(prefix + line.text, style="red", markup=False, highlight=False,
+                self.err.print(prefix + text, style="red", markup=False, highlight=False,
                                soft_wrap=True)
             else:
-                self.err.print(f"{prefix}fastflow: {line.text}", style="dim", markup=False,
+                self.err.print(f"{prefix}fastflow: {text}", style="dim", markup=False,
                                highlight=False, soft_wrap=True)
 
 
@@ -83,7 +84,8 @@ def print_summary(record: RunRecord) -> None:
         parts.append(f"peak memory {format_bytes(record.resources.peak_memory_bytes)}")
     out.print(", ".join(parts), highlight=False)
     if record.error and record.status is not RunStatus.SUCCEEDED:
-        out.print(f"  error ({record.error.kind}): {record.error.message}", markup=False,
+        out.print(f"  error ({record.error.kind}): {visible_controls(record.error.message)}",
+                  markup=False,
                   highlight=False)
     if record.route:
         out.print(f"  route: {record.route}", markup=False, highlight=False)

@@ -30,6 +30,7 @@ from fastflow.humanize import (
     format_seconds,
     format_time,
     format_until,
+    visible_controls,
 )
 from fastflow.record import RunRecord
 from fastflow.schedule.describe import pipeline_schedule_words
@@ -47,6 +48,14 @@ STYLESHEET = "style.css"
 RECENT_HISTORY_LINKS = 5  # the pipeline index links the first and the newest few history pages
 
 
+def _visible(value: Any) -> Any:
+    """Every `{{ value }}` of a page passes here before escaping: autoescape leaves NUL, ESC and
+    BEL raw, which HTML must not hold, so text (a log line, a message) shows them as `\\x1b`."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return visible_controls(value)
+    return value
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("fastflow.site", "templates"),
@@ -55,6 +64,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_visible,
     )
     env.globals["status_view"] = views.status_view
     return env
