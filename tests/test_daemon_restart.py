@@ -6,10 +6,12 @@ executor; the daemon in this process, stopped and started again on the same stat
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import pytest
-from helpers import git, make_daemon, utc_now, wait_for
+from helpers import git, make_daemon, utc_now, wait_for, write_files
 
 from fastflow.daemon.hooks import install_hook
 from fastflow.daemon.inbox import Inbox
@@ -291,3 +293,38 @@ def test_a_run_killed_mid_attempt_on_the_host_is_still_lost(user, daemons):
     first.stop(grace=30)
     again = daemons(user.bare)
     assert again.notes == [f"{run_id}: lost"]
+
+
+# --- issue 12: a folder name that is not UTF-8 ------------------------------------------------
+
+def test_a_folder_name_that_is_not_utf8_never_stops_the_daemon_or_its_restarts(user, daemons,
+                                                                              caplog):
+    """The folder is listed as invalid (`bad\\xff`) and the other pipelines are recorded; a
+    journal entry an earlier release left with the name as a lone surrogate, and a run journal
+    entry that cannot be read, are set aside in `bad/` at the next start, which goes on."""
+    first = daemons(user.bare)
+    folder = user.work / os.fsdecode(b"pipelines/bad\xff")
+    write_files(folder, {"main.py": "print('bad')\n"})
+    git("add", "-A", cwd=user.work)
+    git("commit", "-qm", "a name that is not UTF-8", cwd=user.work)
+    git("push", "-q", "origin", "main", cwd=user.work)
+    first.sync(utc_now())
+    assert list(first.deployment.invalid) == ["bad\\xff"]
+    first.submit("report", Trigger("manual"), now=utc_now())
+    assert first.dispatcher.wait_idle(60)
+    assert wait_for(lambda: records(first, "report"))[0].status is RunStatus.SUCCEEDED
+    first.stop(grace=30)
+    state = first.state_dir
+    poisoned = {"kind": "state", "name": "deployment", "data": {"invalid": {"bad\udcff": []}}}
+    (state / "journal/00000000000000000001-00000001.json").write_text(json.dumps(poisoned))
+    (state / "active/20261122T030000Z-report-dead.json").write_text("{")
+    again = daemons(user.bare)
+    assert os.listdir(state / "journal/bad") == ["00000000000000000001-00000001.json"]
+    assert os.listdir(state / "active/bad") == ["20261122T030000Z-report-dead.json"]
+    again.submit("report", Trigger("manual"), now=utc_now())
+    assert again.dispatcher.wait_idle(60)
+    assert len(wait_for(lambda: len(records(again, "report")) == 2 and records(again, "report")))
+    overview = git("--git-dir", str(user.bare), "show", "fastflow/results:site/index.html",
+                   cwd=user.bare)
+    assert "bad\\xff" in overview and "it is not UTF-8" in overview
+    assert no_errors(caplog) == []

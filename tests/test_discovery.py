@@ -90,6 +90,20 @@ def test_illegal_names_are_invalid(repo: Path, name: str):
     ]
 
 
+def test_a_folder_name_that_is_not_utf8_is_invalid_and_shown_escaped(repo: Path):
+    """Issue 12: the name is never a lone surrogate (it stopped every journal flush)."""
+    write_files(repo, {"pipelines/good/main.py": MAIN})
+    folder = repo / os.fsdecode(b"pipelines/bad\xff")
+    write_files(folder, {"main.py": MAIN, "pipeline.json": "{"})
+    found = scan(repo)
+    assert list(found.invalid) == ["bad\\xff"] and list(found.pipelines) == ["good"]
+    assert messages(found, "bad\\xff") == [
+        'pipelines/bad\\xff: "bad\\xff" is not a valid pipeline name (it is not UTF-8); rename '
+        "the folder using 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+    ]
+    assert found.invalid["bad\\xff"].path == folder.resolve()
+
+
 def test_custom_metadata_name_and_the_ignored_duplicate(repo: Path):
     write_files(repo, {
         "pipelines/one/main.py": MAIN,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -200,6 +201,44 @@ def test_crash_at_each_step_then_recover(tmp_path, point):
                                                       "20261122T000000Z-p-ab12"]
     assert os.listdir(journal) == []
     assert fresh.recover() is None  # idempotent
+
+
+def test_recovery_sets_aside_a_journal_entry_it_cannot_commit(tmp_path, caplog):
+    """Issue 12: an entry holding a lone surrogate (a folder name that is not UTF-8, as an
+    earlier release journalled it) or one that is not JSON is moved to journal/bad/ with a
+    warning; the others are committed and recovery never dies on it (it did at every start)."""
+    g.init_repo(tmp_path / "repo.git", bare=True)
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    poisoned = {"kind": "state", "name": "deployment", "data": {"invalid": {"bad\udcff": []}}}
+    (journal / "00000000000000000001-00000001.json").write_text(json.dumps(poisoned))
+    (journal / "00000000000000000002-00000002.json").write_text('{"kind": "run"')
+    store = ResultsStore(tmp_path / "repo.git", journal, clock)
+    store.record_run(run("p", "20261122T030000Z"), "ok\n", commit=False)
+    with caplog.at_level(logging.WARNING, logger="fastflow.results.store"):
+        assert store.recover() is not None
+    assert store.list_run_ids("p") == ["20261122T030000Z-p-ab12"]
+    assert os.listdir(journal) == ["bad"]
+    assert sorted(os.listdir(journal / "bad")) == ["00000000000000000001-00000001.json",
+                                                   "00000000000000000002-00000002.json"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "journal entry 00000000000000000002-00000002.json cannot be committed (unreadable: "
+        f"Expecting ',' delimiter: line 1 column 15 (char 14)); set aside in {journal}/bad/",
+        "journal entry 00000000000000000001-00000001.json cannot be committed (it holds text "
+        f"that is not UTF-8 (a lone surrogate)); set aside in {journal}/bad/",
+    ]
+    assert store.recover() is None and store.read_state("deployment") is None
+
+
+def test_text_that_is_not_utf8_is_journalled_and_committed_with_escapes(store, caplog):
+    rec = run("p", "20261122T030000Z")
+    with caplog.at_level(logging.WARNING, logger="fastflow.results.store"):
+        assert store.record_run(rec, "no such file: bad\udcff\n") is not None
+        store.write_state("deployment", {"invalid": {"bad\udcff": ["x\ud800"]}}, commit=True)
+    assert store.read_log(rec.run_id) == "no such file: bad\\xff\n"
+    assert store.read_state("deployment") == {"invalid": {"bad\\xff": ["x\\ud800"]}}
+    assert len(caplog.records) == 2 and "holds text that is not UTF-8" in caplog.text
+    assert os.listdir(store.journal_dir) == []
 
 
 KILL_SCRIPT = """

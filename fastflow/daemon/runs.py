@@ -108,12 +108,20 @@ class RunJournal:
         return (self.dir / f"{run_id}.json").exists()
 
     def orders(self) -> list[RunOrder]:
+        """Every journalled run; an entry that cannot be read is set aside in `active/bad/`
+        with a warning (kept for a person to look at, never read again at each start)."""
         found = []
         for path in sorted(self.dir.glob("*.json")):
             try:
-                found.append(RunOrder.from_json(json.loads(path.read_text())))
-            except (ValueError, KeyError, TypeError) as exc:
-                logger.warning("ignoring the unreadable run journal entry %s: %s", path, exc)
+                found.append(RunOrder.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                bad = self.dir / "bad"
+                bad.mkdir(exist_ok=True)
+                path.replace(bad / path.name)
+                logger.warning("run journal entry %s cannot be read (%s: %s); set aside in %s/",
+                               path.name, type(exc).__name__, exc, bad)
+            except FileNotFoundError:
+                continue
         return found
 
 

@@ -16,7 +16,7 @@ from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
 from fastflow.config.values import NAME_RE
 from fastflow.config.view import resolved_view
 from fastflow.errors import PipelineNotFound
-from fastflow.humanize import did_you_mean
+from fastflow.humanize import did_you_mean, without_surrogates
 from fastflow.model import (
     InvalidPipeline,
     Pipeline,
@@ -149,6 +149,14 @@ def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | Invalid
     if not present & {"main.py", "main.ipynb", "pipeline.json", f"{name}.json"}:
         return None
     rel_folder = _rel(root, folder)
+    if without_surrogates(name) != name:  # never a lone surrogate in a name: it stops writes
+        shown = without_surrogates(name)
+        return InvalidPipeline(shown, folder, (Problem(
+            rel_folder, "",
+            f'"{shown}" is not a valid pipeline name (it is not UTF-8); rename the folder using '
+            "1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            pipeline=shown,
+        ),))
     problems: list[Problem] = []
     if not NAME_RE.fullmatch(name):
         problems.append(Problem(
@@ -343,9 +351,9 @@ def _inside(root: Path, path: Path) -> bool:
 
 def _rel(root: Path, path: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        return without_surrogates(path.relative_to(root).as_posix())
     except ValueError:
-        return path.as_posix()
+        return without_surrogates(path.as_posix())
 
 
 def _meta_rel(root: Path, pipeline: Pipeline) -> str:

@@ -10,6 +10,7 @@ touches, and `summary.json` is updated incrementally, so recording never scans a
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import re
@@ -28,7 +29,7 @@ from fastflow.defaults import (
 )
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.files import fsync_dir, is_temporary, write_atomic
-from fastflow.humanize import format_seconds
+from fastflow.humanize import format_seconds, without_surrogates
 from fastflow.record import RunRecord, run_id_time
 from fastflow.results.backoff import PushBackoff
 from fastflow.results.layout import (
@@ -47,6 +48,7 @@ from fastflow.results.layout import (
 log = logging.getLogger(__name__)
 
 _STATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SET_ASIDE = "bad"  # journal entries that cannot be committed, kept for a person to look at
 _CRASH_POINTS = ("after_journal", "after_tree", "after_commit", "after_ref", "after_cleanup")
 
 
@@ -163,30 +165,60 @@ class ResultsStore:
         changes: dict[str, bytes | None] = {}
         runs, states = [], []
         summary = self._summary_at(head)
-        for _, entry in entries:
-            if entry["kind"] == "state":
-                changes[f"state/{entry['name']}.json"] = dump_json(entry["data"])
-                states.append(entry["name"])
+        for path, entry in entries:
+            try:
+                made = self._entry_changes(entry, head)
+                if made is not None and entry["kind"] == "run":  # a trial on a copy
+                    apply_run_to_summary(_summary_copy(summary, entry["record"]), entry["record"])
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # UnicodeError and a bad base64 are ValueErrors: the entry's own fault, never
+                # the disk's (an OSError stops the flush and leaves every entry journalled)
+                self._set_aside(path, _entry_fault(exc))
                 continue
-            if entry["kind"] == "files":
-                for path, data in entry["files"].items():
-                    changes[path] = None if data is None else base64.b64decode(data)
-                states.append(entry["name"])
-                continue
-            rec = entry["record"]
-            path = record_path(rec["pipeline"], rec["run_id"])
-            if head is not None and git.read_blob(self.repo, head, path) is not None:
+            if made is None:
                 continue  # committed before a crash: never write it twice
-            changes[path] = dump_json(rec)
-            changes[log_path(rec["pipeline"], rec["run_id"])] = entry["log"].encode()
-            for extra, data in entry["extra"].items():
-                changes[extra] = None if data is None else base64.b64decode(data)
-            apply_run_to_summary(summary, rec)
-            runs.append(rec)
+            changes.update(made)
+            if entry["kind"] == "run":
+                apply_run_to_summary(summary, entry["record"])
+                runs.append(entry["record"])
+            else:
+                states.append(entry["name"])
         if not changes:
             return None
         self._add_summary(changes, summary, {r["pipeline"] for r in runs})
         return changes, commit_message(runs, list(dict.fromkeys(states)))
+
+    def _entry_changes(self, entry: dict, head: str | None) -> dict[str, bytes | None] | None:
+        """The files one journal entry writes (None: its run is on the branch already); raises
+        ValueError (and the like) when the entry cannot be committed."""
+        if entry["kind"] == "state":
+            made = {f"state/{_text(entry['name'])}.json": dump_json(entry["data"])}
+        elif entry["kind"] == "files":
+            _text(entry["name"])
+            made = {_text(p): None if data is None else base64.b64decode(data, validate=True)
+                    for p, data in entry["files"].items()}
+        elif entry["kind"] == "run":
+            rec = entry["record"]
+            path = _text(record_path(rec["pipeline"], rec["run_id"]))
+            if head is not None and git.read_blob(self.repo, head, path) is not None:
+                return None
+            made = {path: dump_json(rec),
+                    _text(log_path(rec["pipeline"], rec["run_id"])): entry["log"].encode()}
+            for extra, data in entry["extra"].items():
+                made[_text(extra)] = None if data is None else base64.b64decode(data, validate=True)
+        else:
+            raise ValueError(f"unknown kind {entry['kind']!r}")
+        return made
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Move a journal entry that cannot be committed to `<journal>/bad/`, with a warning:
+        the others are committed, the daemon goes on, and nothing is deleted."""
+        bad = self.journal_dir / _SET_ASIDE
+        bad.mkdir(exist_ok=True)
+        path.replace(bad / path.name)
+        fsync_dir(self.journal_dir)
+        log.warning("journal entry %s cannot be committed (%s); set aside in %s/",
+                    path.name, reason, bad)
 
     def _add_summary(self, changes: dict, summary: dict, pipelines: Iterable[str]) -> None:
         pipelines = sorted(set(pipelines))
@@ -221,17 +253,29 @@ class ResultsStore:
 
     def _journal(self, entry: dict) -> None:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        write_atomic(self.journal_dir / name, json.dumps(entry), durable=True)
+        text = json.dumps(entry, ensure_ascii=False)
+        try:
+            raw = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (a name that is not UTF-8) cannot be
+            # committed: journalled with escapes instead, so the entry never poisons a flush
+            log.warning("journal entry %s (%s) holds text that is not UTF-8; stored with "
+                        "\\x escapes", name, entry.get("kind"))
+            raw = json.dumps(_escaped(entry), ensure_ascii=False).encode("utf-8")
+        write_atomic(self.journal_dir / name, raw, durable=True)
 
     def _journal_entries(self) -> list[tuple[Path, dict]]:
         out = []
         for path in sorted(self.journal_dir.glob("[0-9]*.json")):
             try:
-                out.append((path, json.loads(path.read_text(encoding="utf-8"))))
-            except (OSError, ValueError) as exc:
-                raise RepositoryError(
-                    f"{path}: unreadable journal entry ({exc}); move it away to continue"
-                ) from None
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(entry, dict) or "kind" not in entry:
+                    raise ValueError("not a journal entry")
+            except ValueError as exc:  # UnicodeDecodeError too: written by no store
+                self._set_aside(path, f"unreadable: {exc}")
+                continue
+            except FileNotFoundError:
+                continue  # flushed by another thread meanwhile
+            out.append((path, entry))
         return out
 
     def _crash(self, point: str) -> None:
@@ -480,3 +524,36 @@ class ResultsStore:
                               self.clock())
         git.update_ref(self.repo, self.branch, sha, local, "merge")
         return sha
+
+
+def _text(value: str) -> str:
+    """`value` when it can be stored in git (a str without lone surrogates); else ValueError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not text")
+    value.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return value
+
+
+def _escaped(value: object) -> object:
+    """A JSON value with `without_surrogates` applied to every string and key."""
+    if isinstance(value, str):
+        return without_surrogates(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
+
+
+def _summary_copy(summary: dict, record: dict) -> dict:
+    """The part of `summary` a run record changes, copied (to try the record on it first)."""
+    entry = (summary.get("pipelines") or {}).get(record["pipeline"])
+    return {"pipelines": {} if entry is None else {record["pipeline"]: copy.deepcopy(entry)}}
+
+
+def _entry_fault(exc: Exception) -> str:
+    if isinstance(exc, UnicodeError):
+        return "it holds text that is not UTF-8 (a lone surrogate)"
+    if isinstance(exc, KeyError):
+        return f"the field {exc} is missing"
+    return str(exc)
