@@ -97,6 +97,22 @@ def test_validate_reports_an_invalid_config_yaml(make_repo):
     assert problem["field"] == "max_concurrent_runs"
 
 
+def test_a_folder_name_with_a_newline_prints_on_one_line(make_repo):
+    """Issue 12: validate, list and show print such a name escaped (`new\\nline`)."""
+    repo = make_repo({"pipelines/new\nline/main.py": "print(1)\n",
+                      "pipelines/ok/main.py": "print(1)\n"})
+    message = ('pipelines/new\\nline: "new\\nline" is not a valid pipeline name; rename the '
+               "folder using 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    result = fastflow("validate", "--repo", str(repo))
+    assert (result.returncode, result.stderr) == (1, f"error: {message}\n")
+    result = fastflow("list", "--repo", str(repo))
+    _, bad, ok = result.stdout.splitlines()
+    assert bad.startswith("new\\nline ") and bad.endswith(f"invalid: {message}")
+    assert ok.startswith("ok ")
+    result = fastflow("show", "new\nline", "--repo", str(repo))
+    assert result.stderr == f'Error: pipeline "new\\nline" is invalid; fix it first:\n  {message}\n'
+
+
 def test_show_unknown_pipeline_suggests_a_name():
     result = fastflow("show", "standrd", "--repo", str(ROOT))
     assert result.returncode == 1

@@ -87,7 +87,8 @@ def validate(repo: Path, as_json: bool) -> None:
         echo_json({"ok": not errors, "problems": [p.to_json() for p in problems]})
     else:
         for problem in problems:
-            click.echo(f"{problem.severity.value}: {problem}", err=problem.severity is Severity.ERROR)
+            line = visible_controls(f"{problem.severity.value}: {problem}", lines=False)
+            click.echo(line, err=problem.severity is Severity.ERROR)  # a name: one line
         if not errors:
             warned = f" ({len(problems)} warning{'s' if len(problems) != 1 else ''})" if problems else ""
             click.echo(f"ok: the repository is valid{warned}")

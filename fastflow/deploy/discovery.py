@@ -16,7 +16,7 @@ from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
 from fastflow.config.values import NAME_RE
 from fastflow.config.view import resolved_view
 from fastflow.errors import PipelineNotFound
-from fastflow.humanize import did_you_mean, without_surrogates
+from fastflow.humanize import did_you_mean, visible_controls, without_surrogates
 from fastflow.model import (
     InvalidPipeline,
     Pipeline,
@@ -102,10 +102,11 @@ def find_pipeline(discovery: Discovery, name: str) -> Pipeline:
     """
     if name in discovery.pipelines:
         return discovery.pipelines[name]
-    if name in discovery.invalid:
+    if name in discovery.invalid:  # a folder name may hold a newline: each problem one line
         errors = [p for p in discovery.invalid[name].problems if p.severity is Severity.ERROR]
-        lines = "\n".join(f"  {p}" for p in errors)
-        raise PipelineNotFound(f'pipeline "{name}" is invalid; fix it first:\n{lines}')
+        lines = "\n".join(f"  {visible_controls(str(p), lines=False)}" for p in errors)
+        shown = visible_controls(name, lines=False)
+        raise PipelineNotFound(f'pipeline "{shown}" is invalid; fix it first:\n{lines}')
     where = (
         "the repository root" if discovery.pipelines_dir == "."
         else f'"{discovery.pipelines_dir}"'
