@@ -120,7 +120,10 @@ class RetryPolicy:
         if n < 1:
             raise ValueError("retry numbers start at 1")
         if self.strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
-            return min(self.initial_delay * self.multiplier ** (n - 1), self.max_delay)
+            try:
+                return min(self.initial_delay * self.multiplier ** (n - 1), self.max_delay)
+            except OverflowError:  # the 1,025th retry doubling: far past any max_delay
+                return self.max_delay
         if self.strategy is RetryStrategy.CUSTOM_SCHEDULE:
             if not self.delays:
                 return 0.0

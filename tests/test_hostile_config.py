@@ -11,8 +11,11 @@ from click.testing import CliRunner
 from helpers import make_daemon, utc_now
 
 from fastflow.cli import main
+from fastflow.config import default_repo_config, parse_pipeline_metadata, read_repo_config
+from fastflow.config.schedules import check_schedules
 from fastflow.config.yamlfile import load_yaml
 from fastflow.errors import Invalid
+from fastflow.model import RetryPolicy, RetryStrategy
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 DEEP_YAML = "schedules: " + "[" * 20_000 + "]" * 20_000 + "\n"
@@ -141,3 +144,113 @@ def test_the_daemon_keeps_the_last_valid_files_when_deep_and_bomb_files_are_push
         daemon.tick(utc_now())
     finally:
         daemon.stop(grace=10)
+
+
+# --- values that validated, then crashed the planner, the run or the site -----------------------
+
+YEARS_FIX = ("is outside the years 1970 to 9999 (in UTC); use ISO 8601 such as 2026-12-01T12:00:00Z, "
+             "2026-12-01T12:00 (in the schedule's zone) or 2026-12-01")
+HUGE = "99999999999999999999"
+PIPELINE_BOUNDS = [
+    ('{"cpu_hard_limit": 1e300}',
+     "cpu_hard_limit: 1e+300 is above the maximum of 1024 CPU cores; use a number such as 1 or 0.5"),
+    (f'{{"mem_hard_limit": "{HUGE}t"}}',
+     f'mem_hard_limit: "{HUGE}t" is above the maximum of "1024t" (1 PiB); use a number with a '
+     'unit such as "512m", "1.5g" or "2Gi"'),
+    ('{"timeout": 1e400}', "timeout: Infinity is above the maximum of 3155760000 seconds (100 years); "
+     "use a smaller number"),
+    ('{"retry_attempts": 100000000000000000000000000}',
+     "retry_attempts: 100000000000000000000000000 is above the maximum of 1,000,000; use a smaller "
+     "number"),
+    ('{"max_instances": 100000000000000000000000000}',
+     "max_instances: 100000000000000000000000000 is above the maximum of 1,000,000; use a smaller "
+     "number"),
+    ('{"retry_attempts": 1, "retry_strategy": {"type": "fixed_delay", "delay": 1e308}}',
+     "retry_strategy.delay: 1e+308 is above the maximum of 3155760000 seconds (100 years); use a "
+     "smaller number"),
+    ('{"retry_attempts": 1, "retry_strategy": {"type": "custom_schedule", "delays": [1, 1e400]}}',
+     "retry_strategy.delays: item 1: Infinity is above the maximum of 3155760000 seconds "
+     "(100 years); use a smaller number"),
+    ('{"retry_attempts": 1, "retry_strategy": {"type": "exponential_backoff", "multiplier": 1e300}}',
+     "retry_strategy.multiplier: 1e+300 is above the maximum of 100; use a smaller number"),
+    ('{"run_once_at": "0001-01-01T00:00:00+14:00"}',
+     f'run_once_at: "0001-01-01T00:00:00+14:00" {YEARS_FIX}'),
+    ('{"schedule_interval_seconds": 1e20}',
+     "schedule_interval_seconds: 1e+20 is above the maximum of 3155760000 seconds (100 years); use "
+     "a smaller number"),
+    ('{"default_env": {"A": "x\\u0000y"}}',
+     'default_env: "A": "x\\u0000y" contains a NUL character, which environment values cannot '
+     "hold; remove it"),
+    ('{"default_env": {"A": "' + "x" * 3_000_000 + '"}}',
+     'default_env: "A": a value of 3,000,000 characters is above the maximum of 131,072 (128 KiB); '
+     "pass large data as a file of the pipeline"),
+]
+
+
+@pytest.mark.parametrize("text, message", PIPELINE_BOUNDS,
+                         ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(PIPELINE_BOUNDS)])
+def test_huge_and_non_finite_pipeline_values_are_refused_with_their_bound(text, message):
+    found = parse_pipeline_metadata(text, name="etl", file="pipelines/etl/pipeline.json",
+                                    config=default_repo_config())
+    assert [str(p) for p in found.errors] == [f"pipelines/etl/pipeline.json: {message}"]
+
+
+CONFIG_BOUNDS = [
+    (f"log_cap: {HUGE}t", f'log_cap: "{HUGE}t" is above the maximum of "1g"; use a smaller size'),
+    ("default_limits:\n  cpu_hard_limit: 1.0e+300", "default_limits.cpu_hard_limit: 1e+300 is above "
+     "the maximum of 1024 CPU cores; use a number such as 1 or 0.5"),
+    ("default_timeout: .inf", "default_timeout: Infinity is above the maximum of 3155760000 seconds "
+     "(100 years); use a smaller number"),
+    ("grace_period: .nan", "grace_period: NaN is not a number of seconds >= 0; use a number such as 300"),
+    ("default_retry_attempts: 100000000000000000000000000", "default_retry_attempts: "
+     "100000000000000000000000000 is above the maximum of 1,000,000; use a smaller number"),
+    ("retention:\n  keep_days: 1000000", "retention.keep_days: 1000000 is above the maximum of "
+     "36,525; use a smaller number"),
+]
+
+
+@pytest.mark.parametrize("text, message", CONFIG_BOUNDS, ids=[m.split(":")[0] for _, m in CONFIG_BOUNDS])
+def test_huge_and_non_finite_config_values_are_refused_with_their_bound(text, message):
+    config, problems = read_repo_config(text)
+    assert config is None
+    assert [str(p) for p in problems] == [f".fastflow/config.yaml: {message}"]
+
+
+SCHEDULE_BOUNDS = [
+    ("interval: 99999999999999999999w", 'interval: "99999999999999999999w" is above the maximum of '
+     '"36525d" (100 years); use seconds or a number with a unit s, m, h, d or w, such as "30s", '
+     '"15m" or "6h"'),
+    ("interval: .inf", 'interval: Infinity is above the maximum of "36525d" (100 years); use seconds '
+     'or a number with a unit s, m, h, d or w, such as "30s", "15m" or "6h"'),
+    ("timezone: America/New_York\n  at: 9999-12-31T23:59:59", f'at: "9999-12-31T23:59:59" {YEARS_FIX}'),
+    ("at: 1969-12-31", f'at: "1969-12-31" {YEARS_FIX}'),
+    ("interval: 1h\n  end: 9999-12-31", f'end: "9999-12-31" {YEARS_FIX}'),
+    ("interval: 1h\n  max_catchup: 100000000000000000000000000", "max_catchup: "
+     "100000000000000000000000000 is above the maximum of 1,000,000; use a smaller number"),
+]
+
+
+@pytest.mark.parametrize("entry, message", SCHEDULE_BOUNDS, ids=[m.split(":")[0] for _, m in SCHEDULE_BOUNDS])
+def test_huge_durations_and_instants_off_the_calendar_are_refused_in_schedules_yaml(entry, message):
+    found = check_schedules(f"schedules:\n- pipeline: etl\n  {entry}\n", {})
+    assert [str(p) for p in found.errors] == [f".fastflow/schedules.yaml: schedules[0].{message}"]
+
+
+def test_slots_end_at_the_end_of_the_calendar_instead_of_overflowing(make_repo):
+    repo = make_repo({
+        "pipelines/etl/main.py": "print(1)\n",
+        ".fastflow/schedules.yaml": "schedules:\n- pipeline: etl\n  interval: 36525d\n"
+                                    "  start: 9999-06-01T00:00:00Z\n- pipeline: etl\n  id: late\n"
+                                    "  cron: 59 23 31 12 *\n  start: 9999-12-30T00:00:00Z\n",
+    })
+    listed = invoke("schedule", "next", "etl", "--repo", str(repo), "--from", "9999-01-01T00:00:00Z")
+    assert listed.exit_code == 0, listed.output
+    assert len(listed.output.splitlines()) == 1 and "9999-06-01" in listed.output
+    late = invoke("schedule", "next", "late", "--repo", str(repo), "--from", "9999-01-01T00:00:00Z")
+    assert late.exit_code == 0, late.output  # the cron library cannot look past 9999 either
+
+
+def test_exponential_backoff_waits_stay_at_max_delay_after_a_thousand_retries():
+    policy = RetryPolicy(attempts=1_000_000, strategy=RetryStrategy.EXPONENTIAL_BACKOFF,
+                         initial_delay=1.0, max_delay=600.0, multiplier=2.0)
+    assert policy.wait_before_retry(5000) == 600

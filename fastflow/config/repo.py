@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastflow import defaults
+from fastflow.config.links import link_problem
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -31,6 +32,8 @@ from fastflow.model import Limits, Problem, RepoConfig, Severity
 
 CONFIG_FILE = defaults.CONFIG_FILE
 DEFAULT = "default"
+MAX_LOG_CAP = 1024**3  # 1 GiB of log per run: what the results branch and a page can hold
+MAX_KEEP_DAYS = 36_525  # 100 years
 
 # key -> (RepoConfig attribute, checker, default, nullable)
 _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
@@ -46,7 +49,7 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "default_retry_attempts": (
         "default_retry_attempts", integer(0), defaults.DEFAULT_RETRY_ATTEMPTS, False
     ),
-    "log_cap": ("log_cap_bytes", size, defaults.DEFAULT_LOG_CAP_BYTES, False),
+    "log_cap": ("log_cap_bytes", size(MAX_LOG_CAP, '"1g"'), defaults.DEFAULT_LOG_CAP_BYTES, False),
     "ca_bundle": ("ca_bundle", nonempty_text, None, True),
     "secrets_file": ("secrets_file", nonempty_text, defaults.DEFAULT_SECRETS_FILE, False),
     "grace_period": ("grace_period", seconds, defaults.DEFAULT_GRACE_PERIOD, False),
@@ -106,6 +109,9 @@ def check_repo_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     taken from the repository root and returned absolute).
     """
     path = Path(root) / CONFIG_FILE
+    link = link_problem(Path(root), path)  # never read through it, never the defaults instead
+    if link is not None:
+        return None, [Problem(CONFIG_FILE, "", link)]
     if not path.exists():
         return default_repo_config(), []
     try:
@@ -184,8 +190,8 @@ def _limits(fields: Fields, sources: dict[str, str], file: str) -> Limits:
 def _retention(fields: Fields, sources: dict[str, str], file: str) -> dict[str, Any]:
     section = _section(fields, "retention", ("keep_runs", "keep_days"))
     out: dict[str, Any] = {}
-    for key in ("keep_runs", "keep_days"):
-        value = MISSING if section is None else section.get(key, integer(1), nullable=True)
+    for key, check in (("keep_runs", integer(1)), ("keep_days", integer(1, MAX_KEEP_DAYS))):
+        value = MISSING if section is None else section.get(key, check, nullable=True)
         out[key] = None if value is MISSING else value
         sources[f"retention.{key}"] = DEFAULT if value is MISSING else file
     return out

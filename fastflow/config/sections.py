@@ -11,11 +11,13 @@ from typing import Any
 
 from fastflow import defaults
 from fastflow.config.values import (
+    MAX_SECONDS,
     MISSING,
     Fields,
     choice,
     cron,
     integer,
+    is_number,
     positive_number,
     positive_seconds,
     seconds,
@@ -25,6 +27,7 @@ from fastflow.errors import Invalid
 from fastflow.humanize import show
 from fastflow.model import RetryPolicy, RetryStrategy
 
+MAX_MULTIPLIER = 100  # of exponential backoff; max_delay (<= 100 years) caps the waits anyway
 STRATEGY_NAMES = tuple(s.value for s in RetryStrategy)
 STRATEGY_KEYS = {
     RetryStrategy.EXPONENTIAL_BACKOFF: ("type", "initial_delay", "max_delay", "multiplier"),
@@ -129,7 +132,7 @@ def _strategy_object(sub: Fields) -> Any:
         maximum = sub.get("max_delay", seconds)
         if initial is not MISSING and maximum is not MISSING and maximum < initial:
             sub.error("max_delay", f"{show(sub.data['max_delay'])} is below initial_delay; raise it")
-        return _backoff(initial, maximum, sub.get("multiplier", positive_number))
+        return _backoff(initial, maximum, sub.get("multiplier", positive_number(MAX_MULTIPLIER)))
     if kind is RetryStrategy.FIXED_DELAY:
         if not sub.has("delay"):
             sub.error("delay", f"is missing; fixed_delay needs it, e.g. {EXAMPLES[kind]}")
@@ -153,9 +156,11 @@ def _backoff(initial: Any, maximum: Any, multiplier: Any) -> dict[str, Any]:
 
 
 def _delays(value: Any) -> tuple[float, ...]:
-    ok = isinstance(value, list) and value and all(
-        isinstance(item, (int, float)) and not isinstance(item, bool) and item >= 0 for item in value
-    )
+    ok = isinstance(value, list) and value and all(is_number(item) and item >= 0 for item in value)
     if not ok:
         raise Invalid(f"{show(value)} is not a non-empty list of seconds >= 0; write [10, 60, 300]")
+    for index, item in enumerate(value):
+        if item > MAX_SECONDS:
+            raise Invalid(f"item {index}: {show(item)} is above the maximum of {MAX_SECONDS} "
+                          "seconds (100 years); use a smaller number")
     return tuple(float(item) for item in value)

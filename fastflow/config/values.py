@@ -7,6 +7,7 @@ speak with one voice.
 """
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
@@ -16,6 +17,7 @@ from fastflow.errors import Invalid
 from fastflow.humanize import did_you_mean, show
 from fastflow.model import Problem, Severity
 from fastflow.schedule.cron import is_valid_cron
+from fastflow.schedule.timevalues import MAX_SECONDS, in_years
 
 MISSING: Any = object()
 Checker = Callable[[Any], Any]
@@ -28,10 +30,24 @@ CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midni
 # Docker refuses smaller memory limits ("Minimum memory limit allowed is 6MB").
 DOCKER_MIN_MEMORY = 6 * 1024 * 1024
 MEMORY_FIX = 'use a number with a unit such as "512m", "1.5g" or "2Gi"'
+# Bounds a demanding user never meets, far below where Python's datetime, Docker or the kernel
+# overflow (values above them used to validate and then crash the planner, the run or the site).
+MAX_COUNT = 1_000_000  # retries, instances, concurrent runs, catch-up slots
+MAX_CPU = 1024  # cores
+MAX_MEMORY = 1024**5  # 1 PiB, spelled "1024t"
+MAX_ENV_VALUE = 128 * 1024  # characters of one environment value (Linux: 128 KiB per string)
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """An int or a float that is not NaN (infinities are numbers; the bounds refuse them)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+def at_most(value: Any, bound: float, spelled: str, fix: str) -> None:
+    """Raise `Invalid` when `value` is above `bound`: "<value> is above the maximum of ..."."""
+    if value > bound:
+        raise Invalid(f"{show(value)} is above the maximum of {spelled}; {fix}")
 
 
 # --- checkers -------------------------------------------------------------------------------
@@ -55,10 +71,11 @@ def nonempty_text(value: Any) -> str:
     return value
 
 
-def integer(minimum: int) -> Checker:
+def integer(minimum: int, maximum: int = MAX_COUNT) -> Checker:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise Invalid(f"{show(value)} is not a whole number >= {minimum}")
+        at_most(value, maximum, f"{maximum:,}", "use a smaller number")
         return value
 
     return check
@@ -68,19 +85,25 @@ def seconds(value: Any) -> float:
     """A duration in seconds, >= 0 (0 often means "none")."""
     if not is_number(value) or value < 0:
         raise Invalid(f"{show(value)} is not a number of seconds >= 0; use a number such as 300")
+    at_most(value, MAX_SECONDS, f"{MAX_SECONDS} seconds (100 years)", "use a smaller number")
     return float(value)
 
 
 def positive_seconds(value: Any) -> float:
     if not is_number(value) or value <= 0:
         raise Invalid(f"{show(value)} is not a number of seconds > 0; use a number such as 60")
+    at_most(value, MAX_SECONDS, f"{MAX_SECONDS} seconds (100 years)", "use a smaller number")
     return float(value)
 
 
-def positive_number(value: Any) -> float:
-    if not is_number(value) or value <= 0:
-        raise Invalid(f"{show(value)} is not a number > 0")
-    return float(value)
+def positive_number(maximum: float) -> Checker:
+    def check(value: Any) -> float:
+        if not is_number(value) or value <= 0:
+            raise Invalid(f"{show(value)} is not a number > 0")
+        at_most(value, maximum, f"{maximum:g}", "use a smaller number")
+        return float(value)
+
+    return check
 
 
 def cpu(value: Any) -> float:
@@ -88,6 +111,7 @@ def cpu(value: Any) -> float:
         raise Invalid(
             f"{show(value)} is not a positive number of CPU cores; use a number such as 1 or 0.5"
         )
+    at_most(value, MAX_CPU, f"{MAX_CPU} CPU cores", "use a number such as 1 or 0.5")
     return float(value)
 
 
@@ -98,6 +122,8 @@ def memory(value: Any) -> int:
         raise Invalid(f"{show(value)} is not a memory size; {MEMORY_FIX}") from None
     if size == 0:
         raise Invalid(f"{show(value)} is zero; {MEMORY_FIX}")
+    if size > MAX_MEMORY:
+        raise Invalid(f'{show(value)} is above the maximum of "1024t" (1 PiB); {MEMORY_FIX}')
     return size
 
 
@@ -108,13 +134,22 @@ def hard_memory(value: Any) -> int:
     return size
 
 
-def size(value: Any) -> int:
-    try:
-        return parse_size(value)
-    except ValueError:
-        raise Invalid(
-            f'{show(value)} is not a size; use bytes or a number with a unit such as "5m" or "1g"'
-        ) from None
+def size(maximum: int, spelled: str) -> Checker:
+    """A size in bytes up to `maximum` (written as `spelled`, e.g. '"1g"')."""
+
+    def check(value: Any) -> int:
+        try:
+            found = parse_size(value)
+        except ValueError:
+            raise Invalid(
+                f'{show(value)} is not a size; use bytes or a number with a unit such as "5m" or '
+                '"1g"'
+            ) from None
+        if found > maximum:
+            raise Invalid(f"{show(value)} is above the maximum of {spelled}; use a smaller size")
+        return found
+
+    return check
 
 
 def choice(options: Iterable[str]) -> Checker:
@@ -198,6 +233,7 @@ def timestamp(value: Any) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
+    in_years(value, parsed)
     return parsed
 
 
@@ -247,6 +283,16 @@ def env_value(key: str, item: Any) -> str:
     if isinstance(item, bool):
         return "true" if item else "false"
     if isinstance(item, str):
+        if "\0" in item:
+            raise Invalid(
+                f'"{key}": {show(item)} contains a NUL character, which environment values '
+                "cannot hold; remove it"
+            )
+        if len(item) > MAX_ENV_VALUE:
+            raise Invalid(
+                f'"{key}": a value of {len(item):,} characters is above the maximum of '
+                f"{MAX_ENV_VALUE:,} (128 KiB); pass large data as a file of the pipeline"
+            )
         return item
     if isinstance(item, int):
         return str(item)

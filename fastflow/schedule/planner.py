@@ -202,7 +202,12 @@ def iter_slots(schedule: Schedule, after: datetime) -> Iterator[Slot]:
     start, end = schedule.start, schedule.end
     if start is not None and after < start:
         after = start - _TINY
-    for at, nominal in _raw_slots(schedule, after):
+    slots = _raw_slots(schedule, after)
+    while True:
+        try:
+            at, nominal = next(slots)
+        except (StopIteration, OverflowError):  # past the year 9999: the slots end there
+            return
         if end is not None and at > end:
             return
         yield Slot(schedule, at, nominal)

@@ -16,6 +16,10 @@ UTC = timezone.utc
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_FIX = 'use seconds or a number with a unit s, m, h, d or w, such as "30s", "15m" or "6h"'
+# Bounds far below where datetime overflows (such values used to validate, then crash the
+# planner or the site): durations up to 100 years, instants in these years once in UTC.
+MAX_SECONDS = 3_155_760_000  # 100 years (36525 days)
+YEARS = (1970, 9999)
 DATETIME_FIX = "use ISO 8601 such as 2026-12-01T12:00:00Z, 2026-12-01T12:00 (in the schedule's zone) or 2026-12-01"
 
 
@@ -44,7 +48,9 @@ def parse_duration(value: Any) -> int:
             raise Invalid(f"{show(value)} is not a duration; {DURATION_FIX}")
     else:
         raise Invalid(f"{show(value)} is not a duration; {DURATION_FIX}")
-    if seconds <= 0 or seconds != int(seconds):
+    if seconds > MAX_SECONDS:
+        raise Invalid(f'{show(value)} is above the maximum of "36525d" (100 years); {DURATION_FIX}')
+    if not seconds > 0 or seconds != int(seconds):
         raise Invalid(f"{show(value)} is not a whole number of seconds > 0; {DURATION_FIX}")
     return int(seconds)
 
@@ -81,6 +87,7 @@ def parse_instant(value: Any, tz: ZoneInfo, *, end_of_day: bool = False) -> date
     A bare date means its midnight, or with `end_of_day` the last microsecond of that day, so
     `end: 2026-12-31` includes the whole of 31 December.
     """
+    written = value
     if isinstance(value, str):
         raw = value.strip()
         try:
@@ -88,10 +95,31 @@ def parse_instant(value: Any, tz: ZoneInfo, *, end_of_day: bool = False) -> date
                 raw[:-1] + "+00:00" if raw[-1:] in "Zz" else raw)
         except ValueError:
             raise Invalid(f"{show(value)} is not a date or date-time; {DATETIME_FIX}") from None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo is not None else value.replace(tzinfo=tz)).astimezone(UTC)
-    if isinstance(value, date):
-        day = value + timedelta(days=1) if end_of_day else value
-        midnight = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
-        return midnight - timedelta(microseconds=1) if end_of_day else midnight
-    raise Invalid(f"{show(value)} is not a date or date-time; {DATETIME_FIX}")
+    try:
+        if isinstance(value, datetime):
+            moment = (value if value.tzinfo is not None else value.replace(tzinfo=tz)).astimezone(UTC)
+        elif isinstance(value, date):
+            day = value + timedelta(days=1) if end_of_day else value
+            midnight = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+            moment = midnight - timedelta(microseconds=1) if end_of_day else midnight
+        else:
+            raise Invalid(f"{show(value)} is not a date or date-time; {DATETIME_FIX}")
+    except OverflowError:
+        moment = None
+    return in_years(written, moment)
+
+
+def in_years(value: Any, moment: datetime | None) -> datetime:
+    """`moment` when it falls in the years of `YEARS` once in UTC; else `Invalid` naming `value`.
+
+    Near year 1 or 9999 a zone's offset leaves datetime's range (9999-12-31T23:59 west of UTC
+    is in the year 10000: None here) and every later step (planning, pages) would crash on it.
+    """
+    try:
+        year = None if moment is None else moment.astimezone(UTC).year
+    except OverflowError:
+        year = None
+    if year is None or not YEARS[0] <= year <= YEARS[1]:
+        raise Invalid(f"{show(value)} is outside the years {YEARS[0]} to {YEARS[1]} (in UTC); "
+                      f"{DATETIME_FIX}")
+    return moment
