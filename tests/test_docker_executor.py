@@ -89,6 +89,13 @@ def test_line_splitter_keeps_draining_when_the_sink_fails():
     assert seen == ["a", "b", "c"]
 
 
+def test_line_splitter_cuts_a_line_of_exactly_the_limit_and_longer_ones():
+    sink = Lines()
+    splitter = LineSplitter(sink, lambda: FIXED, max_line_bytes=8)
+    splitter.pump(iter([(b"12345678", None), (b"\nabcdefghijklmnopq\nend", None)]))
+    assert sink.texts("stdout") == ["12345678", "abcdefgh", "ijklmnop", "q", "end"]
+
+
 def test_sampler_summary_and_one_event_per_excursion():
     sampler = ResourceSampler(Limits(cpu_soft_limit=1.5, mem_soft_limit=100))
     for t, mem, cpu in [(0, 50, 0.5), (1, 150, 2.0), (2, 180, 3.0), (3, 90, 1.0), (4, 120, 1.6)]:

@@ -52,6 +52,27 @@ def test_success_output_and_streams(executor_factory, tmp_path):
     assert all(line.at.tzinfo is not None for line in sink.lines)
 
 
+def test_long_lines_are_cut_into_pieces_and_the_output_after_them_is_kept(executor_factory,
+                                                                          tmp_path):
+    spec = make_spec(tmp_path, """
+        import sys
+        sys.stdout.write("a" * 70 * 1024 + "\\n")
+        print("after the 70 KiB line")
+        sys.stdout.write("b" * 3 * 1024 * 1024 + "\\n")
+        print("after the 3 MB line")
+        sys.stdout.write("the end")
+    """)
+    sink = Lines()
+    result = executor_factory().execute(spec, sink, threading.Event())
+    out = sink.texts("stdout")
+    assert result.status is RunStatus.SUCCEEDED, out[-3:]
+    assert "after the 70 KiB line" in out and out[-2:] == ["after the 3 MB line", "the end"]
+    first = out.index("after the 70 KiB line")
+    assert "".join(out[:first]) == "a" * 70 * 1024 and first == 2
+    assert "".join(out[first + 1:-2]) == "b" * 3 * 1024 * 1024
+    assert all(len(piece) <= 64 * 1024 for piece in out)
+
+
 def test_nonzero_exit_is_failed_with_the_code(executor_factory, tmp_path):
     spec = make_spec(tmp_path, "import sys; print('bye'); sys.exit(3)")
     result = executor_factory().execute(spec, Lines(), threading.Event())

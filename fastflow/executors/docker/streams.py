@@ -38,19 +38,19 @@ class LineSplitter:
 
     def feed(self, stream: str, data: bytes) -> None:
         """Add bytes of one stream; emit every complete line."""
-        buf = self._pending[stream] + data
+        buf, start, limit = self._pending[stream] + data, 0, self.max_line_bytes
         while True:
-            cut = buf.find(b"\n")
-            if cut < 0 or cut > self.max_line_bytes:
-                if len(buf) < self.max_line_bytes:
-                    break
-                cut = _safe_cut(buf, self.max_line_bytes)
-                self._emit(stream, buf[:cut])
-                buf = buf[cut:]
-                continue
-            self._emit(stream, buf[:cut])
-            buf = buf[cut + 1:]
-        self._pending[stream] = buf
+            cut = buf.find(b"\n", start, start + limit + 1)
+            if cut >= 0:
+                self._emit(stream, buf[start:cut])
+                start = cut + 1
+            elif len(buf) - start > limit:  # no newline within the limit: hand over a piece
+                cut = _safe_cut(buf, start, limit)
+                self._emit(stream, buf[start:cut])
+                start = cut
+            else:
+                break
+        self._pending[stream] = buf[start:]
 
     def flush(self) -> None:
         """Emit what is pending on each stream (the last line, without its newline)."""
@@ -71,9 +71,10 @@ class LineSplitter:
             self._sink_failed = True
 
 
-def _safe_cut(buf: bytes, limit: int) -> int:
-    """A cut position <= limit that does not split a UTF-8 character."""
-    cut = limit
-    while cut > 0 and (buf[cut] & 0xC0) == 0x80:
+def _safe_cut(buf: bytes, start: int, limit: int) -> int:
+    """A cut position in (start, start + limit] that does not split a UTF-8 character
+    (`buf` holds more than `limit` bytes after `start`)."""
+    cut = start + limit
+    while cut > start and (buf[cut] & 0xC0) == 0x80:
         cut -= 1
-    return cut or limit
+    return cut if cut > start else start + limit
