@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import ROOT, alive, command_paths
+from helpers import ROOT, alive, command_paths, git, start_serve, utc_now, wait_for
 
 from fastflow.cli import main
+from fastflow.daemon.statedir import queue_remote_run
+from fastflow.defaults import STATE_DEPLOYMENT
 
 
 def fastflow(*args: str, cwd: Path | None = None, env: dict | None = None, **kw):
@@ -221,3 +223,61 @@ def test_ctrl_c_cancels_the_run_and_its_process_tree(make_repo, tmp_path):
     while time.monotonic() < deadline and alive(grandchild):
         time.sleep(0.1)
     assert not alive(grandchild), "the pipeline's child process survived the cancel"
+
+
+# --- serve's log -------------------------------------------------------------------------------
+
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (DEBUG|INFO|WARNING|ERROR) ([\w.]+): .+")
+
+
+def serve_one_run(origin, tmp_path, *args: str, env: dict | None = None) -> tuple[str, list[str]]:
+    """`fastflow serve *args` on a repository with one pipeline: one remote run, one push, then
+    SIGTERM; returns the run id and the lines the daemon logged."""
+    origin.push({"pipelines/p/main.py": "print('hi')\n"}, "p")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    proc = start_serve(origin.bare, state, log, "--poll-interval", "0.2", *args, env=env)
+    try:
+        run_id = queue_remote_run(state, "p", {}, None, utc_now())
+        wait_for(lambda: run_id in git("log", "--format=%s", "fastflow/results", cwd=origin.bare),
+                 timeout=120, what=f"the record of {run_id}")
+        commit = origin.push({"pipelines/p/main.py": "print('hi again')\n"}, "again")
+        wait_for(lambda: commit in (state / STATE_DEPLOYMENT).read_text(), what="the second sync")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return run_id, log.read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_serve_logs_its_start_syncs_and_runs_one_line_each(origin, tmp_path):
+    run_id, lines = serve_one_run(origin, tmp_path, "--local")
+    assert all(LOG_LINE.fullmatch(line) for line in lines), "\n".join(lines)
+    assert not [line for line in lines if " DEBUG " in line]
+    text = "\n".join(lines)
+    assert (f"INFO fastflow.cli.serve: following main of {origin.bare} (state dir "
+            f"{tmp_path / 'state'}, executor local)") in text
+    assert re.search(r"INFO fastflow.daemon.sync: synced [0-9a-f]{10}: ", text)
+    assert re.search(rf"INFO fastflow.daemon.runs: run {run_id}: queued \(p, manual\)\n"
+                     rf"(.*\n)*.*INFO fastflow.daemon.runs: run {run_id}: started\n"
+                     rf"(.*\n)*.*INFO fastflow.daemon.runs: run {run_id}: succeeded in "
+                     r"\d+\.\ds\n", text)
+    assert re.search(r"INFO fastflow.daemon.sync: synced [0-9a-f]{10}: \{.*\}\n(.*\n)*.*"
+                     r"INFO fastflow.daemon.sync: synced [0-9a-f]{10}: \{.*\}", text)  # the push
+    assert "INFO fastflow.cli.serve: stopping (running runs get the grace period)" in text
+
+
+@pytest.mark.slow
+def test_serve_quiet_logs_only_warnings_and_errors(origin, tmp_path):
+    _, lines = serve_one_run(origin, tmp_path, "--local", "-q")
+    assert not [line for line in lines if " INFO " in line or " DEBUG " in line], lines
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_serve_verbose_adds_fastflows_debug_lines_not_the_libraries(origin, tmp_path,
+                                                                  runner_image, shared_cache):
+    _, lines = serve_one_run(origin, tmp_path, "-v",
+                             env={"FASTFLOW_CACHE_DIR": str(shared_cache)})
+    assert [line for line in lines if " DEBUG fastflow." in line]
+    loggers = {LOG_LINE.fullmatch(line)[2] for line in lines}  # urllib3, docker.*: absent
+    assert all(name.startswith("fastflow.") for name in loggers), "\n".join(lines)

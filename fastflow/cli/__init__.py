@@ -8,12 +8,11 @@ a command's module is imported only when that command runs (or help lists it), s
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 
 from fastflow import __version__
-from fastflow.cli.common import FastflowGroup
+from fastflow.cli.common import FastflowGroup, configure_logging, verbosity_options
 
 # command name -> "module:attribute" (modules under fastflow.cli)
 COMMANDS = {
@@ -56,10 +55,9 @@ class LazyGroup(FastflowGroup):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastflow")
-@click.option("-v", "--verbose", is_flag=True, help="Show Fast-Flow's debug messages.")
-def main(verbose: bool) -> None:
+@verbosity_options
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Fast-Flow: a git-native pipeline runner configured entirely by files."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="fastflow: %(levelname)s: %(message)s",
-    )
+    ctx.obj = {"verbose": verbose, "quiet": quiet}  # `serve` logs at info level by default
+    configure_logging(verbose, quiet)

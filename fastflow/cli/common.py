@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +45,35 @@ def disk_full_message(exc: OSError) -> str:
     where = f" writing {exc.filename}" if exc.filename else ""
     return (f"no space left on the device{where} ({exc.strerror or exc}); free space on that "
             "disk (for `fastflow serve`, the one holding the state dir) and try again")
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False, *, default: int = logging.WARNING,
+                      timestamps: bool = False) -> None:
+    """Where log records go (stderr) and which: Fast-Flow's from `default` up (`-q`: warnings
+    and errors; `-v`: its debug lines too); other libraries' (urllib3, docker, watchdog) from
+    WARNING, unless `-vv`. With `timestamps` (a daemon's log) each line starts with its UTC time
+    and the logger's name: `2026-11-22T10:00:00Z INFO fastflow.daemon.runs: run ...: started`."""
+    ours = logging.WARNING if quiet else logging.DEBUG if verbose else default
+    handler = logging.StreamHandler(sys.stderr)
+    if timestamps:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                      "%Y-%m-%dT%H:%M:%SZ")
+        formatter.converter = time.gmtime
+    else:
+        formatter = logging.Formatter("fastflow: %(levelname)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("fastflow").setLevel(ours)
+
+
+def verbosity_options(func: Callable) -> Callable:
+    """`-v` (repeatable) and `-q`, for the group and for `serve` (`fastflow serve -v`)."""
+    func = click.option("-q", "--quiet", is_flag=True,
+                        help="Show only warnings and errors.")(func)
+    return click.option("-v", "--verbose", count=True,
+                        help="Show Fast-Flow's debug messages; -vv: other libraries' too.")(func)
 
 
 def repo_option(func: Callable) -> Callable:

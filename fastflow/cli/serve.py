@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from datetime import datetime, timezone
 from pathlib import Path
@@ -9,10 +10,17 @@ from pathlib import Path
 import click
 
 from fastflow import repo as git
-from fastflow.cli.common import echo_json, host_environment
+from fastflow.cli.common import (
+    configure_logging,
+    echo_json,
+    host_environment,
+    verbosity_options,
+)
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.executors import choose_executor
+
+logger = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
@@ -60,16 +68,28 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
 @click.option("--lease-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a standby daemon waits for a dead lease holder before it takes over "
                    "[default: lease_timeout of .fastflow/config.yaml, else 180].")
-def serve(source: str, branch: str, state_dir: Path | None, local: bool, poll_interval: float,
-          max_concurrent_runs: int | None, lease_timeout: float | None) -> None:
-    """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time."""
+@verbosity_options
+@click.pass_context
+def serve(ctx: click.Context, source: str, branch: str, state_dir: Path | None, local: bool,
+          poll_interval: float, max_concurrent_runs: int | None, lease_timeout: float | None,
+          verbose: int, quiet: bool) -> None:
+    """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time.
+
+    It logs to stderr, one timestamped line for its start, each sync, each run queued, started
+    and ended, and every warning and error; -v adds Fast-Flow's debug lines, -q keeps only
+    warnings and errors.
+    """
+    given = ctx.obj or {}  # `fastflow -v serve` counts like `fastflow serve -v`
+    configure_logging(verbose + given.get("verbose", 0), quiet or given.get("quiet", False),
+                      default=logging.INFO, timestamps=True)
     daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs,
                      lease_timeout)
-    notes = daemon.start()
-    for note in notes:
-        click.echo(f"reconciled {note}", err=True)
-    click.echo(f"fastflow serve: following {branch} of {source} (state dir {daemon.state_dir})",
-               err=True)
+    logger.info("following %s of %s (state dir %s, executor %s)", branch, source,
+                daemon.state_dir, "local" if local else "docker")
+    logger.debug("poll interval %gs, max concurrent runs %s, lease timeout %s", poll_interval,
+                 max_concurrent_runs or "from config.yaml", lease_timeout or "from config.yaml")
+    for note in daemon.start():
+        logger.info("reconciled %s", note)
 
     def handler(signum, frame):  # noqa: ARG001 - only sets flags
         daemon.request_stop()
@@ -79,7 +99,7 @@ def serve(source: str, branch: str, state_dir: Path | None, local: bool, poll_in
     try:
         daemon.serve()
     finally:
-        click.echo("fastflow serve: stopping (running runs get the grace period)", err=True)
+        logger.info("stopping (running runs get the grace period)")
         daemon.stop()
 
 

@@ -30,6 +30,7 @@ from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.executors.base import Executor, OutputLine
 from fastflow.files import write_atomic
+from fastflow.humanize import format_elapsed
 from fastflow.model import Pipeline, RepoConfig, RunStatus
 from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
 from fastflow.results.layout import log_path
@@ -245,6 +246,7 @@ class RunLauncher:
         else:
             raise RunIdTaken(f"no free run id for {order.pipeline!r} after 100 draws")
         self._queue(order, context)
+        logger.info("run %s: queued (%s, %s)", order.run_id, order.pipeline, order.trigger.kind)
         return order
 
     def _queue(self, order: RunOrder, context: LaunchContext) -> None:
@@ -264,6 +266,7 @@ class RunLauncher:
         except OSError as exc:  # a full state dir: run all the same (the entry says queued)
             logger.warning("run %s: its start is not journalled (%s); it runs all the same",
                            order.run_id, exc)
+        logger.info("run %s: started", order.run_id)
         try:
             outcome = self._run(order, context, permit, permit.cancel)
         except Exception as exc:  # noqa: BLE001 - e.g. no room for its snapshot: record why
@@ -361,7 +364,8 @@ class RunLauncher:
         if journalled is not None:
             self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
         self._flush(record.run_id)
-        logger.info("run %s: %s", record.run_id, record.status.value)
+        logger.info("run %s: %s in %s", record.run_id, record.status.value,
+                    format_elapsed(record.duration_s))
         if self.after_record is not None:
             self._guard(record.run_id, "after_record", lambda: self.after_record(record))
 

@@ -125,6 +125,7 @@ class Follower:
         previous = self.deployment
         self.errors = [self._fetch_error] if self._fetch_error else []
         if previous is not None and previous.commit == head:
+            logger.debug("sync: %s is still at %s", self.branch, head[:10])
             return None
         deployment = deploy_commit(self.repository, head, self.snapshots, previous)
         self.deployment = deployment
