@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import CA_BUNDLE
 
 from fastflow.config import (
     check_repo_config,
@@ -504,10 +505,27 @@ def test_load_repo_config_resolves_and_checks_ca_bundle(tmp_path: Path):
         "file of CA certificates or remove the key"
     )
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs/ca.pem").write_text("pem")
+    (tmp_path / "certs/ca.pem").write_bytes(CA_BUNDLE.read_bytes())
     config, _ = load_repo_config(tmp_path)
     assert config.ca_bundle == str((tmp_path / "certs/ca.pem").resolve())
     assert config.sources["ca_bundle"] == ".fastflow/config.yaml"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("/etc/passwd", '"/etc/passwd" holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)'),
+    ("/etc", '"/etc" is not a file'),
+    ("certs/empty.pem", '"certs/empty.pem" holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)'),
+])
+def test_ca_bundle_must_be_a_readable_file_of_pem_certificates(tmp_path: Path, value, message):
+    (tmp_path / ".fastflow").mkdir()
+    (tmp_path / ".fastflow/config.yaml").write_text(f"ca_bundle: {value}\n")
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs/empty.pem").write_text("")
+    config, problems = check_repo_config(tmp_path)
+    assert config is None
+    assert [str(p) for p in problems] == [
+        f".fastflow/config.yaml: ca_bundle: {message}; give the path of a PEM file of CA "
+        "certificates or remove the key"]
 
 
 def test_check_repo_config_never_raises(tmp_path: Path):

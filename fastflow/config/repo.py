@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastflow import defaults
+from fastflow.config.links import link_problem
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -33,6 +34,7 @@ CONFIG_FILE = defaults.CONFIG_FILE
 DEFAULT = "default"
 MAX_LOG_CAP = 1024**3  # 1 GiB of log per run: what the results branch and a page can hold
 MAX_KEEP_DAYS = 36_525  # 100 years
+MAX_CA_BUNDLE_BYTES = 16 * 1024**2  # the host's whole bundle is about 200 KiB
 
 # key -> (RepoConfig attribute, checker, default, nullable)
 _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
@@ -108,6 +110,9 @@ def check_repo_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     taken from the repository root and returned absolute).
     """
     path = Path(root) / CONFIG_FILE
+    link = link_problem(Path(root), path)  # never read through it, never the defaults instead
+    if link is not None:
+        return None, [Problem(CONFIG_FILE, "", link)]
     if not path.exists():
         return default_repo_config(), []
     try:
@@ -117,12 +122,32 @@ def check_repo_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     config, problems = read_repo_config(text, CONFIG_FILE)
     if config is not None and config.ca_bundle is not None:
         bundle = Path(root) / config.ca_bundle  # an absolute ca_bundle replaces the root
-        if not bundle.is_file():
+        wrong = _ca_bundle_problem(bundle)
+        if wrong:
             fix = "give the path of a PEM file of CA certificates or remove the key"
-            problems.append(Problem(CONFIG_FILE, "ca_bundle", f"{show(config.ca_bundle)} does not exist; {fix}"))
+            problems.append(Problem(CONFIG_FILE, "ca_bundle", f"{show(config.ca_bundle)} {wrong}; {fix}"))
             return None, problems
         config = replace(config, ca_bundle=str(bundle.resolve()))
     return config, problems
+
+
+def _ca_bundle_problem(bundle: Path) -> str | None:
+    """What makes `bundle` no CA bundle (it is mounted into every run: a readable file holding
+    at least one PEM certificate, not any host file such as /etc/passwd), or None."""
+    if not bundle.exists():
+        return "does not exist"
+    if not bundle.is_file():
+        return "is not a file"
+    try:
+        with bundle.open("rb") as handle:
+            head = handle.read(MAX_CA_BUNDLE_BYTES + 1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if len(head) > MAX_CA_BUNDLE_BYTES:
+        return f"is larger than {MAX_CA_BUNDLE_BYTES // 1024**2} MiB, too large for a CA bundle"
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        return 'holds no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)'
+    return None
 
 
 def load_repo_config(root: Path) -> tuple[RepoConfig, list[Problem]]:
