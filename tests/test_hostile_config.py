@@ -254,3 +254,27 @@ def test_exponential_backoff_waits_stay_at_max_delay_after_a_thousand_retries():
     policy = RetryPolicy(attempts=1_000_000, strategy=RetryStrategy.EXPONENTIAL_BACKOFF,
                          initial_delay=1.0, max_delay=600.0, multiplier=2.0)
     assert policy.wait_before_retry(5000) == 600
+
+
+# --- `fastflow validate` checks every file the daemon reads ---------------------------------------
+
+@pytest.mark.parametrize("schedules, message", [
+    ("schedules: 5\n", 'schedules: 5 is not a list; write each schedule as `- pipeline: name`'),
+    ("timezone: Mars/Olympus\nschedules: []\n", 'timezone: "Mars/Olympus" is not a known IANA '
+     'time zone; use a name such as "Europe/Berlin", "America/New_York" or "UTC"'),
+    (yaml_bomb("x"), BOMB_ERROR),
+    ("schedules:\n- pipeline: nope\n  cron: '0 3 * * *'\n", 'schedules[0].pipeline: "nope" is '
+     "not a pipeline; use the name of a pipeline folder (`fastflow list` shows them)"),
+], ids=["not-a-list", "unknown-zone", "bomb", "unknown-pipeline"])
+def test_validate_reads_schedules_yaml(make_repo, schedules, message):
+    repo = make_repo({".fastflow/schedules.yaml": schedules, "pipelines/ok/main.py": "print(1)\n"})
+    result = invoke("validate", "--repo", str(repo))
+    assert result.exit_code == 1
+    assert result.output == f"error: .fastflow/schedules.yaml: {message}\n"
+
+
+def test_validate_ok_with_a_valid_schedules_yaml(make_repo):
+    repo = make_repo({".fastflow/schedules.yaml": "schedules:\n- pipeline: ok\n  interval: 1h\n",
+                      "pipelines/ok/main.py": "print(1)\n"})
+    result = invoke("validate", "--repo", str(repo))
+    assert (result.exit_code, result.output) == (0, "ok: the repository is valid\n")

@@ -80,7 +80,7 @@ def list_pipelines(repo: Path, as_json: bool) -> None:
 @repo_option
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 def validate(repo: Path, as_json: bool) -> None:
-    """Check every pipeline.json / <name>.json and .fastflow/config.yaml; exit 1 on errors."""
+    """Check every file the daemon reads (pipeline.json, config.yaml, schedules.yaml)."""
     problems = validate_workspace(repo)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if as_json:

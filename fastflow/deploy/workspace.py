@@ -2,7 +2,8 @@
 
 The library twin of what most CLI commands need first. `open_workspace` raises `ConfigError`
 when `.fastflow/config.yaml` is invalid (nothing can be trusted then); `validate_workspace`
-never raises for bad input: it collects every problem of the repository for `fastflow validate`.
+never raises for bad input: it collects every problem of the repository for `fastflow validate`:
+of every file the daemon reads (config.yaml, the pipelines' files, schedules.yaml).
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastflow.config import check_repo_config, load_repo_config
+from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
+from fastflow.defaults import SCHEDULES_FILE
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
 
@@ -47,7 +50,21 @@ def validate_workspace(root: Path) -> list[Problem]:
     config, problems = check_repo_config(root)
     if config is None:
         return _ordered(problems)
-    return Workspace(root, config, tuple(problems), discover(root, config)).problems()
+    workspace = Workspace(root, config, tuple(problems), discover(root, config))
+    return _ordered(workspace.problems() + _schedule_problems(workspace))
+
+
+def _schedule_problems(workspace: Workspace) -> list[Problem]:
+    """The problems of schedules.yaml with the pipelines' own schedules, as the daemon sees them."""
+    discovery = workspace.discovery
+    try:
+        text = read_schedules_file(workspace.root)
+    except ConfigError as exc:  # unreadable: its message names the file already
+        message = str(exc).removeprefix(f"{SCHEDULES_FILE}: ")
+        return [Problem(SCHEDULES_FILE, "", message)]
+    found = check_schedules(text, discovery.pipelines, root=workspace.root,
+                            invalid_pipelines=tuple(discovery.invalid))
+    return list(found.problems)
 
 
 def _ordered(problems: list[Problem]) -> list[Problem]:
