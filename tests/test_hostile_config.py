@@ -278,3 +278,15 @@ def test_validate_ok_with_a_valid_schedules_yaml(make_repo):
                       "pipelines/ok/main.py": "print(1)\n"})
     result = invoke("validate", "--repo", str(repo))
     assert (result.exit_code, result.output) == (0, "ok: the repository is valid\n")
+
+
+@pytest.mark.parametrize("value, hint", [
+    ("/etc/localtime", ""), ("localtime", ""),
+    ("/usr/share/zoneinfo/Europe/Berlin", '; did you mean "Europe/Berlin"?'),
+])
+def test_a_zone_file_path_gets_an_iana_name_hint_not_a_did_you_mean_of_localtime(value, hint):
+    found = check_schedules(f"timezone: {value}\nschedules: []\n", {})
+    assert [str(p) for p in found.errors] == [
+        f'.fastflow/schedules.yaml: timezone: "{value}" is a file of this machine, not a time zone '
+        'name; use an IANA name such as "Europe/Berlin" (`timedatectl` shows the machine\'s)' + hint
+    ]

@@ -13,6 +13,7 @@ from fastflow.errors import Invalid
 from fastflow.humanize import did_you_mean, show
 
 UTC = timezone.utc
+HOST_ZONE_FILES = ("localtime", "posixrules")  # files of the zoneinfo folder, not IANA names
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 DURATION_FIX = 'use seconds or a number with a unit s, m, h, d or w, such as "30s", "15m" or "6h"'
@@ -70,15 +71,26 @@ def check_zone(value: Any) -> str:
     """An IANA time zone name that zoneinfo knows; raises `Invalid` with a did-you-mean."""
     if not isinstance(value, str):
         raise Invalid(f'{show(value)} is not a time zone; use an IANA name such as "Europe/Berlin"')
+    if value.startswith("/") or value in HOST_ZONE_FILES:
+        raise Invalid(_zone_path_message(value))
     try:
         zone(value)
     except (ZoneInfoNotFoundError, ValueError):
-        hint = did_you_mean(value, available_timezones())
+        hint = did_you_mean(value, available_timezones() - set(HOST_ZONE_FILES))
         raise Invalid(
             f'{show(value)} is not a known IANA time zone; use a name such as '
             f'"Europe/Berlin", "America/New_York" or "UTC"{hint}'
         ) from None
     return value
+
+
+def _zone_path_message(value: str) -> str:
+    # /etc/localtime names the host's zone, which differs between machines (and zoneinfo's
+    # folder holds a "localtime" file too): the schedule must say which zone it means.
+    name = value.partition("/zoneinfo/")[2]
+    hint = f'; did you mean "{name}"?' if name and name in available_timezones() else ""
+    return (f'{show(value)} is a file of this machine, not a time zone name; use an IANA name such '
+            f'as "Europe/Berlin" (`timedatectl` shows the machine\'s){hint}')
 
 
 def parse_instant(value: Any, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
