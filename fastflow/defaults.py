@@ -14,6 +14,7 @@ DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout
 DEFAULT_RETRY_ATTEMPTS = 0
 DEFAULT_GRACE_PERIOD = 10.0  # seconds between SIGTERM and SIGKILL
 DEFAULT_LOG_CAP_BYTES = 5 * 1024 * 1024
+DEFAULT_TMP_SIZE_BYTES = 256 * 1024 * 1024  # a container's /tmp (a tmpfs: host memory)
 DEFAULT_SECRETS_FILE = ".fastflow/secrets.enc.yaml"
 DEFAULT_AUTHOR_NAME = "Fast-Flow"
 DEFAULT_AUTHOR_EMAIL = "fastflow@localhost"

@@ -276,3 +276,4 @@ class RepoConfig:
     notifications: Mapping[str, object] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
     lease_timeout: float | None = None  # seconds; None: DEFAULT_LEASE_TIMEOUT (config fills it in)
+    tmp_size_bytes: int | None = None  # a container's tmpfs /tmp; None: DEFAULT_TMP_SIZE_BYTES

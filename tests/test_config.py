@@ -402,6 +402,7 @@ ca_bundle: certs/ca.pem
 secrets_file: .fastflow/other.enc.yaml
 grace_period: 5
 lease_timeout: 30
+tmp_size: 512m
 results_author:
   name: Bot
   email: bot@example.org
@@ -424,6 +425,7 @@ def test_repo_config_reads_every_key_with_sources():
     assert (config.author_name, config.author_email) == ("Bot", "bot@example.org")
     assert config.notifications == {"slack": {"webhook": "https://example.org/hook"}}
     assert config.lease_timeout == 30.0
+    assert config.tmp_size_bytes == 512 * 1024**2
     assert set(config.sources.values()) == {".fastflow/config.yaml"}
 
 
@@ -461,6 +463,8 @@ def test_repo_config_defaults_when_the_file_is_missing(tmp_path: Path):
         ("default_python: 3.10", 'default_python: 3.1 is a number; write the version as a string such as "3.11" (3.10 as a number is 3.1)'),
         ("image: ''", 'image: "" is empty; give a value or remove the key'),
         ("- a\n- b", 'the file must be a mapping of keys to values, not a list'),
+        ("tmp_size: 0", 'tmp_size: 0 is below the minimum of "1m"; use a size such as "256m"'),
+        ("tmp_size: 100g", 'tmp_size: "100g" is above the maximum of "64g"; use a smaller size'),
     ],
 )
 def test_repo_config_errors_are_exact(text, message):

@@ -210,6 +210,17 @@ class TestContainers:
             "caps ['0000000000000000']", "nnp ['1']",
         ]
 
+    @pytest.mark.parametrize("size", [None, 64 * 1024**2])
+    def test_tmp_is_a_sized_tmpfs(self, tmp_path, runner_image, shared_cache, size):
+        executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
+                                  **({"tmp_size": size} if size else {}))
+        made = executor.containers.create(make_spec(tmp_path, "print(1)"), offline=False)
+        try:
+            tmpfs = connect().api.inspect_container(made.id)["HostConfig"]["Tmpfs"]
+        finally:
+            executor.containers.discard(made.id, made.name, made.scratch)
+        assert tmpfs == {"/tmp": f"rw,nosuid,nodev,exec,mode=1777,size={size or 256 * 1024**2}"}
+
     def test_network_none_has_no_network(self, tmp_path):
         spec = make_spec(tmp_path, """
             import socket

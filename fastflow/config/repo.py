@@ -35,6 +35,17 @@ MAX_LOG_CAP = 1024**3  # 1 GiB of log per run: what the results branch and a pag
 MAX_KEEP_DAYS = 36_525  # 100 years
 MAX_CA_BUNDLE_BYTES = 16 * 1024**2  # the host's whole bundle is about 200 KiB
 
+MIN_TMP_SIZE, MAX_TMP_SIZE = 1024**2, 64 * 1024**3  # the engine reads a size of 0 as no limit
+
+
+def tmp_size(value: Any) -> int:
+    """The size of a container's tmpfs /tmp: 1 MiB to 64 GiB."""
+    found = size(MAX_TMP_SIZE, '"64g"')(value)
+    if found < MIN_TMP_SIZE:
+        raise Invalid(f'{show(value)} is below the minimum of "1m"; use a size such as "256m"')
+    return found
+
+
 # key -> (RepoConfig attribute, checker, default, nullable)
 _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "pipelines_dir": ("pipelines_dir", nonempty_text, defaults.DEFAULT_PIPELINES_DIR, False),
@@ -54,6 +65,7 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "secrets_file": ("secrets_file", nonempty_text, defaults.DEFAULT_SECRETS_FILE, False),
     "grace_period": ("grace_period", seconds, defaults.DEFAULT_GRACE_PERIOD, False),
     "lease_timeout": ("lease_timeout", positive_seconds, defaults.DEFAULT_LEASE_TIMEOUT, False),
+    "tmp_size": ("tmp_size_bytes", tmp_size, defaults.DEFAULT_TMP_SIZE_BYTES, False),
 }
 _LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from fastflow.defaults import DEFAULT_TMP_SIZE_BYTES
 from fastflow.executors.base import Clock, Executor
 from fastflow.model import RepoConfig
 
@@ -42,4 +43,5 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
         image=config.image,
         ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
         client=connect(),
+        tmp_size=config.tmp_size_bytes or DEFAULT_TMP_SIZE_BYTES,
     )

@@ -25,6 +25,7 @@ import docker
 import docker.errors
 import docker.types
 
+from fastflow.defaults import DEFAULT_TMP_SIZE_BYTES
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import NOTEBOOK_RUNNER, AttemptSpec, uv_command
 from fastflow.executors.docker.cache import (
@@ -79,10 +80,10 @@ class RunContainers:
 
     def __init__(self, client: Callable[[], docker.DockerClient], *, image: str,
                  cache: CacheLayout, scratch_dir: Path, ca_bundle: Path | None,
-                 pids_limit: int) -> None:
+                 pids_limit: int, tmp_size: int = DEFAULT_TMP_SIZE_BYTES) -> None:
         self._client = client
         self.image, self.cache, self.scratch_dir = image, cache, scratch_dir
-        self.ca_bundle, self.pids_limit = ca_bundle, pids_limit
+        self.ca_bundle, self.pids_limit, self.tmp_size = ca_bundle, pids_limit, tmp_size
 
     def create(self, spec: AttemptSpec, *, offline: bool) -> RunContainer:
         """Create (not start) the attempt's container with its scratch folder and cache volume;
@@ -156,7 +157,8 @@ class RunContainers:
         config = dict(
             mounts=mounts, read_only=True, init=True, cap_drop=["ALL"],
             security_opt=["no-new-privileges"], pids_limit=self.pids_limit,
-            tmpfs={"/tmp": "rw,nosuid,nodev,exec,mode=1777"},
+            # Sized: an unsized tmpfs may fill the host's memory when no memory limit is set.
+            tmpfs={"/tmp": f"rw,nosuid,nodev,exec,mode=1777,size={self.tmp_size}"},
             network_mode="none" if spec.network is NetworkMode.NONE else "bridge",
             log_config=log_config(spec.log_cap_bytes), ipc_mode="private",
         )

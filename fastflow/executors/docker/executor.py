@@ -32,7 +32,7 @@ from typing import Callable
 import docker
 import docker.errors
 
-from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT
+from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE_BYTES
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     RUNNER,
@@ -95,7 +95,8 @@ class DockerExecutor(Executor):
                  scratch_dir: Path | None = None, ca_bundle: Path | None = None,
                  pids_limit: int = DEFAULT_PIDS_LIMIT, client: docker.DockerClient | None = None,
                  monotonic: Callable[[], float] = time.monotonic, poll_interval: float = 0.05,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                 tmp_size: int = DEFAULT_TMP_SIZE_BYTES) -> None:
         self.clock, self.monotonic = clock, monotonic
         self.image = image
         self.cache = CacheLayout(Path(cache_dir))
@@ -104,7 +105,7 @@ class DockerExecutor(Executor):
         self.pace = Pace(clock, monotonic, poll_interval, max_line_bytes)
         self.containers = RunContainers(lambda: self.client, image=image, cache=self.cache,
                                         scratch_dir=self.scratch_dir, ca_bundle=self.ca_bundle,
-                                        pids_limit=pids_limit)
+                                        pids_limit=pids_limit, tmp_size=tmp_size)
         self._client = client
         self._image_attrs: dict | None = None
         self._held: dict[tuple[str, int], RunContainer] = {}  # hold attempts, until release
