@@ -157,6 +157,18 @@ def test_an_escaping_main_py_is_reported_once(repo: Path, tmp_path: Path):
     ]
 
 
+def test_link_loops_are_reported_as_loops_never_as_missing(repo: Path):
+    """Issue 12: a link to itself was "does not exist" (a file) or skipped silently (a folder)."""
+    write_files(repo, {"pipelines/ok/main.py": MAIN})
+    (repo / "pipelines/self").symlink_to("self")
+    (repo / "pipelines/ok/pipeline.json").symlink_to("pipeline.json")
+    found = scan(repo)
+    assert messages(found, "self") == [
+        "pipelines/self: is a symlink loop (self); point it into the repository or remove it"]
+    assert messages(found, "ok") == ["pipelines/ok/pipeline.json: is a symlink loop "
+                                     "(pipeline.json); point it into the repository or remove it"]
+
+
 def test_self_trigger_is_an_error(repo: Path):
     write_files(repo, {
         "pipelines/etl/main.py": MAIN,

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from fastflow.config import default_repo_config
 from fastflow.errors import SecretsError
+from fastflow.model import Pipeline, PipelineType
 from fastflow.secrets import age, edit, store
+from fastflow.secrets.runtime import secrets_loader
 from fastflow.secrets.sopsfile import decrypt_file, parse_file
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -73,6 +76,21 @@ def test_resolve_refuses_missing_and_ungranted(secrets_file, owner):
         f"{secrets_file}: pipeline etl asks for secrets that do not exist: NOPE (create them with "
         "`fastflow secrets set NAME`); and is not granted API_TOKEN (the secret's owner grants it "
         "with `fastflow secrets grant NAME etl`)")
+
+
+def test_a_secrets_file_linked_outside_the_repository_is_never_read(secrets_file, tmp_path):
+    """Issue 12: the daemon's snapshots keep symlinks as git has them; the loader refuses one."""
+    repo = tmp_path / "repo"
+    (repo / ".fastflow").mkdir(parents=True)
+    (repo / ".fastflow/secrets.enc.yaml").symlink_to(secrets_file)
+    pipeline = Pipeline(name="etl", path=repo, entry="main.py", type=PipelineType.SCRIPT,
+                        metadata_file=None, requirements=None, secrets=("DB_PASSWORD",))
+    load = secrets_loader(repo, default_repo_config(), pipeline, {})
+    with pytest.raises(SecretsError) as err:
+        load()
+    assert str(err.value) == (
+        f".fastflow/secrets.enc.yaml: is a symlink to {secrets_file}, outside the repository; "
+        "copy the file into the repository instead")
 
 
 def test_grant_edited_without_the_key_breaks_the_mac(secrets_file, owner):

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
+from fastflow.config.links import link_problem
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -336,6 +337,9 @@ def check_schedules(
 def read_schedules_file(root: Path) -> str | None:
     """The text of `<root>/.fastflow/schedules.yaml`, or None when the file does not exist."""
     path = root / SCHEDULES_FILE
+    link = link_problem(root, path)  # never read through it, never "no schedules" instead
+    if link is not None:
+        raise ConfigError(f"{SCHEDULES_FILE}: {link}")
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

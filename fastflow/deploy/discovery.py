@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
+from fastflow.config.links import link_problem
 from fastflow.config.values import NAME_RE
 from fastflow.config.view import resolved_view
 from fastflow.errors import PipelineNotFound
@@ -140,7 +141,14 @@ def _check_pipelines_dir(root: Path, base: Path, config: RepoConfig) -> Problem 
 
 def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | InvalidPipeline | None:
     name = folder.name
-    if name.startswith((".", "_")) or not folder.is_dir():
+    if name.startswith((".", "_")):
+        return None
+    link = link_problem(root, folder, fix="move the pipeline into the repository")
+    if link is not None and not folder.exists():  # a loop or a dangling link: say so
+        shown = without_surrogates(name)
+        return InvalidPipeline(shown, folder, (Problem(_rel(root, folder), "", link,
+                                                       pipeline=shown),))
+    if not folder.is_dir():
         return None
     files = {
         key: folder / key
@@ -166,13 +174,8 @@ def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | Invalid
             "digits, '_', '.' or '-', starting with a letter or digit",
             pipeline=name,
         ))
-    if folder.is_symlink() and not _inside(root, folder.resolve()):
-        problems.append(Problem(
-            rel_folder, "",
-            f"is a symlink to {folder.resolve()}, outside the repository; move the pipeline "
-            "into the repository",
-            pipeline=name,
-        ))
+    if link is not None:  # a folder linked outside the repository
+        problems.append(Problem(rel_folder, "", link, pipeline=name))
         return InvalidPipeline(name, folder, tuple(problems))
     unsafe = {key for key in present if _bad_link(root, files[key], name, problems)}
     return _build(root, folder, files, present, unsafe, problems, config)
@@ -180,17 +183,8 @@ def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | Invalid
 
 def _bad_link(root: Path, path: Path, name: str, problems: list[Problem]) -> bool:
     """Record a problem and return True when `path` is a symlink that must not be followed."""
-    if not path.is_symlink():
-        return False
-    target = Path(os.path.realpath(path))
-    if not _inside(root, target):
-        message = (
-            f"is a symlink to {target}, outside the repository; copy the file into the "
-            "repository instead"
-        )
-    elif not target.exists():
-        message = f"is a symlink to {target}, which does not exist"
-    else:
+    message = link_problem(root, path)
+    if message is None:
         return False
     problems.append(Problem(_rel(root, path), "", message, pipeline=name))
     return True

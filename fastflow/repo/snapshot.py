@@ -35,8 +35,10 @@ def snapshot_tree(repo: GitRepo, commit_or_tree: str, subpath: str, dest_root: P
     """Materialise the tree at `subpath` of a commit (or tree) as `dest_root/<tree_id>/`.
 
     Returns the existing directory when that tree was already materialised. Executable bits
-    are kept; symlinks are created only when their target stays inside the snapshot (others
-    are skipped with a warning); submodules are skipped. Files and folders are read-only.
+    are kept; symlinks are created as git holds them, even those leading out of the snapshot,
+    so that what reads the snapshot (discovery, config) judges them exactly as `fastflow
+    validate` judges a working tree (`fastflow.config.links`), never a file silently missing;
+    submodules are skipped. Files and folders are read-only.
     """
     tree = _tree_at(repo, commit_or_tree, subpath)
     if tree is None:
@@ -72,7 +74,7 @@ def _write_tree(git: pygit2.Repository, tree: pygit2.Tree, root: Path, rel: str)
             target.mkdir()
             _write_tree(git, git[entry.id], root, name_rel)
         elif mode == FileMode.LINK:
-            _write_link(git[entry.id].data.decode("utf-8", "replace"), target, name_rel)
+            _write_link(git[entry.id].data, target, name_rel)
         elif mode == FileMode.COMMIT:
             log.warning("snapshot: submodule %s skipped (submodules are not supported)", name_rel)
         else:
@@ -80,14 +82,14 @@ def _write_tree(git: pygit2.Repository, tree: pygit2.Tree, root: Path, rel: str)
             target.chmod(0o555 if mode == FileMode.BLOB_EXECUTABLE else 0o444)
 
 
-def _write_link(link: str, target: Path, name_rel: str) -> None:
-    # A symlink is created only when, resolved inside the snapshot, it stays inside it:
-    # never an absolute target, never one climbing out with "..".
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name_rel), link))
-    if posixpath.isabs(link) or resolved == ".." or resolved.startswith("../"):
-        log.warning("snapshot: symlink %s -> %s leaves the snapshot; skipped", name_rel, link)
+def _write_link(link: bytes, target: Path, name_rel: str) -> None:
+    # Byte for byte, like a checkout. One leading out of the snapshot is kept too: Fast-Flow
+    # never reads through it (discovery and config refuse it, as validate does), and a run
+    # in a container resolves it inside the container.
+    if b"\0" in link or not link:
+        log.warning("snapshot: symlink %s has no valid target; skipped", name_rel)
         return
-    os.symlink(link, target)
+    os.symlink(os.fsdecode(link), target)
 
 
 def _make_read_only(root: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping
 
+from fastflow.config.links import link_problem
 from fastflow.errors import SecretsError
 from fastflow.model import Pipeline, RepoConfig
 
@@ -26,6 +27,9 @@ def secrets_loader(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
         # cryptography stack costs ~60 ms that every `fastflow run` would otherwise pay.
         from fastflow.secrets.store import identities_for, resolve_for_pipeline
 
+        link = link_problem(Path(repo_root), path)  # never decrypt a file from elsewhere
+        if link is not None:
+            raise SecretsError(f"{config.secrets_file}: {link}")
         if not path.is_file():
             raise SecretsError(
                 f"{config.secrets_file}: does not exist, but pipeline {pipeline.name!r} asks for "
