@@ -4,18 +4,22 @@ value and bound, reported by `validate`, `list`, `schedule check` and the daemon
 traceback, a hang or a crash later on."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_daemon, utc_now
+from helpers import make_daemon, utc_now, write_files
 
 from fastflow.cli import main
 from fastflow.config import default_repo_config, parse_pipeline_metadata, read_repo_config
 from fastflow.config.schedules import check_schedules
 from fastflow.config.yamlfile import load_yaml
 from fastflow.errors import Invalid
-from fastflow.model import RetryPolicy, RetryStrategy
+from fastflow.executors.local import LocalExecutor, host_base_env
+from fastflow.model import Pipeline, PipelineType, RetryPolicy, RetryStrategy, RunStatus
+from fastflow.record import ErrorInfo
+from fastflow.run.runner import RunRequest, run_pipeline
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 DEEP_YAML = "schedules: " + "[" * 20_000 + "]" * 20_000 + "\n"
@@ -290,3 +294,42 @@ def test_a_zone_file_path_gets_an_iana_name_hint_not_a_did_you_mean_of_localtime
         f'.fastflow/schedules.yaml: timezone: "{value}" is a file of this machine, not a time zone '
         'name; use an IANA name such as "Europe/Berlin" (`timedatectl` shows the machine\'s)' + hint
     ]
+
+
+# --- a run that hits a bug still gets a record ------------------------------------------------
+
+def test_a_run_that_hits_a_bug_is_recorded_failed_with_the_exception(tmp_path):
+    # Validation now refuses such a delay; a Pipeline built without it reaches the same bug
+    # (threading's wait cannot wait 1e308 s) as any other unexpected exception would.
+    folder = write_files(tmp_path / "pipe", {"main.py": "raise SystemExit(3)\n"})
+    pipeline = Pipeline(name="pipe", path=folder, entry="main.py", type=PipelineType.SCRIPT,
+                        metadata_file=None, requirements=None,
+                        retry=RetryPolicy(attempts=1, strategy=RetryStrategy.FIXED_DELAY, delay=1e308))
+    executor = LocalExecutor(host_base_env(os.environ), clock=utc_now)
+    outcome = run_pipeline(RunRequest(pipeline=pipeline, grace_period=1.0), executor, clock=utc_now,
+                           run_id="20261201T000000Z-pipe-abcd")
+    record = outcome.record
+    assert record.status is RunStatus.FAILED
+    assert record.error == ErrorInfo("internal", "OverflowError: timestamp out of range for platform time_t")
+    assert [a.exit_code for a in record.attempts] == [3]
+    assert record.exit_code == 3
+    assert "the run failed inside Fast-Flow: OverflowError: timestamp out of range" in outcome.log_text
+
+
+class BrokenExecutor(LocalExecutor):
+    """A host executor with a bug: every attempt raises what no executor should."""
+
+    def execute(self, spec, sink, cancel):
+        raise OverflowError("cannot convert float infinity to integer")
+
+
+def test_an_executor_bug_fails_the_attempt_with_an_internal_error_not_the_run_loop(tmp_path):
+    folder = write_files(tmp_path / "pipe", {"main.py": "print(1)\n"})
+    pipeline = Pipeline(name="pipe", path=folder, entry="main.py", type=PipelineType.SCRIPT,
+                        metadata_file=None, requirements=None, retry=RetryPolicy(attempts=2))
+    outcome = run_pipeline(RunRequest(pipeline=pipeline, grace_period=1.0),
+                           BrokenExecutor(host_base_env(os.environ), clock=utc_now), clock=utc_now)
+    record = outcome.record
+    assert record.status is RunStatus.FAILED
+    assert record.error == ErrorInfo("internal", "OverflowError: cannot convert float infinity to integer")
+    assert len(record.attempts) == 1  # a bug is not retried

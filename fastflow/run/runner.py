@@ -26,10 +26,14 @@ Decisions, for users and for the code that calls this:
 - Downstream triggers (reported in the record, not run here): a trigger with `on_route` fires
   only when the run's route is one of its labels; otherwise `on_success` fires on `succeeded`
   and `on_failure` on `failed`, `timed_out` or `oom_killed`. A cancelled run fires none.
+- A bug (an unexpected exception in the attempt loop or from an executor) still ends in a
+  record: `failed`, error kind `internal`, the exception's type and message; the traceback goes
+  to Fast-Flow's own log (`logging`), the run's log gets one line.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -64,6 +68,7 @@ from fastflow.record import (
 from fastflow.run.capture import LogCapture, Masker
 from fastflow.run.env import RunContext, build_env
 
+logger = logging.getLogger(__name__)
 Wait = Callable[[float, threading.Event], bool]
 
 # uv's first error line when it cannot prepare the environment (before the program runs).
@@ -314,9 +319,21 @@ def run_pipeline(
               _context(request, run_id, 1))  # validates the env before anything runs
     masker = Masker(request.secrets.values())
     capture = LogCapture(request.log_cap_bytes, forward=sink, masker=masker)
-    progress = _run_attempts(request, settings, executor, capture, masker, clock, wait, cancel, run_id)
+    progress = _Progress()
+    try:
+        _run_attempts(request, settings, executor, capture, masker, clock, wait, cancel, run_id,
+                      progress)
+    except Exception as exc:  # a bug in Fast-Flow: the run still gets its record, saying so
+        logger.exception("run %s failed inside Fast-Flow", run_id)
+        progress.error = internal_error(exc, masker)
+        capture.emit(f"the run failed inside Fast-Flow: {progress.error.message}", clock())
     record = _make_record(request, settings, run_id, started, clock(), progress, capture)
     return RunOutcome(record, capture.text())
+
+
+def internal_error(exc: BaseException, masker: Masker) -> ErrorInfo:
+    """The record's error for a bug: kind `internal`, `<ExceptionType>: <message>` (masked)."""
+    return ErrorInfo("internal", masker.mask(f"{type(exc).__name__}: {exc}"))
 
 
 def _refused(request: RunRequest, settings: RunSettings, run_id: str, started: datetime,
@@ -379,9 +396,9 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
 def _run_attempts(
     request: RunRequest, settings: RunSettings, executor: Executor, capture: LogCapture,
     masker: Masker, clock: Clock, wait: Wait, cancel: threading.Event, run_id: str,
-) -> _Progress:
-    """The attempt loop: wait, execute, judge, and decide whether to retry."""
-    progress = _Progress()
+    progress: _Progress,
+) -> None:
+    """The attempt loop: wait, execute, judge, and decide whether to retry (into `progress`)."""
     total = settings.retry.attempts + 1
     for n in range(1, total + 1):
         wait_s = 0.0
@@ -405,6 +422,11 @@ def _run_attempts(
                                    ErrorInfo("executor", masker.mask(str(exc))))
             retryable = False
             progress.error = result.error
+        except Exception as exc:  # a bug in the executor: this attempt failed, never retried
+            logger.exception("attempt %d of run %s failed inside Fast-Flow", n, run_id)
+            result = AttemptResult(RunStatus.FAILED, None, begun, clock(), internal_error(exc, masker))
+            retryable = False
+            progress.error = result.error
         else:
             progress.error, retryable = attempt_error(result, watcher, request.pipeline, masker)
         progress.results.append(result)
@@ -420,7 +442,6 @@ def _run_attempts(
             executor.release(spec)
         if not should_retry(result, retryable, settings.retry, n):
             break
-    return progress
 
 
 def attempt_summary(n: int, total: int, status: RunStatus, exit_code: int | None,
@@ -437,7 +458,9 @@ def _make_record(
     finished: datetime, progress: _Progress, capture: LogCapture,
 ) -> RunRecord:
     last = progress.results[-1] if progress.results else None
-    if progress.cancelled_waiting or last is None:
+    if progress.error is not None and progress.error.kind == "internal":
+        status, exit_code, route = RunStatus.FAILED, last and last.exit_code, None
+    elif progress.cancelled_waiting or last is None:
         status, exit_code, route = RunStatus.CANCELLED, None, None
     else:
         status, exit_code, route = last.status, last.exit_code, last.route
