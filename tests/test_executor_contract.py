@@ -16,7 +16,7 @@ import pytest
 from helpers import Lines, make_spec, utc_now
 
 from fastflow.errors import ExecutorError
-from fastflow.executors.base import AttemptSpec, Executor, PreheatJob
+from fastflow.executors.base import AttemptSpec, Executor, PreheatJob, with_uv_warnings
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import RunStatus
 
@@ -190,6 +190,27 @@ def test_preheat_of_bad_requirements_gives_uvs_reason(executor_factory, tmp_path
         "requirements are unsatisfiable.")
 
 
+def test_preheat_of_non_utf8_requirements_names_the_file(executor_factory, tmp_path):
+    job = preheat_job(tmp_path, "good")
+    (job.workdir / "requirements.txt").write_bytes(b"six\ncaf\xe9\n")
+    outcome = executor_factory().preheat(job)
+    assert (outcome.ok, outcome.message) == (False, (
+        "requirements file requirements.txt of pipeline 'pipe' is not UTF-8 text (byte 0xe9 at "
+        "offset 7); save it as UTF-8"))
+
+
+@pytest.mark.parametrize("line", ["--index-url https://example.org/simple", "-i https://x.test",
+                                  "--extra-index-url=https://x.test", "--find-links ./wheels"])
+def test_preheat_refuses_index_options_in_requirements(executor_factory, tmp_path, line):
+    job = preheat_job(tmp_path, "good")
+    (job.workdir / "requirements.txt").write_text(f"# pinned\n{line}\nsix\n")
+    outcome = executor_factory().preheat(job)
+    assert (outcome.ok, outcome.message) == (False, (
+        f"requirements file requirements.txt of pipeline 'pipe': line 2: \"{line}\" sets a "
+        "package index, which is refused there; remove the line and configure the package "
+        "index for the server instead (uv's UV_INDEX_URL in its environment)"))
+
+
 def test_a_second_preheat_of_the_same_requirements_is_quick(executor_factory, tmp_path):
     executor = executor_factory()
     job = preheat_job(tmp_path, "good")
@@ -265,3 +286,9 @@ def test_reattach_gives_the_verdict_of_execute(executor_factory, tmp_path, momen
     assert sink.texts("stderr") == fresh.texts("stderr") == ["a warning"]
     assert result.started_at < result.finished_at
     assert executor.reattach(spec.run_id, Lines(), threading.Event()) is None  # collected
+
+
+def test_uvs_warnings_are_kept_in_a_successful_preheats_message():
+    output = "Resolved 1 package\nwarning: Ignoring `--trusted-host` in requirements.txt\n"
+    assert with_uv_warnings("pre-heated in 1.0s", output) == (
+        "pre-heated in 1.0s; warning: Ignoring `--trusted-host` in requirements.txt")

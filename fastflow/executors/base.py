@@ -45,6 +45,7 @@ from typing import Callable, Mapping, Protocol
 
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
 from fastflow.errors import ExecutorError
+from fastflow.humanize import show
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
 from fastflow.record import Environment, ErrorInfo, Resources
 
@@ -93,6 +94,40 @@ def preheat_failure(job: PreheatJob, output: str) -> str:
     reason = " ".join(lines[errors[0]:][:8]) if errors else " ".join(lines[-5:])
     return (f"uv could not install the requirements of pipeline {job.pipeline!r} from "
             f"{job.requirements}: {reason or 'no output'}")
+
+
+# pip options that choose where packages come from: uv ignores them in a requirements file (with
+# a warning), so a package of the same name would come from the default index instead.
+_INDEX_OPTIONS = ("--index-url", "--extra-index-url", "--find-links", "--index", "--default-index",
+                  "--no-index", "--trusted-host", "-i", "-f")
+
+
+def with_uv_warnings(note: str, output: str) -> str:
+    """A successful pre-heat's `note` followed by uv's `warning:` lines (never swallowed)."""
+    warnings = [line.strip() for line in output.splitlines() if line.strip().startswith("warning:")]
+    return "; ".join([note, *warnings[:5]])
+
+
+def requirements_problem(job: PreheatJob) -> str | None:
+    """Why the pipeline's requirements file cannot be pre-heated as written, or None: it is not
+    UTF-8 text, or a line sets a package index (refused: dependency confusion)."""
+    name = f"requirements file {job.requirements} of pipeline {job.pipeline!r}"
+    try:
+        raw = (job.workdir / job.requirements).read_bytes()
+    except OSError:
+        return None  # a missing file has its own error (missing_requirements)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (f"{name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                "save it as UTF-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        word = line.strip().split("=", 1)[0].split(None, 1)[0] if line.strip() else ""
+        if word in _INDEX_OPTIONS or (word[:2] in ("-i", "-f") and not word.startswith("--")):
+            return (f"{name}: line {number}: {show(line.strip())} sets a package index, which "
+                    "is refused there; remove the line and configure the package index for the "
+                    "server instead (uv's UV_INDEX_URL in its environment)")
+    return None
 
 
 def missing_requirements(workdir: Path, requirements: str) -> ExecutorError:

@@ -57,6 +57,8 @@ from fastflow.executors.base import (
     missing_requirements,
     preheat_failure,
     read_route,
+    requirements_problem,
+    with_uv_warnings,
     uv_command,
 )
 from fastflow.model import Limits, RunStatus
@@ -159,6 +161,9 @@ class LocalExecutor(Executor):
         mark, so a repeat runs uv again (quickly: it finds what it installed)."""
         if not (job.workdir / job.requirements).is_file():
             raise missing_requirements(job.workdir, job.requirements)
+        refused = requirements_problem(job)
+        if refused:
+            return PreheatOutcome(False, refused)
         cmd = [self.uv, "run", "--no-project"]
         if job.python_version:
             cmd += ["--python", job.python_version]
@@ -175,7 +180,8 @@ class LocalExecutor(Executor):
             return PreheatOutcome(False, preheat_failure(job, reason), None, DEFAULT_PREHEAT_TIMEOUT)
         duration = round(time.monotonic() - begin, 3)
         if proc.returncode == 0:
-            return PreheatOutcome(True, f"pre-heated in {duration:.1f}s", None, duration)
+            note = with_uv_warnings(f"pre-heated in {duration:.1f}s", proc.stderr)
+            return PreheatOutcome(True, note, None, duration)
         return PreheatOutcome(False, preheat_failure(job, proc.stderr), None, duration)
 
     def _warn_hard_limits(self, spec: AttemptSpec) -> None:

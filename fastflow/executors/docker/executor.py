@@ -48,6 +48,8 @@ from fastflow.executors.base import (
     ReattachedAttempt,
     preheat_failure,
     read_route,
+    requirements_problem,
+    with_uv_warnings,
 )
 from fastflow.executors.docker.cache import CacheLayout, read_requirements, requirements_key
 from fastflow.executors.docker.container import (
@@ -187,11 +189,15 @@ class DockerExecutor(Executor):
         """Fill the shared cache with `job`'s requirements in a trusted container of this
         executor's image (with its CA bundle); a repeat of the same requirements, Python and
         image is answered from the marker at once ("already pre-heated")."""
+        refused = requirements_problem(job)
+        if refused:
+            return PreheatOutcome(False, refused)
         result = preheat_requirements(self.image, self.cache.root, job.workdir, job.requirements,
                                       job.python_version, self.ca_bundle, client=self.client)
         if result.ok:
             note = "already pre-heated" if result.skipped else f"pre-heated in {result.duration_s:.1f}s"
-            return PreheatOutcome(True, note, result.key, result.duration_s)
+            return PreheatOutcome(True, with_uv_warnings(note, result.output), result.key,
+                                  result.duration_s)
         return PreheatOutcome(False, preheat_failure(job, result.output), result.key,
                               result.duration_s)
 
