@@ -48,6 +48,17 @@ def test_list_shows_every_gallery_pipeline():
     assert "cron */15 * * * *" in result.output
 
 
+def test_list_shows_a_problem_as_text_not_markup(make_repo):
+    repo = make_repo({"pipelines/bad/main.py": "print(1)\n",
+                      "pipelines/bad/pipeline.json": '{"timeout": "[/x] \\u001b[2J"}'})
+    result = CliRunner().invoke(main, ["list", "--repo", str(repo)])
+    assert result.exit_code == 0, result.output
+    (row,) = result.output.splitlines()[1:]
+    # The value as written, not as markup (was a MarkupError); the message is config's.
+    assert row.startswith("bad\t-\t-\t-\tinvalid: pipelines/bad/pipeline.json: timeout: "
+                          '"[/x] \\u001b[2J" '.expandtabs(8))
+
+
 def test_list_json_shows_invalid_pipelines_with_file_field_reason(make_repo):
     repo = make_repo({
         "pipelines/good/main.py": "print(1)\n",
