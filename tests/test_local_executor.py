@@ -89,6 +89,46 @@ def test_background_processes_do_not_outlive_the_attempt(tmp_path):
     assert not alive(int(pidfile.read_text()))
 
 
+# A pipeline whose grandchild leaves the session (setsid, double fork) and ignores SIGTERM.
+ESCAPE = """
+    import os, signal, sys, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open(os.environ["PIDFILE"], "w").write(str(os.getpid()))
+            time.sleep(300)
+        os._exit(0)
+    while not os.path.getsize(os.environ["PIDFILE"]):
+        time.sleep(0.01)
+    print("ready", flush=True)
+    if os.environ["HOW"] == "sleep":
+        time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["timeout", "cancel", "exit"])
+def test_a_process_that_left_the_session_does_not_outlive_the_attempt(tmp_path, how):
+    pidfile = tmp_path / "pid"
+    pidfile.write_text("")
+    spec = make_spec(tmp_path, ESCAPE, timeout=2.0 if how == "timeout" else 0.0,
+                     env={"PIDFILE": str(pidfile), "HOW": "exit" if how == "exit" else "sleep"})
+    cancel = threading.Event()
+
+    def sink(line: OutputLine) -> None:
+        if line.text == "ready" and how == "cancel":
+            threading.Thread(target=cancel.set).start()
+
+    started = time.monotonic()
+    result = executor().execute(spec, sink, cancel)
+    expected = {"timeout": RunStatus.TIMED_OUT, "cancel": RunStatus.CANCELLED,
+                "exit": RunStatus.SUCCEEDED}[how]
+    assert result.status is expected
+    assert time.monotonic() - started < 15  # no wait on a pipe the escaped process held open
+    assert not alive(int(pidfile.read_text()))
+
+
 @pytest.mark.slow
 def test_resources_and_soft_limit_events(tmp_path):
     spec = make_spec(tmp_path, """

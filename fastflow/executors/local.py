@@ -4,7 +4,9 @@ The attempt is `uv run ...` (see `base.uv_command`) started in the pipeline fold
 session, so the attempt's processes share one session and process group; stopping an attempt
 (timeout or cancel) signals that whole tree: SIGTERM, up to `spec.grace_period` seconds for it
 to go, then SIGKILL. Like a container whose main process ended, processes left behind after
-the main process exits are killed too: nothing of an attempt outlives it.
+the main process exits are killed too: nothing of an attempt outlives it. The attempt runs
+under `reaper` (a child subreaper), so a process that left the session (setsid and a double
+fork) is still its descendant and is signalled with the rest.
 
 Output is read line by line from two reader threads (stdout, stderr) and handed to the sink as
 `OutputLine`s; a line longer than `max_line_bytes` is handed over in pieces, and the last line
@@ -26,6 +28,7 @@ and `FASTFLOW_ROUTE_FILE`, a file in a per-attempt temporary folder removed afte
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import logging
 import os
@@ -33,6 +36,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import IO, Mapping
 
 from fastflow.errors import ExecutorError
+from fastflow.executors import reaper
 from fastflow.executors.base import (
     DEFAULT_PREHEAT_TIMEOUT,
     NOTEBOOK_RUNNER,
@@ -208,9 +213,14 @@ class LocalExecutor(Executor):
             )
         env = {**self.base_env, **spec.env, "FASTFLOW_ROUTE_FILE": str(route_file)}
         cmd = uv_command(spec, str(NOTEBOOK_RUNNER), self.uv)
+        # Under the reaper (see fastflow/executors/reaper.py): processes that leave the session
+        # stay its descendants. It execs the program by path: find it as Popen would have.
+        found = shutil.which(cmd[0], path=os.pathsep.join(os.get_exec_path(env)))
         try:
+            if found is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cmd[0])
             return subprocess.Popen(
-                cmd,
+                [sys.executable, "-I", "-S", str(REAPER), found, *cmd[1:]],
                 cwd=spec.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -299,6 +309,17 @@ class LocalExecutor(Executor):
         proc.wait()
 
     def _kill_tree(self, sid: int) -> None:
+        # The reaper's descendants first: killed first, the reaper would hand them to init.
+        for _ in range(100):
+            escaped = reaper.descendant_pids(sid)
+            for pid in escaped:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if not escaped:
+                break
+            time.sleep(0.02)
         # Repeat: a process may fork between the scan and the signal.
         for _ in range(100):
             _signal_tree(sid, signal.SIGKILL)
@@ -363,8 +384,17 @@ class LocalExecutor(Executor):
         return done.stdout if done.returncode == 0 else None
 
 
+REAPER = Path(reaper.__file__)
+
+
 def _signal_tree(sid: int, sig: int) -> None:
-    """Send `sig` to the process group `sid` and to every live process of session `sid`."""
+    """Send `sig` to every descendant of the reaper `sid` (also those that left its session),
+    to the process group `sid` and to every live process of session `sid`."""
+    for pid in reaper.descendant_pids(sid):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(sid, sig)
     except (ProcessLookupError, PermissionError):
