@@ -280,6 +280,17 @@ def test_a_missing_pipelines_dir(repo: Path):
     assert explicit.problems[0].severity is Severity.ERROR
 
 
+def test_a_pipelines_dir_linked_outside_is_named_as_the_link_is_written(repo: Path, tmp_path):
+    """The same message on a working tree and on the daemon's snapshot (never a resolved path)."""
+    write_files(tmp_path / "elsewhere", {"etl/main.py": MAIN})
+    (repo / "pipelines").symlink_to("../elsewhere")
+    found = scan(repo)
+    assert found.pipelines == {} and [str(p) for p in found.problems] == [
+        '.fastflow/config.yaml: pipelines_dir: "pipelines" is a symlink to ../elsewhere, outside '
+        "the repository; use a folder inside it"
+    ]
+
+
 def test_find_pipeline_explains_invalid_and_misspelled_names(repo: Path):
     write_files(repo, {
         "pipelines/etl/main.py": MAIN,

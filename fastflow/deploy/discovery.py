@@ -122,6 +122,9 @@ def find_pipeline(discovery: Discovery, name: str) -> Pipeline:
 
 
 def _check_pipelines_dir(root: Path, base: Path, config: RepoConfig) -> Problem | None:
+    link = link_problem(root, base, fix="use a folder inside it") if base.is_symlink() else None
+    if link is not None:
+        return Problem(CONFIG_FILE, "pipelines_dir", f'"{config.pipelines_dir}" {link}')
     if not _inside(root, base.resolve()):
         return Problem(
             CONFIG_FILE, "pipelines_dir",
