@@ -310,6 +310,7 @@ def test_a_folder_name_that_is_not_utf8_never_stops_the_daemon_or_its_restarts(u
     git("push", "-q", "origin", "main", cwd=user.work)
     first.sync(utc_now())
     assert list(first.deployment.invalid) == ["bad\\xff"]
+    assert first.deployment.changes.added == ("bad\\xff",)  # spelt as discovery spells it
     first.submit("report", Trigger("manual"), now=utc_now())
     assert first.dispatcher.wait_idle(60)
     assert wait_for(lambda: records(first, "report"))[0].status is RunStatus.SUCCEEDED
@@ -328,3 +329,4 @@ def test_a_folder_name_that_is_not_utf8_never_stops_the_daemon_or_its_restarts(u
                    cwd=user.bare)
     assert "bad\\xff" in overview and "it is not UTF-8" in overview
     assert no_errors(caplog) == []
+    assert "stored with \\x escapes" not in caplog.text  # no lone surrogate reached the journal

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping
 
 from fastflow import repo as git
+from fastflow.humanize import without_surrogates
 
 CONFIG_DIR = ".fastflow"
 ENTRY_POINTS = ("main.py", "main.ipynb")
@@ -174,11 +175,12 @@ def pipeline_folders(repo: git.GitRepo, commit: str | None, pipelines_dir: str) 
         for item in git.list_tree(repo, commit, base)
         if item.kind == "tree"
     }
-    return pipelines_in(folders)
+    return frozenset(without_surrogates(name) for name in pipelines_in(folders))
 
 
 def change_set(repo: git.GitRepo, old: str | None, new: str, pipelines_dir: str) -> ChangeSet:
     """What commit `new` changed since `old` (None: first sync), in pipeline terms."""
-    paths = [c.path for c in git.changed_paths(repo, old, new)]
+    # Names as discovery spells them: bytes that are not UTF-8 as \xNN, never a lone surrogate
+    paths = [without_surrogates(c.path) for c in git.changed_paths(repo, old, new)]
     old_names = None if old is None else pipeline_folders(repo, old, pipelines_dir)
     return compute_changes(paths, pipelines_dir, old_names, pipeline_folders(repo, new, pipelines_dir))
