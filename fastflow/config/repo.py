@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastflow import defaults
+from fastflow.config.links import link_problem
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -121,6 +122,9 @@ def check_repo_config(root: Path) -> tuple[RepoConfig | None, list[Problem]]:
     taken from the repository root and returned absolute).
     """
     path = Path(root) / CONFIG_FILE
+    link = link_problem(Path(root), path)  # never read through it, never the defaults instead
+    if link is not None:
+        return None, [Problem(CONFIG_FILE, "", link)]
     if not path.exists():
         return default_repo_config(), []
     try:
