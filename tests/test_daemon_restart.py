@@ -287,6 +287,26 @@ def test_a_kill_during_a_retry_wait_records_the_last_ended_attempt(user, daemons
         in again.store.read_log(run_id, pipeline="report")
 
 
+def test_a_kill_before_a_retrys_container_existed_records_the_last_ended_attempt(user, daemons):
+    """Found by the chaos test: the daemon died after writing "attempt 2 ... started" and
+    before the attempt's container existed (nothing of attempt 2 anywhere): not `lost`, but
+    the run as its attempt 1 ended, not retried after the restart."""
+    first = daemons(user.bare)
+    run_id = leave_run(first, "report", [
+        ("runner", "attempt 1 of 2 started"), ("stdout", "report"),
+        ("runner", "attempt 1 of 2 failed (exit code 1): main.py exited with code 1"),
+        ("runner", "retry 1: attempt 2 of 2 starts in 2s"), ("runner", "attempt 2 of 2 started")])
+    first.stop(grace=30)
+    again = daemons(user.bare)
+    assert again.notes == [f"{run_id}: failed"]
+    record = again.store.read_run(run_id, pipeline="report")
+    assert (record.status, record.exit_code) == (RunStatus.FAILED, 1)
+    assert record.error.message == "main.py exited with code 1 (not retried after the daemon restarted)"
+    assert [(a.n, a.status) for a in record.attempts] == [(1, RunStatus.FAILED)]
+    assert "attempt 2 never ran: the daemon stopped before its container existed" \
+        in again.store.read_log(run_id, pipeline="report")
+
+
 def test_a_run_killed_mid_attempt_on_the_host_is_still_lost(user, daemons):
     first = daemons(user.bare)
     run_id = leave_run(first, "report", [("runner", "attempt 1 of 1 started")])

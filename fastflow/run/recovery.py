@@ -219,6 +219,15 @@ def ended_outcome(base: RunRecord, live_text: str, *, live_sink: OutputSink,
     Resources, environment and route are not in the live log: the record has none.
     """
     earlier, total = earlier_attempts(live_text)
+    if earlier and earlier[max(earlier)].status is RunStatus.RUNNING and max(earlier) > 1 \
+            and not attempt_lines(live_text, max(earlier)):
+        # A retry announced as started with nothing of it anywhere (no output, and no
+        # container: this is asked only once none was found): the daemon died between the
+        # start line and the container's creation, so the attempt never ran. The run ends as
+        # its last ended attempt did, like a kill during the retry wait.
+        live_sink(OutputLine(RUNNER, f"attempt {max(earlier)} never ran: the daemon stopped "
+                             "before its container existed", clock()))
+        del earlier[max(earlier)]
     if not earlier or earlier[max(earlier)].status is RunStatus.RUNNING:
         return None
     n = max(earlier)
