@@ -13,7 +13,6 @@ from helpers import git, write_files
 from fastflow import repo as g
 from fastflow.deploy.deployment import deploy_commit
 from fastflow.deploy.workspace import validate_workspace
-from fastflow.errors import ConfigError
 
 MAIN = "print('hi')\n"
 
@@ -90,13 +89,25 @@ def test_a_linked_config_yaml_is_an_invalid_configuration_not_the_defaults(work,
         f"{message} (the previous valid configuration stays active)"]
 
 
-def test_a_linked_schedules_yaml_is_never_read(work, outside, tmp_path):
-    write_files(work, {"pipelines/good/main.py": MAIN})
-    (work / ".fastflow").mkdir()
+def test_a_linked_schedules_yaml_is_never_read_and_the_last_valid_schedules_stay(work, outside,
+                                                                                 tmp_path):
+    """Was: the sync raised, so nothing of that commit was deployed; now the verdict is
+    validate's, and the commit's other changes are deployed with the last valid schedules."""
+    write_files(work, {"pipelines/good/main.py": MAIN,
+                       ".fastflow/schedules.yaml": "schedules:\n  - pipeline: good\n    interval: 1h\n"})
+    first = commit_all(work, "schedules")
+    (work / ".fastflow/schedules.yaml").unlink()
     (work / ".fastflow/schedules.yaml").symlink_to(outside / "schedules.yaml")
-    sha = commit_all(work, "linked schedules")
-    with pytest.raises(ConfigError) as info:
-        deploy_commit(g.open_repo(work), sha, tmp_path / "snapshots", None)
-    assert str(info.value) == (
-        f".fastflow/schedules.yaml: is a symlink to {outside}/schedules.yaml, outside the "
-        "repository; copy the file into the repository instead")
+    write_files(work, {"pipelines/added/main.py": MAIN})
+    second = commit_all(work, "linked schedules")
+    message = (f".fastflow/schedules.yaml: is a symlink to {outside}/schedules.yaml, outside the "
+               "repository; copy the file into the repository instead")
+    assert [str(p) for p in validate_workspace(work)] == [message]
+    repository, snapshots = g.open_repo(work), tmp_path / "snapshots"
+    fresh = deploy_commit(repository, second, snapshots, None)
+    assert [str(p) for p in fresh.errors] == [message] and fresh.schedules == ()
+    kept = deploy_commit(repository, second, snapshots, deploy_commit(repository, first,
+                                                                      snapshots, None))
+    assert sorted(kept.active) == ["added", "good"]
+    assert [s.id for s in kept.schedules] == ["good"]
+    assert [str(p) for p in kept.errors] == [f"{message} (the last valid schedules stay active)"]

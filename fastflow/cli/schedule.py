@@ -11,7 +11,7 @@ from fastflow.cli.render import print_table
 from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.deploy.workspace import open_workspace
 from fastflow.errors import ConfigError, FastflowError
-from fastflow.humanize import did_you_mean
+from fastflow.humanize import did_you_mean, visible_controls
 from fastflow.model import Severity
 from fastflow.schedule.planner import next_slots
 from fastflow.schedule.spec import Schedule, ScheduleSet
@@ -97,7 +97,7 @@ def check(repo: Path) -> None:
     found = _schedule_set(repo)
     for problem in found.problems:
         label = "Error" if problem.severity is Severity.ERROR else "Warning"
-        click.echo(f"{label}: {problem}", err=True)
+        click.echo(visible_controls(f"{label}: {problem}", lines=False), err=True)
     if found.errors:
         raise click.exceptions.Exit(1)
     click.echo(f"{len(found.schedules)} schedules OK")

@@ -349,6 +349,15 @@ def read_schedules_file(root: Path) -> str | None:
                           "or encoding (UTF-8)") from None
 
 
+def read_schedules_text(root: Path) -> tuple[str | None, Problem | None]:
+    """`read_schedules_file` for callers that report rather than stop: (text, None), or
+    (None, the problem) when the file is linked outside the repository or cannot be read."""
+    try:
+        return read_schedules_file(root), None
+    except ConfigError as exc:  # its message names the file already
+        return None, Problem(SCHEDULES_FILE, "", str(exc).removeprefix(f"{SCHEDULES_FILE}: "))
+
+
 def load_schedules(
     root: Path, pipelines: Mapping[str, Pipeline], invalid_pipelines: Collection[str] = ()
 ) -> ScheduleSet:

@@ -27,13 +27,13 @@ from typing import Mapping
 
 from fastflow import repo as git
 from fastflow.config import check_repo_config
-from fastflow.config.schedules import check_schedules, read_schedules_file
+from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
-from fastflow.schedule.spec import Schedule
+from fastflow.schedule.spec import Schedule, ScheduleSet
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,12 @@ def _schedules(root: Path, active: Mapping[str, ActivePipeline], invalid: Mappin
                previous: Deployment | None, errors: list[Problem],
                warnings: list[Problem]) -> tuple[Schedule, ...]:
     """The schedule set to activate (see the module doc); appends its problems."""
-    found = check_schedules(read_schedules_file(root), {n: a.pipeline for n, a in active.items()},
-                            root=root, invalid_pipelines=[n for n in invalid if n not in active])
+    text, unreadable = read_schedules_text(root)  # the verdict `validate` reaches, same code
+    if unreadable is not None:
+        found = ScheduleSet((), (unreadable,))
+    else:
+        found = check_schedules(text, {n: a.pipeline for n, a in active.items()}, root=root,
+                                invalid_pipelines=[n for n in invalid if n not in active])
     warnings.extend(p for p in found.problems if p.severity is Severity.WARNING)
     if not found.errors:
         return found.schedules

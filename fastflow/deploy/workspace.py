@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastflow.config import check_repo_config, load_repo_config
-from fastflow.config.schedules import check_schedules, read_schedules_file
+from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
-from fastflow.defaults import SCHEDULES_FILE
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
 
@@ -57,11 +56,9 @@ def validate_workspace(root: Path) -> list[Problem]:
 def _schedule_problems(workspace: Workspace) -> list[Problem]:
     """The problems of schedules.yaml with the pipelines' own schedules, as the daemon sees them."""
     discovery = workspace.discovery
-    try:
-        text = read_schedules_file(workspace.root)
-    except ConfigError as exc:  # unreadable: its message names the file already
-        message = str(exc).removeprefix(f"{SCHEDULES_FILE}: ")
-        return [Problem(SCHEDULES_FILE, "", message)]
+    text, unreadable = read_schedules_text(workspace.root)
+    if unreadable is not None:
+        return [unreadable]
     found = check_schedules(text, discovery.pipelines, root=workspace.root,
                             invalid_pipelines=tuple(discovery.invalid))
     return list(found.problems)
