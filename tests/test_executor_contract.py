@@ -207,8 +207,8 @@ def test_preheat_refuses_index_options_in_requirements(executor_factory, tmp_pat
     outcome = executor_factory().preheat(job)
     assert (outcome.ok, outcome.message) == (False, (
         f"requirements file requirements.txt of pipeline 'pipe': line 2: \"{line}\" sets a "
-        "package index, which is refused there; remove the line and configure the package "
-        "index for the server instead (uv's UV_INDEX_URL in its environment)"))
+        "package index, which is refused there (uv would not honour it, and a package of the "
+        "same name could come from the default index); remove the line"))
 
 
 def test_a_second_preheat_of_the_same_requirements_is_quick(executor_factory, tmp_path):

@@ -125,8 +125,8 @@ def requirements_problem(job: PreheatJob) -> str | None:
         word = line.strip().split("=", 1)[0].split(None, 1)[0] if line.strip() else ""
         if word in _INDEX_OPTIONS or (word[:2] in ("-i", "-f") and not word.startswith("--")):
             return (f"{name}: line {number}: {show(line.strip())} sets a package index, which "
-                    "is refused there; remove the line and configure the package index for the "
-                    "server instead (uv's UV_INDEX_URL in its environment)")
+                    "is refused there (uv would not honour it, and a package of the same name "
+                    "could come from the default index); remove the line")
     return None
 
 
