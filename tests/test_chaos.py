@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Origin, git, utc_now, wait_for
+from helpers import Origin, git, start_serve, utc_now, wait_for
 
 from fastflow.daemon.hooks import install_hook
 from fastflow.executors.docker import connect
@@ -60,15 +60,13 @@ class Daemons:
 
     def __init__(self, bare: Path, root: Path, cache: Path) -> None:
         self.bare, self.root = bare, root
-        self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
+        self.env = {"FASTFLOW_CACHE_DIR": str(cache)}  # over this process's environment
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
     def start(self, state: Path) -> subprocess.Popen:
+        """A new daemon on `state`, once it wrote its first heartbeat."""
         log = self.root / f"serve-{len(self.procs)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
-             "--state-dir", str(state), "--poll-interval", "2"],
-            env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        proc = start_serve(self.bare, state, log, "--poll-interval", "2", env=self.env)
         self.procs.append((proc, state))
         return proc
 
@@ -96,7 +94,7 @@ class Daemons:
 def queue_remote(state: Path, pipeline: str, env: dict[str, str]) -> str | None:
     """`fastflow run NAME --remote`: the run id the CLI printed, or None when it refused."""
     proc = subprocess.run([sys.executable, "-m", "fastflow", "run", pipeline, "--remote",
-                           "--state-dir", str(state)], env=env, capture_output=True, text=True,
+                           "--state-dir", str(state)], env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=60)
     match = re.search(r"\b(\d{8}T\d{6}Z-[A-Za-z0-9_.-]+)", proc.stdout)
     return match.group(1) if proc.returncode == 0 and match else None
@@ -133,7 +131,6 @@ def test_chaos_kills_restarts_and_a_second_daemon_lose_and_double_nothing(
     kills = pushes = 0
     try:
         proc = daemons.start(state)
-        wait_for(lambda: (state / "status.json").exists(), timeout=60, what="the first heartbeat")
         end = time.monotonic() + CHAOS_SECONDS
         next_kill = time.monotonic() + rnd.uniform(5, 15)
         while time.monotonic() < end:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import Origin, utc_now, wait_for
+from helpers import Origin, start_serve, utc_now, wait_for
 
 from fastflow.daemon.statedir import queue_remote_run
 from fastflow.results.store import ResultsStore
@@ -171,14 +171,11 @@ def test_a_daemon_fed_hostile_commits_keeps_recording_the_others(tmp_path, origi
     canary.update({f"pipelines/{name}/main.py": code for name, code in OUTPUTS.items()})
     origin.push({**canary, "pipelines/canary/main.py": "print('canary 0')\n"}, "start")
     state = tmp_path / "state"
-    log = (tmp_path / "serve.log").open("w")
-    env = {**os.environ, "FASTFLOW_CACHE_DIR": str(shared_cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "fastflow", "serve", "--repo", str(origin.bare),
-                             "--state-dir", str(state), "--poll-interval", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    state.mkdir()
+    proc = start_serve(origin.bare, state, tmp_path / "serve.log", "--poll-interval", "1",
+                       env={"FASTFLOW_CACHE_DIR": str(shared_cache)})
     store = ResultsStore(origin.bare, tmp_path / "reader-journal", utc_now)
     try:
-        wait_for(lambda: (state / "status.json").exists(), timeout=60, what="the first heartbeat")
         queued = [queue_remote_run(state, name, {}, None, utc_now()) for name in OUTPUTS]
         for n in range(1, 9):
             write_repo(origin.work, hostile_files(rnd, canary=f"print('canary {n}')\n"))
