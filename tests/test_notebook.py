@@ -84,6 +84,105 @@ def test_cell_retries_by_index_tag_or_id(tmp_path, key):
     assert "[fastflow] cell 1 (tags: fetch) failed (attempt 1 of 3); retrying in 0s" in done.stderr
 
 
+def test_code_keys_count_code_cells_only_empty_ones_included(tmp_path):
+    # Fast-Flow's list form, resolved to "code:<i>": markdown cells are not counted, an empty
+    # code cell is (it is code cell 0 here, never run), so FLAKY is code cell 2 at position 4.
+    path = write_notebook(tmp_path, [markdown("# a"), code(""), code("print('start')"),
+                                     markdown("b"), code(FLAKY)])
+    done = run_notebook(path, {"code:2": {"retry_attempts": 1, "retry_delay": 0}})
+    assert done.returncode == 0, done.stderr
+    assert "ok after 2" in done.stdout
+    assert "[fastflow] cell 4 failed (attempt 1 of 2); retrying in 0s" in done.stderr
+    assert run_notebook(path, {"code:1": {"retry_attempts": 1, "retry_delay": 0}}).returncode == 1
+
+
+# One policy per kind of key, each with its own number of retries, for a cell at position 1 that
+# is code cell 0 with id "c" and tag "t": the winner shows in the number of attempts.
+ALL_KEYS = {"1": 4, "code:0": 3, "c": 2, "t": 1}
+
+
+@pytest.mark.parametrize("dropped, attempts", [
+    ((), 5), (("1",), 4), (("1", "code:0"), 3), (("1", "code:0", "c"), 2),
+    (("1", "code:0", "c", "t"), 1),
+])
+def test_key_precedence_position_then_code_index_then_id_then_tag(tmp_path, dropped, attempts):
+    path = write_notebook(tmp_path, [markdown("x"), code("raise ValueError('no')", tags=["t"],
+                                                        cell_id="c")])
+    config = {key: {"retry_attempts": n, "retry_delay": 0}
+              for key, n in ALL_KEYS.items() if key not in dropped}
+    done = run_notebook(path, config)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"[fastflow] cell 1 (tags: t) failed after {attempts} attempt(s): ValueError: no")
+
+
+def fastflow_meta(cell: dict, override: object) -> dict:
+    cell["metadata"]["fastflow"] = override
+    return cell
+
+
+def test_metadata_override_replaces_only_the_fields_it_sets(tmp_path):
+    policy = {"code:0": {"retry_attempts": 3, "retry_delay": 0}}
+    # retries from the cell (1), delay from pipeline.json (0)
+    path = write_notebook(tmp_path, [fastflow_meta(code("raise ValueError('no')"), {"retries": 1})])
+    done = run_notebook(path, policy)
+    assert "[fastflow] cell 0 failed (attempt 1 of 2); retrying in 0s" in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "[fastflow] cell 0 failed after 2 attempt(s): ValueError: no")
+    # delay from the cell, retries from pipeline.json
+    path = write_notebook(tmp_path, [fastflow_meta(code(FLAKY), {"delay_seconds": 0.05})])
+    done = run_notebook(path, policy)
+    assert done.returncode == 0, done.stderr
+    assert "[fastflow] cell 0 failed (attempt 1 of 4); retrying in 0.05s" in done.stderr
+    # a zero in the cell beats pipeline.json's retries
+    path = write_notebook(tmp_path, [fastflow_meta(code(FLAKY), {"retries": 0})])
+    done = run_notebook(path, policy)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "[fastflow] cell 0 failed after 1 attempt(s): ConnectionError: flaky")
+
+
+def test_metadata_override_without_a_pipeline_policy_uses_fast_flows_defaults(tmp_path):
+    path = write_notebook(tmp_path, [fastflow_meta(code(FLAKY), {"retries": 1, "note": "x"})])
+    done = run_notebook(path)
+    assert done.returncode == 0, done.stderr
+    assert "ok after 2" in done.stdout
+    assert "[fastflow] cell 0 failed (attempt 1 of 2); retrying in 1s" in done.stderr
+    assert done.stderr.splitlines()[0] == (
+        '[fastflow] warning: main.ipynb: cells[0] (code cell 0).metadata.fastflow.note: unknown '
+        'key, ignored; only "retries" and "delay_seconds" are read')
+
+
+def test_bad_metadata_override_exits_1_before_any_cell_runs(tmp_path):
+    path = write_notebook(tmp_path, [
+        code("print('first cell ran')"),
+        markdown("m"),
+        fastflow_meta(code("print(2)"), {"retries": -1, "delay_seconds": "5"}),
+        fastflow_meta(code("print(3)"), {"retries": 2.5}),
+        fastflow_meta(code("print(4)"), [2]),
+        fastflow_meta(code("print(5)"), {"retries": True, "delay_seconds": 1e400}),
+    ])
+    done = run_notebook(path, {"code:1": {"retry_attempts": 1, "retry_delay": 0}})
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "[fastflow] main.ipynb: cells[2] (code cell 1).metadata.fastflow.retries: -1 is not a "
+        "whole number >= 0; use a number such as 2 (without quotes)",
+        '[fastflow] main.ipynb: cells[2] (code cell 1).metadata.fastflow.delay_seconds: "5" is '
+        "not a number of seconds >= 0; use a number such as 1 (without quotes)",
+        "[fastflow] main.ipynb: cells[3] (code cell 2).metadata.fastflow.retries: 2.5 is not a "
+        "whole number >= 0; use a number such as 2 (without quotes)",
+        '[fastflow] main.ipynb: cells[4] (code cell 3).metadata.fastflow: [2] is not an object; '
+        'write {"retries": 2, "delay_seconds": 1}',
+        "[fastflow] main.ipynb: cells[5] (code cell 4).metadata.fastflow.retries: true is not a "
+        "whole number >= 0; use a number such as 2 (without quotes)",
+        "[fastflow] main.ipynb: cells[5] (code cell 4).metadata.fastflow.delay_seconds: Infinity "
+        "is above the maximum of 3155760000 seconds (100 years); use a smaller number",
+        "[fastflow] main.ipynb: no cell was run; fix the cell metadata (in Jupyter: the cell's "
+        "metadata editor) and run again",
+    ]
+
+
 def test_cell_retries_exhausted(tmp_path):
     path = write_notebook(tmp_path, [code("raise ValueError('always')", tags=["t"])])
     done = run_notebook(path, {"t": {"retry_attempts": 2, "retry_delay": 0}})
