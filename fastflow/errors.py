@@ -34,6 +34,10 @@ class SecretsError(FastflowError):
     """The secrets file cannot be read, decrypted or trusted."""
 
 
+class ScaffoldError(FastflowError):
+    """`fastflow init` cannot write a new repository there: files are in the way."""
+
+
 class Invalid(Exception):
     """A value failed its check; the argument is the one-line message (without file/field).
 

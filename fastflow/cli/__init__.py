@@ -16,6 +16,7 @@ from fastflow.cli.common import FastflowGroup, configure_logging, verbosity_opti
 
 # command name -> "module:attribute" (modules under fastflow.cli)
 COMMANDS = {
+    "init": "init:init",
     "list": "pipelines:list_pipelines",
     "validate": "pipelines:validate",
     "show": "pipelines:show",

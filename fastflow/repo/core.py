@@ -77,10 +77,33 @@ def open_repo(path: Path | str) -> GitRepo:
         ) from None
 
 
-def init_repo(path: Path | str, bare: bool = False) -> GitRepo:
-    """Create (or open, when it exists) a repository at `path`; used for mirrors and tests."""
+def init_repo(path: Path | str, bare: bool = False, initial_branch: str | None = None) -> GitRepo:
+    """Create (or open, when it exists) a repository at `path`; used for mirrors, tests and
+    `fastflow init`. `initial_branch`: the branch HEAD names before the first commit (default:
+    libgit2's, which follows git's `init.defaultBranch`)."""
     path = Path(path)
-    return GitRepo(pygit2.init_repository(str(path), bare=bare), path)
+    return GitRepo(pygit2.init_repository(str(path), bare=bare, initial_head=initial_branch), path)
+
+
+def find_repo(path: Path | str) -> GitRepo | None:
+    """The repository holding `path` (its work tree or git dir), searched upwards from `path`
+    (or its nearest existing parent) as git does; None when `path` is in none."""
+    start = Path(path).absolute()
+    while not start.exists() and start != start.parent:
+        start = start.parent
+    found = pygit2.discover_repository(str(start))
+    if found is None:
+        return None
+    git = pygit2.Repository(found)
+    return GitRepo(git, Path(git.workdir or git.path))
+
+
+def head_branch(repo: GitRepo) -> str | None:
+    """The branch HEAD names, also before its first commit; None when HEAD is detached."""
+    if repo._git.head_is_detached:
+        return None
+    target = repo._git.references.get("HEAD").target
+    return target.removeprefix("refs/heads/") if isinstance(target, str) else None
 
 
 def _ref_name(branch: str) -> str:
