@@ -33,10 +33,16 @@ def visible_controls(text: str, *, lines: bool = True) -> str:
     return text.translate(_KEEP_NEWLINE if lines else _CONTROLS)
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to `word` (a likely misspelling of it), or None when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """ '; did you mean "x"?' for the closest choice, or "" when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f'; did you mean "{close[0]}"?' if close else ""
+    close = closest(word, choices)
+    return f'; did you mean "{close}"?' if close else ""
 
 
 def format_bytes(value: float | None) -> str:

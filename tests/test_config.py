@@ -27,6 +27,7 @@ from fastflow.model import (
     PipelineType,
     RetryPolicy,
     RetryStrategy,
+    ScheduleSpec,
     Severity,
 )
 
@@ -110,13 +111,15 @@ FULL = {
     "retry_on_exit_codes": [1, 75],
     "default_env": {"A": "x", "N": 3, "F": 1.5, "T": True, "OFF": False},
     "secrets": ["DB_PASSWORD"],
-    "schedule_cron": "0 3 * * *",
-    "schedule_start": "2026-01-01T00:00:00",
-    "schedule_end": "2026-12-31T00:00:00+02:00",
     "run_once_at": "2026-02-01T08:00:00Z",
     "schedules": [
-        {"id": "hourly", "interval": 3600, "mem_hard_limit": "2g", "retry_attempts": 1,
-         "webhook_key": "k-hourly", "default_env": {"MODE": "fast"}, "timeout": 60},
+        {"id": "hourly", "schedule_interval_seconds": 3600, "mem_hard_limit": "2g",
+         "retry_attempts": 1, "webhook_key": "k-hourly", "default_env": {"MODE": "fast"},
+         "timeout": 60, "schedule_start": "2026-01-01T00:00:00",
+         "schedule_end": "2026-12-31T00:00:00+02:00"},
+        {"id": "nightly", "schedule_cron": "0 3 * * *", "cpu_soft_limit": 1, "cpu_hard_limit": 4,
+         "mem_soft_limit": "512m", "retry_strategy": {"type": "fixed_delay", "delay": 5},
+         "retry_on_exit_codes": [2], "enabled": True},
         {"id": "manual", "enabled": False},
     ],
     "max_instances": 2,
@@ -147,13 +150,15 @@ def test_every_field_round_trips():
     )
     assert v["default_env"] == {"A": "x", "N": "3", "F": "1.5", "T": "true", "OFF": "false"}
     assert v["secrets"] == ("DB_PASSWORD",)
-    schedule = v["schedule"]
-    assert schedule.cron == "0 3 * * *" and schedule.interval_seconds is None
-    assert schedule.start == datetime(2026, 1, 1, tzinfo=UTC)
-    assert schedule.end == datetime(2026, 12, 30, 22, tzinfo=UTC)
-    assert schedule.run_once_at == datetime(2026, 2, 1, 8, tzinfo=UTC)
-    hourly, manual = v["run_configs"]
-    assert hourly.interval_seconds == 3600.0 and hourly.timeout == 60.0
+    assert v["schedule"] == ScheduleSpec(run_once_at=datetime(2026, 2, 1, 8, tzinfo=UTC))
+    hourly, nightly, manual = v["run_configs"]
+    assert hourly.interval_seconds == 3600.0 and hourly.timeout == 60.0 and hourly.cron is None
+    assert hourly.start == datetime(2026, 1, 1, tzinfo=UTC)
+    assert hourly.end == datetime(2026, 12, 30, 22, tzinfo=UTC)
+    assert (nightly.cron, nightly.interval_seconds, nightly.enabled) == ("0 3 * * *", None, True)
+    assert nightly.limits == Limits(4.0, 1536 * 1024**2, 1.0, 512 * 1024**2)
+    assert (nightly.retry.attempts, nightly.retry.strategy, nightly.retry.delay,
+            nightly.retry.on_exit_codes) == (3, RetryStrategy.FIXED_DELAY, 5.0, (2,))
     assert hourly.limits == Limits(2.0, 2 * 1024**3, 1.5, 1024**3)  # field by field over the pipeline's
     assert hourly.retry == RetryPolicy(
         attempts=1, strategy=RetryStrategy.CUSTOM_SCHEDULE, delays=(5.0, 30.0), on_exit_codes=(1, 75)
@@ -166,7 +171,31 @@ def test_every_field_round_trips():
         DownstreamTrigger("alert", False, False, ("alert",)),
     )
     assert (v["webhook_key"], v["network"], v["run_on_change"]) == ("k-main", NetworkMode.NONE, True)
-    assert {k for k, v in meta.sources.items() if v != FILE} == {"schedule_interval_seconds", "cells"}
+    assert {k for k, v in meta.sources.items() if v != FILE} == {
+        "schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end", "cells"}
+
+
+def test_the_top_level_schedule_fields():
+    meta = parse({"schedule_cron": "0 3 * * *", "schedule_start": "2026-01-01T00:00:00",
+                  "schedule_end": "2026-12-31T00:00:00+02:00"})
+    assert meta.problems == ()
+    assert meta.values["schedule"] == ScheduleSpec(
+        cron="0 3 * * *", start=datetime(2026, 1, 1, tzinfo=UTC),
+        end=datetime(2026, 12, 30, 22, tzinfo=UTC))
+    assert parse({"schedule_interval_seconds": 90}).values["schedule"] == ScheduleSpec(
+        interval_seconds=90.0)
+
+
+def test_a_non_empty_schedules_list_replaces_the_top_level_schedule_as_in_fastflow():
+    data = {"schedule_cron": "0 3 * * *", "schedule_start": "2026-01-01", "run_once_at": "2026-02-01",
+            "schedules": [{"id": "prod", "schedule_interval_seconds": 60}]}
+    meta = parse(data)
+    assert warnings(data) == [
+        P + "schedule_cron: is not used because schedules[] is not empty: only its entries are "
+        "scheduled (as in Fast-Flow); move this schedule into a schedules[] entry or remove it"]
+    assert meta.values["schedule"] == ScheduleSpec(run_once_at=datetime(2026, 2, 1, tzinfo=UTC))
+    # An empty list is as if there were none: the top-level schedule is used.
+    assert parse({"schedule_cron": "@daily", "schedules": []}).values["schedule"].cron == "@daily"
 
 
 def test_an_absent_file_gives_repository_defaults_with_their_sources():
@@ -272,21 +301,44 @@ BAD = [
      'schedule_end: "2026-04-01T00:00:00Z" is not after schedule_start "2026-05-01"; the window would be empty'),
     ({"run_once_at": "tomorrow"},
      'run_once_at: "tomorrow" is not an ISO 8601 date-time; use a string such as "2026-01-31T08:00:00Z"'),
-    ({"schedules": [{"cron": "0 3 * * *"}]},
+    ({"schedules": [{"schedule_cron": "0 3 * * *"}]},
      'schedules[0].id: is missing; every run configuration needs a unique id such as "nightly"'),
     ({"schedules": [{"id": "a"}, {"id": "a"}]},
-     'schedules[1].id: "a" is already the id of schedules[0]; ids must be unique'),
+     'schedules[1] (id "a").id: "a" is already the id of schedules[0]; ids must be unique'),
     ({"schedules": [{"id": "night ly"}]},
      "schedules[0].id: \"night ly\" is not a valid id; use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"),
     ({"schedules": ["nightly"]},
-     'schedules[0]: "nightly" is not an object; write {"id": "nightly", "cron": "0 3 * * *"}'),
+     'schedules[0]: "nightly" is not an object; write {"id": "nightly", "schedule_cron": "0 3 * * *"}'),
     ({"schedules": {"id": "a"}}, 'schedules: {"id": "a"} is not a list; write [...]'),
-    ({"schedules": [{"id": "a", "interval": -5}]},
-     "schedules[0].interval: -5 is not a number of seconds > 0; use a number such as 60"),
+    ({"schedules": [{"id": "a", "schedule_interval_seconds": -5}]},
+     'schedules[0] (id "a").schedule_interval_seconds: -5 is not a number of seconds > 0; use a number such as 60'),
+    ({"schedules": [{"id": "a", "schedule_cron": "@daily", "schedule_interval_seconds": 60}]},
+     'schedules[0] (id "a").schedule_interval_seconds: cannot be combined with schedule_cron; choose one of them'),
+    ({"schedules": [{"id": "nightly", "timeout": "1h"}]},
+     'schedules[0] (id "nightly").timeout: "1h" is not a number of seconds >= 0; use a number such as 300'),
     ({"webhook_key": "k1", "schedules": [{"id": "a", "webhook_key": "k1"}]},
-     "schedules[0].webhook_key: is the same webhook key as webhook_key; every run configuration needs its own key"),
+     'schedules[0] (id "a").webhook_key: is the same webhook key as webhook_key; every run configuration needs its own key'),
     ({"schedules": [{"id": "a", "webhook_key": "k"}, {"id": "b", "webhook_key": "k"}]},
-     "schedules[1].webhook_key: is the same webhook key as schedules[0].webhook_key; every run configuration needs its own key"),
+     'schedules[1] (id "b").webhook_key: is the same webhook key as schedules[0] (id "a").webhook_key; every run configuration needs its own key'),
+    ({"schedules": [{"id": "prod", "cron": "0 3 * * *"}]},
+     'schedules[0] (id "prod").cron: write "schedule_cron" instead: schedules[] entries spell their keys as the top level does (as in Fast-Flow)'),
+    ({"schedules": [{"id": "prod", "interval": 60}]},
+     'schedules[0] (id "prod").interval: write "schedule_interval_seconds" instead: schedules[] entries spell their keys as the top level does (as in Fast-Flow)'),
+    ({"schedules": [{"id": "prod", "start": "2026-01-01"}]},
+     'schedules[0] (id "prod").start: write "schedule_start" instead: schedules[] entries spell their keys as the top level does (as in Fast-Flow)'),
+    ({"schedules": [{"id": "prod", "end": "2026-01-01"}]},
+     'schedules[0] (id "prod").end: write "schedule_end" instead: schedules[] entries spell their keys as the top level does (as in Fast-Flow)'),
+    ({"schedules": [{"id": "prod", "schedule_cronn": "0 3 * * *"}]},
+     'schedules[0] (id "prod").schedule_cronn: unknown key of a run configuration; fix its name or remove it; did you mean "schedule_cron"?'),
+    ({"schedules": [{"id": "prod", "colour": "red"}]},
+     'schedules[0] (id "prod").colour: unknown key of a run configuration; fix its name or remove it'),
+    ({"schedule_cronn": "0 3 * * *"},
+     'schedule_cronn: unknown key; did you mean "schedule_cron"? A misspelled schedule key would leave the pipeline unscheduled: fix its name or remove it'),
+    ({"schedule": [{"id": "a"}]},
+     'schedule: unknown key; did you mean "schedules"? A misspelled schedule key would leave the pipeline unscheduled: fix its name or remove it'),
+    ({"enable": True},
+     'enable: unknown key; did you mean "enabled"? A misspelled schedule key would leave the pipeline unscheduled: fix its name or remove it'),
+    ({"cron": "0 3 * * *"}, 'cron: write "schedule_cron" instead: pipeline.json spells it so (as in Fast-Flow)'),
     ({"webhook_key": "has space"},
      "webhook_key: is not a valid webhook key; use letters, digits, '.', '_', '~' or '-'"),
     ({"max_instances": 0}, "max_instances: 0 is not a whole number >= 1"),
@@ -340,8 +392,7 @@ def test_all_problems_of_a_file_are_collected():
     [
         ({"retry_attemps": 2}, 'retry_attemps: unknown key, ignored; did you mean "retry_attempts"?'),
         ({"colour": "red"}, "colour: unknown key, ignored"),
-        ({"schedules": [{"id": "a", "cronn": "* * * * *"}]},
-         'schedules[0].cronn: unknown key, ignored; did you mean "cron"?'),
+        ({"descripton": "x"}, 'descripton: unknown key, ignored; did you mean "description"?'),
         ({"retry_attempts": 1, "retry_strategy": {"type": "fixed_delay", "delay": 1, "delays": [1]}},
          'retry_strategy.delays: unknown key, ignored; did you mean "delay"?'),
         ({"retry_strategy": "exponential_backoff"}, "retry_strategy: has no effect while retry_attempts is 0"),
@@ -354,7 +405,8 @@ def test_all_problems_of_a_file_are_collected():
         ({"schedule_start": "2026-01-01"},
          "schedule_start: has no effect without schedule_cron or schedule_interval_seconds"),
         ({"downstream_triggers": [{"pipeline": "b", "on_success": False}]},
-         "downstream_triggers[0]: never fires: on_success and on_failure are false and on_route is empty"),
+         "downstream_triggers[0]: never fires: on_success and on_failure are false and on_route is "
+         "empty; set on_success or on_failure to true, or name a route in on_route"),
     ],
 )
 def test_warnings_have_exact_messages_and_keep_the_pipeline_valid(data, message):

@@ -149,7 +149,7 @@ def test_a_broken_schedules_file_keeps_the_last_valid_set(user, tmp_path):
         assert [s.id for s in daemon.deployment.schedules] == ["every5"]
         state = json.loads(branch_file(user, "state/deployment.json"))
         (error,) = state["errors"]
-        assert error.startswith(".fastflow/schedules.yaml: schedules[0].cron:")
+        assert error.startswith('.fastflow/schedules.yaml: schedules[0] (id "every5").cron:')
         assert error.endswith("(the last valid schedules stay active)")
         clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
         run_tick(daemon, clock)

@@ -222,10 +222,11 @@ def test_duplicate_webhook_keys_across_pipelines_invalidate_both(repo: Path):
     assert list(found.pipelines) == ["c"]
     assert messages(found, "a") == [
         'pipelines/a/pipeline.json: webhook_key: is the same webhook key as pipeline "b" '
-        "(schedules[0].webhook_key); webhook keys must be unique across pipelines"
+        '(schedules[0] (id "hook").webhook_key); webhook keys must be unique across pipelines'
     ]
     assert messages(found, "b") == [
-        'pipelines/b/pipeline.json: schedules[0].webhook_key: is the same webhook key as pipeline '
+        'pipelines/b/pipeline.json: schedules[0] (id "hook").webhook_key: is the same webhook key as '
+        'pipeline '
         '"a" (webhook_key); webhook keys must be unique across pipelines'
     ]
 
@@ -325,7 +326,7 @@ def test_resolved_view_shows_values_and_sources(repo: Path):
         "pipelines/etl/main.py": MAIN,
         "pipelines/etl/pipeline.json": json.dumps({
             "mem_hard_limit": "1.5g", "webhook_key": "secret-key",
-            "schedules": [{"id": "n", "cron": "0 3 * * *", "webhook_key": "other"}],
+            "schedules": [{"id": "n", "schedule_cron": "0 3 * * *", "webhook_key": "other"}],
         }),
     })
     pipeline = scan(repo, "default_timeout: 60\n").pipelines["etl"]
@@ -336,7 +337,7 @@ def test_resolved_view_shows_values_and_sources(repo: Path):
     assert rows["python_version"] == ("3.11", "default")
     assert rows["entry"] == ("main.py", "folder")
     assert rows["webhook_key"] == ("***", "pipelines/etl/pipeline.json")
-    assert rows["schedules"][0] == [{"id": "n", "enabled": True, "cron": "0 3 * * *", "webhook_key": "***"}]
+    assert rows["schedules"][0] == [{"id": "n", "enabled": True, "schedule_cron": "0 3 * * *", "webhook_key": "***"}]
     assert rows["retry_strategy"][0] == {"type": "fixed_delay", "delay": 0.0}
     assert json.dumps([list(r) for r in resolved_view(pipeline)])  # JSON-compatible throughout
 

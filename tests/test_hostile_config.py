@@ -237,7 +237,8 @@ SCHEDULE_BOUNDS = [
 @pytest.mark.parametrize("entry, message", SCHEDULE_BOUNDS, ids=[m.split(":")[0] for _, m in SCHEDULE_BOUNDS])
 def test_huge_durations_and_instants_off_the_calendar_are_refused_in_schedules_yaml(entry, message):
     found = check_schedules(f"schedules:\n- pipeline: etl\n  {entry}\n", {})
-    assert [str(p) for p in found.errors] == [f".fastflow/schedules.yaml: schedules[0].{message}"]
+    assert [str(p) for p in found.errors] == [
+        f'.fastflow/schedules.yaml: schedules[0] (pipeline "etl").{message}']
 
 
 def test_slots_end_at_the_end_of_the_calendar_instead_of_overflowing(make_repo):
@@ -267,8 +268,8 @@ def test_exponential_backoff_waits_stay_at_max_delay_after_a_thousand_retries():
     ("timezone: Mars/Olympus\nschedules: []\n", 'timezone: "Mars/Olympus" is not a known IANA '
      'time zone; use a name such as "Europe/Berlin", "America/New_York" or "UTC"'),
     (yaml_bomb("x"), BOMB_ERROR),
-    ("schedules:\n- pipeline: nope\n  cron: '0 3 * * *'\n", 'schedules[0].pipeline: "nope" is '
-     "not a pipeline; use the name of a pipeline folder (`fastflow list` shows them)"),
+    ("schedules:\n- pipeline: nope\n  cron: '0 3 * * *'\n", 'schedules[0] (pipeline "nope").pipeline: '
+     '"nope" is not a pipeline; use the name of a pipeline folder (`fastflow list` shows them)'),
 ], ids=["not-a-list", "unknown-zone", "bomb", "unknown-pipeline"])
 def test_validate_reads_schedules_yaml(make_repo, schedules, message):
     repo = make_repo({".fastflow/schedules.yaml": schedules, "pipelines/ok/main.py": "print(1)\n"})

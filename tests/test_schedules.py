@@ -80,7 +80,7 @@ def test_end_date_includes_the_whole_day():
 
 # --- exact error messages ------------------------------------------------------------------------
 
-Y = ".fastflow/schedules.yaml: schedules[0]"
+Y = '.fastflow/schedules.yaml: schedules[0] (pipeline "sync")'
 
 
 @pytest.mark.parametrize("entry,message", [
@@ -119,7 +119,7 @@ def test_entry_errors_name_file_field_value_and_fix(entry, message):
 
 def test_unknown_pipeline_with_did_you_mean():
     assert problems('schedules:\n  - {pipeline: reprot, cron: "@daily"}\n') == [
-        f'{Y}.pipeline: "reprot" is not a pipeline; use the name of a pipeline folder (`fastflow '
+        '.fastflow/schedules.yaml: schedules[0] (pipeline "reprot").pipeline: "reprot" is not a pipeline; use the name of a pipeline folder (`fastflow '
         'list` shows them); did you mean "report"?']
 
 
@@ -128,7 +128,7 @@ def test_schedules_of_invalid_pipelines_are_left_out_with_a_warning():
                              invalid_pipelines=["broken"])
     assert result.schedules == () and result.errors == ()
     assert [str(p) for p in result.problems] == [
-        f'{Y}.pipeline: "broken" is an invalid pipeline, so this schedule is inactive until it is '
+        '.fastflow/schedules.yaml: schedules[0] (pipeline "broken").pipeline: "broken" is an invalid pipeline, so this schedule is inactive until it is '
         "fixed (see `fastflow check`)"]
 
 
@@ -142,14 +142,14 @@ def test_id_clashes_within_and_across_files_and_run_id_clashes():
   - {pipeline: a, id: c, interval: 60}
 """
     assert problems(text, pipes) == [
-        '.fastflow/schedules.yaml: schedules[0].id: "sync-prod" is already the id of schedules[0] '
-        "in pipelines/sync/pipeline.json; schedule ids must be unique across schedules.yaml and "
-        "pipeline.json files: give one of them another id",
-        '.fastflow/schedules.yaml: schedules[3].id: "c" is already the id of schedules[2] in '
-        ".fastflow/schedules.yaml; schedule ids must be unique across schedules.yaml and "
-        "pipeline.json files: give one of them another id",
-        '.fastflow/schedules.yaml: schedules[2].id: "c" gives the same run ids ("...-a-b-c") as '
-        '"b-c" of pipeline "a"; rename one of them',
+        '.fastflow/schedules.yaml: schedules[0] (id "sync-prod").id: "sync-prod" is already the id '
+        'of schedules[0] (id "prod") in pipelines/sync/pipeline.json; schedule ids must be unique '
+        "across schedules.yaml and pipeline.json files: give one of them another id",
+        '.fastflow/schedules.yaml: schedules[3] (id "c").id: "c" is already the id of schedules[2] '
+        '(id "c") in .fastflow/schedules.yaml; schedule ids must be unique across schedules.yaml '
+        "and pipeline.json files: give one of them another id",
+        '.fastflow/schedules.yaml: schedules[2] (id "c").id: "c" gives the same run ids '
+        '("...-a-b-c") as "b-c" of pipeline "a"; rename one of them',
     ]
 
 
@@ -185,14 +185,26 @@ def test_pipeline_json_schedules_and_derived_ids():
     result = check_schedules(text, pipes, root=Path("/r"))
     assert result.problems == ()
     ids = {s.id: (s.kind.value, s.source, s.field, s.run_config, s.enabled) for s in result.schedules}
+    # As in Fast-Flow, the run configurations replace report's top-level schedule_cron (which
+    # config.pipeline warns about); run_once_at stays. The derived ids start at "report".
     assert ids == {
-        "report": ("cron", "pipelines/report/pipeline.json", "schedule_cron", None, True),
         "report-once": ("at", "pipelines/report/pipeline.json", "run_once_at", None, True),
-        "report-prod": ("interval", "pipelines/report/pipeline.json", "schedules[0]", "prod", True),
-        "report-2": ("cron", ".fastflow/schedules.yaml", "schedules[0]", None, True),
-        "report-3": ("cron", ".fastflow/schedules.yaml", "schedules[1]", None, True),
+        "report-prod": ("interval", "pipelines/report/pipeline.json", 'schedules[0] (id "prod")',
+                        "prod", True),
+        "report": ("cron", ".fastflow/schedules.yaml", 'schedules[0] (pipeline "report")', None, True),
+        "report-2": ("cron", ".fastflow/schedules.yaml", 'schedules[1] (pipeline "report")', None,
+                     True),
         "off": ("interval", "pipelines/off/pipeline.json", "schedule_interval_seconds", None, False),
     }
+
+
+def test_a_run_configuration_is_named_by_its_id_in_messages():
+    pipes = {"report": pipeline("report", run_configs=(
+        RunConfig(id="manual"), RunConfig(id="nightly", cron="0 0 30 2 *")))}
+    assert problems("", pipes) == [
+        'pipelines/report/pipeline.json: schedules[1] (id "nightly").schedule_cron: "0 0 30 2 *" '
+        "never fires: none of its months has any of its days of the month; fix the day-of-month or "
+        "month field"]
 
 
 def test_pipeline_json_cron_is_revalidated():
@@ -210,10 +222,11 @@ def test_load_schedules_raises_every_error_and_reads_the_file(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_schedules(tmp_path, PIPES)
     assert str(exc.value) == (
-        '.fastflow/schedules.yaml: schedules[1].interval: 0 is not a whole number of seconds > 0; use '
-        'seconds or a number with a unit s, m, h, d or w, such as "30s", "15m" or "6h"\n'
-        '.fastflow/schedules.yaml: schedules[0].pipeline: "nope" is not a pipeline; use the name of '
-        "a pipeline folder (`fastflow list` shows them)")
+        '.fastflow/schedules.yaml: schedules[1] (pipeline "sync").interval: 0 is not a whole number '
+        'of seconds > 0; use seconds or a number with a unit s, m, h, d or w, such as "30s", "15m" '
+        'or "6h"\n'
+        '.fastflow/schedules.yaml: schedules[0] (pipeline "nope").pipeline: "nope" is not a '
+        "pipeline; use the name of a pipeline folder (`fastflow list` shows them)")
 
 
 # --- durations and cron semantics ---------------------------------------------------------------
@@ -334,8 +347,9 @@ def test_cli_check(repo):
     bad = cli("check", "--repo", str(repo))
     assert bad.exit_code == 1
     assert bad.output == (
-        'Error: .fastflow/schedules.yaml: schedules[0].cron: "0 0 31 2 *" never fires: none of its '
-        "months has any of its days of the month; fix the day-of-month or month field\n")
+        'Error: .fastflow/schedules.yaml: schedules[0] (pipeline "sync").cron: "0 0 31 2 *" never '
+        "fires: none of its months has any of its days of the month; fix the day-of-month or month "
+        "field\n")
     listed = cli("list", "--repo", str(repo))
     assert listed.exit_code == 1 and listed.output.startswith("Error: .fastflow/schedules.yaml")
 

@@ -23,6 +23,7 @@ from fastflow.config.values import (
     env_name,
     hard_memory,
     integer,
+    label,
     memory,
     nonempty_text,
     positive_seconds,
@@ -70,10 +71,21 @@ PIPELINE_KEYS = (
     *RETRY_KEYS, "default_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
     "downstream_triggers", "webhook_key", "network", "run_on_change",
 )
+RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
-    "id", "cron", "interval", "start", "end", "enabled", "default_env", *LIMIT_CHECKS, "timeout",
-    *RETRY_KEYS, "webhook_key",
+    "id", *RUN_CONFIG_TIMING, "enabled", "default_env", *LIMIT_CHECKS, "timeout", *RETRY_KEYS,
+    "webhook_key",
 )
+# Keys whose misspelling would leave a schedule inert: an unknown key close to one is an error.
+SCHEDULING_KEYS = (*SCHEDULE_KEYS, "schedules", "enabled")
+# Our former short names inside schedules[] (and look-alikes): an error naming the real key.
+RENAMED = {
+    "cron": "schedule_cron",
+    "interval": "schedule_interval_seconds",
+    "interval_seconds": "schedule_interval_seconds",
+    "start": "schedule_start",
+    "end": "schedule_end",
+}
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "on_route", "run_config_id")
 CELL_KEYS = ("retry_attempts", "retry_delay")
 
@@ -183,7 +195,7 @@ class _Builder:
 
     def build(self) -> dict[str, Any]:
         f = self.f
-        f.warn_unknown(PIPELINE_KEYS)
+        f.warn_unknown(PIPELINE_KEYS, _refuse_top_level)
         values: dict[str, Any] = {
             "description": self.take("description", text, ""),
             "tags": self.take("tags", string_list(), ()),
@@ -211,6 +223,7 @@ class _Builder:
         values["schedule"] = self.schedule()
         values["daemon"] = self.daemon()
         values["run_configs"] = self.run_configs(values["limits"], values["retry"])
+        values["schedule"] = self.unused_schedule(values["schedule"])
         values["downstream"] = self.downstream()
         self.check_webhook_keys(values)
         return values
@@ -248,6 +261,19 @@ class _Builder:
             cron=cron, interval_seconds=interval, start=start, end=end,
             run_once_at=None if once is MISSING else once,
         )
+
+    def unused_schedule(self, spec: ScheduleSpec) -> ScheduleSpec:
+        """As in Fast-Flow: with a non-empty schedules[] only its entries are scheduled, and the
+        top-level schedule_cron / schedule_interval_seconds (and their window) are not used."""
+        items = self.f.data.get("schedules")
+        if not (isinstance(items, list) and items):
+            return spec
+        for key in ("schedule_cron", "schedule_interval_seconds"):
+            if self.f.data.get(key) is not None:
+                self.f.warn(key, "is not used because schedules[] is not empty: only its entries "
+                            "are scheduled (as in Fast-Flow); move this schedule into a "
+                            "schedules[] entry or remove it")
+        return replace(spec, cron=None, interval_seconds=None, start=None, end=None)
 
     def daemon(self) -> DaemonPolicy:
         return DaemonPolicy(
@@ -292,15 +318,17 @@ class _Builder:
         for index, item in enumerate(items):
             if not isinstance(item, dict):
                 self.f.child(items, "schedules").error(
-                    index, f'{show(item)} is not an object; write {{"id": "nightly", "cron": "0 3 * * *"}}'
+                    index, f'{show(item)} is not an object; write {{"id": "nightly", '
+                    '"schedule_cron": "0 3 * * *"}'
                 )
                 continue
-            sub = self.f.child(item, "schedules").child(item, index)
+            sub = self.f.child(items, "schedules").entry(item, index, label(item, "id"))
             rc = run_config(sub, limits, retry)
             if rc is None:
                 continue
             if rc.id in seen:
-                sub.error("id", f'"{rc.id}" is already the id of schedules[{seen[rc.id]}]; ids must be unique')
+                sub.error("id", f'"{rc.id}" is already the id of schedules[{seen[rc.id]}]; ids must '
+                          "be unique")
                 continue
             seen[rc.id] = index
             configs.append(rc)
@@ -343,11 +371,11 @@ class _Builder:
 
 def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | None:
     """One `schedules[]` entry; limits and retries given here override the pipeline's, field by field."""
-    f.warn_unknown(RUN_CONFIG_KEYS)
+    f.warn_unknown(RUN_CONFIG_KEYS, _refuse_in_run_config)
     rc_id = f.get("id", id_name)
     if not f.has("id"):
         f.error("id", 'is missing; every run configuration needs a unique id such as "nightly"')
-    cron, interval, start, end = timing(f, "cron", "interval", "start", "end")
+    cron, interval, start, end = timing(f, *RUN_CONFIG_TIMING)
     enabled = f.get("enabled", boolean)
     env = f.get("default_env", env_mapping)
     timeout = f.get("timeout", seconds)
@@ -390,7 +418,8 @@ def downstream_trigger(f: Fields, own_name: str) -> DownstreamTrigger | None:
         run_config_id=None if rc_id is MISSING else rc_id,
     )
     if not (trigger.on_success or trigger.on_failure or trigger.on_route):
-        f.warn(None, "never fires: on_success and on_failure are false and on_route is empty")
+        f.warn(None, "never fires: on_success and on_failure are false and on_route is empty; "
+               "set on_success or on_failure to true, or name a route in on_route")
     return None if target is MISSING else trigger
 
 
@@ -440,8 +469,32 @@ def _list(value: Any) -> list:
 
 
 def _run_config_path(schedules: Any, rc_id: str, fallback: int) -> str:
+    index = fallback
     if isinstance(schedules, list):
-        for index, item in enumerate(schedules):
-            if isinstance(item, dict) and item.get("id") == rc_id:
-                return f"schedules[{index}]"
-    return f"schedules[{fallback}]"
+        found = [i for i, item in enumerate(schedules) if isinstance(item, dict) and item.get("id") == rc_id]
+        index = found[0] if found else fallback
+    return run_config_field(index, rc_id)
+
+
+def run_config_field(index: int, rc_id: str) -> str:
+    """How messages name run configuration `index`: by position and id, `schedules[3] (id "nightly")`."""
+    return f'schedules[{index}] ({label({"id": rc_id}, "id")})'
+
+
+def _refuse_in_run_config(key: str, close: str | None) -> str:
+    """Every unknown key of a schedules[] entry is an error: it would be a setting silently lost."""
+    if key in RENAMED:
+        return (f'write "{RENAMED[key]}" instead: schedules[] entries spell their keys as the top '
+                "level does (as in Fast-Flow)")
+    hint = f'; did you mean "{close}"?' if close else ""
+    return f"unknown key of a run configuration; fix its name or remove it{hint}"
+
+
+def _refuse_top_level(key: str, close: str | None) -> str | None:
+    """An unknown top-level key that looks like a schedule key is an error; others only warn."""
+    if key in RENAMED:
+        return f'write "{RENAMED[key]}" instead: pipeline.json spells it so (as in Fast-Flow)'
+    if close in SCHEDULING_KEYS:
+        return (f'unknown key; did you mean "{close}"? A misspelled schedule key would leave the '
+                "pipeline unscheduled: fix its name or remove it")
+    return None

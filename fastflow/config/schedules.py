@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from fastflow.config.links import link_problem
+from fastflow.config.pipeline import run_config_field
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -22,6 +23,7 @@ from fastflow.config.values import (
     choice,
     env_mapping,
     integer,
+    label,
     name,
 )
 from fastflow.config.yamlfile import load_yaml
@@ -94,7 +96,9 @@ def parse_schedules_yaml(text: str, file: str = SCHEDULES_FILE) -> tuple[list[_E
             Fields(raw, problems, file, "schedules").error(
                 index, f"{show(raw)} is not a mapping; write `- pipeline: name` and its keys")
             continue
-        entry = _parse_entry(top.child(raw, "schedules").child(raw, index), default_tz)
+        # Named by position and by what identifies it: its id, else (ids not derived yet) its pipeline.
+        entry_fields = top.child(entries, "schedules").entry(raw, index, label(raw, "id", "pipeline"))
+        entry = _parse_entry(entry_fields, default_tz)
         if entry is not None:
             out.append(entry)
     return out, problems
@@ -157,11 +161,15 @@ def schedules_from_pipeline(pipeline: Pipeline, file: str) -> tuple[list[Schedul
     """The schedules a pipeline.json declares: `schedule_cron`/`schedule_interval_seconds`
     (id = the pipeline name), `run_once_at` (id `<pipeline>-once`) and each run configuration
     with a cron or interval (id `<pipeline>-<run config id>`); they are read in UTC.
+
+    As in Fast-Flow, a pipeline with run configurations is scheduled only by them: its top-level
+    `schedule_cron` / `schedule_interval_seconds` are then not used (`config.pipeline` warns).
     """
     problems: list[Problem] = []
     spec, out = pipeline.schedule, []
     common = dict(pipeline=pipeline.name, source=file, enabled=pipeline.enabled, timezone=DEFAULT_TIMEZONE)
-    timed = _timed(pipeline.name, spec.cron, spec.interval_seconds, file, "schedule_cron",
+    top_cron, top_interval = (None, None) if pipeline.run_configs else (spec.cron, spec.interval_seconds)
+    timed = _timed(pipeline.name, top_cron, top_interval, file, "schedule_cron",
                    "schedule_interval_seconds", problems)
     if timed is not None and _window_ok(spec.start, spec.end, file, "schedule_end", pipeline.name,
                                         problems):
@@ -171,11 +179,11 @@ def schedules_from_pipeline(pipeline: Pipeline, file: str) -> tuple[list[Schedul
         out.append(Schedule(id=f"{pipeline.name}-once", kind=ScheduleKind.AT, at=spec.run_once_at,
                             field="run_once_at", **common))
     for index, rc in enumerate(pipeline.run_configs):
-        prefix = f"schedules[{index}]"
-        timed = _timed(pipeline.name, rc.cron, rc.interval_seconds, file, f"{prefix}.cron",
-                       f"{prefix}.interval_seconds", problems)
-        if timed is None or not _window_ok(rc.start, rc.end, file, f"{prefix}.end", pipeline.name,
-                                           problems):
+        prefix = run_config_field(index, rc.id)
+        timed = _timed(pipeline.name, rc.cron, rc.interval_seconds, file, f"{prefix}.schedule_cron",
+                       f"{prefix}.schedule_interval_seconds", problems)
+        if timed is None or not _window_ok(rc.start, rc.end, file, f"{prefix}.schedule_end",
+                                           pipeline.name, problems):
             continue
         settings = {**common, "enabled": pipeline.enabled and rc.enabled}
         out.append(Schedule(id=f"{pipeline.name}-{rc.id}", kind=timed[0], start=rc.start, end=rc.end,

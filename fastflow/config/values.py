@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from fastflow.config.sizes import parse_size
 from fastflow.errors import Invalid
-from fastflow.humanize import did_you_mean, show
+from fastflow.humanize import closest, did_you_mean, show
 from fastflow.model import Problem, Severity
 from fastflow.schedule.cron import is_valid_cron
 from fastflow.schedule.timevalues import MAX_SECONDS, in_years
@@ -173,6 +173,16 @@ def name(value: Any) -> str:
             "starting with a letter or digit"
         )
     return value
+
+
+def label(item: Mapping[str, Any], *keys: str) -> str | None:
+    """What names a list entry in messages besides its position: `id "nightly"` from the first
+    of `keys` holding a valid name (None when none does; an invalid value is never echoed here)."""
+    for key in keys:
+        value = item.get(key)
+        if isinstance(value, str) and NAME_RE.fullmatch(value):
+            return f'{key} "{value}"'
+    return None
 
 
 def env_name(value: Any) -> str:
@@ -359,11 +369,28 @@ class Fields:
             self.error(key, str(exc))
             return MISSING
 
-    def warn_unknown(self, known: Iterable[str]) -> None:
-        """Warn about keys not in `known`; keys starting with "_" or "$" are comments, skipped."""
+    def entry(self, data: Mapping[str, Any], index: int, label: str | None = None) -> "Fields":
+        """The Fields of item `index` of this list, named by position and, when `label` is given,
+        by what identifies it: `schedules[3] (id "nightly")`."""
+        prefix = self.path(index) if label is None else f"{self.path(index)} ({label})"
+        return Fields(data, self.problems, self.file, prefix, self.pipeline)
+
+    def warn_unknown(
+        self, known: Iterable[str], refuse: Callable[[str, str | None], str | None] | None = None
+    ) -> None:
+        """Warn about keys not in `known`; keys starting with "_" or "$" are comments, skipped.
+
+        `refuse(key, closest known key or None)` may return an error message instead: for a key
+        whose loss must not go unnoticed (one that would leave a schedule inert).
+        """
         known = tuple(known)
         for key in self.data:
             if not isinstance(key, str):
                 self.warn(None, f"key {show(key)} is not a string and is ignored")
             elif key not in known and not key.startswith(("_", "$")):
-                self.warn(key, f"unknown key, ignored{did_you_mean(key, known)}")
+                close = closest(key, known)
+                refused = None if refuse is None else refuse(key, close)
+                if refused is not None:
+                    self.error(key, refused)
+                else:
+                    self.warn(key, f"unknown key, ignored{did_you_mean(key, known)}")

@@ -86,10 +86,10 @@ def _retry(retry: RetryPolicy) -> dict[str, Any]:
 def _run_config(rc: RunConfig) -> dict[str, Any]:
     data: dict[str, Any] = {"id": rc.id, "enabled": rc.enabled}
     optional = {
-        "cron": rc.cron,
-        "interval": rc.interval_seconds,
-        "start": _iso(rc.start),
-        "end": _iso(rc.end),
+        "schedule_cron": rc.cron,
+        "schedule_interval_seconds": rc.interval_seconds,
+        "schedule_start": _iso(rc.start),
+        "schedule_end": _iso(rc.end),
         "default_env": dict(rc.default_env) or None,
         "timeout": rc.timeout,
         "webhook_key": MASK if rc.webhook_key else None,

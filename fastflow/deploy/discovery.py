@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from fastflow.config import CONFIG_FILE, parse_pipeline_metadata
 from fastflow.config.links import link_problem
+from fastflow.config.pipeline import run_config_field
 from fastflow.config.values import NAME_RE
 from fastflow.config.view import resolved_view
 from fastflow.errors import PipelineNotFound
@@ -300,7 +301,7 @@ def _webhook_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
     keys = [("webhook_key", pipeline.webhook_key)] if pipeline.webhook_key else []
     for index, rc in enumerate(pipeline.run_configs):
         if rc.webhook_key:
-            keys.append((f"schedules[{index}].webhook_key", rc.webhook_key))
+            keys.append((f"{run_config_field(index, rc.id)}.webhook_key", rc.webhook_key))
     return keys
 
 
