@@ -168,6 +168,62 @@ def rotate(repo: Path, file: Path | None) -> None:
     click.echo(f"Rotated the data key of {path}", err=True)
 
 
+@secrets.command("import-fernet")
+@repo_option
+@click.option("--dry-run", is_flag=True, help="Print the plan (names, grants, files); change nothing.")
+@click.option("--partial", is_flag=True,
+              help="Import what can be decrypted; leave the values that cannot in place.")
+def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
+    """Move Fast-Flow's encrypted_env values (Fernet, key in $ENCRYPTION_KEY) into the secrets file."""
+    environ = host_environment()
+    if not environ.get(lib.KEY_VARIABLE):
+        raise SecretsError(f"{lib.KEY_VARIABLE} is not set; run `{lib.KEY_VARIABLE}=... fastflow "
+                           "secrets import-fernet` with the key of the Fast-Flow server (from its "
+                           ".env); it is never taken as an argument")
+    plan = lib.plan_import(repo, lib.fernet_key(environ[lib.KEY_VARIABLE]), environ)
+    if not plan.assignments and not plan.skipped:
+        click.echo("Nothing to import: no pipeline metadata file has encrypted_env")
+        return
+    if dry_run or (plan.skipped and not partial):
+        _echo_plan(plan, done=False)
+        if plan.skipped and not partial:
+            raise SecretsError(f"nothing was changed: {len(plan.skipped)} value(s) of "
+                               "encrypted_env cannot be imported (listed above); fix them, or "
+                               "import the others with --partial")
+        click.echo("Nothing was changed (--dry-run).")
+        return
+    lib.apply_import(plan, environ, _now())
+    _echo_plan(plan, done=True)
+    if plan.skipped:
+        click.echo("The values that cannot be imported stay in encrypted_env; their pipelines "
+                   "stay invalid until they are fixed.", err=True)
+    click.echo("Next: review the change with `git diff`, then commit it: "
+               f"git commit {plan.secrets_file} {' '.join(plan.files)}")
+
+
+def _echo_plan(plan: lib.ImportPlan, done: bool) -> None:
+    """The plan as people read it: names, grants and files, never a value."""
+    def verb(would: str, did: str) -> str:
+        return did if done else would
+
+    target = plan.secrets_file + (" (a new file)" if plan.creates_file else "")
+    if plan.assignments:
+        click.echo(f"{verb('Would import', 'Imported')} {len(plan.assignments)} value(s) into "
+                   f"{target}:")
+    for a in plan.assignments:
+        how = "new secret" if a.new else "same value as secret " + a.secret
+        click.echo(f"  {a.entry.file}: {a.entry.field} -> {a.secret} ({how})")
+    for name, pipelines in plan.grants:
+        click.echo(f"{verb('Would grant', 'Granted')} {name} to {', '.join(pipelines)}")
+    if plan.files:
+        click.echo(f"{verb('Would rewrite', 'Rewrote')} {', '.join(plan.files)} "
+                   "(encrypted_env -> secrets)")
+    if plan.skipped:
+        click.echo(f"Cannot import {len(plan.skipped)} value(s):", err=True)
+        for skipped in plan.skipped:
+            click.echo(f"  {skipped}", err=True)
+
+
 @secrets.group(cls=FastflowGroup)
 def recipients() -> None:
     """The age recipients the data key is wrapped for."""

@@ -10,6 +10,7 @@ from typing import Any
 # secrets must not pay for `cryptography` at start-up.
 _EXPORTS = {
     "age": ("AgeError", "NoMatchingIdentity", "X25519Identity", "parse_recipient"),
+    "fernet": ("KEY_VARIABLE", "ImportPlan", "apply_import", "fernet_key", "plan_import"),
     "edit": ("edit_secrets", "identity_file_text", "write_identity_file"),
     "keys": ("CreationRule", "creation_rule_for", "default_key_file", "find_sops_config",
              "load_identities", "split_recipients"),
@@ -38,4 +39,5 @@ __all__ = [
     "SecretInfo", "identities_for", "add_recipients", "get_secret", "grant_secret", "init_secrets",
     "list_recipients", "list_secrets", "remove_recipients", "remove_secret",
     "resolve_for_pipeline", "revoke_secret", "rotate_data_key", "set_secret",
+    "KEY_VARIABLE", "ImportPlan", "apply_import", "fernet_key", "plan_import",
 ]

@@ -92,9 +92,14 @@ def validate(documents: list[YMap], source: str, encrypts: Any = None) -> None:
             _check_pipeline(pipeline, source)
 
 
+def valid_secret_name(name: str) -> bool:
+    """Whether `name` can be a secret of the file (it becomes an environment variable)."""
+    return bool(SECRET_NAME_RE.match(name)) and not name.endswith("_unencrypted") and \
+        not name.startswith("FASTFLOW_") and name != "sops"
+
+
 def _check_name(name: str, source: str) -> None:
-    if not SECRET_NAME_RE.match(name) or name.endswith("_unencrypted") or \
-            name.startswith("FASTFLOW_") or name == "sops":
+    if not valid_secret_name(name):
         raise SecretsError(f"{source}: {name!r} is not a valid secret name: use letters, digits "
                            "and _, not starting with a digit, FASTFLOW_ or ending in _unencrypted "
                            "(it becomes an environment variable)")
@@ -183,6 +188,59 @@ def set_secret(path: Path, name: str, value: str, identities: Sequence[X25519Ide
         root.set(name, value)
     _save(path, decrypted, now)
     return created
+
+
+def read_secrets(path: Path, identities: Sequence[X25519Identity]
+                 ) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """Every secret's value (as its environment text) and every grant, MAC verified."""
+    root = open_secrets(path, identities).documents[0]
+    return {k: _as_env(v) for k, v in _secrets(root).items()}, _grants(root)
+
+
+def add_secrets(path: Path, values: Mapping[str, str], grants: Mapping[str, Sequence[str]],
+                identities: Sequence[X25519Identity], now: datetime,
+                recipients: Sequence[str] = ()) -> None:
+    """Set several secrets and add grants (secret -> pipelines) in one write. A missing file is
+    created for `recipients`, like `init_secrets` (no identity needed then); in an existing one
+    the other values keep their ciphertext."""
+    for name, value in values.items():
+        _check_name(name, str(path))
+        if value == "":
+            raise SecretsError(f"{path}: the value for {name} is empty; SOPS stores empty "
+                               "values unencrypted, so Fast-Flow refuses them")
+    for pipeline in (p for names in grants.values() for p in names):
+        _check_pipeline(pipeline, str(path))
+    if path.exists():
+        decrypted = open_secrets(path, identities)
+        root = decrypted.documents[0]
+    else:
+        decrypted, root = None, YMap([(ACCESS_KEY, YMap())])
+    for name, value in values.items():
+        if name in _secrets(root):
+            root.set(name, value)
+        else:
+            position = next((i for i, item in enumerate(root)
+                             if isinstance(item, tuple) and item[0] == ACCESS_KEY), len(root))
+            root.insert(position, (name, value))
+    access = root.get(ACCESS_KEY)
+    if not isinstance(access, YMap):
+        access = YMap()
+        root.append((ACCESS_KEY, access))
+    for name, pipelines in grants.items():
+        _require(root, name, path)
+        current = access.get(name)
+        if not isinstance(current, YSeq):
+            current = YSeq()
+            access.set(name, current)
+        current.extend(p for p in dict.fromkeys(pipelines) if p not in current)
+    if decrypted is not None:
+        _save(path, decrypted, now)
+        return
+    if not recipients:
+        raise SecretsError(f"{path}: no secrets file and no recipients to create it for; "
+                           "create it with `fastflow secrets init --recipient age1...`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, encrypt_plain([root], str(path), list(recipients), now))
 
 
 def get_secret(path: Path, name: str, identities: Sequence[X25519Identity]) -> str:
