@@ -20,6 +20,7 @@ DEFAULT_AUTHOR_NAME = "Fast-Flow"
 DEFAULT_AUTHOR_EMAIL = "fastflow@localhost"
 DEFAULT_NETWORK = "bridge"
 DEFAULT_PIDS_LIMIT = 512
+DEFAULT_RESTART_COOLDOWN = 60.0  # seconds before a supervised restart (Fast-Flow's default)
 
 # Exponential backoff when a pipeline names the strategy but leaves a field out.
 DEFAULT_BACKOFF_INITIAL_DELAY = 1.0

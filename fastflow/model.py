@@ -198,8 +198,8 @@ class DaemonPolicy:
 
     max_instances: int = 1
     restart_on_crash: bool = False
-    restart_cooldown: float = 0.0
-    restart_interval: float | None = None
+    restart_cooldown: float = 60.0  # seconds; defaults.DEFAULT_RESTART_COOLDOWN
+    restart_interval: float | str | None = None  # seconds, or a 5-field cron (as in Fast-Flow)
 
 
 @dataclass(frozen=True)

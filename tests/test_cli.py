@@ -141,6 +141,19 @@ def test_show_gives_values_and_their_sources():
     assert data["python_version"]["source"] == ".fastflow/config.yaml"
 
 
+def test_show_prints_restart_interval_and_cooldown(make_repo):
+    repo = make_repo({"pipelines/worker/main.py": "print(1)\n",
+                      "pipelines/worker/pipeline.json": '{"restart_on_crash": true, '
+                                                        '"restart_interval": "0 3 * * *"}'})
+    result = CliRunner().invoke(main, ["show", "worker", "--repo", str(repo), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["restart_interval"] == {"value": "0 3 * * *", "source": "pipelines/worker/pipeline.json"}
+    assert data["restart_cooldown"] == {"value": 60.0, "source": "default"}
+    text = CliRunner().invoke(main, ["show", "worker", "--repo", str(repo)]).output
+    assert "restart_interval" in text and "0 3 * * *" in text and "restart_cooldown" in text
+
+
 def test_run_env_must_be_key_value():
     result = fastflow("run", "minimal", "--env", "BAD", "--local", "--repo", str(ROOT))
     assert result.returncode == 2

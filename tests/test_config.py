@@ -175,6 +175,21 @@ def test_every_field_round_trips():
         "schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end", "cells"}
 
 
+@pytest.mark.parametrize("value, resolved", [
+    ("0 3 * * *", "0 3 * * *"), ("0  3 * * *", "0 3 * * *"), ("@Daily", "@daily"), (3600, 3600.0),
+    (0.5, 0.5), ("86400", 86400.0), (" 90 ", 90.0), (None, None),
+])
+def test_restart_interval_is_a_cron_or_seconds_as_in_fastflow(value, resolved):
+    meta = parse({"restart_on_crash": True, "restart_interval": value})
+    assert meta.problems == ()
+    assert meta.values["daemon"].restart_interval == resolved
+
+
+def test_restart_cooldown_defaults_to_60_seconds_as_in_fastflow():
+    assert parse({}).values["daemon"] == DaemonPolicy(1, False, 60.0, None)
+    assert parse({"restart_cooldown": 0}).values["daemon"].restart_cooldown == 0.0
+
+
 def test_the_top_level_schedule_fields():
     meta = parse({"schedule_cron": "0 3 * * *", "schedule_start": "2026-01-01T00:00:00",
                   "schedule_end": "2026-12-31T00:00:00+02:00"})
@@ -343,6 +358,15 @@ BAD = [
      "webhook_key: is not a valid webhook key; use letters, digits, '.', '_', '~' or '-'"),
     ({"max_instances": 0}, "max_instances: 0 is not a whole number >= 1"),
     ({"restart_interval": 0}, "restart_interval: 0 is not a number of seconds > 0; use a number such as 60"),
+    ({"restart_interval": "0"},
+     'restart_interval: "0" is not a number of seconds > 0; use a number such as 86400 or a cron such as "0 3 * * *"'),
+    ({"restart_interval": "0 3 * *"},
+     'restart_interval: "0 3 * *" has 4 fields, cron needs 5 (minute hour day month weekday); use for example "0 3 * * *"'),
+    ({"restart_interval": "61 3 * * *"},
+     'restart_interval: "61 3 * * *" is not a valid cron expression (minute hour day month weekday); use for example "0 3 * * *"'),
+    ({"restart_interval": True},
+     'restart_interval: true is not a cron expression or a number of seconds; use a cron such as "0 3 * * *" or seconds such as 86400'),
+    ({"restart_cooldown": -1}, "restart_cooldown: -1 is not a number of seconds >= 0; use a number such as 300"),
     ({"downstream_triggers": [{"pipeline": "etl"}]},
      'downstream_triggers[0].pipeline: "etl" is this pipeline itself; a pipeline cannot trigger itself'),
     ({"downstream_triggers": [{"on_success": True}]},

@@ -8,6 +8,7 @@ what the folder is. Reference: docs/pipeline-json.md.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
@@ -19,10 +20,12 @@ from fastflow.config.values import (
     boolean,
     choice,
     cpu,
+    cron,
     env_mapping,
     env_name,
     hard_memory,
     integer,
+    is_number,
     label,
     memory,
     nonempty_text,
@@ -55,6 +58,7 @@ from fastflow.model import (
 )
 
 DEFAULT = "default"
+SECONDS_TEXT = re.compile(r"\d+(\.\d*)?")  # restart_interval "3600": seconds, not a cron
 LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,
     "mem_hard_limit": hard_memory,
@@ -279,8 +283,8 @@ class _Builder:
         return DaemonPolicy(
             max_instances=self.take("max_instances", integer(1), 1),
             restart_on_crash=self.take("restart_on_crash", boolean, False),
-            restart_cooldown=self.take("restart_cooldown", seconds, 0.0),
-            restart_interval=self.take("restart_interval", positive_seconds, None, True),
+            restart_cooldown=self.take("restart_cooldown", seconds, defaults.DEFAULT_RESTART_COOLDOWN),
+            restart_interval=self.take("restart_interval", restart_interval, None, True),
         )
 
     def cells(self, kind: PipelineType) -> dict[str, dict[str, Any]]:
@@ -433,6 +437,22 @@ def check_soft_limits(f: Fields, limits: Limits) -> None:
                 f"{kind}_soft_limit",
                 f"is above {kind}_hard_limit, so it can never be reached; lower it or remove it",
             )
+
+
+def restart_interval(value: Any) -> float | str:
+    """As in Fast-Flow: a cron expression (restart at its times) or a number of seconds > 0;
+    a string of digits ("3600", as Fast-Flow's string field allows) is seconds."""
+    if isinstance(value, str):
+        if SECONDS_TEXT.fullmatch(value.strip()):
+            if float(value) <= 0:
+                raise Invalid(f"{show(value)} is not a number of seconds > 0; use a number such "
+                              'as 86400 or a cron such as "0 3 * * *"')
+            return positive_seconds(float(value))
+        return cron(value)
+    if is_number(value):
+        return positive_seconds(value)
+    raise Invalid(f'{show(value)} is not a cron expression or a number of seconds; use a cron '
+                  'such as "0 3 * * *" or seconds such as 86400')
 
 
 def _routes(value: Any) -> tuple[str, ...]:
