@@ -53,7 +53,8 @@ def test_list_shows_a_problem_as_text_not_markup(make_repo):
                       "pipelines/bad/pipeline.json": '{"timeout": "[/x] \\u001b[2J"}'})
     result = CliRunner().invoke(main, ["list", "--repo", str(repo)])
     assert result.exit_code == 0, result.output
-    (row,) = result.output.splitlines()[1:]
+    (row,) = result.stdout.splitlines()[1:]
+    assert result.stderr == "pipelines in pipelines/ (pipelines_dir: default)\n"
     # The value as written, not as markup (was a MarkupError); the message is config's.
     assert row.startswith("bad\t-\t-\t-\tinvalid: pipelines/bad/pipeline.json: timeout: "
                           '"[/x] \\u001b[2J" '.expandtabs(8))

@@ -5,14 +5,16 @@ Real git (a repository committed with the git CLI), real snapshots in tmp_path.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
-from helpers import git, write_files
+from helpers import git, make_daemon, utc_now, wait_for, write_files
 
 from fastflow import repo as g
 from fastflow.deploy.deployment import deploy_commit
-from fastflow.deploy.workspace import validate_workspace
+from fastflow.deploy.workspace import open_workspace, validate_workspace
+from fastflow.model import RunStatus
 
 MAIN = "print('hi')\n"
 
@@ -111,3 +113,67 @@ def test_a_linked_schedules_yaml_is_never_read_and_the_last_valid_schedules_stay
     assert sorted(kept.active) == ["added", "good"]
     assert [s.id for s in kept.schedules] == ["good"]
     assert [str(p) for p in kept.errors] == [f"{message} (the last valid schedules stay active)"]
+
+
+# --- pipelines at the root (the original Fast-Flow's template), through the daemon's deployment --
+
+TEMPLATE = Path(__file__).parent / "fixtures" / "fastflow-template"
+TEMPLATE_PIPELINES = sorted(p.name for p in TEMPLATE.iterdir() if p.is_dir())
+
+
+def test_a_repository_laid_out_like_fastflows_template_deploys_from_its_root(work, tmp_path):
+    """No config.yaml, no pipelines/: the daemon finds the pipelines where validate does, runs
+    each from its own folder's tree, and change detection maps root paths to those pipelines."""
+    shutil.copytree(TEMPLATE, work, dirs_exist_ok=True)
+    write_files(work, {"docs/index.md": "# docs\n", ".github/workflows/ci.yml": "on: push\n"})
+    first = commit_all(work, "template")
+    workspace = open_workspace(work)
+    assert workspace.discovery.names == TEMPLATE_PIPELINES
+    repository, snapshots = g.open_repo(work), tmp_path / "snapshots"
+    deployed = deploy_commit(repository, first, snapshots, None)
+    assert deployed.pipelines_dir == "."
+    assert sorted([*deployed.active, *deployed.invalid]) == TEMPLATE_PIPELINES
+    assert {"extract", "transform", "load"} <= set(deployed.active)
+    tree = deployed.active["extract"].tree
+    assert tree == g.tree_id(repository, g.commit_info(repository, first).tree, "extract")
+    assert sorted(p.name for p in g.snapshot_tree(repository, tree, "", snapshots).iterdir()) == [
+        "main.py", "pipeline.json", "requirements.txt"]
+
+    write_files(work, {"load/main.py": "print('load v2')\n", "docs/guide.md": "more\n",
+                       "fresh/main.py": "print('new')\n", "README.md": "changed\n"})
+    second = commit_all(work, "change load, add fresh, docs")
+    again = deploy_commit(repository, second, snapshots, deployed)
+    changes = again.changes
+    assert (changes.added, changes.removed) == (("fresh",), ())
+    assert [(c.name, c.code, c.paths) for c in changes.changed] == [("load", True, ("load/main.py",))]
+    assert changes.other_paths == ("README.md", "docs/guide.md")
+    assert again.active["extract"].tree == tree and again.active["fresh"].commit == second
+
+    (work / "pipelines").mkdir()
+    for name in [*TEMPLATE_PIPELINES, "fresh"]:
+        git("mv", name, f"pipelines/{name}", cwd=work)
+    third = commit_all(work, "move the pipelines into pipelines/")
+    moved = deploy_commit(repository, third, snapshots, again)
+    assert moved.pipelines_dir == "pipelines"
+    assert sorted(moved.active) == sorted(again.active)
+    assert (moved.changes.added, moved.changes.removed) == ((), ())  # the same pipelines, moved
+
+
+@pytest.mark.slow
+def test_run_on_change_runs_a_pipeline_that_lives_at_the_root(origin, tmp_path):
+    origin.push({"etl/main.py": "print('etl v1')\n", "etl/pipeline.json": '{"run_on_change": true}',
+                 "report/main.py": "print('report')\n", "docs/index.md": "# docs\n"}, "first")
+    daemon = make_daemon(str(origin.bare), tmp_path / "state")
+    daemon.start()
+    try:
+        assert sorted(daemon.deployment.active) == ["etl", "report"]
+        sha = origin.push({"etl/main.py": "print('etl v2')\n", "docs/index.md": "# more\n"}, "v2")
+        daemon.sync(utc_now())
+        assert [c.name for c in daemon.deployment.changes.changed] == ["etl"]
+        assert daemon.dispatcher.wait_idle(60)
+        (record,) = wait_for(lambda: daemon.store.list_runs("etl", limit=5))
+        assert (record.status, record.trigger.kind, record.commit.sha) == (RunStatus.SUCCEEDED, "push", sha)
+        assert "etl v2" in daemon.store.read_log(record.run_id)
+        assert daemon.store.list_runs("report", limit=5) == []
+    finally:
+        daemon.stop(grace=30)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -271,13 +272,21 @@ def test_pipelines_at_the_repository_root(repo: Path):
 
 
 def test_a_missing_pipelines_dir(repo: Path):
+    """Without pipelines/ the root is searched; finding nothing there is a warning. A folder
+    set in config.yaml that does not exist is an error (the root is never searched instead)."""
     found = scan(repo)
     assert found.pipelines == {} and [str(p) for p in found.problems] == [
-        '.fastflow/config.yaml: pipelines_dir: "pipelines" is not a folder of the repository; '
-        "create it or set pipelines_dir in .fastflow/config.yaml"
+        '.fastflow/config.yaml: pipelines_dir: there is no "pipelines" folder and no folder at the '
+        "repository root has a main.py; create pipelines/<name>/main.py or set pipelines_dir in "
+        ".fastflow/config.yaml"
     ]
     assert found.problems[0].severity is Severity.WARNING
+    write_files(repo, {"etl/main.py": MAIN})
     explicit = scan(repo, "pipelines_dir: flows\n")
+    assert explicit.pipelines == {} and [str(p) for p in explicit.problems] == [
+        '.fastflow/config.yaml: pipelines_dir: "flows" is not a folder of the repository; '
+        "create it or set pipelines_dir in .fastflow/config.yaml"
+    ]
     assert explicit.problems[0].severity is Severity.ERROR
 
 
@@ -365,3 +374,128 @@ def test_permission_denied_metadata(repo: Path):  # pragma: no cover - root in C
     write_files(repo, {"pipelines/etl/main.py": MAIN, "pipelines/etl/pipeline.json": "{}"})
     (repo / "pipelines/etl/pipeline.json").chmod(0)
     assert "cannot be read" in messages(scan(repo), "etl")[0]
+
+
+# --- pipelines at the root without configuration (the original Fast-Flow's template) -----------
+
+TEMPLATE = Path(__file__).parent / "fixtures" / "fastflow-template"
+TEMPLATE_PIPELINES = sorted(p.name for p in TEMPLATE.iterdir() if p.is_dir())
+
+# What else sits at the root of such a repository: none of it is a pipeline, and none is reported.
+NOT_PIPELINES = {
+    ".git/hooks/main.py": MAIN,
+    ".github/workflows/ci.yml": "on: push\n",
+    ".venv/main.py": MAIN,
+    "__pycache__/main.py": MAIN,
+    "_shared/main.py": MAIN,
+    "docs/index.md": "# docs",
+    "tests/test_etl.py": "def test(): pass\n",
+    "data/data.json": '{"rows": []}',
+    "src/pkg/__init__.py": "",
+    "README.md": "# readme",
+}
+
+
+def test_without_pipelines_folder_the_root_holds_the_pipelines_like_fastflows_template(repo: Path):
+    shutil.copytree(TEMPLATE, repo, dirs_exist_ok=True)
+    write_files(repo, NOT_PIPELINES)
+    found = scan(repo)
+    assert found.names == TEMPLATE_PIPELINES and found.problems == ()
+    assert (found.pipelines_dir, found.pipelines_dir_source) == (".", "default, there is no pipelines/ folder")
+    assert found.location == "the repository root"
+    assert found.pipelines["extract"].path == repo.resolve() / "extract"
+    with pytest.raises(PipelineNotFound) as info:
+        find_pipeline(found, "extrakt")
+    assert str(info.value) == ('no pipeline named "extrakt" in the repository root (there is no '
+                               'pipelines/ folder); did you mean "extract"?')
+
+
+def test_at_the_root_pipeline_json_makes_a_pipeline_and_a_name_json_alone_does_not(repo: Path):
+    """pipelines/x/x.json without main.py is a broken pipeline; at the root x/x.json is data."""
+    write_files(repo, {"etl/main.py": MAIN, "data/data.json": "{}", "half/pipeline.json": "{}"})
+    for found in (scan(repo), scan(repo, "pipelines_dir: .\n")):
+        assert found.names == ["etl", "half"] and list(found.pipelines) == ["etl"]
+        assert messages(found, "half") == [
+            'half: has pipeline.json but no main.py; add main.py (or main.ipynb with "type": "notebook")'
+        ]
+
+
+def test_a_pipelines_folder_or_pipelines_dir_keeps_the_root_out(repo: Path):
+    write_files(repo, {"pipelines/a/main.py": MAIN, "rooted/main.py": MAIN, "flows/b/main.py": MAIN})
+    found = scan(repo)
+    assert found.names == ["a"] and (found.pipelines_dir, found.pipelines_dir_source) == ("pipelines", "default")
+    configured = scan(repo, "pipelines_dir: flows\n")
+    assert configured.names == ["b"]
+    assert (configured.pipelines_dir, configured.pipelines_dir_source) == ("flows", ".fastflow/config.yaml")
+    at_root = scan(repo, "pipelines_dir: .\n")
+    assert at_root.names == ["rooted"] and at_root.pipelines_dir_source == ".fastflow/config.yaml"
+
+
+# --- trigger cycles ------------------------------------------------------------------------------
+
+
+def triggers(*targets: str | dict) -> str:
+    return json.dumps({"downstream_triggers": [
+        t if isinstance(t, dict) else {"pipeline": t} for t in targets]})
+
+
+def test_a_cycle_of_two_makes_both_pipelines_invalid_naming_the_cycle(repo: Path):
+    write_files(repo, {
+        "pipelines/a/main.py": MAIN, "pipelines/a/pipeline.json": triggers("b"),
+        "pipelines/b/main.py": MAIN, "pipelines/b/pipeline.json": triggers("c", "a"),
+        "pipelines/c/main.py": MAIN,
+        "pipelines/up/main.py": MAIN, "pipelines/up/pipeline.json": triggers("a"),
+    })
+    found = scan(repo)
+    assert sorted(found.pipelines) == ["c", "up"] and sorted(found.invalid) == ["a", "b"]
+    assert messages(found, "a") == [
+        "pipelines/a/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle "
+        "a -> b -> a; a run would trigger itself forever; remove one of the triggers"
+    ]
+    assert messages(found, "b") == [
+        "pipelines/b/pipeline.json: downstream_triggers[1].pipeline: the triggers form a cycle "
+        "b -> a -> b; a run would trigger itself forever; remove one of the triggers"
+    ]
+    # a trigger into the cycle is inert (its target is invalid), never part of a chain
+    (warning,) = found.pipelines["up"].warnings
+    assert str(warning) == ('pipelines/up/pipeline.json: downstream_triggers[0].pipeline: '
+                            'pipeline "a" is invalid; this trigger will not fire')
+    assert found.pipelines["up"].downstream[0].inert_reason == 'pipeline "a" is invalid'
+
+
+def test_a_cycle_through_a_run_configuration_and_a_longer_cycle_are_errors(repo: Path):
+    prod = json.dumps({"schedules": [{"id": "prod", "schedule_interval_seconds": 60}],
+                       "downstream_triggers": [{"pipeline": "x", "on_failure": True}]})
+    write_files(repo, {
+        "pipelines/x/main.py": MAIN,
+        "pipelines/x/pipeline.json": triggers({"pipeline": "y", "run_config_id": "prod"}),
+        "pipelines/y/main.py": MAIN, "pipelines/y/pipeline.json": prod,
+        "pipelines/p/main.py": MAIN, "pipelines/p/pipeline.json": triggers("q"),
+        "pipelines/q/main.py": MAIN, "pipelines/q/pipeline.json": triggers("r"),
+        "pipelines/r/main.py": MAIN, "pipelines/r/pipeline.json": triggers({"pipeline": "p", "on_route": "again"}),
+    })
+    found = scan(repo)
+    assert found.pipelines == {}
+    cycle = "; a run would trigger itself forever; remove one of the triggers"
+    assert [str(p) for p in found.all_problems()] == [
+        f"pipelines/p/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle p -> q -> r -> p{cycle}",
+        f"pipelines/q/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle q -> r -> p -> q{cycle}",
+        f"pipelines/r/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle r -> p -> q -> r{cycle}",
+        f"pipelines/x/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle x -> y -> x{cycle}",
+        f"pipelines/y/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle y -> x -> y{cycle}",
+    ]
+
+
+def test_triggers_that_cannot_fire_close_no_cycle(repo: Path):
+    """A trigger to a run configuration the target lacks, or one that fires on nothing, is inert
+    (a warning): the chain it would close can never run."""
+    write_files(repo, {
+        "pipelines/a/main.py": MAIN, "pipelines/a/pipeline.json": triggers("b"),
+        "pipelines/b/main.py": MAIN,
+        "pipelines/b/pipeline.json": triggers({"pipeline": "a", "run_config_id": "nope"}),
+        "pipelines/c/main.py": MAIN, "pipelines/c/pipeline.json": triggers("d"),
+        "pipelines/d/main.py": MAIN,
+        "pipelines/d/pipeline.json": triggers({"pipeline": "c", "on_success": False}),
+    })
+    found = scan(repo)
+    assert sorted(found.pipelines) == ["a", "b", "c", "d"] and found.invalid == {}

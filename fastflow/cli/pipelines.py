@@ -57,6 +57,8 @@ def list_pipelines(repo: Path, as_json: bool) -> None:
                     {"name": i.name, "valid": False, "problems": [pr.to_json() for pr in i.problems]}
                     for i in discovery.invalid.values()
                 ],
+                "pipelines_dir": {"value": discovery.pipelines_dir,
+                                  "source": discovery.pipelines_dir_source},
             }
         )
         return
@@ -74,6 +76,9 @@ def list_pipelines(repo: Path, as_json: bool) -> None:
             shown = visible_controls(reason, lines=False)
             rows.append((name, "-", "-", "-", Text.assemble(("invalid", "red"), ": " + shown)))
     print_table(["pipeline", "type", "schedule", "limits", "status"], rows)
+    # On stderr: the table stays one line per pipeline for scripts; people see where they are
+    click.echo(f"pipelines in {visible_controls(discovery.location, lines=False)} "
+               f"(pipelines_dir: {discovery.pipelines_dir_source})", err=True)
 
 
 @click.command("validate")
@@ -104,6 +109,8 @@ def show(repo: Path, name: str, as_json: bool) -> None:
     """Print the fully resolved configuration of pipeline NAME and where each value came from."""
     workspace = open_workspace(repo)
     rows = resolved_view(workspace.pipeline(name))
+    discovery = workspace.discovery  # where it was found: pipelines/, or the root without one
+    rows.insert(2, ("pipelines_dir", discovery.pipelines_dir, discovery.pipelines_dir_source))
     if as_json:
         echo_json({field: {"value": value, "source": source} for field, value, source in rows})
         return

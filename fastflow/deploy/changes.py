@@ -178,9 +178,15 @@ def pipeline_folders(repo: git.GitRepo, commit: str | None, pipelines_dir: str) 
     return frozenset(without_surrogates(name) for name in pipelines_in(folders))
 
 
-def change_set(repo: git.GitRepo, old: str | None, new: str, pipelines_dir: str) -> ChangeSet:
-    """What commit `new` changed since `old` (None: first sync), in pipeline terms."""
+def change_set(repo: git.GitRepo, old: str | None, new: str, pipelines_dir: str,
+               old_pipelines_dir: str | None = None) -> ChangeSet:
+    """What commit `new` changed since `old` (None: first sync), in pipeline terms.
+
+    `pipelines_dir` is where discovery found the pipelines of `new`, `old_pipelines_dir` (default:
+    the same) those of `old`: they differ when config.yaml moved it, or when a `pipelines/` folder
+    appeared in a repository that had its pipelines at the root."""
     # Names as discovery spells them: bytes that are not UTF-8 as \xNN, never a lone surrogate
     paths = [without_surrogates(c.path) for c in git.changed_paths(repo, old, new)]
-    old_names = None if old is None else pipeline_folders(repo, old, pipelines_dir)
+    before = pipelines_dir if old_pipelines_dir is None else old_pipelines_dir
+    old_names = None if old is None else pipeline_folders(repo, old, before)
     return compute_changes(paths, pipelines_dir, old_names, pipeline_folders(repo, new, pipelines_dir))

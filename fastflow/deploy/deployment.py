@@ -62,6 +62,7 @@ class Deployment:
     changes: ChangeSet | None = None
     schedules: tuple[Schedule, ...] = ()  # the active schedule set (last valid)
     config_commit: str | None = None  # the commit whose config.yaml is active (last valid)
+    pipelines_dir: str | None = None  # where discovery found the pipelines of `commit`
 
     @property
     def pipelines(self) -> dict[str, Pipeline]:
@@ -97,10 +98,11 @@ def deploy_commit(
     discovery = discover(root, config)
     warnings.extend(discovery.warnings)
     errors.extend(p for p in discovery.problems if p.severity is Severity.ERROR)
-    base = normalise_pipelines_dir(config.pipelines_dir)
+    base = normalise_pipelines_dir(discovery.pipelines_dir)  # pipelines/ or the root, as found
     old_active = previous.active if previous else {}
     changes = change_set(
-        repository, previous.commit if previous else None, commit, config.pipelines_dir
+        repository, previous.commit if previous else None, commit, discovery.pipelines_dir,
+        previous.pipelines_dir if previous else None,
     )
     active: dict[str, ActivePipeline] = {}
     for name, pipeline in discovery.pipelines.items():
@@ -123,6 +125,7 @@ def deploy_commit(
         changes=changes,
         schedules=schedules,
         config_commit=config_commit,
+        pipelines_dir=discovery.pipelines_dir,
     )
 
 

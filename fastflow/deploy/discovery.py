@@ -1,13 +1,16 @@
 """Find the pipelines of a repository: folders under `pipelines_dir`, validated one by one.
 
 A pipeline is a direct sub-folder of `pipelines_dir` with `main.py` (or `main.ipynb` when its
-metadata says `"type": "notebook"`). Each folder is judged on its own, so one invalid pipeline
-never hides the others; then checks that span pipelines run (duplicate webhook keys, downstream
+metadata says `"type": "notebook"`). Without `pipelines_dir` in config.yaml that is `pipelines/`,
+or the repository root when there is no `pipelines/` (the original Fast-Flow's template keeps its
+pipelines there). Each folder is judged on its own, so one invalid pipeline never hides the
+others; then checks that span pipelines run (duplicate webhook keys, trigger cycles, downstream
 triggers naming a missing pipeline). Reads the file system; all parsing is in `config`.
 """
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,6 +35,9 @@ __all__ = ["Discovery", "discover", "find_pipeline", "resolved_view"]
 
 ENTRY = {PipelineType.SCRIPT: "main.py", PipelineType.NOTEBOOK: "main.ipynb"}
 REQUIREMENTS = "requirements.txt"
+ROOT_DIR = "."
+DEFAULT_SOURCE = "default"
+AT_ROOT_SOURCE = "default, there is no pipelines/ folder"
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,16 @@ class Discovery:
     """
 
     root: Path
-    pipelines_dir: str
+    pipelines_dir: str  # as resolved: "." when the root was chosen for want of pipelines/
     pipelines: Mapping[str, Pipeline] = field(default_factory=dict)
     invalid: Mapping[str, InvalidPipeline] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
+    pipelines_dir_source: str = DEFAULT_SOURCE  # config.yaml, default, or AT_ROOT_SOURCE
+
+    @property
+    def location(self) -> str:
+        """Where the pipelines were looked for, in words: `pipelines/`, `the repository root`."""
+        return "the repository root" if self.pipelines_dir == ROOT_DIR else f"{self.pipelines_dir}/"
 
     @property
     def names(self) -> list[str]:
@@ -77,24 +89,50 @@ def discover(root: Path, config: RepoConfig) -> Discovery:
 
     Never raises for bad pipelines: each becomes an `InvalidPipeline` with its problems. Folders
     starting with "." or "_" and folders with neither an entry point nor a metadata file are not
-    pipelines and are skipped silently.
+    pipelines and are skipped silently; at the repository root a `<name>.json` alone does not
+    make a folder a pipeline either (`data/data.json` is data), `pipeline.json` does.
     """
     root = Path(root).resolve()
-    base = root / config.pipelines_dir
+    pipelines_dir, source = pipelines_dir_of(root, config)
+    base = root / pipelines_dir
     problem = _check_pipelines_dir(root, base, config)
     if problem is not None:
-        return Discovery(root, config.pipelines_dir, problems=(problem,))
+        return Discovery(root, pipelines_dir, problems=(problem,), pipelines_dir_source=source)
     pipelines: dict[str, Pipeline] = {}
     invalid: dict[str, InvalidPipeline] = {}
+    at_root = base.resolve() == root
     for folder in sorted(base.iterdir(), key=lambda p: p.name):
-        found = _inspect(root, folder, config)
+        found = _inspect(root, folder, config, at_root)
         if isinstance(found, Pipeline):
             pipelines[found.name] = found
         elif isinstance(found, InvalidPipeline):
             invalid[found.name] = found
     _check_webhook_keys(root, pipelines, invalid)
+    _check_trigger_cycles(root, pipelines, invalid)
     _resolve_triggers(root, pipelines, invalid)
-    return Discovery(root, config.pipelines_dir, pipelines, invalid)
+    problems = ()
+    if source == AT_ROOT_SOURCE and not pipelines and not invalid:
+        problems = (Problem(
+            CONFIG_FILE, "pipelines_dir",
+            'there is no "pipelines" folder and no folder at the repository root has a main.py; '
+            "create pipelines/<name>/main.py or set pipelines_dir in .fastflow/config.yaml",
+            Severity.WARNING,
+        ),)
+    return Discovery(root, pipelines_dir, pipelines, invalid, problems, source)
+
+
+def pipelines_dir_of(root: Path, config: RepoConfig) -> tuple[str, str]:
+    """The folder of `root` whose sub-folders are pipelines, and where that choice came from.
+
+    `pipelines_dir` from config.yaml always wins. Otherwise `pipelines/` when the tree has one
+    (a symlink too: it is judged, never skipped), else the repository root, as in the original
+    Fast-Flow's template. Judged per tree, so the daemon decides per commit as validate does.
+    """
+    if config.sources.get("pipelines_dir") == CONFIG_FILE:
+        return config.pipelines_dir, CONFIG_FILE
+    if os.path.lexists(Path(root) / config.pipelines_dir):
+        return config.pipelines_dir, DEFAULT_SOURCE
+    return ROOT_DIR, AT_ROOT_SOURCE
 
 
 def find_pipeline(discovery: Discovery, name: str) -> Pipeline:
@@ -110,9 +148,11 @@ def find_pipeline(discovery: Discovery, name: str) -> Pipeline:
         shown = visible_controls(name, lines=False)
         raise PipelineNotFound(f'pipeline "{shown}" is invalid; fix it first:\n{lines}')
     where = (
-        "the repository root" if discovery.pipelines_dir == "."
+        "the repository root" if discovery.pipelines_dir == ROOT_DIR
         else f'"{discovery.pipelines_dir}"'
     )
+    if discovery.pipelines_dir_source == AT_ROOT_SOURCE:
+        where += " (there is no pipelines/ folder)"
     hint = did_you_mean(name, discovery.names)
     if not hint and not discovery.names:
         hint = "; it has no pipelines"
@@ -143,7 +183,9 @@ def _check_pipelines_dir(root: Path, base: Path, config: RepoConfig) -> Problem 
     return None
 
 
-def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | InvalidPipeline | None:
+def _inspect(
+    root: Path, folder: Path, config: RepoConfig, at_root: bool = False
+) -> Pipeline | InvalidPipeline | None:
     name = folder.name
     if name.startswith((".", "_")):
         return None
@@ -159,7 +201,8 @@ def _inspect(root: Path, folder: Path, config: RepoConfig) -> Pipeline | Invalid
         for key in ("main.py", "main.ipynb", "pipeline.json", f"{name}.json", REQUIREMENTS)
     }
     present = {key for key, path in files.items() if os.path.lexists(path)}
-    if not present & {"main.py", "main.ipynb", "pipeline.json", f"{name}.json"}:
+    markers = {"main.py", "main.ipynb", "pipeline.json"} | (set() if at_root else {f"{name}.json"})
+    if not present & markers:
         return None
     rel_folder = _rel(root, folder)
     if without_surrogates(name) != name:  # never a lone surrogate in a name: it stops writes
@@ -303,6 +346,61 @@ def _webhook_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
         if rc.webhook_key:
             keys.append((f"{run_config_field(index, rc.id)}.webhook_key", rc.webhook_key))
     return keys
+
+
+def _check_trigger_cycles(
+    root: Path, pipelines: dict[str, Pipeline], invalid: dict[str, InvalidPipeline]
+) -> None:
+    """Every pipeline on a cycle of triggers that can fire becomes invalid, with an error at each
+    of its triggers on the cycle (self-triggers are refused by `config` already). Invalid, not
+    just inert: its last valid version stays active in the daemon, as for any other error, so a
+    push that closes a cycle changes nothing that runs, and no cycle ever reaches the queue."""
+    edges = {
+        name: [(index, t.pipeline) for index, t in enumerate(pipeline.downstream)
+               if _can_fire(t) and _inert_reason(t, pipelines, invalid, [])[0] is None]
+        for name, pipeline in pipelines.items()
+    }
+    errors: dict[str, list[Problem]] = {}
+    for name in sorted(edges):
+        for index, target in edges[name]:
+            back = _shortest_path(edges, target, name)
+            if back is None:
+                continue
+            cycle = " -> ".join([name, *back])
+            errors.setdefault(name, []).append(Problem(
+                _meta_rel(root, pipelines[name]), f"downstream_triggers[{index}].pipeline",
+                f"the triggers form a cycle {cycle}; a run would trigger itself forever; remove "
+                "one of the triggers",
+                pipeline=name,
+            ))
+    for name, found in errors.items():
+        pipeline = pipelines.pop(name)
+        invalid[name] = InvalidPipeline(name, pipeline.path, (*pipeline.warnings, *found))
+
+
+def _can_fire(trigger: Any) -> bool:
+    return bool(trigger.on_success or trigger.on_failure or trigger.on_route)
+
+
+def _shortest_path(
+    edges: Mapping[str, list[tuple[int, str]]], start: str, goal: str
+) -> list[str] | None:
+    """The names from `start` to `goal` along `edges` (both included), fewest hops; None when
+    `goal` cannot be reached. Breadth first, without recursion: any number of pipelines."""
+    parents: dict[str, str | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        current = queue.popleft()
+        if current == goal:
+            path = [current]
+            while parents[path[-1]] is not None:
+                path.append(parents[path[-1]])
+            return path[::-1]
+        for _, target in edges.get(current, ()):
+            if target not in parents:
+                parents[target] = current
+                queue.append(target)
+    return None
 
 
 def _resolve_triggers(
