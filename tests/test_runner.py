@@ -177,10 +177,59 @@ def test_downstream_triggers_that_fire(tmp_path):
     ))
     assert downstream_to_fire(pipeline, RunStatus.SUCCEEDED, None) == [
         {"pipeline": "on_ok", "run_config_id": None, "reason": "success"}]
-    assert downstream_to_fire(pipeline, RunStatus.TIMED_OUT, "big") == [
-        {"pipeline": "on_bad", "run_config_id": "alert", "reason": "failure"},
+    assert downstream_to_fire(pipeline, RunStatus.SUCCEEDED, "big") == [
+        {"pipeline": "on_ok", "run_config_id": None, "reason": "success"},
         {"pipeline": "on_big", "run_config_id": None, "reason": "route big"}]
+    assert downstream_to_fire(pipeline, RunStatus.TIMED_OUT, "big") == [
+        {"pipeline": "on_bad", "run_config_id": "alert", "reason": "failure"}]
     assert downstream_to_fire(pipeline, RunStatus.CANCELLED, None) == []
+
+
+S, F, T, O = RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.OOM_KILLED
+C, L, K = RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SKIPPED
+
+
+ROUTES = (None, "full", "thin")
+
+
+def _any_route(*statuses: RunStatus) -> set:
+    return {(status, route) for status in statuses for route in ROUTES}
+
+
+@pytest.mark.parametrize("flags, fires_on", [
+    # (on_success, on_failure, on_route) -> the (status, route) pairs that fire; the table of
+    # docs/pipeline-json.md "Downstream triggers"
+    ((True, False, ()), _any_route(S)),
+    ((False, True, ()), _any_route(F, T, O)),
+    ((True, True, ()), _any_route(S, F, T, O)),
+    ((False, False, ()), set()),
+    ((True, False, ("full",)), {(S, "full")}),
+    ((False, False, ("full",)), {(S, "full")}),  # Fast-Flow's documented form: success + route
+    ((True, True, ("full",)), {(S, "full"), (F, "full"), (T, "full"), (O, "full")}),
+    ((False, True, ("full",)), {(F, "full"), (T, "full"), (O, "full")}),
+], ids=["default", "on_failure", "both", "neither", "route", "route-flags-false",
+        "route-and-failure", "route-failure-only"])
+def test_downstream_rule_for_every_outcome(tmp_path, flags, fires_on):
+    on_success, on_failure, on_route = flags
+    pipeline = make_pipeline(tmp_path, downstream=(
+        DownstreamTrigger("next", on_success=on_success, on_failure=on_failure, on_route=on_route),))
+    fired = {(status, route) for status in (S, F, T, O, C, L, K) for route in ROUTES
+             if downstream_to_fire(pipeline, status, route)}
+    assert fired == fires_on
+
+
+def test_downstream_reasons_and_one_run_per_pipeline_and_run_config(tmp_path):
+    pipeline = make_pipeline(tmp_path, downstream=(
+        DownstreamTrigger("next", on_route=("full",), on_failure=True, run_config_id="prod"),
+        DownstreamTrigger("next", on_failure=True, run_config_id="prod"),  # the same target
+        DownstreamTrigger("next", on_failure=True),  # another run configuration: its own run
+    ))
+    assert downstream_to_fire(pipeline, RunStatus.FAILED, "full") == [
+        {"pipeline": "next", "run_config_id": "prod", "reason": "failure, route full"},
+        {"pipeline": "next", "run_config_id": None, "reason": "failure"}]
+    assert downstream_to_fire(pipeline, RunStatus.SUCCEEDED, "full") == [
+        {"pipeline": "next", "run_config_id": "prod", "reason": "route full"},
+        {"pipeline": "next", "run_config_id": None, "reason": "success"}]
 
 
 # --- real runs -----------------------------------------------------------------------------

@@ -23,9 +23,11 @@ Decisions, for users and for the code that calls this:
   attempt, not by the order lines arrive in: stdout and stderr are read apart, so a program's
   stdout line may reach us after its stderr. A re-attached attempt (`recovery`) is judged by
   the same `UvFailureWatcher` and `attempt_error`.
-- Downstream triggers (reported in the record, not run here): a trigger with `on_route` fires
-  only when the run's route is one of its labels; otherwise `on_success` fires on `succeeded`
-  and `on_failure` on `failed`, `timed_out` or `oom_killed`. A cancelled run fires none.
+- Downstream triggers (reported in the record, not run here): `downstream_to_fire` gives
+  Fast-Flow's rule. Without `on_route`, `on_success` fires on `succeeded` and `on_failure` on
+  `failed`, `timed_out` or `oom_killed`; with `on_route`, only a run that wrote one of its
+  labels fires, on success (also when both flags are false, as in Fast-Flow) and, with
+  `on_failure`, on a failure. A cancelled or lost run fires none.
 - A bug (an unexpected exception in the attempt loop or from an executor) still ends in a
   record: `failed`, error kind `internal`, the exception's type and message; the traceback goes
   to Fast-Flow's own log (`logging`), the run's log gets one line.
@@ -256,20 +258,39 @@ def should_retry(
 
 
 def downstream_to_fire(pipeline: Pipeline, status: RunStatus, route: str | None) -> list[dict]:
-    """The downstream triggers a run ending as `status` with `route` fires (see module doc)."""
-    fired = []
+    """The downstream triggers a run ending as `status` with `route` fires, Fast-Flow's rule
+    (`_matches` of its downstream_triggers service) with our extensions:
+
+    - without `on_route`: `on_success` fires on `succeeded`, `on_failure` on a failure
+      (`failed`, `timed_out`, `oom_killed`);
+    - with `on_route`: only when the run wrote one of its labels, and then on `succeeded`
+      unless `on_success` is false, on a failure when `on_failure` is true; both false (the
+      form Fast-Flow documents, `{"on_route": "x", "on_success": false}`) means on `succeeded`,
+      as in Fast-Flow, which ignores the flags when `on_route` is set;
+    - `cancelled`, `lost` and `skipped` fire nothing (the outcome is not the program's);
+    - an inert trigger (its target is missing) never fires; two triggers to the same pipeline
+      and run configuration fire once (as in Fast-Flow).
+
+    Each entry is `{"pipeline", "run_config_id", "reason"}`; the daemon adds what it did
+    (`run_id` of the run it started, or `skipped` with why).
+    """
+    succeeded, failed = status is RunStatus.SUCCEEDED, status.retryable
+    fired: list[dict] = []
+    seen: set[tuple[str, str | None]] = set()
     for trigger in pipeline.downstream:
-        if trigger.inert_reason is not None:
+        if trigger.inert_reason is not None or (trigger.pipeline, trigger.run_config_id) in seen:
             continue
         if trigger.on_route:
-            reason = f"route {route}" if route is not None and route in trigger.on_route else None
-        elif status is RunStatus.SUCCEEDED and trigger.on_success:
-            reason = "success"
-        elif status.retryable and trigger.on_failure:
-            reason = "failure"
+            if route is None or route not in trigger.on_route:
+                continue
+            on_success = trigger.on_success or not trigger.on_failure
+            fires = (succeeded and on_success) or (failed and trigger.on_failure)
+            reason = f"route {route}" if succeeded else f"failure, route {route}"
         else:
-            reason = None
-        if reason is not None and status is not RunStatus.CANCELLED:
+            fires = (succeeded and trigger.on_success) or (failed and trigger.on_failure)
+            reason = "success" if succeeded else "failure"
+        if fires:
+            seen.add((trigger.pipeline, trigger.run_config_id))
             fired.append(
                 {"pipeline": trigger.pipeline, "run_config_id": trigger.run_config_id, "reason": reason}
             )
