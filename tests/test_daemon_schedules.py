@@ -216,3 +216,33 @@ def test_a_clean_stop_says_stopped_on_the_branch_and_the_site(user, tmp_path):
     assert state["stopped_at"] == "2026-11-23T10:03:30+00:00"
     overview = branch_file(user, "site/index.html")
     assert "Scheduler: stopped (fastflow serve exited cleanly)" in overview
+
+
+def test_a_disabled_pipeline_is_not_scheduled_and_enabled_again_does_not_catch_up(user, tmp_path):
+    """A schedules.yaml entry (catchup: all) of a pipeline a push disables fires nothing and
+    records nothing; enabled again by a push, it resumes at its next slot without the slots of
+    the disabled time (docs/schedules.md)."""
+    user.push({".fastflow/schedules.yaml": SCHEDULES + "    catchup: all\n"})
+    with serving(user, tmp_path) as (daemon, clock):
+        clock.now = datetime(2026, 11, 23, 10, 5, tzinfo=timezone.utc)
+        run_tick(daemon, clock)
+        user.push({"pipelines/report/pipeline.json": '{"enabled": false}'}, "disable report")
+        daemon.inbox.post_push("")
+        daemon.tick(clock())
+        (schedule,) = daemon.deployment.schedules
+        assert not schedule.enabled and daemon.timetable.next_runs() == []
+        for minute in (10, 15):
+            clock.now = datetime(2026, 11, 23, 10, minute, tzinfo=timezone.utc)
+            daemon.tick(clock())
+        assert daemon.dispatcher.wait_idle(60)
+        assert "every5" not in json.loads(branch_file(user, "state/scheduler.json"))["schedules"]
+        clock.now = datetime(2026, 11, 23, 10, 17, tzinfo=timezone.utc)
+        user.push({"pipelines/report/pipeline.json": '{"enabled": true}'}, "enable report")
+        daemon.inbox.post_push("")
+        assert run_tick(daemon, clock) == datetime(2026, 11, 23, 10, 20, tzinfo=timezone.utc)
+        clock.now = datetime(2026, 11, 23, 10, 20, tzinfo=timezone.utc)
+        run_tick(daemon, clock)
+        assert statuses(daemon, "report") == {
+            "20261123T100500Z-report-every5": RunStatus.SUCCEEDED,
+            "20261123T102000Z-report-every5": RunStatus.SUCCEEDED,
+        }

@@ -5,6 +5,7 @@ Each test named `test_guarantee_*` backs one row of the table in docs/schedules.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -18,6 +19,7 @@ from fastflow.schedule.planner import (
     MAX_SKIPPED_DETAIL,
     Action,
     ActiveRun,
+    DueRun,
     SkipReason,
     Watermark,
     decide,
@@ -30,6 +32,7 @@ from fastflow.schedule.planner import (
     watermarks_to_json,
 )
 from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
+from fastflow.schedule.timetable import Timetable
 from fastflow.schedule.timevalues import parse_instant, zone
 
 UTC = timezone.utc
@@ -315,6 +318,28 @@ def test_guarantee_changed_schedule_takes_effect_for_next_slot():
 def test_removed_and_disabled_schedules_leave_the_plan():
     plan = plan_schedules([cron("0 3 * * *", enabled=False), every(60, sid="other")], {}, utc(2026, 5, 1))
     assert set(plan.schedules) == {"other"} and set(plan.watermarks) == {"other"}
+
+
+def test_a_schedule_enabled_again_starts_afresh_without_catching_up_the_disabled_time():
+    """Disabled at 01:30 (its pipeline or run configuration `"enabled": false`), enabled again
+    by a push at 06:30: the slots 02:00-06:00 are not caught up, even with `catchup: all`, and
+    the saved watermarks (state/scheduler.json) forget it while it is disabled."""
+    saved: list[dict] = []
+    started: list[DueRun] = []
+    table = Timetable(start=lambda due: started.append(due) or True, skip=lambda record: None,
+                      cancel=lambda run_id: None, save=saved.append)
+    hourly = every(3600, catchup=Catchup.ALL, max_catchup=100)
+    table.activate([hourly], utc(2026, 5, 1, 0, 30))
+    table.fire_due(utc(2026, 5, 1, 1))
+    assert [d.slot.at for d in started] == [utc(2026, 5, 1, 1)]
+    table.ended(started[0].run_id)
+    table.activate([replace(hourly, enabled=False)], utc(2026, 5, 1, 1, 30))
+    assert saved[-1]["schedules"] == {}
+    assert table.fire_due(utc(2026, 5, 1, 6, 30)) is None and len(started) == 1
+    table.activate([hourly], utc(2026, 5, 1, 6, 30))
+    assert table.fire_due(utc(2026, 5, 1, 6, 30)) == utc(2026, 5, 1, 7)
+    table.fire_due(utc(2026, 5, 1, 7))
+    assert [d.slot.at for d in started] == [utc(2026, 5, 1, 1), utc(2026, 5, 1, 7)]
 
 
 def test_guarantee_interval_is_anchored_and_never_drifts():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastflow.cli.schedule import schedule as schedule_cli
-from fastflow.config.schedules import check_schedules, load_schedules
+from fastflow.config.schedules import check_schedules, disabled_reason, load_schedules
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig, ScheduleSpec
 from fastflow.schedule.cron import parse_cron
@@ -357,3 +358,55 @@ def test_cli_check(repo):
 def test_cli_commands_have_help():
     for command in ("list", "next", "check"):
         assert cli(command, "--help").exit_code == 0
+
+
+# --- `enabled: false` of a pipeline or a run configuration --------------------------------------
+
+
+def test_schedules_yaml_entries_of_a_disabled_pipeline_or_run_config_are_disabled():
+    pipes = {
+        "report": pipeline("report", run_configs=(RunConfig(id="prod"),
+                                                  RunConfig(id="old", enabled=False))),
+        "paused": pipeline("paused", enabled=False),
+    }
+    text = ("schedules:\n  - {pipeline: report, id: a, cron: '@hourly'}\n"
+            "  - {pipeline: report, id: b, cron: '@hourly', run_config: prod}\n"
+            "  - {pipeline: report, id: c, cron: '@hourly', run_config: old}\n"
+            "  - {pipeline: paused, id: d, cron: '@hourly'}\n"
+            "  - {pipeline: report, id: e, cron: '@hourly', enabled: false}\n")
+    result = check_schedules(text, pipes, root=Path("/r"))
+    assert result.problems == ()
+    assert {s.id: s.enabled for s in result.schedules} == {
+        "a": True, "b": True, "c": False, "d": False, "e": False}
+    assert {s.id: disabled_reason(s, pipes) for s in result.schedules} == {
+        "a": None, "b": None,
+        "c": 'run configuration "old" of pipeline "report" is disabled ("enabled": false)',
+        "d": 'pipeline "paused" is disabled ("enabled": false)',
+        "e": "enabled: false in .fastflow/schedules.yaml",
+    }
+
+
+def test_cli_list_shows_disabled_schedules_and_why(make_repo):
+    repo = make_repo({
+        "pipelines/report/main.py": "print('hi')\n",
+        "pipelines/paused/main.py": "print('hi')\n",
+        "pipelines/paused/pipeline.json": '{"enabled": false}',
+        "pipelines/sync/main.py": "print('hi')\n",
+        "pipelines/sync/pipeline.json": json.dumps(
+            {"schedules": [{"id": "old", "enabled": False}]}),
+        ".fastflow/schedules.yaml": "schedules:\n  - {pipeline: report, id: live, interval: 1h}\n"
+                                    "  - {pipeline: paused, id: paused, interval: 1h}\n"
+                                    "  - {pipeline: sync, id: old, interval: 1h, run_config: old}\n",
+    })
+    rows = {r["id"]: r for r in json.loads(cli("list", "--repo", str(repo), "--json").output)[
+        "schedules"]}
+    assert {i: (r["enabled"], r["disabled"], r["next"] is None) for i, r in rows.items()} == {
+        "live": (True, None, False),
+        "paused": (False, 'pipeline "paused" is disabled ("enabled": false)', True),
+        "old": (False, 'run configuration "old" of pipeline "sync" is disabled ("enabled": false)',
+                True),
+    }
+    table = {line.split()[0]: line for line in cli("list", "--repo", str(repo)).output.splitlines()}
+    assert 'every 1h (disabled: pipeline "paused" is disabled ("enabled": false))' in table["paused"]
+    assert re.search(r"\sUTC\s+-\s+disabled\s+\.fastflow/schedules\.yaml", table["paused"])
+    assert "(disabled" not in table["live"]

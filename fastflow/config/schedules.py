@@ -243,7 +243,8 @@ def combine_schedules(
         problems += found_problems
         for schedule in found:
             _claim(schedule, owners, problems)
-    kept = [e for e in entries if _pipeline_ok(e.schedule, pipelines, invalid_pipelines, problems)]
+    kept = [_follow_pipeline(e, pipelines[e.schedule.pipeline]) for e in entries
+            if _pipeline_ok(e.schedule, pipelines, invalid_pipelines, problems)]
     for entry in (e for e in kept if e.explicit_id):
         _claim(entry.schedule, owners, problems)
     for entry in (e for e in kept if not e.explicit_id):
@@ -307,6 +308,33 @@ def _pipeline_ok(schedule: Schedule, pipelines: Mapping[str, Pipeline], invalid:
                                     pipeline=schedule.pipeline))
             return False
     return True
+
+
+def _follow_pipeline(entry: _Entry, pipeline: Pipeline) -> _Entry:
+    """A schedules.yaml entry of a disabled pipeline, or of a disabled run configuration, is
+    disabled too: listed, never fired (`disabled_reason` says why)."""
+    if _disabled_by(entry.schedule, pipeline) is None:
+        return entry
+    return _Entry(_replace(entry.schedule, enabled=False), entry.explicit_id)
+
+
+def _disabled_by(schedule: Schedule, pipeline: Pipeline) -> str | None:
+    if not pipeline.enabled:
+        return f'pipeline "{pipeline.name}" is disabled ("enabled": false)'
+    rc = next((r for r in pipeline.run_configs if r.id == schedule.run_config), None)
+    if rc is not None and not rc.enabled:
+        return (f'run configuration "{rc.id}" of pipeline "{pipeline.name}" is disabled '
+                '("enabled": false)')
+    return None
+
+
+def disabled_reason(schedule: Schedule, pipelines: Mapping[str, Pipeline]) -> str | None:
+    """Why `schedule` never fires, or None when it is enabled: its pipeline is disabled, its
+    run configuration is, or the schedule itself says `enabled: false`."""
+    if schedule.enabled:
+        return None
+    pipeline = pipelines.get(schedule.pipeline)
+    return (pipeline and _disabled_by(schedule, pipeline)) or f"enabled: false in {schedule.source}"
 
 
 def _check_run_ids(schedules: Collection[Schedule], problems: list[Problem]) -> None:
