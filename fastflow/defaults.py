@@ -12,6 +12,9 @@ DEFAULT_IMAGE = "fastflow-runner:py3.11"
 DEFAULT_MAX_CONCURRENT_RUNS = 2
 DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout
 DEFAULT_RETRY_ATTEMPTS = 0
+# The wait before each retry when retry_attempts (or config.yaml's default_retry_attempts) is
+# given without a retry_strategy: Fast-Flow's fixed 60 s.
+DEFAULT_RETRY_DELAY = 60.0
 DEFAULT_GRACE_PERIOD = 10.0  # seconds between SIGTERM and SIGKILL
 DEFAULT_LOG_CAP_BYTES = 5 * 1024 * 1024
 DEFAULT_TMP_SIZE_BYTES = 256 * 1024 * 1024  # a container's /tmp (a tmpfs: host memory)
@@ -22,9 +25,10 @@ DEFAULT_NETWORK = "bridge"
 DEFAULT_PIDS_LIMIT = 512
 DEFAULT_RESTART_COOLDOWN = 60.0  # seconds before a supervised restart (Fast-Flow's default)
 
-# Exponential backoff when a pipeline names the strategy but leaves a field out.
-DEFAULT_BACKOFF_INITIAL_DELAY = 1.0
-DEFAULT_BACKOFF_MAX_DELAY = 300.0
+# Exponential backoff when a pipeline names the strategy but leaves a field out (Fast-Flow's
+# values: 60 s, 120 s, 240 s ... up to an hour).
+DEFAULT_BACKOFF_INITIAL_DELAY = 60.0
+DEFAULT_BACKOFF_MAX_DELAY = 3600.0
 DEFAULT_BACKOFF_MULTIPLIER = 2.0
 
 # The daemon's heartbeat: `status.json` in the state dir every HEARTBEAT_INTERVAL; on the results

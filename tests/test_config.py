@@ -242,8 +242,9 @@ def test_pipeline_values_override_repository_defaults():
     [
         ({"type": "exponential_backoff", "initial_delay": 2, "multiplier": 3, "max_delay": 50},
          [2, 6, 18, 50, 50]),
-        ("exponential_backoff", [1, 2, 4, 8, 16]),
-        ({"type": "exponential_backoff"}, [1, 2, 4, 8, 16]),
+        ("exponential_backoff", [60, 120, 240, 480, 960]),  # Fast-Flow's defaults: 60 s, x2
+        ({"type": "exponential_backoff"}, [60, 120, 240, 480, 960]),
+        ({"type": "exponential_backoff", "initial_delay": 1000}, [1000, 2000, 3600, 3600, 3600]),
         ({"type": "fixed_delay", "delay": 7}, [7, 7, 7, 7, 7]),
         ({"type": "custom_schedule", "delays": [1, 10, 100]}, [1, 10, 100, 100, 100]),
     ],
@@ -251,6 +252,29 @@ def test_pipeline_values_override_repository_defaults():
 def test_retry_waits_of_the_three_strategies(strategy, waits):
     retry = parse({"retry_attempts": 5, "retry_strategy": strategy}).values["retry"]
     assert [retry.wait_before_retry(n) for n in range(1, 6)] == waits
+
+
+def test_retries_without_a_strategy_wait_60_seconds_as_in_fastflow():
+    retry = parse({"retry_attempts": 3}).values["retry"]
+    assert retry == RetryPolicy(attempts=3, strategy=RetryStrategy.FIXED_DELAY, delay=60.0)
+    assert [retry.wait_before_retry(n) for n in (1, 2, 3)] == [60.0, 60.0, 60.0]
+    # config.yaml's default_retry_attempts waits the same
+    config, _ = parse_repo_config("default_retry_attempts: 2\n")
+    retry = parse({}, config=config).values["retry"]
+    assert (retry.attempts, retry.strategy, retry.delay) == (2, RetryStrategy.FIXED_DELAY, 60.0)
+    # a run configuration's retry_attempts inherits the pipeline's strategy, else the 60 s
+    (rc,) = parse({"schedules": [{"id": "a", "retry_attempts": 1}]}).values["run_configs"]
+    assert (rc.retry.attempts, rc.retry.wait_before_retry(1)) == (1, 60.0)
+    fast = {"retry_attempts": 1, "retry_strategy": {"type": "fixed_delay", "delay": 0}}
+    (rc,) = parse({**fast, "schedules": [{"id": "a", "retry_attempts": 4}]}).values["run_configs"]
+    assert (rc.retry.attempts, rc.retry.wait_before_retry(1)) == (4, 0.0)
+
+
+def test_a_run_configurations_strategy_replaces_the_pipelines_whole():
+    data = {"retry_attempts": 2, "retry_strategy": {"type": "custom_schedule", "delays": [5, 30]},
+            "schedules": [{"id": "a", "retry_strategy": {"type": "fixed_delay", "delay": 7}}]}
+    (rc,) = parse(data).values["run_configs"]
+    assert rc.retry == RetryPolicy(attempts=2, strategy=RetryStrategy.FIXED_DELAY, delay=7.0)
 
 
 # --- bad input: each message exact --------------------------------------------------------------

@@ -347,7 +347,7 @@ def test_resolved_view_shows_values_and_sources(repo: Path):
     assert rows["entry"] == ("main.py", "folder")
     assert rows["webhook_key"] == ("***", "pipelines/etl/pipeline.json")
     assert rows["schedules"][0] == [{"id": "n", "enabled": True, "schedule_cron": "0 3 * * *", "webhook_key": "***"}]
-    assert rows["retry_strategy"][0] == {"type": "fixed_delay", "delay": 0.0}
+    assert rows["retry_strategy"][0] == {"type": "fixed_delay", "delay": 60.0}  # Fast-Flow's wait
     assert json.dumps([list(r) for r in resolved_view(pipeline)])  # JSON-compatible throughout
 
 

@@ -52,6 +52,7 @@ from fastflow.model import (
     Problem,
     RepoConfig,
     RetryPolicy,
+    RetryStrategy,
     RunConfig,
     ScheduleSpec,
     Severity,
@@ -245,7 +246,9 @@ class _Builder:
         return limits
 
     def retry(self) -> RetryPolicy:
-        base = RetryPolicy(attempts=self.config.default_retry_attempts)
+        # As in Fast-Flow: retries without a retry_strategy wait a fixed 60 s before each retry.
+        base = RetryPolicy(attempts=self.config.default_retry_attempts,
+                           strategy=RetryStrategy.FIXED_DELAY, delay=defaults.DEFAULT_RETRY_DELAY)
         policy = retry_policy(self.f, base)
         self.sources["retry_attempts"] = (
             self.file if self.f.has("retry_attempts") else self.from_config("default_retry_attempts")

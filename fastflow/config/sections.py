@@ -138,20 +138,36 @@ def _strategy_object(sub: Fields) -> Any:
             sub.error("delay", f"is missing; fixed_delay needs it, e.g. {EXAMPLES[kind]}")
             return MISSING
         delay = sub.get("delay", seconds)
-        return MISSING if delay is MISSING else {"strategy": kind, "delay": delay}
+        return MISSING if delay is MISSING else _only(kind, delay=delay)
     if not sub.has("delays"):
         sub.error("delays", f"is missing; custom_schedule needs it, e.g. {EXAMPLES[kind]}")
         return MISSING
     delays = sub.get("delays", _delays)
-    return MISSING if delays is MISSING else {"strategy": kind, "delays": delays}
+    return MISSING if delays is MISSING else _only(kind, delays=delays)
 
 
 def _backoff(initial: Any, maximum: Any, multiplier: Any) -> dict[str, Any]:
+    return _only(
+        RetryStrategy.EXPONENTIAL_BACKOFF,
+        initial_delay=defaults.DEFAULT_BACKOFF_INITIAL_DELAY if initial is MISSING else initial,
+        max_delay=defaults.DEFAULT_BACKOFF_MAX_DELAY if maximum is MISSING else maximum,
+        multiplier=defaults.DEFAULT_BACKOFF_MULTIPLIER if multiplier is MISSING else multiplier,
+    )
+
+
+def _only(kind: RetryStrategy, **fields: Any) -> dict[str, Any]:
+    """RetryPolicy fields for strategy `kind`: its own `fields`, and every field of the other
+    strategies back at the model's blank value, so that nothing of a replaced strategy (the
+    pipeline's, the 60 s default) lingers in the policy."""
+    blank = RetryPolicy()
     return {
-        "strategy": RetryStrategy.EXPONENTIAL_BACKOFF,
-        "initial_delay": defaults.DEFAULT_BACKOFF_INITIAL_DELAY if initial is MISSING else initial,
-        "max_delay": defaults.DEFAULT_BACKOFF_MAX_DELAY if maximum is MISSING else maximum,
-        "multiplier": defaults.DEFAULT_BACKOFF_MULTIPLIER if multiplier is MISSING else multiplier,
+        "strategy": kind,
+        "initial_delay": blank.initial_delay,
+        "max_delay": blank.max_delay,
+        "multiplier": blank.multiplier,
+        "delay": blank.delay,
+        "delays": blank.delays,
+        **fields,
     }
 
 
