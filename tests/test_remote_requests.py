@@ -199,3 +199,54 @@ def test_a_request_with_an_unknown_run_configuration_is_refused_with_a_record(or
         assert "nightly" in record.error.message
     finally:
         daemon.stop(grace=30)
+
+
+RUN_CONFIGS = {
+    **PIPELINES,
+    "pipelines/report/main.py": "import os; print('report', os.environ['FASTFLOW_RUN_CONFIG'])\n",
+    "pipelines/report/pipeline.json": '{"schedules": [{"id": "prod"}, {"id": "old", "enabled": false}]}',
+}
+
+
+@pytest.mark.slow
+def test_a_disabled_run_configuration_is_refused_by_the_cli_and_by_the_daemon(origin, tmp_path):
+    origin.push(RUN_CONFIGS, "first")
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        refused = cli("run", "report", "--remote", "--run-config", "old", "--state-dir", str(state))
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            f"Error: {state}: run configuration 'old' of pipeline 'report' is disabled (\"enabled\": "
+            "false in its schedules[] entry); enable it and push, or run it here with "
+            "`fastflow run report --run-config old`\n")
+        assert not any(p.is_file() for p in (state / "inbox").iterdir())  # nothing queued
+        # Queued while enabled, disabled by a push before the daemon reads it: a refused record.
+        prod = queued_run_id(cli("run", "report", "--remote", "--run-config", "prod",
+                                 "--state-dir", str(state)))
+        origin.push({"pipelines/report/pipeline.json":
+                     '{"schedules": [{"id": "prod", "enabled": false}]}'}, "disable prod")
+        daemon.sync(utc_now())
+        daemon.tick(utc_now())
+        assert daemon.dispatcher.wait_idle(60)
+        record = daemon.store.read_run(prod, pipeline="report")
+        assert record.status is RunStatus.FAILED and record.attempts == ()
+        assert record.error.kind == "refused" and record.run_config == "prod"
+        commit = daemon.deployment.active["report"].commit[:12]
+        assert record.error.message == (
+            "run configuration 'prod' of pipeline 'report' is disabled (\"enabled\": false in its "
+            f"schedules[] entry at commit {commit}); enable it and push")
+    finally:
+        daemon.stop(grace=30)
+
+
+@pytest.mark.slow
+def test_fastflow_run_on_the_host_runs_a_disabled_pipeline_and_run_configuration(make_repo):
+    repo = make_repo(RUN_CONFIGS)
+    off = cli("run", "off", "--local", "--repo", str(repo))
+    assert off.returncode == 0, off.stderr
+    assert off.stdout == "off\n"
+    old = cli("run", "report", "--local", "--run-config", "old", "--repo", str(repo))
+    assert old.returncode == 0, old.stderr
+    assert old.stdout == "report old\n"

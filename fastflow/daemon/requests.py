@@ -1,7 +1,8 @@
 """What the daemon accepts of a `fastflow run --remote` request, and the record of a refusal.
 
 A request names a pipeline that must be active and enabled in the current deployment, and a
-run configuration it has (if any). The CLI checks what it can before queueing
+run configuration it has (if any), enabled (`start_refusal`, which also judges downstream
+triggers and is the check a webhook intake calls). The CLI checks what it can before queueing
 (`statedir.check_remote_pipeline`), but a push may land between the queueing and the daemon's
 reading: then the refusal becomes a run record of its own, under the run id the CLI printed,
 with status `failed`, error kind `refused`, the reason, and a log line saying it; so
@@ -27,20 +28,35 @@ class RequestRefused(FastflowError):
     """The daemon will not run what a request asks for; the message says why."""
 
 
-def check_request(request: RunRequestMessage, deployment: Deployment | None) -> None:
-    """Raise `RequestRefused` unless the request's pipeline is active and enabled in
-    `deployment` and has the run configuration it names."""
-    active = deployment.active.get(request.pipeline) if deployment else None
+def start_refusal(deployment: Deployment | None, pipeline: str,
+                  run_config_id: str | None) -> str | None:
+    """Why the daemon may not start `pipeline` (with the run configuration `run_config_id`)
+    for anything but its own schedules: a `fastflow run --remote` request, a downstream
+    trigger, a webhook. None when it may: the pipeline is active in `deployment`, enabled, and
+    has that run configuration, enabled. The one judge of all of them, so each refuses alike.
+    """
+    active = deployment.active.get(pipeline) if deployment else None
     if active is None:
-        raise RequestRefused(f"no active pipeline named {request.pipeline!r} at the deployed "
-                             "commit; check the name, or push the pipeline first")
+        return (f"no active pipeline named {pipeline!r} at the deployed commit; check the name, "
+                "or push the pipeline first")
+    at = active.commit[:12]
     if not active.pipeline.enabled:
-        raise RequestRefused(f"pipeline {request.pipeline!r} is disabled (\"enabled\": false "
-                             f"at commit {active.commit[:12]}); enable it and push")
+        return f"pipeline {pipeline!r} is disabled (\"enabled\": false at commit {at}); enable it and push"
     try:
-        resolve_settings(active.pipeline, request.run_config)
+        settings = resolve_settings(active.pipeline, run_config_id)
     except FastflowError as exc:
-        raise RequestRefused(str(exc)) from None
+        return str(exc)
+    if settings.run_config is not None and not settings.run_config.enabled:
+        return (f"run configuration {run_config_id!r} of pipeline {pipeline!r} is disabled "
+                f"(\"enabled\": false in its schedules[] entry at commit {at}); enable it and push")
+    return None
+
+
+def check_request(request: RunRequestMessage, deployment: Deployment | None) -> None:
+    """Raise `RequestRefused` unless `start_refusal` allows what the request asks for."""
+    reason = start_refusal(deployment, request.pipeline, request.run_config)
+    if reason is not None:
+        raise RequestRefused(reason)
 
 
 def recordable(pipeline: str) -> bool:

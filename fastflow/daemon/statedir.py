@@ -34,7 +34,8 @@ def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
     """Ask the daemon of `state_dir` to run `pipeline`; returns the run id it will have.
 
     Refuses (`FastflowError`) what the daemon would refuse and can be known here: a pipeline
-    not active or disabled in the deployment the daemon recorded (`deployment.json`). The daemon checks again when it reads the request (a push
+    not active or disabled, or a disabled run configuration, in the deployment the daemon
+    recorded (`deployment.json`). The daemon checks again when it reads the request (a push
     may land meanwhile) and records a refusal as a `failed` run with error kind `refused`."""
     inbox_dir = Path(state_dir) / STATE_INBOX
     if not inbox_dir.is_dir():
@@ -42,18 +43,20 @@ def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
             f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
             "or pass its --state-dir"
         )
-    check_remote_pipeline(Path(state_dir), pipeline)
+    check_remote_pipeline(Path(state_dir), pipeline, run_config)
     request_id = Inbox(state_dir).post_run_request(pipeline, dict(env), run_config, now)
     return request_run_id(pipeline, request_id)
 
 
-def check_remote_pipeline(state_dir: Path, pipeline: str) -> None:
-    """Raise `FastflowError` when the daemon of `state_dir` would refuse to run `pipeline`, as
-    far as its `deployment.json` tells (none yet: nothing to check, the daemon decides)."""
+def check_remote_pipeline(state_dir: Path, pipeline: str, run_config: str | None = None) -> None:
+    """Raise `FastflowError` when the daemon of `state_dir` would refuse to run `pipeline`
+    (with `run_config`), as far as its `deployment.json` tells (none yet: nothing to check, the
+    daemon decides; `daemon.requests.start_refusal` is its judge)."""
     try:
         deployed = json.loads((state_dir / STATE_DEPLOYMENT).read_text(encoding="utf-8"))
         active, disabled = deployed["active"], deployed.get("disabled", [])
-    except (OSError, ValueError, KeyError, TypeError):
+        disabled_configs = deployed.get("disabled_run_configs", {}).get(pipeline, [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
     if pipeline not in active:
         raise FastflowError(
@@ -63,6 +66,11 @@ def check_remote_pipeline(state_dir: Path, pipeline: str) -> None:
         raise FastflowError(
             f"{state_dir}: pipeline {pipeline!r} is disabled (\"enabled\": false in its "
             f"pipeline.json); enable it and push, or run it here with `fastflow run {pipeline}`")
+    if run_config is not None and run_config in disabled_configs:
+        raise FastflowError(
+            f"{state_dir}: run configuration {run_config!r} of pipeline {pipeline!r} is disabled "
+            f"(\"enabled\": false in its schedules[] entry); enable it and push, or run it here "
+            f"with `fastflow run {pipeline} --run-config {run_config}`")
 
 
 def is_remote(source: str) -> bool:

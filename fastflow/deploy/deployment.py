@@ -189,6 +189,9 @@ def save_deployment(deployment: Deployment, path: Path) -> None:
         "schedules": [s.to_json() for s in deployment.schedules],
         # for `fastflow run --remote`, which refuses a disabled pipeline before queueing it
         "disabled": sorted(n for n, a in deployment.active.items() if not a.pipeline.enabled),
+        "disabled_run_configs": {n: sorted(rc.id for rc in a.pipeline.run_configs if not rc.enabled)
+                                 for n, a in deployment.active.items()
+                                 if any(not rc.enabled for rc in a.pipeline.run_configs)},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2), durable=True)
