@@ -190,6 +190,15 @@ def test_restart_cooldown_defaults_to_60_seconds_as_in_fastflow():
     assert parse({"restart_cooldown": 0}).values["daemon"].restart_cooldown == 0.0
 
 
+@pytest.mark.parametrize("spelled, kind", [
+    ("Notebook", PipelineType.NOTEBOOK), ("NOTEBOOK", PipelineType.NOTEBOOK),
+    ("notebook", PipelineType.NOTEBOOK), ("SCRIPT", PipelineType.SCRIPT), ("Script", PipelineType.SCRIPT),
+])
+def test_type_is_case_insensitive_as_in_fastflow(spelled, kind):
+    meta = parse({"type": spelled})
+    assert meta.problems == () and meta.values["type"] is kind and meta.type is kind
+
+
 def test_the_top_level_schedule_fields():
     meta = parse({"schedule_cron": "0 3 * * *", "schedule_start": "2026-01-01T00:00:00",
                   "schedule_end": "2026-12-31T00:00:00+02:00"})
@@ -313,6 +322,10 @@ BAD = [
     ({"python_version": 3.10}, 'python_version: 3.1 is a number; write the version as a string such as "3.11" (3.10 as a number is 3.1)'),
     ({"python_version": "python3"}, 'python_version: "python3" is not a Python version; use a string such as "3.11"'),
     ({"type": "nb"}, 'type: "nb" is not one of "script" or "notebook"'),
+    ({"type": "Notebok"}, 'type: "Notebok" is not one of "script" or "notebook"; did you mean "notebook"?'),
+    ({"type": "Python"}, 'type: "Python" is not one of "script" or "notebook"'),
+    ({"type": "notebok"}, 'type: "notebok" is not one of "script" or "notebook"; did you mean "notebook"?'),
+    ({"type": 1}, 'type: 1 is not one of "script" or "notebook"'),
     ({"enabled": "yes"}, 'enabled: "yes" is not a boolean; use true or false (without quotes)'),
     ({"description": 3}, "description: 3 is not a string; put it in double quotes"),
     ({"tags": "etl"}, 'tags: "etl" is not a list; write ["a", "b"]'),

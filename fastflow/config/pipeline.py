@@ -205,7 +205,7 @@ class _Builder:
             "description": self.take("description", text, ""),
             "tags": self.take("tags", string_list(), ()),
             "enabled": self.take("enabled", boolean, True),
-            "type": PipelineType(self.take("type", choice(t.value for t in PipelineType), "script")),
+            "type": PipelineType(self.take("type", pipeline_type, "script")),
             "python_version": self.take(
                 "python_version", python_version, self.config.default_python, True,
                 self.from_config("default_python"),
@@ -440,6 +440,14 @@ def check_soft_limits(f: Fields, limits: Limits) -> None:
                 f"{kind}_soft_limit",
                 f"is above {kind}_hard_limit, so it can never be reached; lower it or remove it",
             )
+
+
+def pipeline_type(value: Any) -> str:
+    """`type`, case-insensitive as in Fast-Flow ("Notebook", "SCRIPT"); resolved in lower case."""
+    options = [t.value for t in PipelineType]
+    if isinstance(value, str) and value.lower() in options:
+        return value.lower()
+    return choice(options)(value)
 
 
 def restart_interval(value: Any) -> float | str:
