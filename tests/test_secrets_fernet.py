@@ -164,7 +164,7 @@ def test_a_name_holding_the_same_value_is_reused_a_different_one_is_not(repo, en
     path = repo / ".fastflow" / "secrets.enc.yaml"
     store.set_secret(path, "API_KEY", "someone-elses-key", [owner], NOW)
     store.set_secret(path, "DB_PASSWORD", "db-pw", [owner], NOW)
-    plan = plan_import(repo, fernet_key(KEY), env)
+    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
     assert [(a.entry.pipeline, a.entry.run_config, a.entry.variable, a.secret, a.new)
             for a in plan.assignments] == [
         ("etl", None, "API_KEY", "ETL_API_KEY", True),
@@ -191,7 +191,7 @@ def test_clash_names_are_upper_case_valid_secret_names(make_repo, env, owner):
     store.init_secrets(path, [owner.recipient], NOW, repo)
     store.set_secret(path, "token", "taken", [owner], NOW)
     store.set_secret(path, "A_TOKEN", "taken too", [owner], NOW)
-    plan = plan_import(repo, fernet_key(KEY), env)
+    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
     assert [(a.entry.pipeline, a.secret) for a in plan.assignments] == [
         ("9lives", "_9LIVES_TOKEN"), ("a", "A_TOKEN_2"), ("daily-etl.v2", "DAILY_ETL_V2_TOKEN"),
         ("fastflow", "_FASTFLOW_TOKEN")]
@@ -303,7 +303,7 @@ def test_values_fast_flow_never_injected_are_listed_not_imported(make_repo, env,
         "schedules": [{"encrypted_env": {"T": token("c")}}],
     })})
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    plan = plan_import(repo, fernet_key(KEY), env)
+    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
     assert plan.assignments == ()
     assert [str(s) for s in plan.skipped] == [
         "pipelines/etl/pipeline.json: encrypted_env.API_KEY (API_KEY): API_KEY is also in "
@@ -323,7 +323,7 @@ def test_values_fast_flow_never_injected_are_listed_not_imported(make_repo, env,
 def test_a_file_that_is_not_json_is_listed(make_repo, env, owner):
     repo = make_repo({"pipelines/etl/pipeline.json": '{"encrypted_env": {"A": "gAAAA",}}'})
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    (skipped,) = plan_import(repo, fernet_key(KEY), env).skipped
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
     assert str(skipped) == ("pipelines/etl/pipeline.json: is not valid JSON (Expecting property "
                             "name enclosed in double quotes: line 1 column 33 (char 32)); fix it "
                             "first")

@@ -15,7 +15,8 @@ import click
 from fastflow import secrets as lib
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
 from fastflow.config import check_repo_config
-from fastflow.defaults import DEFAULT_SECRETS_FILE
+from fastflow.defaults import DEFAULT_PIPELINES_DIR, DEFAULT_SECRETS_FILE
+from fastflow.deploy.discovery import pipelines_dir_of
 from fastflow.errors import SecretsError
 
 
@@ -180,7 +181,8 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
         raise SecretsError(f"{lib.KEY_VARIABLE} is not set; run `{lib.KEY_VARIABLE}=... fastflow "
                            "secrets import-fernet` with the key of the Fast-Flow server (from its "
                            ".env); it is never taken as an argument")
-    plan = lib.plan_import(repo, lib.fernet_key(environ[lib.KEY_VARIABLE]), environ)
+    plan = lib.plan_import(repo, lib.fernet_key(environ[lib.KEY_VARIABLE]), environ,
+                           _pipelines_dir(repo))
     if not plan.assignments and not plan.skipped:
         click.echo("Nothing to import: no pipeline metadata file has encrypted_env")
         return
@@ -199,6 +201,12 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
                    "stay invalid until they are fixed.", err=True)
     click.echo("Next: review the change with `git diff`, then commit it: "
                f"git commit {plan.secrets_file} {' '.join(plan.files)}")
+
+
+def _pipelines_dir(repo: Path) -> str:
+    """The folder discovery searches for pipelines (config.yaml, pipelines/, else the root)."""
+    config, _ = check_repo_config(repo)
+    return pipelines_dir_of(repo, config)[0] if config is not None else DEFAULT_PIPELINES_DIR
 
 
 def _echo_plan(plan: lib.ImportPlan, done: bool) -> None:

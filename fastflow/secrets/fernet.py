@@ -119,9 +119,12 @@ def fernet_key(text: str) -> Fernet:
             "as its .env holds it") from None
 
 
-def plan_import(root: Path, key: Fernet, environ: Mapping[str, str]) -> ImportPlan:
-    """Decrypt every `encrypted_env` value of the repository at `root` and decide, without
-    changing anything, the secret name of each, the grants and the rewritten metadata files.
+def plan_import(root: Path, key: Fernet, environ: Mapping[str, str],
+                pipelines_dir: str) -> ImportPlan:
+    """Decrypt every `encrypted_env` value of the pipelines in folder `pipelines_dir` of the
+    repository at `root` (the folder discovery searches: `deploy.discovery.pipelines_dir_of`)
+    and decide, without changing anything, the secret name of each, the grants and the
+    rewritten metadata files.
 
     A value that cannot be imported (wrong key, corrupt token, ...) is listed in `skipped`. The
     secrets file is decrypted (with identities from `environ`) to reuse a name that holds the
@@ -137,7 +140,7 @@ def plan_import(root: Path, key: Fernet, environ: Mapping[str, str]) -> ImportPl
         raise SecretsError(f"{config.secrets_file}: {link}")
     existing, grants, recipients = _open_target(root, path, config.secrets_file, environ)
     scan = _Scan(root, key)
-    for pipeline, meta in _metadata_files(root, config.pipelines_dir):
+    for pipeline, meta in _metadata_files(root, pipelines_dir):
         scan.read(pipeline, meta)
     assignments = _assign(scan.decrypted, existing)
     new_grants: dict[str, list[str]] = {}
@@ -190,13 +193,18 @@ def _open_target(root: Path, path: Path, shown: str, environ: Mapping[str, str]
 
 
 def _metadata_files(root: Path, pipelines_dir: str) -> Iterator[tuple[str, Path]]:
-    """(pipeline, metadata file) of every pipeline folder, as discovery finds them."""
+    """(pipeline, metadata file) of every pipeline folder, as discovery finds them (at the
+    repository root, a folder with only `<name>.json` is data, not a pipeline)."""
     base = root / pipelines_dir
     if not base.is_dir() or link_problem(root, base) is not None:
         return
+    at_root = base.resolve() == root.resolve()
     for folder in sorted(base.iterdir(), key=lambda p: p.name):
         name = folder.name
         if name.startswith((".", "_")) or not folder.is_dir() or link_problem(root, folder):
+            continue
+        if at_root and not any(os.path.lexists(folder / marker)
+                               for marker in ("main.py", "main.ipynb", "pipeline.json")):
             continue
         for candidate in ("pipeline.json", f"{name}.json"):
             meta = folder / candidate
