@@ -199,6 +199,31 @@ def test_type_is_case_insensitive_as_in_fastflow(spelled, kind):
     assert meta.problems == () and meta.values["type"] is kind and meta.type is kind
 
 
+IMPORT_FERNET = ("Fast-Flow's Fernet-encrypted values are not read; move them into the secrets "
+                 "file with `ENCRYPTION_KEY=... fastflow secrets import-fernet` "
+                 "(docs/migrating-from-fastflow.md)")
+
+
+def test_encrypted_env_is_an_error_naming_the_import_and_never_echoed():
+    token = "gAAAAABl-not-a-real-token-but-shaped-like-one=="
+    data = {"encrypted_env": {"API_KEY": token},
+            "schedules": [{"id": "prod", "encrypted_env": {"API_KEY": token, "DB": token}}]}
+    assert errors(data) == [
+        f"{P}encrypted_env: {IMPORT_FERNET}",
+        f'{P}schedules[0] (id "prod").encrypted_env: {IMPORT_FERNET}',
+    ]
+    assert all(token not in str(p) and "API_KEY" not in str(p) for p in parse(data).problems)
+    assert errors({"encrypted_env": "gAAAA"}) == [f"{P}encrypted_env: {IMPORT_FERNET}"]
+
+
+def test_an_empty_encrypted_env_only_warns():
+    data = {"encrypted_env": {}, "schedules": [{"id": "a", "encrypted_env": None}]}
+    assert errors(data) == []
+    message = "is empty and ignored; remove it (secrets come from the secrets file, see docs/secrets.md)"
+    assert warnings(data) == [f"{P}encrypted_env: {message}",
+                              f'{P}schedules[0] (id "a").encrypted_env: {message}']
+
+
 def test_the_top_level_schedule_fields():
     meta = parse({"schedule_cron": "0 3 * * *", "schedule_start": "2026-01-01T00:00:00",
                   "schedule_end": "2026-12-31T00:00:00+02:00"})

@@ -73,13 +73,13 @@ SCHEDULE_KEYS = (
 DAEMON_KEYS = ("max_instances", "restart_on_crash", "restart_cooldown", "restart_interval")
 PIPELINE_KEYS = (
     "description", "tags", "enabled", "type", "python_version", "cells", *LIMIT_CHECKS, "timeout",
-    *RETRY_KEYS, "default_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
+    *RETRY_KEYS, "default_env", "encrypted_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
     "downstream_triggers", "webhook_key", "network", "run_on_change",
 )
 RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
-    "id", *RUN_CONFIG_TIMING, "enabled", "default_env", *LIMIT_CHECKS, "timeout", *RETRY_KEYS,
-    "webhook_key",
+    "id", *RUN_CONFIG_TIMING, "enabled", "default_env", "encrypted_env", *LIMIT_CHECKS, "timeout",
+    *RETRY_KEYS, "webhook_key",
 )
 # Keys whose misspelling would leave a schedule inert: an unknown key close to one is an error.
 SCHEDULING_KEYS = (*SCHEDULE_KEYS, "schedules", "enabled")
@@ -93,6 +93,10 @@ RENAMED = {
 }
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "on_route", "run_config_id")
 CELL_KEYS = ("retry_attempts", "retry_delay")
+ENCRYPTED_ENV_FIX = (
+    "Fast-Flow's Fernet-encrypted values are not read; move them into the secrets file with "
+    "`ENCRYPTION_KEY=... fastflow secrets import-fernet` (docs/migrating-from-fastflow.md)"
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ class _Builder:
     def build(self) -> dict[str, Any]:
         f = self.f
         f.warn_unknown(PIPELINE_KEYS, _refuse_top_level)
+        check_encrypted_env(f)
         values: dict[str, Any] = {
             "description": self.take("description", text, ""),
             "tags": self.take("tags", string_list(), ()),
@@ -379,6 +384,7 @@ class _Builder:
 def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | None:
     """One `schedules[]` entry; limits and retries given here override the pipeline's, field by field."""
     f.warn_unknown(RUN_CONFIG_KEYS, _refuse_in_run_config)
+    check_encrypted_env(f)
     rc_id = f.get("id", id_name)
     if not f.has("id"):
         f.error("id", 'is missing; every run configuration needs a unique id such as "nightly"')
@@ -402,6 +408,18 @@ def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | Non
         limits=rc_limits, timeout=None if timeout is MISSING else timeout,
         retry=rc_retry, webhook_key=None if hook is MISSING else hook,
     )
+
+
+def check_encrypted_env(f: Fields) -> None:
+    """Fast-Flow's `encrypted_env` (Fernet tokens) is refused, naming the import that moves it
+    into the secrets file; its values are never echoed. An empty one only warns."""
+    if not f.has("encrypted_env"):
+        return
+    if f.data["encrypted_env"] in (None, {}):
+        f.warn("encrypted_env", "is empty and ignored; remove it (secrets come from the secrets "
+               "file, see docs/secrets.md)")
+    else:
+        f.error("encrypted_env", ENCRYPTED_ENV_FIX)
 
 
 def downstream_trigger(f: Fields, own_name: str) -> DownstreamTrigger | None:
