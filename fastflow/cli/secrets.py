@@ -171,11 +171,12 @@ def rotate(repo: Path, file: Path | None) -> None:
 
 @secrets.command("import-fernet")
 @repo_option
-@click.option("--dry-run", is_flag=True, help="Print the plan (names, grants, files); change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (names, grants, files); change nothing.")
 @click.option("--partial", is_flag=True,
               help="Import what can be decrypted; leave the values that cannot in place.")
 def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
-    """Move Fast-Flow's encrypted_env values (Fernet, key in $ENCRYPTION_KEY) into the secrets file."""
+    """Move Fast-Flow's encrypted_env (Fernet, key in $ENCRYPTION_KEY) into the secrets file."""
     environ = host_environment()
     if not environ.get(lib.KEY_VARIABLE):
         raise SecretsError(f"{lib.KEY_VARIABLE} is not set; run `{lib.KEY_VARIABLE}=... fastflow "

@@ -20,7 +20,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from json.decoder import scanstring
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -31,6 +30,16 @@ from fastflow.config.repo import check_repo_config
 from fastflow.errors import SecretsError
 from fastflow.files import write_atomic
 from fastflow.model import Severity
+from fastflow.secrets.jsontext import (
+    Edit,
+    Member,
+    array_starts,
+    line_indent,
+    object_members,
+    removals,
+    skip_space,
+    splice,
+)
 from fastflow.secrets.keys import creation_rule_for, find_sops_config
 from fastflow.secrets.store import (
     add_secrets,
@@ -41,8 +50,6 @@ from fastflow.secrets.store import (
 
 ENCRYPTED_ENV = "encrypted_env"
 KEY_VARIABLE = "ENCRYPTION_KEY"
-_WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True)
@@ -249,21 +256,13 @@ def _candidates(entry: Entry) -> Iterator[str]:
 # --- reading and rewriting pipeline.json ----------------------------------------------------------
 
 @dataclass
-class _Member:
-    key: str
-    key_start: int
-    value_start: int
-    value_end: int
-
-
-@dataclass
 class _Level:
     """One place holding `encrypted_env`: the pipeline object or one schedules[] entry."""
 
     index: int | None
     run_config: str | None
     start: int  # the object's `{`
-    members: list[_Member]
+    members: list[Member]
     data: dict
     kept: list[str] = field(default_factory=list)  # keys left in place
 
@@ -291,16 +290,16 @@ class _Scan:
             return
         if not isinstance(data, dict):
             return
-        top = _object_members(text, _WS.match(text).end())
-        levels = [_Level(None, None, _WS.match(text).end(), top, data)]
+        top = object_members(text, skip_space(text))
+        levels = [_Level(None, None, skip_space(text), top, data)]
         schedules = _last(top, "schedules")
         if schedules is not None and isinstance(data.get("schedules"), list):
-            for i, (start, item) in enumerate(zip(_array_starts(text, schedules.value_start),
+            for i, (start, item) in enumerate(zip(array_starts(text, schedules.value_start),
                                                   data["schedules"])):
                 if isinstance(item, dict) and ENCRYPTED_ENV in item:
                     rc = item.get("id")
                     levels.append(_Level(i, rc if isinstance(rc, str) else None, start,
-                                         _object_members(text, start), item))
+                                         object_members(text, start), item))
         levels = [lv for lv in levels if ENCRYPTED_ENV in lv.data]
         for level in levels:
             self._read_level(file, pipeline, level, data)
@@ -363,7 +362,7 @@ class _Scan:
                 if imported:
                     edits += _level_edits(text, level, imported)
             if edits:
-                texts[file] = _splice(text, edits, file)
+                texts[file] = splice(text, edits, file, "move encrypted_env to secrets by hand")
         return texts
 
 
@@ -386,7 +385,7 @@ def _level_problem(level: _Level, top: dict) -> str | None:
     return None
 
 
-def _asked(secrets: Any) -> set[str] | Any:
+def _asked(secrets: Any) -> set[str] | None:
     """The variables a `secrets` field asks for; None when it has neither valid form."""
     if secrets is None:
         return set()
@@ -410,27 +409,27 @@ def _new_secrets(current: Any, imported: Mapping[str, str]) -> list | dict:
     return {**current, **imported}
 
 
-def _level_edits(text: str, level: _Level, imported: Mapping[str, str]) -> list[tuple[int, int, str]]:
+def _level_edits(text: str, level: _Level, imported: Mapping[str, str]) -> list[Edit]:
     """The splices that move `imported` (key -> secret) from `encrypted_env` to `secrets`."""
     ee = _last(level.members, ENCRYPTED_ENV)
     current = _last(level.members, "secrets")
     variables = {key.strip(): secret for key, secret in imported.items()}
     new = _new_secrets(level.data.get("secrets"), variables)
-    indent = _line_indent(text, ee.key_start)
+    indent = line_indent(text, ee.key_start)
     multiline = "\n" in text[level.start:ee.key_start]
-    unit = indent[len(_line_indent(text, level.start)):] or "  "
+    unit = indent[len(line_indent(text, level.start)):] or "  "
     rendered = _render(new, indent, unit, multiline)
     edits = []
     if level.kept:  # --partial: the values that stay are kept in place, as they are written
-        inner = _object_members(text, ee.value_start)
-        edits += _removals(text, ee.value_start, inner, {m.key for m in inner if m.key in imported})
+        inner = object_members(text, ee.value_start)
+        edits += removals(text, ee.value_start, inner, {m.key for m in inner if m.key in imported})
         if current is None:
             separator = f"\n{indent}" if multiline else " "
             return edits + [(ee.value_end, ee.value_end, f',{separator}"secrets": {rendered}')]
     elif current is None:
         return [(ee.key_start, ee.value_end, f'"secrets": {rendered}')]
     else:
-        edits += _removals(text, level.start, level.members, {ENCRYPTED_ENV})
+        edits += removals(text, level.start, level.members, {ENCRYPTED_ENV})
     return edits + [(current.value_start, current.value_end, rendered)]
 
 
@@ -443,84 +442,6 @@ def _render(value: list | dict, indent: str, unit: str, multiline: bool) -> str:
     return "{\n" + ",\n".join(lines) + f"\n{indent}}}"
 
 
-def _removals(text: str, start: int, members: list[_Member], keys: set[str]
-              ) -> list[tuple[int, int, str]]:
-    """Splices deleting the members named `keys` from the object at `start`, commas included."""
-    gone = [m.key in keys for m in members]
-    if all(gone):
-        close = _WS.match(text, members[-1].value_end).end() if members else start + 1
-        return [(start + 1, close, "")]
-    edits, i = [], 0
-    while i < len(members):
-        if not gone[i]:
-            i += 1
-            continue
-        j = i
-        while j < len(members) and gone[j]:
-            j += 1
-        if j < len(members):  # a run followed by a kept member: up to that member's key
-            edits.append((members[i].key_start, members[j].key_start, ""))
-        else:  # a run at the end: from the end of the last kept value
-            edits.append((members[i - 1].value_end, members[j - 1].value_end, ""))
-        i = j
-    return edits
-
-
-def _splice(text: str, edits: list[tuple[int, int, str]], file: str) -> str:
-    edits = sorted(edits, key=lambda e: (e[0], e[1]))
-    for (_, end, _), (start, _, _) in zip(edits, edits[1:]):
-        if start < end:
-            raise SecretsError(f"{file}: cannot rewrite the file (overlapping changes); move "
-                               "encrypted_env to secrets by hand")
-    for start, end, new in reversed(edits):
-        text = text[:start] + new + text[end:]
-    try:
-        json.loads(text)
-    except ValueError as exc:
-        raise SecretsError(f"{file}: the rewritten file would not be valid JSON ({exc}); move "
-                           "encrypted_env to secrets by hand") from None
-    return text
-
-
-def _last(members: list[_Member], key: str) -> _Member | None:
+def _last(members: list[Member], key: str) -> Member | None:
     found = [m for m in members if m.key == key]
     return found[-1] if found else None
-
-
-def _line_indent(text: str, position: int) -> str:
-    """The whitespace before `position` on its line ('' when something else precedes it)."""
-    line_start = text.rfind("\n", 0, position) + 1
-    before = text[line_start:position]
-    return before if before.strip() == "" else ""
-
-
-def _object_members(text: str, start: int) -> list[_Member]:
-    """The members of the JSON object whose `{` is at `start` (text already valid JSON)."""
-    i = _WS.match(text, start + 1).end()
-    members: list[_Member] = []
-    if text[i] == "}":
-        return members
-    while True:
-        key, j = scanstring(text, i + 1)
-        value_start = _WS.match(text, _WS.match(text, j).end() + 1).end()
-        _, value_end = _DECODER.raw_decode(text, value_start)
-        members.append(_Member(key, i, value_start, value_end))
-        i = _WS.match(text, value_end).end()
-        if text[i] == "}":
-            return members
-        i = _WS.match(text, i + 1).end()
-
-
-def _array_starts(text: str, start: int) -> list[int]:
-    """Where each element of the JSON array whose `[` is at `start` begins."""
-    i = _WS.match(text, start + 1).end()
-    starts: list[int] = []
-    if text[i] == "]":
-        return starts
-    while True:
-        starts.append(i)
-        _, end = _DECODER.raw_decode(text, i)
-        i = _WS.match(text, end).end()
-        if text[i] == "]":
-            return starts
-        i = _WS.match(text, i + 1).end()
