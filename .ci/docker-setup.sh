@@ -1,18 +1,22 @@
 #!/bin/sh
-# Make a Docker engine answer and the runner image exist, on a fresh Debian machine (as root).
+# Make a Docker engine answer and the runner images exist, on a fresh Debian machine (as root).
 #
 # - no engine answers: install docker.io (and debootstrap) from Debian when dockerd is missing,
 #   start dockerd in the background (log: /tmp/dockerd.log) and wait until it answers;
-# - the runner image is reused when `fastflow image check` says it exists and carries the
-#   host's uv; otherwise it is built with `fastflow image build --bootstrap` (no registry needed;
-#   debootstrap fetches from the Debian mirror of this machine's own apt sources).
+# - one runner image per Python of RUNNER_PYTHONS (the tests and the example pipelines use
+#   3.11 and 3.13): each is reused when `fastflow image check --python X` says it exists and
+#   carries the host's uv; otherwise it is built with `fastflow image build --bootstrap --python X`
+#   (no registry needed; debootstrap fetches the Debian suite shipping that Python, bookworm or
+#   trixie, from the Debian mirror of this machine's own apt sources).
 #
 # Called by .ci/run; safe to run again (it does nothing that is already done).
-# Environment: PYTHON (default: python3), DOCKERD_WAIT seconds (default: 60).
+# Environment: PYTHON (default: python3), DOCKERD_WAIT seconds (default: 60),
+# RUNNER_PYTHONS (default: "3.11 3.13").
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 DOCKERD_WAIT=${DOCKERD_WAIT:-60}
+RUNNER_PYTHONS=${RUNNER_PYTHONS:-3.11 3.13}
 
 engine_answers() {
     "$PYTHON" -c 'import sys; from fastflow.executors.docker import docker_available; sys.exit(0 if docker_available() else 1)'
@@ -48,10 +52,14 @@ if ! engine_answers; then
     echo "docker-setup: dockerd answers (after ${waited}s)"
 fi
 
-if "$PYTHON" -m fastflow image check; then
-    echo "docker-setup: reusing the runner image"
-else
-    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
-    "$PYTHON" -m fastflow image build --bootstrap
-    "$PYTHON" -m fastflow image check
-fi
+for python in $RUNNER_PYTHONS; do
+    if "$PYTHON" -m fastflow image check --python "$python"; then
+        echo "docker-setup: reusing the runner image of Python $python"
+    else
+        command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+        started=$(date +%s)
+        "$PYTHON" -m fastflow image build --bootstrap --python "$python"
+        "$PYTHON" -m fastflow image check --python "$python"
+        echo "docker-setup: built the runner image of Python $python in $(( $(date +%s) - started ))s"
+    fi
+done

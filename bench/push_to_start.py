@@ -27,8 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from fastflow.defaults import DEFAULT_IMAGE
-from fastflow.executors.docker import connect
+from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PYTHON
+from fastflow.executors.docker import connect, runner_image
 
 MAIN = "import time\nprint(repr(time.time()), flush=True)  # v{n}\n"
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@b",
@@ -131,7 +131,7 @@ def summary(name: str, values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pushes", type=int, default=10)
-    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--image", default=runner_image(DEFAULT_IMAGE, DEFAULT_PYTHON))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="fastflow-bench-push-"))
     events = StartEvents()

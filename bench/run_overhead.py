@@ -25,9 +25,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PYTHON
 from fastflow.executors.base import AttemptSpec, uv_command
-from fastflow.executors.docker import DockerExecutor, preheat_requirements
+from fastflow.executors.docker import DockerExecutor, preheat_requirements, runner_image
 from fastflow.model import PipelineType
 
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -81,7 +81,7 @@ def fastflow_cli_works(repo: Path, env: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--image", default=DEFAULT_IMAGE)
+    parser.add_argument("--image", default=runner_image(DEFAULT_IMAGE, DEFAULT_PYTHON))
     parser.add_argument("--library", action="store_true",
                         help="Measure DockerExecutor.execute in-process instead of the CLI.")
     args = parser.parse_args()

@@ -8,7 +8,7 @@ DEFAULT_PIPELINES_DIR = "pipelines"
 DEFAULT_BRANCH = "main"
 DEFAULT_RESULTS_BRANCH = "fastflow/results"
 DEFAULT_PYTHON = "3.11"
-DEFAULT_IMAGE = "fastflow-runner:py3.11"
+DEFAULT_IMAGE = "fastflow-runner:py{python}"  # one runner image per Python: {python} is e.g. 3.13
 DEFAULT_MAX_CONCURRENT_RUNS = 2
 DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout
 DEFAULT_RETRY_ATTEMPTS = 0

@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 from helpers import CA_BUNDLE, ROOT, Origin, require_docker, utc_now, write_files
 
-from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PYTHON
 from fastflow.executors.docker import (
     DockerExecutor,
     build_image,
@@ -20,6 +20,7 @@ from fastflow.executors.docker import (
     find_uv_binary,
     uv_version,
 )
+from fastflow.executors.docker import runner_image as image_of_python
 
 
 @pytest.fixture
@@ -48,12 +49,24 @@ def origin(tmp_path: Path) -> Origin:
 
 @pytest.fixture(scope="session")
 def runner_image() -> str:
-    """The configured runner image, built with --bootstrap unless it exists and matches."""
+    """The default runner image (of the default Python), built with --bootstrap unless it
+    exists and matches."""
     require_docker()
-    status = check_image(DEFAULT_IMAGE, uv_version(find_uv_binary()))
+    tag = image_of_python(DEFAULT_IMAGE, DEFAULT_PYTHON)
+    status = check_image(tag, uv_version(find_uv_binary()), python=DEFAULT_PYTHON)
     if not status.matches:
-        build_image(DEFAULT_IMAGE, bootstrap=True)
-    return DEFAULT_IMAGE
+        build_image(tag, bootstrap=True, python_version=DEFAULT_PYTHON)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def runner_image_py313(runner_image) -> str:
+    """The runner image of Python 3.13 (Debian trixie), built with --bootstrap unless it exists
+    and matches: a pipeline on another Python than the default runs in its own image."""
+    tag = image_of_python(DEFAULT_IMAGE, "3.13")
+    if not check_image(tag, uv_version(find_uv_binary()), python="3.13").matches:
+        build_image(tag, bootstrap=True, python_version="3.13")
+    return tag
 
 
 @pytest.fixture(scope="session")

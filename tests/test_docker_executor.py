@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,9 +19,10 @@ from pathlib import Path
 import pytest
 from helpers import CA_BUNDLE, Lines, containers_of, make_spec, utc_now, wait_for
 
-from fastflow.defaults import DEFAULT_IMAGE
+from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.errors import EngineUnavailable, ExecutorError
-from fastflow.executors.base import AttemptSpec
+from fastflow.executors import choose_executor
+from fastflow.executors.base import AttemptSpec, PreheatJob
 from fastflow.executors.docker import (
     DockerExecutor,
     cancel_run,
@@ -40,7 +42,7 @@ from fastflow.model import (
     RetryPolicy,
     RunStatus,
 )
-from fastflow.record import LogInfo, RunRecord
+from fastflow.record import LogInfo, RunRecord, Trigger
 from fastflow.run.capture import Masker, format_line, parse_line
 from fastflow.run.recovery import recover_run
 from fastflow.run.runner import RunRequest, resolve_settings, run_pipeline
@@ -173,7 +175,7 @@ class TestContainers:
         assert sink.texts("stderr") == ["to stderr"]
         assert result.route == "publish"
         env = result.environment
-        assert (env.image, env.python, env.uv_version) == (DEFAULT_IMAGE, "3.11", "0.13.9")
+        assert (env.image, env.python, env.uv_version) == ("fastflow-runner:py3.11", "3.11", "0.13.9")
         assert env.image_id.startswith("sha256:")
 
     def test_nonzero_exit_is_failed_and_the_container_is_removed(self, tmp_path):
@@ -362,8 +364,90 @@ class TestContainers:
         executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image="fastflow-nope:1")
         with pytest.raises(ExecutorError) as err:
             run(executor, make_spec(tmp_path, "print('hi')"))
-        assert str(err.value) == ("the runner image 'fastflow-nope:1' does not exist; build it "
-                                  "with `fastflow image build --bootstrap` (or `--base IMAGE`)")
+        assert str(err.value) == ("pipeline 'pipe': the runner image 'fastflow-nope:1' of Python "
+                                  "3.11 does not exist; build it with `fastflow image build "
+                                  "--bootstrap --python 3.11` (or `--base IMAGE`)")
+
+
+# --- one runner image per Python -------------------------------------------------------------
+
+PREHEAT_GOOD = Path(__file__).resolve().parent / "fixtures" / "preheat" / "good" / "requirements.txt"
+VERSION = "import sys; print('python', '%d.%d' % sys.version_info[:2])\n"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+class TestPythonVersions:
+    def test_one_image_for_every_python_refuses_another_python_at_run_start(
+            self, runner_image, shared_cache, tmp_path):
+        executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image)
+        spec = make_spec(tmp_path, VERSION, python_version="3.13")
+        with pytest.raises(ExecutorError) as err:
+            run(executor, spec)
+        assert str(err.value) == (
+            "pipeline 'pipe': the image 'fastflow-runner:py3.11' (`image` of "
+            ".fastflow/config.yaml, one image for every Python) has Python 3.11 (label "
+            "org.fastflow.python), not 3.13; write {python} in `image` (e.g. "
+            "fastflow-runner:py{python}) for one image per Python and build it with `fastflow "
+            "image build --bootstrap --python 3.13` (or `--base IMAGE`), or set python_version "
+            "to \"3.11\"")
+        assert containers_of(spec.run_id) == []  # refused before anything was created
+
+    def test_a_preheat_for_a_python_without_an_image_fails_with_the_fix(self, shared_cache,
+                                                                          tmp_path):
+        executor = DockerExecutor(clock=utc_now, cache_dir=shared_cache)
+        (tmp_path / "requirements.txt").write_text(PREHEAT_GOOD.read_text())
+        outcome = executor.preheat(PreheatJob("gap", tmp_path, "requirements.txt", "3.12"))
+        assert not outcome.ok
+        assert outcome.message == (
+            "pipeline 'gap': the runner image 'fastflow-runner:py3.12' of Python 3.12 does not "
+            "exist; build it with `fastflow image build --base python:3.12-slim --python 3.12` "
+            "(no Debian suite ships Python 3.12 for --bootstrap)")
+
+    def test_a_daemon_runs_each_python_in_its_own_image(self, origin, tmp_path, runner_image,
+                                                         runner_image_py313):
+        """3.11 and 3.13 side by side, the 3.13 one pre-heated and run with `network: none`;
+        a pipeline on a Python without an image fails at once with the fix, never hangs."""
+        origin.push({
+            ".fastflow/config.yaml": f"ca_bundle: {CA_BUNDLE}\n",
+            "pipelines/old/main.py": VERSION,
+            "pipelines/old/pipeline.json": '{"python_version": "3.11"}',
+            "pipelines/new/main.py": VERSION + "import six; print('six', six.__version__)\n",
+            "pipelines/new/pipeline.json": '{"python_version": "3.13", "network": "none"}',
+            "pipelines/new/requirements.txt": PREHEAT_GOOD.read_text(),
+            "pipelines/gap/main.py": VERSION,
+            "pipelines/gap/pipeline.json": '{"python_version": "3.12"}',
+        }, "three Pythons")
+        environ = {**os.environ, "FASTFLOW_CACHE_DIR": str(tmp_path / "cache")}
+        daemon = Daemon(ServeOptions(str(origin.bare), tmp_path / "state"), clock=utc_now,
+                        environ=environ, executor_factory=lambda config: choose_executor(
+                            config, local=False, environ=environ, clock=utc_now))
+        daemon.start()
+        try:
+            assert daemon.preheater.wait_all(300)
+            assert daemon.preheater.state("new").status == "ready", daemon.preheater.state("new")
+            runs = {name: daemon.submit(name, Trigger("manual"), now=utc_now())
+                    for name in ("old", "new", "gap")}
+            assert daemon.dispatcher.wait_idle(180)
+            records = {name: wait_for(lambda r=run_id: daemon.store.read_run(r))
+                       for name, run_id in runs.items()}
+            logs = {name: daemon.store.read_log(run_id) for name, run_id in runs.items()}
+        finally:
+            daemon.stop(grace=30)
+        for name, python in (("old", "3.11"), ("new", "3.13")):
+            record = records[name]
+            assert record.status is RunStatus.SUCCEEDED, logs[name]
+            assert f"python {python}" in logs[name]
+            assert record.environment.image == f"fastflow-runner:py{python}"
+            assert record.environment.python == python
+        assert "six 1.16.0" in logs["new"]
+        assert "six==1.16.0" in records["new"].environment.resolved  # pre-heated, run offline
+        gap = records["gap"]
+        assert (gap.status, gap.error.kind) == (RunStatus.FAILED, "executor")
+        assert gap.error.message == (
+            "pipeline 'gap': the runner image 'fastflow-runner:py3.12' of Python 3.12 does not "
+            "exist; build it with `fastflow image build --base python:3.12-slim --python 3.12` "
+            "(no Debian suite ships Python 3.12 for --bootstrap)")
 
 
 # --- the shared cache: pre-heat, warm runs offline, runs cannot change it ---------------------

@@ -1,4 +1,5 @@
-"""The runner image: Dockerfile generation, build (bootstrap path), check, and the CLI commands.
+"""The runner images (one per Python): Dockerfile generation, build (bootstrap path), check,
+which image a Python needs, `fastflow validate`'s image check, and the CLI commands.
 
 The `--base IMAGE` path needs a registry, which this machine (and CI) cannot reach: it is
 tested through the Dockerfile it generates, which the bootstrap path builds for real on top of
@@ -15,8 +16,11 @@ from helpers import require_docker
 
 from fastflow.cli.common import FastflowGroup
 from fastflow.cli.image import cancel, image, ps
+from fastflow.cli.pipelines import validate
+from fastflow.config.repo import parse_repo_config
 from fastflow.defaults import DEFAULT_IMAGE
-from fastflow.errors import ExecutorError
+from fastflow.deploy.discovery import discover
+from fastflow.errors import ConfigError, ExecutorError
 from fastflow.executors.docker import (
     ImageStatus,
     bootstrap_base,
@@ -24,15 +28,21 @@ from fastflow.executors.docker import (
     check_image,
     connect,
     find_uv_binary,
+    missing_runner_images,
     render_dockerfile,
+    runner_image,
+    runner_image_problem,
+    suite_for_python,
     uv_version,
 )
+from fastflow.model import Severity
 
 TEST_TAG = "fastflow-runner:pytest"
 
 
 def cli() -> FastflowGroup:
-    return FastflowGroup(commands={"image": image, "ps": ps, "cancel": cancel})
+    return FastflowGroup(commands={"image": image, "ps": ps, "cancel": cancel,
+                                   "validate": validate})
 
 
 def test_dockerfile_on_a_python_base_image():
@@ -60,7 +70,12 @@ def test_status_problems():
     old = ImageStatus("x:1", True, "sha256:1", "3.11", "0.12.0", "runner", "0.13.9")
     assert not old.matches
     assert old.problem == ("the image 'x:1' has uv 0.12.0, the host has uv 0.13.9; rebuild it "
-                           "with `fastflow image build --bootstrap` (or `--base IMAGE`)")
+                           "with `fastflow image build --bootstrap --python 3.11` (or `--base "
+                           "IMAGE`)")
+    other = ImageStatus("x:1", True, "sha256:1", "3.11", "0.13.9", "runner", "0.13.9", "3.13")
+    assert not other.matches
+    assert other.problem == ("the image 'x:1' has Python 3.11, not 3.13; rebuild it with "
+                             "`fastflow image build --bootstrap --python 3.13` (or `--base IMAGE`)")
     foreign = ImageStatus("x:1", True, "sha256:1", None, None, None, "0.13.9")
     assert foreign.problem == ("the image 'x:1' is not a Fast-Flow runner image (label "
                                "org.fastflow.kind=None); rebuild it with `fastflow image build "
@@ -148,7 +163,82 @@ class TestWithEngine:
         (tmp_path / ".fastflow" / "config.yaml").write_text("image: fastflow-nope:2\n")
         result = CliRunner().invoke(cli(), ["image", "check", "--repo", str(tmp_path)])
         assert result.exit_code == 1
-        assert "'fastflow-nope:2' does not exist" in result.output
+        assert result.output == (
+            "Error: the runner image 'fastflow-nope:2' of Python 3.11 does not exist; build it "
+            "with `fastflow image build --bootstrap --python 3.11` (or `--base IMAGE`) "
+            "(default_python)\n")
+
+    def test_bootstrap_of_python_313_is_debian_trixie_and_uv_finds_it_offline(
+            self, runner_image_py313):
+        status = check_image(runner_image_py313, uv_version(find_uv_binary()), python="3.13")
+        assert status.matches and (status.tag, status.python) == ("fastflow-runner:py3.13", "3.13")
+        # No download is possible in a run: no network, UV_OFFLINE=1. uv takes the system Python.
+        out = connect().containers.run(
+            runner_image_py313, ["uv", "run", "--no-project", "--python", "3.13", "python", "-c",
+                                 "import sys; print(sys.executable, sys.version_info[:2])"],
+            environment={"UV_OFFLINE": "1"}, remove=True, network_mode="none").decode()
+        assert out.strip() == "/usr/bin/python3.13 (3, 13)"
+        base = connect().images.get("fastflow-base:trixie")
+        assert base.id  # the imported Debian base is kept for rebuilds
+
+    def test_check_command_checks_the_image_of_every_python_the_pipelines_use(
+            self, make_repo, runner_image, runner_image_py313):
+        repo = make_repo({"pipelines/old/main.py": "print(1)\n",
+                          "pipelines/new/main.py": "print(2)\n",
+                          "pipelines/new/pipeline.json": '{"python_version": "3.13"}'})
+        result = CliRunner().invoke(cli(), ["image", "check", "--repo", str(repo)])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert lines[0].startswith("fastflow-runner:py3.11: ok (python 3.11, uv ")
+        assert lines[0].endswith(" (pipelines: old)")
+        assert lines[1].startswith("fastflow-runner:py3.13: ok (python 3.13, uv ")
+        assert lines[1].endswith(" (pipelines: new)")
+        (repo / "pipelines" / "gap").mkdir()
+        (repo / "pipelines" / "gap" / "main.py").write_text("print(3)\n")
+        (repo / "pipelines" / "gap" / "pipeline.json").write_text('{"python_version": "3.12"}')
+        result = CliRunner().invoke(cli(), ["image", "check", "--repo", str(repo)])
+        assert result.exit_code == 1
+        assert result.output.splitlines()[-1] == (
+            "Error: the runner image 'fastflow-runner:py3.12' of Python 3.12 does not exist; build "
+            "it with `fastflow image build --base python:3.12-slim --python 3.12` (no Debian suite "
+            "ships Python 3.12 for --bootstrap) (pipelines: gap)")
+
+    def test_validate_names_a_python_without_an_image_and_the_fix(
+            self, make_repo, runner_image, runner_image_py313):
+        repo = make_repo({"pipelines/old/main.py": "print(1)\n",
+                          "pipelines/new/main.py": "print(2)\n",
+                          "pipelines/new/pipeline.json": '{"python_version": "3.13"}'})
+        result = CliRunner().invoke(cli(), ["validate", "--repo", str(repo)])
+        assert (result.exit_code, result.output) == (0, "ok: the repository is valid\n")
+        (repo / "pipelines" / "gap").mkdir()
+        (repo / "pipelines" / "gap" / "main.py").write_text("print(3)\n")
+        (repo / "pipelines" / "gap" / "pipeline.json").write_text('{"python_version": "3.12"}')
+        result = CliRunner().invoke(cli(), ["validate", "--repo", str(repo)])
+        assert result.exit_code == 1
+        assert result.output == (
+            "error: pipelines/gap/pipeline.json: python_version: \"3.12\": the runner image "
+            "'fastflow-runner:py3.12' of Python 3.12 does not exist; build it with `fastflow image "
+            "build --base python:3.12-slim --python 3.12` (no Debian suite ships Python 3.12 for "
+            "--bootstrap)\n")
+        result = CliRunner().invoke(cli(), ["validate", "--repo", str(repo), "--json"])
+        problem = json.loads(result.output)["problems"][0]
+        assert (problem["file"], problem["field"], problem["pipeline"]) == (
+            "pipelines/gap/pipeline.json", "python_version", "gap")
+
+    def test_validate_refuses_another_python_than_a_single_images(self, make_repo, runner_image):
+        repo = make_repo({".fastflow/config.yaml": f"image: {runner_image}\n",
+                          "pipelines/old/main.py": "print(1)\n",
+                          "pipelines/new/main.py": "print(2)\n",
+                          "pipelines/new/pipeline.json": '{"python_version": "3.13"}'})
+        result = CliRunner().invoke(cli(), ["validate", "--repo", str(repo)])
+        assert result.exit_code == 1
+        assert result.output == (
+            "error: pipelines/new/pipeline.json: python_version: \"3.13\": the image "
+            "'fastflow-runner:py3.11' (`image` of .fastflow/config.yaml, one image for every "
+            "Python) has Python 3.11 (label org.fastflow.python), not 3.13; write {python} in "
+            "`image` (e.g. fastflow-runner:py{python}) for one image per Python and build it with "
+            "`fastflow image build --bootstrap --python 3.13` (or `--base IMAGE`), or set "
+            "python_version to \"3.11\"\n")
 
     def test_ps_and_cancel_commands(self):
         result = CliRunner().invoke(cli(), ["ps", "--json"])
@@ -160,5 +250,81 @@ class TestWithEngine:
                                  "`fastflow ps` lists the running runs\n")
 
 
-def test_default_image_name():
-    assert DEFAULT_IMAGE == "fastflow-runner:py3.11"
+def test_default_image_name_is_one_image_per_python():
+    assert DEFAULT_IMAGE == "fastflow-runner:py{python}"
+    assert runner_image(DEFAULT_IMAGE, "3.13") == "fastflow-runner:py3.13"
+    assert runner_image(DEFAULT_IMAGE, "3.11.4") == "fastflow-runner:py3.11"  # per minor version
+    assert runner_image(DEFAULT_IMAGE, None) == "fastflow-runner:py3.11"  # the default Python
+    assert runner_image("my-runner:1", "3.13") == "my-runner:1"  # one image for every Python
+
+
+def test_the_image_key_knows_only_the_python_placeholder():
+    config, _ = parse_repo_config("image: registry.example/runner:py{python}-slim\n")
+    assert config.image == "registry.example/runner:py{python}-slim"
+    with pytest.raises(ConfigError) as err:
+        parse_repo_config("image: runner:{version}\n")
+    assert str(err.value) == (
+        '.fastflow/config.yaml: image: "runner:{version}" has a placeholder other than {python}; '
+        "write {python} (replaced by a run's Python version, e.g. fastflow-runner:py{python}) "
+        "or no braces (one image for every Python)")
+
+
+def test_each_python_has_its_debian_suite():
+    assert suite_for_python("3.11") == "bookworm"
+    assert suite_for_python("3.13.5") == "trixie"
+    with pytest.raises(ExecutorError) as err:
+        suite_for_python("3.12")
+    assert str(err.value) == (
+        "no Debian suite ships Python 3.12 for --bootstrap (they provide 3.9 (bullseye), "
+        "3.11 (bookworm), 3.13 (trixie)); for Python 3.12 finish a registry image instead: "
+        "`fastflow image build --base python:3.12-slim --python 3.12`")
+
+
+def test_image_build_refuses_a_python_no_debian_suite_ships(tmp_path):
+    # Refused before anything is fetched or built (no engine, root or mirror is asked).
+    with pytest.raises(ExecutorError) as err:
+        build_image("fastflow-runner:py3.12", bootstrap=True, python_version="3.12")
+    assert str(err.value).startswith("no Debian suite ships Python 3.12 for --bootstrap ")
+    result = CliRunner().invoke(cli(), ["image", "build", "--bootstrap", "--python", "3.12",
+                                        "--repo", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: no Debian suite ships Python 3.12 for --bootstrap (they provide 3.9 (bullseye), "
+        "3.11 (bookworm), 3.13 (trixie)); for Python 3.12 finish a registry image instead: "
+        "`fastflow image build --base python:3.12-slim --python 3.12`\n")
+
+
+def test_the_judge_of_a_pythons_image():
+    template, fixed = "fastflow-runner:py{python}", "my-runner:1"
+    assert runner_image_problem(template, "3.13", {"org.fastflow.python": "3.13"}) is None
+    assert runner_image_problem(template, "3.13.5", {"org.fastflow.python": "3.13"}) is None
+    assert runner_image_problem(fixed, "3.13", {}) is None  # no label: uv inside decides
+    assert runner_image_problem(template, "3.13", None) == (
+        "the runner image 'fastflow-runner:py3.13' of Python 3.13 does not exist; build it with "
+        "`fastflow image build --bootstrap --python 3.13` (or `--base IMAGE`)")
+    assert runner_image_problem(template, "3.12", None) == (
+        "the runner image 'fastflow-runner:py3.12' of Python 3.12 does not exist; build it with "
+        "`fastflow image build --base python:3.12-slim --python 3.12` (no Debian suite ships "
+        "Python 3.12 for --bootstrap)")
+    assert runner_image_problem(template, "3.13", {"org.fastflow.python": "3.11"}) == (
+        "the runner image 'fastflow-runner:py3.13' has Python 3.11 (label org.fastflow.python), "
+        "not 3.13; rebuild it with `fastflow image build --bootstrap --python 3.13` (or "
+        "`--base IMAGE`)")
+    # One image for every Python: another Python is refused, never run on the image's.
+    assert runner_image_problem(fixed, "3.13", {"org.fastflow.python": "3.11"}) == (
+        "the image 'my-runner:1' (`image` of .fastflow/config.yaml, one image for every Python) "
+        "has Python 3.11 (label org.fastflow.python), not 3.13; write {python} in `image` (e.g. "
+        "fastflow-runner:py{python}) for one image per Python and build it with `fastflow image "
+        "build --bootstrap --python 3.13` (or `--base IMAGE`), or set python_version to \"3.11\"")
+
+
+def test_validate_warns_once_when_no_engine_answers(make_repo):
+    repo = make_repo({"pipelines/a/main.py": "print(1)\n",
+                      "pipelines/b/main.py": "print(2)\n",
+                      "pipelines/b/pipeline.json": '{"python_version": "3.12"}'})
+    config, _ = parse_repo_config("")
+    pipelines = discover(repo, config).pipelines.values()
+    found = missing_runner_images(config, pipelines, repo, base_url="unix:///nonexistent.sock")
+    assert len(found) == 1 and found[0].severity is Severity.WARNING
+    assert str(found[0]).startswith(".fastflow/config.yaml: image: the runner images could not "
+                                    "be checked: no Docker engine answers (")

@@ -12,10 +12,12 @@ from fastflow.cli.render import (
     print_table,
     schedule_summary,
 )
+from fastflow.defaults import CONFIG_FILE
 from fastflow.deploy.discovery import resolved_view
 from fastflow.deploy.workspace import open_workspace, validate_workspace
+from fastflow.errors import FastflowError
 from fastflow.humanize import format_bytes, visible_controls
-from fastflow.model import Pipeline, Severity
+from fastflow.model import Pipeline, Problem, Severity
 
 
 def _limits_summary(pipeline: Pipeline) -> str:
@@ -85,8 +87,10 @@ def list_pipelines(repo: Path, as_json: bool) -> None:
 @repo_option
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 def validate(repo: Path, as_json: bool) -> None:
-    """Check every file the daemon reads (pipeline.json, config.yaml, schedules.yaml)."""
+    """Check every file the daemon reads (pipeline.json, config.yaml, schedules.yaml, the
+    secrets file without its key) and the references between them."""
     problems = validate_workspace(repo)
+    problems = _with_image_problems(repo, problems)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if as_json:
         echo_json({"ok": not errors, "problems": [p.to_json() for p in problems]})
@@ -99,6 +103,22 @@ def validate(repo: Path, as_json: bool) -> None:
             click.echo(f"ok: the repository is valid{warned}")
     if errors:
         raise SystemExit(1)
+
+
+def _with_image_problems(repo: Path, problems: list[Problem]) -> list[Problem]:
+    """`problems` and, when the config is valid, the runner images this machine's engine lacks
+    for the pipelines' Pythons (docs/docker.md), errors still first."""
+    if any(p.file == CONFIG_FILE and p.severity is Severity.ERROR for p in problems):
+        return problems  # without a valid config.yaml there is no image to look for
+    # Imported here, as `choose_executor` does: the Docker SDK costs `list` and `show` ~0.15 s.
+    from fastflow.executors.docker import missing_runner_images
+    try:
+        workspace = open_workspace(repo)
+    except FastflowError:  # the reason is among `problems` already
+        return problems
+    found = problems + missing_runner_images(workspace.config,
+                                             workspace.discovery.pipelines.values(), workspace.root)
+    return sorted(found, key=lambda p: p.severity is not Severity.ERROR)
 
 
 @click.command("show")

@@ -47,12 +47,23 @@ def tmp_size(value: Any) -> int:
     return found
 
 
+def image_name(value: Any) -> str:
+    """The runner image: a name, where `{python}` (the only placeholder) stands for the major.minor
+    of a run's Python (one image per Python; docs/docker.md)."""
+    name = nonempty_text(value)
+    if "{" in name.replace("{python}", "") or "}" in name.replace("{python}", ""):
+        raise Invalid(f"{show(value)} has a placeholder other than {{python}}; write {{python}} "
+                      "(replaced by a run's Python version, e.g. fastflow-runner:py{python}) or "
+                      "no braces (one image for every Python)")
+    return name
+
+
 # key -> (RepoConfig attribute, checker, default, nullable)
 _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "pipelines_dir": ("pipelines_dir", nonempty_text, defaults.DEFAULT_PIPELINES_DIR, False),
     "branch": ("branch", nonempty_text, defaults.DEFAULT_BRANCH, False),
     "results_branch": ("results_branch", nonempty_text, defaults.DEFAULT_RESULTS_BRANCH, False),
-    "image": ("image", nonempty_text, defaults.DEFAULT_IMAGE, False),
+    "image": ("image", image_name, defaults.DEFAULT_IMAGE, False),
     "default_python": ("default_python", python_version, defaults.DEFAULT_PYTHON, True),
     "max_concurrent_runs": (
         "max_concurrent_runs", integer(1), defaults.DEFAULT_MAX_CONCURRENT_RUNS, False

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from fastflow.defaults import DEFAULT_TMP_SIZE_BYTES
+from fastflow.defaults import DEFAULT_PYTHON, DEFAULT_TMP_SIZE_BYTES
 from fastflow.executors.base import Clock, Executor
 from fastflow.model import RepoConfig
 
@@ -24,8 +24,9 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 
 def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, str],
                     clock: Clock) -> Executor:
-    """`LocalExecutor` when `local`, else a `DockerExecutor` for the configured image; its
-    `preheat` fills the cache its runs use.
+    """`LocalExecutor` when `local`, else a `DockerExecutor` for the configured image (one
+    runner image per Python when `image` holds `{python}`); its `preheat` fills the cache its
+    runs use.
 
     Without a reachable engine this raises `EngineUnavailable`, which says how to start one
     and mentions `--local`: it never falls back to the host silently.
@@ -41,6 +42,7 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
         clock=clock,
         cache_dir=cache_dir(environ),
         image=config.image,
+        default_python=config.default_python or DEFAULT_PYTHON,
         ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
         client=connect(),
         tmp_size=config.tmp_size_bytes or DEFAULT_TMP_SIZE_BYTES,

@@ -78,16 +78,19 @@ def volume_name(container: str) -> str:
 class RunContainers:
     """Creates and discards the hardened containers of attempts (see the module docstring)."""
 
-    def __init__(self, client: Callable[[], docker.DockerClient], *, image: str,
-                 cache: CacheLayout, scratch_dir: Path, ca_bundle: Path | None,
-                 pids_limit: int, tmp_size: int = DEFAULT_TMP_SIZE_BYTES) -> None:
+    def __init__(self, client: Callable[[], docker.DockerClient], *,
+                 image: Callable[[AttemptSpec], str], cache: CacheLayout, scratch_dir: Path,
+                 ca_bundle: Path | None, pids_limit: int,
+                 tmp_size: int = DEFAULT_TMP_SIZE_BYTES) -> None:
         self._client = client
-        self.image, self.cache, self.scratch_dir = image, cache, scratch_dir
+        self.image_of = image  # the runner image of an attempt (of its Python)
+        self.cache, self.scratch_dir = cache, scratch_dir
         self.ca_bundle, self.pids_limit, self.tmp_size = ca_bundle, pids_limit, tmp_size
 
-    def create(self, spec: AttemptSpec, *, offline: bool) -> RunContainer:
-        """Create (not start) the attempt's container with its scratch folder and cache volume;
-        `offline`: the cache holds everything the attempt needs (uv may not download).
+    def create(self, spec: AttemptSpec, *, offline: bool, image: str | None = None) -> RunContainer:
+        """Create (not start) the attempt's container of `image` (default: the runner image of
+        its Python) with its scratch folder and cache volume; `offline`: the cache holds
+        everything the attempt needs (uv may not download).
         Raises `ExecutorError` (having removed what it made) when it cannot."""
         if not spec.workdir.is_dir():
             raise ExecutorError(f"pipeline folder {spec.workdir} does not exist; "
@@ -98,7 +101,8 @@ class RunContainers:
                                         dir=self.scratch_dir))
         name = container_name(spec)
         try:
-            return RunContainer(self._create(spec, scratch, offline, name), name, scratch)
+            return RunContainer(self._create(spec, image or self.image_of(spec), scratch,
+                                             offline, name), name, scratch)
         except BaseException:
             self.discard(None, name, scratch)
             raise
@@ -113,7 +117,8 @@ class RunContainers:
             logger.warning("could not remove the scratch folder %s (files of uid %d); "
                            "remove it as root", scratch, RUNNER_UID)
 
-    def _create(self, spec: AttemptSpec, scratch: Path, offline: bool, name: str) -> str:
+    def _create(self, spec: AttemptSpec, image: str, scratch: Path, offline: bool,
+                name: str) -> str:
         self.cache.prepare()
         for sub in ("upper", "work", "route"):
             (scratch / sub).mkdir()
@@ -138,14 +143,14 @@ class RunContainers:
             mounts.append(create_overlay_volume(client, volume_name(name), self.cache.root,
                                                 scratch / "upper", scratch / "work", labels_of(spec)))
             container = client.api.create_container(
-                self.image, command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER),
+                image, command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER),
                 name=name, working_dir=workdir, user=f"{RUNNER_UID}:{RUNNER_UID}",
                 environment=self.env(spec, offline), labels=labels_of(spec),
                 stdin_open=False, tty=False,
                 host_config=client.api.create_host_config(**self.host_config(spec, mounts)),
             )
-        except docker.errors.ImageNotFound as exc:
-            raise missing_image(self.image) from exc
+        except docker.errors.ImageNotFound as exc:  # removed since the executor looked
+            raise missing_image(image) from exc
         except DockerError as exc:
             raise ExecutorError(f"cannot create the container of {spec.pipeline!r} "
                                 f"attempt {spec.attempt}: {exc}") from exc

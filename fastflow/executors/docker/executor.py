@@ -1,12 +1,15 @@
-"""`DockerExecutor`: each attempt in a fresh, hardened container from the one runner image.
+"""`DockerExecutor`: each attempt in a fresh, hardened container of its Python's runner image.
 
 The parts: `container` builds and hardens an attempt's container and removes what it leaves;
 `supervisor` follows a container to its verdict (timeout, cancel, OOM, output to the last
 line); `reattach` reads back from a container what a process that did not create it needs;
 `preheat` fills the shared cache. This module joins them under the contract of `base`.
 
-Execute: the record's environment (image, Python, uv, requirements hash, and the package set
-when the attempt is pre-heated, i.e. runs offline), then a container created, started attached
+Execute: the runner image of the attempt's Python (`image.runner_image`: `{python}` of the
+configured image replaced; a missing image, or one labelled with another Python, is an
+`ExecutorError` with the fix before anything is created), the record's environment (image,
+Python, uv, requirements hash, and the package set when the attempt is pre-heated, i.e. runs
+offline), then a container created, started attached
 and supervised to its end; the container, its cache volume and the scratch folder are removed
 once the attempt is collected, by its owner or, when the owner died (`kill -9`), by the process
 that re-attaches: a container is never auto-removed.
@@ -18,7 +21,8 @@ limits). A running one is followed like a fresh attempt: its output from the eng
 StartedAt, resource sampling, cancel; a finished one gives its exit code, OOM flag and output.
 
 Pre-heat (`preheat(job)`): `preheat.preheat_requirements` in a trusted container with the same
-image, cache and CA bundle as the runs, so a run of those requirements starts offline.
+image (that of the job's Python), cache and CA bundle as the runs, so a run of those
+requirements starts offline.
 """
 from __future__ import annotations
 
@@ -32,7 +36,12 @@ from typing import Callable
 import docker
 import docker.errors
 
-from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT, DEFAULT_TMP_SIZE_BYTES
+from fastflow.defaults import (
+    DEFAULT_IMAGE,
+    DEFAULT_PIDS_LIMIT,
+    DEFAULT_PYTHON,
+    DEFAULT_TMP_SIZE_BYTES,
+)
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     RUNNER,
@@ -56,7 +65,6 @@ from fastflow.executors.docker.container import (
     RunContainer,
     RunContainers,
     container_name,
-    missing_image,
     route_file,
 )
 from fastflow.executors.docker.engine import (
@@ -70,6 +78,7 @@ from fastflow.executors.docker.engine import (
     connect,
     parse_engine_time,
 )
+from fastflow.executors.docker.image import runner_image, runner_image_problem
 from fastflow.executors.docker.preheat import preheat_requirements
 from fastflow.executors.docker.reattach import (
     environment_of,
@@ -88,28 +97,32 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024
 
 
 class DockerExecutor(Executor):
-    """Runs each attempt in a new container of `image` (see the module docstring)."""
+    """Runs each attempt in a new container of its Python's runner image (see the module
+    docstring). `image` is `image` of config.yaml, with `{python}` or without (one image for
+    every Python); `default_python` is the Python of attempts that name none."""
 
     name = "docker"
     can_reattach = True
 
     def __init__(self, *, clock: Clock, cache_dir: Path, image: str = DEFAULT_IMAGE,
-                 scratch_dir: Path | None = None, ca_bundle: Path | None = None,
+                 default_python: str = DEFAULT_PYTHON, scratch_dir: Path | None = None,
+                 ca_bundle: Path | None = None,
                  pids_limit: int = DEFAULT_PIDS_LIMIT, client: docker.DockerClient | None = None,
                  monotonic: Callable[[], float] = time.monotonic, poll_interval: float = 0.05,
                  max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
                  tmp_size: int = DEFAULT_TMP_SIZE_BYTES) -> None:
         self.clock, self.monotonic = clock, monotonic
-        self.image = image
+        self.image, self.default_python = image, default_python
         self.cache = CacheLayout(Path(cache_dir))
         self.scratch_dir = Path(scratch_dir or Path(tempfile.gettempdir()) / "fastflow-scratch")
         self.ca_bundle = Path(ca_bundle) if ca_bundle else None
         self.pace = Pace(clock, monotonic, poll_interval, max_line_bytes)
-        self.containers = RunContainers(lambda: self.client, image=image, cache=self.cache,
+        self.containers = RunContainers(lambda: self.client, cache=self.cache,
+                                        image=lambda spec: self.runner_image(spec.python_version),
                                         scratch_dir=self.scratch_dir, ca_bundle=self.ca_bundle,
                                         pids_limit=pids_limit, tmp_size=tmp_size)
         self._client = client
-        self._image_attrs: dict | None = None
+        self._image_attrs: dict[str, dict] = {}  # by tag; a missing image is asked again
         self._held: dict[tuple[str, int], RunContainer] = {}  # hold attempts, until release
         self._held_lock = threading.Lock()
 
@@ -130,7 +143,7 @@ class DockerExecutor(Executor):
         if leftover is not None:
             return leftover
         environment, offline = self._environment(spec)
-        container = self.containers.create(spec, offline=offline)
+        container = self.containers.create(spec, image=environment.image, offline=offline)
         held = False
         try:
             run = self._supervisor(spec, container.id, sink, cancel)
@@ -192,7 +205,11 @@ class DockerExecutor(Executor):
         refused = requirements_problem(job)
         if refused:
             return PreheatOutcome(False, refused)
-        result = preheat_requirements(self.image, self.cache.root, job.workdir, job.requirements,
+        try:
+            image, _ = self._image(job.python_version)
+        except ExecutorError as exc:  # the run would fail the same way: say it now, as it will
+            return PreheatOutcome(False, f"pipeline {job.pipeline!r}: {exc}")
+        result = preheat_requirements(image, self.cache.root, job.workdir, job.requirements,
                                       job.python_version, self.ca_bundle, client=self.client)
         if result.ok:
             note = "already pre-heated" if result.skipped else f"pre-heated in {result.duration_s:.1f}s"
@@ -207,7 +224,7 @@ class DockerExecutor(Executor):
 
     def _environment(self, spec: AttemptSpec) -> tuple[Environment, bool]:
         """The record's environment, and whether the attempt's packages are pre-heated."""
-        attrs = self._image()
+        image, attrs = self._image(spec.python_version, spec.pipeline)
         labels = attrs.get("Config", {}).get("Labels") or {}
         text = read_requirements(spec.workdir, spec.requirements)
         python = spec.python_version or labels.get(LABEL_PYTHON)
@@ -215,20 +232,37 @@ class DockerExecutor(Executor):
         same_python = spec.python_version in (None, labels.get(LABEL_PYTHON))
         offline = self.cache.is_preheated(key) if text is not None else same_python
         env = Environment(
-            image=self.image, image_id=attrs["Id"], python=python, uv_version=labels.get(LABEL_UV),
+            image=image, image_id=attrs["Id"], python=python, uv_version=labels.get(LABEL_UV),
             requirements_hash=sha256_text(text) if text is not None else None,
             # offline, uv can only use what the pre-heat put in the cache: this exact set
             resolved=self.cache.resolved(key) if text is not None and offline else (),
         )
         return env, offline
 
-    def _image(self) -> dict:
-        if self._image_attrs is None:
+    def runner_image(self, python_version: str | None) -> str:
+        """The runner image of an attempt or pre-heat asking for `python_version` (None: the
+        default Python)."""
+        return runner_image(self.image, python_version or self.default_python)
+
+    def _image(self, python_version: str | None, pipeline: str | None = None) -> tuple[str, dict]:
+        """The runner image of `python_version` and its engine attributes; `ExecutorError` with
+        the fix (`runner_image_problem`) when it is missing or labelled with another Python."""
+        python = python_version or self.default_python
+        tag = runner_image(self.image, python)
+        attrs = self._image_attrs.get(tag)
+        if attrs is None:
             try:
-                self._image_attrs = self.client.api.inspect_image(self.image)
-            except docker.errors.ImageNotFound as exc:
-                raise missing_image(self.image) from exc
-        return self._image_attrs
+                attrs = self.client.api.inspect_image(tag)
+            except docker.errors.ImageNotFound:
+                attrs = None
+            except DockerError as exc:
+                raise ExecutorError(f"cannot inspect the image {tag!r}: {exc}") from exc
+        labels = None if attrs is None else (attrs.get("Config", {}).get("Labels") or {})
+        problem = runner_image_problem(self.image, python, labels)
+        if problem:
+            raise ExecutorError(f"pipeline {pipeline!r}: {problem}" if pipeline else problem)
+        self._image_attrs[tag] = attrs
+        return tag, attrs
 
     # --- re-attaching after the owner died --------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The one generic runner image: build it (from a Python base image or by debootstrap) and check it.
+"""The runner images, one per Python version: build them (from a Python base image or by
+debootstrap), check them, and say which image a pipeline's Python needs.
 
 The image holds Python, the host's exact uv binary (so a uv cache filled on either side is valid
 on both), a non-root user `runner` (uid 10001) and the mount points runs use (`/work`, `/cache`,
@@ -6,10 +7,15 @@ on both), a non-root user `runner` (uid 10001) and the mount points runs use (`/
 compares them with the host's uv. Nothing pipeline-specific is ever baked in: pipelines get
 their packages from the shared uv cache at run time.
 
+One image per Python: `image` of config.yaml may hold `{python}` (the default,
+`fastflow-runner:py{python}`), replaced by the major.minor of a run's Python (`runner_image`).
+An `image` without it is one image for every Python; a pipeline asking for another Python than
+the image's label is then refused (`runner_image_problem`), never run on the wrong interpreter.
+
 Two ways to build:
 - `base=IMAGE` (e.g. `python:3.11-slim`): a generated Dockerfile on that image (needs a registry).
-- `bootstrap=True`: `debootstrap` a minimal Debian (variant minbase, with python3) from Debian
-  packages, `docker import` it as `fastflow-base:<suite>` (kept and reused), then the same
+- `bootstrap=True`: `debootstrap` a minimal Debian (variant minbase, with python3) of the suite
+  that ships the asked Python (`SUITE_PYTHON`: bookworm 3.11, trixie 3.13) from Debian packages, `docker import` it as `fastflow-base:<suite>` (kept and reused), then the same
   Dockerfile on top. Needs root and a Debian mirror, no registry. The mirror is the one the
   host's apt already uses (`host_debian_mirror`), or `mirror=URL`: no host name of a mirror is
   written in Fast-Flow, so a machine behind its own mirror or proxy never reaches past it.
@@ -24,7 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping
 
 import docker
 import docker.errors
@@ -34,7 +40,8 @@ try:  # the `uv` Python package ships the binary (a dependency of fastflow, but 
 except ImportError:  # pragma: no cover - depends on the installation
     uv_package = None
 
-from fastflow.errors import ExecutorError
+from fastflow.defaults import CONFIG_FILE, DEFAULT_PYTHON
+from fastflow.errors import EngineUnavailable, ExecutorError
 from fastflow.executors.docker.engine import (
     LABEL_KIND,
     LABEL_PYTHON,
@@ -42,6 +49,7 @@ from fastflow.executors.docker.engine import (
     DockerError,
     connect,
 )
+from fastflow.model import Pipeline, Problem, RepoConfig, Severity
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +70,11 @@ DEBIAN_SUITES = frozenset({
 })
 # URL schemes debootstrap can fetch from (apt's `mirror+file:`, `cdrom:`, `tor+http:` it cannot).
 _MIRROR_SCHEMES = ("http://", "https://", "file:/")
+# The Python (major.minor) each Debian suite ships as python3: what `--bootstrap --python X`
+# can build. Another version needs `--base IMAGE` (a registry image such as python:3.12-slim).
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
+# Replaced in `image` of config.yaml by the major.minor of a run's Python.
+PYTHON_PLACEHOLDER = "{python}"
 BOOTSTRAP_PACKAGES = ("python3", "ca-certificates")
 # Trimmed from the debootstrapped tree before import: not needed to run Python.
 _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
@@ -71,9 +83,137 @@ _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/sh
 Log = Callable[[str], None]
 
 
+def python_minor(version: str) -> str:
+    """The major.minor of a Python version: "3.13.1" -> "3.13" (images are per minor version)."""
+    return ".".join(version.split(".")[:2])
+
+
+def runner_image(image: str, python: str | None) -> str:
+    """The runner image of Python `python` under `image` of config.yaml: `{python}` replaced by
+    its major.minor (`fastflow-runner:py{python}` -> `fastflow-runner:py3.13`); an `image`
+    without `{python}` is the same image for every Python. `python` None: `DEFAULT_PYTHON`."""
+    return image.replace(PYTHON_PLACEHOLDER, python_minor(python or DEFAULT_PYTHON))
+
+
+def suite_for_python(python: str) -> str:
+    """The Debian suite whose python3 is `python` (major.minor), for `--bootstrap`; another
+    version is an `ExecutorError` listing what the suites provide and naming `--base`."""
+    minor = python_minor(python)
+    for suite, provided in SUITE_PYTHON.items():
+        if provided == minor:
+            return suite
+    provided = ", ".join(f"{v} ({s})" for s, v in sorted(SUITE_PYTHON.items(),
+                                                         key=lambda item: _version_key(item[1])))
+    raise ExecutorError(
+        f"no Debian suite ships Python {python} for --bootstrap (they provide {provided}); "
+        f"for Python {minor} finish a registry image instead: "
+        f"`fastflow image build --base python:{minor}-slim --python {minor}`"
+    )
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def build_hint(python: str | None) -> str:
+    """The command that builds the runner image of `python` (None: of the default Python)."""
+    if python is None:
+        return "`fastflow image build --bootstrap` (or `--base IMAGE`)"
+    minor = python_minor(python)
+    if minor in SUITE_PYTHON.values():
+        return f"`fastflow image build --bootstrap --python {minor}` (or `--base IMAGE`)"
+    return (f"`fastflow image build --base python:{minor}-slim --python {minor}` (no Debian "
+            f"suite ships Python {minor} for --bootstrap)")
+
+
+def runner_image_problem(image: str, python: str | None,
+                         labels: Mapping[str, str] | None) -> str | None:
+    """Why Python `python` cannot run in its runner image under `image` of config.yaml, with the
+    fix; None when it can. `labels` are the image's labels, None when it does not exist.
+
+    The one judge of run start (`DockerExecutor`), pre-heat and `fastflow validate`
+    (`missing_runner_images`), so all three say the same. An image without a Python label
+    (not built by Fast-Flow) is not judged: uv inside it says whether the Python is there.
+    """
+    minor = python_minor(python or DEFAULT_PYTHON)
+    tag = runner_image(image, minor)
+    if labels is None:
+        return (f"the runner image {tag!r} of Python {minor} does not exist; build it with "
+                f"{build_hint(minor)}")
+    has = labels.get(LABEL_PYTHON)
+    if not has or python_minor(has) == minor:
+        return None
+    if PYTHON_PLACEHOLDER in image:
+        return (f"the runner image {tag!r} has Python {has} (label {LABEL_PYTHON}), not "
+                f"{minor}; rebuild it with {build_hint(minor)}")
+    return (f"the image {tag!r} (`image` of {CONFIG_FILE}, one image for every Python) has "
+            f"Python {has} (label {LABEL_PYTHON}), not {minor}; write {PYTHON_PLACEHOLDER} in "
+            f"`image` (e.g. fastflow-runner:py{PYTHON_PLACEHOLDER}) for one image per Python and "
+            f"build it with {build_hint(minor)}, or set python_version to \"{python_minor(has)}\"")
+
+
+def pipeline_python(config: RepoConfig, pipeline: Pipeline) -> str:
+    """The Python a pipeline's runs use: its `python_version`, else `default_python`, else
+    `DEFAULT_PYTHON` (the image of the run is that Python's)."""
+    return pipeline.python_version or config.default_python or DEFAULT_PYTHON
+
+
+def missing_runner_images(config: RepoConfig, pipelines: Iterable[Pipeline], root: Path,
+                          client: docker.DockerClient | None = None,
+                          base_url: str | None = None) -> list[Problem]:
+    """`fastflow validate`'s check of this machine's engine: one error per pipeline whose Python
+    has no usable runner image (`runner_image_problem`), naming its metadata file (paths
+    relative to `root`), `python_version` and the command that builds the image. Without an
+    engine: one warning that the images could not be checked. `client` / `base_url` as for
+    `connect`."""
+    try:
+        client = connect(client, base_url)
+    except EngineUnavailable as exc:
+        return [Problem(CONFIG_FILE, "image", f"the runner images could not be checked: {exc}",
+                        Severity.WARNING)]
+    labels: dict[str, Mapping[str, str] | None] = {}
+    problems = []
+    for pipeline in sorted(pipelines, key=lambda p: p.name):
+        python = pipeline_python(config, pipeline)
+        tag = runner_image(config.image, python)
+        if tag not in labels:
+            labels[tag] = _labels(client, tag)
+        problem = runner_image_problem(config.image, python, labels[tag])
+        if problem:
+            where = pipeline.metadata_file or pipeline.path
+            try:
+                file = where.relative_to(root).as_posix()
+            except ValueError:
+                file = str(where)
+            problems.append(Problem(file, "python_version",
+                                    f"{_python_said(pipeline, python)}: {problem}",
+                                    pipeline=pipeline.name))
+    return problems
+
+
+def _python_said(pipeline: Pipeline, python: str) -> str:
+    """The pipeline's Python as validate shows it: its own value, or where the default is from."""
+    source = pipeline.sources.get("python_version")
+    if source == CONFIG_FILE:
+        return f"{python} (default_python of {CONFIG_FILE})"
+    if pipeline.python_version is None or source == "default":
+        return f"{python} (the default Python)"
+    return f'"{pipeline.python_version}"'
+
+
+def _labels(client: docker.DockerClient, tag: str) -> Mapping[str, str] | None:
+    try:
+        return client.api.inspect_image(tag).get("Config", {}).get("Labels") or {}
+    except docker.errors.ImageNotFound:
+        return None
+    except DockerError as exc:
+        raise ExecutorError(f"cannot inspect the image {tag!r}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class ImageStatus:
-    """What `check_image` found: whether the image exists and matches the host's uv."""
+    """What `check_image` found: whether the image exists, matches the host's uv and, when
+    `wanted` (the Python it is checked for) is given, has that Python."""
 
     tag: str
     exists: bool
@@ -82,22 +222,31 @@ class ImageStatus:
     uv_version: str | None = None
     kind: str | None = None
     host_uv_version: str | None = None
+    wanted: str | None = None
 
     @property
     def matches(self) -> bool:
         return (self.exists and self.kind == IMAGE_KIND
-                and self.uv_version is not None and self.uv_version == self.host_uv_version)
+                and self.uv_version is not None and self.uv_version == self.host_uv_version
+                and not self._other_python)
+
+    @property
+    def _other_python(self) -> bool:
+        return bool(self.wanted and self.python
+                    and python_minor(self.python) != python_minor(self.wanted))
 
     @property
     def problem(self) -> str | None:
         """Why the image cannot be used as is, with the fix; None when it matches."""
-        fix = "rebuild it with `fastflow image build --bootstrap` (or `--base IMAGE`)"
+        fix = f"rebuild it with {build_hint(self.wanted or self.python)}"
         if not self.exists:
             return f"the runner image {self.tag!r} does not exist; build it with " \
-                   f"`fastflow image build --bootstrap` (or `--base IMAGE`)"
+                   f"{build_hint(self.wanted)}"
         if self.kind != IMAGE_KIND:
             return f"the image {self.tag!r} is not a Fast-Flow runner image " \
                    f"(label {LABEL_KIND}={self.kind!r}); {fix}"
+        if self._other_python:
+            return f"the image {self.tag!r} has Python {self.python}, not {self.wanted}; {fix}"
         if self.uv_version != self.host_uv_version:
             return f"the image {self.tag!r} has uv {self.uv_version}, the host has uv " \
                    f"{self.host_uv_version}; {fix}"
@@ -261,37 +410,82 @@ LABEL {LABEL_KIND}="{IMAGE_KIND}" {LABEL_PYTHON}="{python_version}" {LABEL_UV}="
 """
 
 
-def check_image(tag: str, host_uv_version: str,
-                client: docker.DockerClient | None = None) -> ImageStatus:
-    """Whether the image `tag` exists, its labels, and whether its uv is the host's."""
+def check_image(tag: str, host_uv_version: str, client: docker.DockerClient | None = None,
+                *, python: str | None = None) -> ImageStatus:
+    """Whether the image `tag` exists, its labels, whether its uv is the host's and, with
+    `python`, whether it is that Python's image."""
     client = connect(client)
     try:
         image = client.images.get(tag)
     except docker.errors.ImageNotFound:
-        return ImageStatus(tag=tag, exists=False, host_uv_version=host_uv_version)
+        return ImageStatus(tag=tag, exists=False, host_uv_version=host_uv_version, wanted=python)
     labels = image.labels or {}
     return ImageStatus(
         tag=tag, exists=True, image_id=image.id, python=labels.get(LABEL_PYTHON),
         uv_version=labels.get(LABEL_UV), kind=labels.get(LABEL_KIND),
-        host_uv_version=host_uv_version,
+        host_uv_version=host_uv_version, wanted=python,
     )
 
 
+@dataclass(frozen=True)
+class RunnerImageCheck:
+    """One Python a repository needs: its runner image's status, the pipelines on it, and why
+    it cannot be used (None when it can)."""
+
+    python: str
+    status: ImageStatus
+    pipelines: tuple[str, ...]
+    problem: str | None
+
+
+def check_runner_images(config: RepoConfig, pipelines: Iterable[Pipeline], host_uv_version: str,
+                        client: docker.DockerClient | None = None) -> list[RunnerImageCheck]:
+    """`fastflow image check` of a repository: the runner image of every Python its pipelines
+    (and `default_python`) need, judged as a run would judge it (`runner_image_problem`), and
+    for the host's uv (`ImageStatus.problem`)."""
+    client = connect(client)
+    return [check_runner_image(config.image, python, host_uv_version, client, names)
+            for python, names in needed_pythons(config, pipelines).items()]
+
+
+def check_runner_image(image: str, python: str, host_uv_version: str,
+                       client: docker.DockerClient | None = None,
+                       pipelines: Iterable[str] = ()) -> RunnerImageCheck:
+    """The runner image of `python` under `image` of config.yaml, judged as a run would judge
+    it (`runner_image_problem`), then for the host's uv (`ImageStatus.problem`)."""
+    status = check_image(runner_image(image, python), host_uv_version, client, python=python)
+    labels = {LABEL_PYTHON: status.python or ""} if status.exists else None
+    problem = runner_image_problem(image, python, labels) or status.problem
+    return RunnerImageCheck(python_minor(python), status, tuple(pipelines), problem)
+
+
+def needed_pythons(config: RepoConfig, pipelines: Iterable[Pipeline]) -> dict[str, list[str]]:
+    """The Pythons (major.minor) the pipelines run on, each with its pipelines' names, sorted by
+    version; the default Python is always there (a pipeline added later gets it)."""
+    needed: dict[str, list[str]] = {python_minor(config.default_python or DEFAULT_PYTHON): []}
+    for pipeline in sorted(pipelines, key=lambda p: p.name):
+        needed.setdefault(python_minor(pipeline_python(config, pipeline)), []).append(pipeline.name)
+    return dict(sorted(needed.items(), key=lambda item: _version_key(item[0])))
+
+
 def build_image(tag: str, *, base: str | None = None, bootstrap: bool = False,
-                python_version: str = "3.11", uv_binary: Path | None = None,
-                suite: str = DEFAULT_SUITE, mirror: str | None = DEFAULT_MIRROR,
+                python_version: str = DEFAULT_PYTHON, uv_binary: Path | None = None,
+                suite: str | None = None, mirror: str | None = DEFAULT_MIRROR,
                 apt_dir: Path = DEFAULT_APT_DIR, deb_cache_dir: Path | None = None,
                 fresh_base: bool = False,
                 log: Log = logger.info, client: docker.DockerClient | None = None) -> str:
     """Build the runner image `tag` from `base` or by debootstrap; returns the image id.
 
-    Exactly one of `base` and `bootstrap` is given. With `bootstrap`, the imported Debian base
-    `fastflow-base:<suite>` is reused when present (unless `fresh_base`), so a rebuild for a new
+    Exactly one of `base` and `bootstrap` is given. With `bootstrap`, the Debian suite is the one
+    shipping `python_version` (`suite_for_python`; an unknown version is refused before any
+    work) unless `suite` is given; the imported Debian base `fastflow-base:<suite>` is reused when present (unless `fresh_base`), so a rebuild for a new
     uv takes seconds; debootstrap fetches from `mirror`, by default the host's own Debian mirror
     (read from `apt_dir`). `log` receives progress lines.
     """
     if bool(base) == bool(bootstrap):
         raise ExecutorError("give exactly one of --base IMAGE and --bootstrap to `fastflow image build`")
+    if bootstrap and suite is None:
+        suite = suite_for_python(python_version)
     client = connect(client)
     uv_binary = uv_binary or find_uv_binary()
     version = uv_version(uv_binary)
