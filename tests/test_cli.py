@@ -99,6 +99,50 @@ def test_validate_ok_and_json(make_repo):
     assert json.loads(result.stdout) == {"ok": True, "problems": []}
 
 
+def test_validate_checks_every_file_the_daemon_reads_and_the_references_between_them(make_repo):
+    """Was: the secrets file and trigger cycles were not looked at ("ok"; schedules.yaml since
+    e41f831); --json holds the same problems."""
+    repo = make_repo({
+        "pipelines/etl/main.py": "print(1)\n", "pipelines/load/main.py": "print(1)\n",
+        "pipelines/report/main.py": "print(1)\n",
+        "pipelines/etl/pipeline.json": '{"secrets": ["DB_URL"], "downstream_triggers": [{"pipeline": "load"}]}',
+        "pipelines/load/pipeline.json": '{"downstream_triggers": [{"pipeline": "etl"}]}',
+        "pipelines/report/pipeline.json": '{"schedules": [{"id": "nightly", "schedule_cron": "0 3 * * *"}], '
+                                          '"downstream_triggers": [{"pipeline": "reprot"}]}',
+        ".fastflow/schedules.yaml": "schedules:\n  - pipeline: report\n    run_config: nigthly\n"
+                                    '    cron: "0 4 * * *"\n  - id: hourly\n    pipeline: etl\n'
+                                    "    interval: 1h\n    timezone: Mars/Olympus\n",
+        ".fastflow/secrets.enc.yaml": "DB_URL: postgres://plain\n",
+    })
+    result = fastflow("validate", "--repo", str(repo))
+    cycle = "; a run would trigger itself forever; remove one of the triggers"
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        'error: .fastflow/schedules.yaml: schedules[0] (pipeline "report").run_config: "nigthly" is not '
+        'a run configuration of pipeline "report" (it has: "nightly"); use one of its `schedules[].id` '
+        'values or remove run_config; did you mean "nightly"?',
+        'error: .fastflow/schedules.yaml: schedules[1] (id "hourly").timezone: "Mars/Olympus" is not a '
+        'known IANA time zone; use a name such as "Europe/Berlin", "America/New_York" or "UTC"',
+        "error: .fastflow/secrets.enc.yaml: sops metadata not found (no `sops:` key at the top level); "
+        "this file is not encrypted; encrypt it with `fastflow secrets encrypt`",
+        "error: pipelines/etl/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle "
+        f"etl -> load -> etl{cycle}",
+        "error: pipelines/load/pipeline.json: downstream_triggers[0].pipeline: the triggers form a cycle "
+        f"load -> etl -> load{cycle}",
+    ]
+    assert result.stdout.splitlines() == [
+        'warning: pipelines/report/pipeline.json: downstream_triggers[0].pipeline: no pipeline named '
+        '"reprot"; this trigger will not fire; did you mean "report"?']
+    result = fastflow("validate", "--repo", str(repo), "--json")
+    data = json.loads(result.stdout)
+    assert result.returncode == 1 and data["ok"] is False
+    assert [(p["severity"], p["file"], p["pipeline"]) for p in data["problems"]] == [
+        ("error", ".fastflow/schedules.yaml", "report"), ("error", ".fastflow/schedules.yaml", None),
+        ("error", ".fastflow/secrets.enc.yaml", None), ("error", "pipelines/etl/pipeline.json", "etl"),
+        ("error", "pipelines/load/pipeline.json", "load"),
+        ("warning", "pipelines/report/pipeline.json", "report"),
+    ]
+
+
 def test_validate_reports_an_invalid_config_yaml(make_repo):
     repo = make_repo({
         "pipelines/ok/main.py": "print(1)\n",

@@ -5,7 +5,9 @@ Real git (a repository committed with the git CLI), real snapshots in tmp_path.
 """
 from __future__ import annotations
 
+import json
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ from fastflow import repo as g
 from fastflow.deploy.deployment import deploy_commit
 from fastflow.deploy.workspace import open_workspace, validate_workspace
 from fastflow.model import RunStatus
+from fastflow.secrets import age, store
 
 MAIN = "print('hi')\n"
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
 
 def commit_all(work: Path, message: str) -> str:
@@ -177,3 +181,72 @@ def test_run_on_change_runs_a_pipeline_that_lives_at_the_root(origin, tmp_path):
         assert daemon.store.list_runs("report", limit=5) == []
     finally:
         daemon.stop(grace=30)
+
+
+# --- validate reads the secrets file without the key -----------------------------------------
+
+SECRETS = ".fastflow/secrets.enc.yaml"
+
+
+def asks(*names: str) -> str:
+    return json.dumps({"secrets": list(names)})
+
+
+def make_secrets(work: Path, secrets: dict[str, str], grants: dict[str, list[str]]) -> Path:
+    owner = age.X25519Identity.generate()
+    path = work / SECRETS
+    store.init_secrets(path, [owner.recipient], NOW, work)
+    for name, value in secrets.items():
+        store.set_secret(path, name, value, [owner], NOW)
+    for name, pipelines in grants.items():
+        store.grant_secret(path, name, pipelines, [owner], NOW)
+    return path
+
+
+def test_validate_checks_that_asked_secrets_exist_and_are_granted_without_a_key(work, monkeypatch):
+    for variable in ("SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD"):
+        monkeypatch.delenv(variable, raising=False)
+    write_files(work, {"pipelines/etl/main.py": MAIN, "pipelines/etl/pipeline.json": asks("DB_URL", "API_KEY", "DB_URI"),
+                       "pipelines/report/main.py": MAIN, "pipelines/report/pipeline.json": asks("DB_URL"),
+                       "pipelines/plain/main.py": MAIN})
+    make_secrets(work, {"DB_URL": "postgres://x", "API_KEY": "k"}, {"DB_URL": ["etl"], "API_KEY": ["etll"]})
+    assert [(p.severity.value, str(p)) for p in validate_workspace(work)] == [
+        ("error", 'pipelines/etl/pipeline.json: secrets: "API_KEY" is not granted to pipeline "etl" in '
+                  f"{SECRETS} (granted to: etll); grant it with `fastflow secrets grant API_KEY etl`"),
+        ("error", f'pipelines/etl/pipeline.json: secrets: "DB_URI" is not in {SECRETS} (it holds API_KEY, '
+                  'DB_URL); add it with `fastflow secrets set DB_URI` or fix the name; did you mean "DB_URL"?'),
+        ("error", f'pipelines/report/pipeline.json: secrets: "DB_URL" is not granted to pipeline "report" in '
+                  f"{SECRETS} (granted to: etl); grant it with `fastflow secrets grant DB_URL report`"),
+        ("warning", f'{SECRETS}: access_unencrypted.API_KEY: grants API_KEY to "etll", which is not a '
+                    "pipeline; fix the name with `fastflow secrets revoke API_KEY etll` and `fastflow "
+                    'secrets grant`; did you mean "etl"?'),
+    ]
+    (work / SECRETS).unlink()
+    assert [str(p) for p in validate_workspace(work)] == [
+        f"pipelines/etl/pipeline.json: secrets: asks for DB_URL, API_KEY, DB_URI, but {SECRETS} does not "
+        "exist; create it with `fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
+        f"pipelines/report/pipeline.json: secrets: asks for DB_URL, but {SECRETS} does not exist; create it "
+        "with `fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
+    ]
+
+
+def test_validate_reports_a_secrets_file_that_is_not_a_sound_sops_file(work):
+    """Checked whenever the file exists, whether or not a pipeline asks for a secret: the
+    daemon would refuse it at the first run that does."""
+    write_files(work, {"pipelines/etl/main.py": MAIN})
+    path = make_secrets(work, {"DB_URL": "postgres://x"}, {"DB_URL": ["etl"]})
+    assert validate_workspace(work) == []
+    sound = path.read_text()
+    broken = {
+        "DB_URL: postgres://x\n": "sops metadata not found (no `sops:` key at the top level); this file "
+                                  "is not encrypted; encrypt it with `fastflow secrets encrypt`",
+        "1BAD: x\n" + sound: "'1BAD' is not a valid secret name: use letters, digits and _, not "
+                             "starting with a digit, FASTFLOW_ or ending in _unencrypted (it becomes "
+                             "an environment variable)",
+        sound.replace("access_unencrypted:\n    DB_URL:\n        - etl\n",
+                      "access_unencrypted:\n    DB_URL: etl\n"):
+            "access_unencrypted.DB_URL must be a list of pipeline names",
+    }
+    for text, message in broken.items():
+        path.write_text(text)
+        assert [(p.file, p.field, p.message) for p in validate_workspace(work)] == [(SECRETS, "", message)]

@@ -304,7 +304,8 @@ def _pipeline_ok(schedule: Schedule, pipelines: Mapping[str, Pipeline], invalid:
             problems.append(Problem(schedule.source, f"{schedule.field}.run_config",
                                     f'"{schedule.run_config}" is not a run configuration of pipeline '
                                     f'"{schedule.pipeline}" (it has: {known}); use one of its '
-                                    "`schedules[].id` values or remove run_config",
+                                    "`schedules[].id` values or remove run_config"
+                                    f"{did_you_mean(schedule.run_config, ids)}",
                                     pipeline=schedule.pipeline))
             return False
     return True

@@ -3,17 +3,21 @@
 The library twin of what most CLI commands need first. `open_workspace` raises `ConfigError`
 when `.fastflow/config.yaml` is invalid (nothing can be trusted then); `validate_workspace`
 never raises for bad input: it collects every problem of the repository for `fastflow validate`:
-of every file the daemon reads (config.yaml, the pipelines' files, schedules.yaml).
+of every file the daemon reads (config.yaml, the pipelines' files, schedules.yaml, the secrets
+file's structure and grants, readable without the key) and the references between them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 from fastflow.config import check_repo_config, load_repo_config
+from fastflow.config.links import link_problem
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
-from fastflow.errors import ConfigError
+from fastflow.errors import ConfigError, SecretsError
+from fastflow.humanize import did_you_mean, without_surrogates
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
 
 
@@ -50,7 +54,10 @@ def validate_workspace(root: Path) -> list[Problem]:
     if config is None:
         return _ordered(problems)
     workspace = Workspace(root, config, tuple(problems), discover(root, config))
-    return _ordered(workspace.problems() + _schedule_problems(workspace))
+    found = workspace.problems()
+    for check in WORKSPACE_CHECKS:
+        found += check(workspace)
+    return _ordered(found)
 
 
 def _schedule_problems(workspace: Workspace) -> list[Problem]:
@@ -62,6 +69,81 @@ def _schedule_problems(workspace: Workspace) -> list[Problem]:
     found = check_schedules(text, discovery.pipelines, root=workspace.root,
                             invalid_pipelines=tuple(discovery.invalid))
     return list(found.problems)
+
+
+def _secrets_problems(workspace: Workspace) -> list[Problem]:
+    """The secrets file as far as it can be judged without the key: its SOPS structure (the
+    store's own check: `sops` metadata, secret names, `access_unencrypted` grants), then every
+    secret a valid pipeline asks for must be in it and granted to that pipeline (what a run of it
+    would be refused at its start), and every grant should name a pipeline."""
+    file, root = workspace.config.secrets_file, workspace.root
+    path = root / file
+    asking = {n: _asked(p) for n, p in sorted(workspace.discovery.pipelines.items()) if p.secrets}
+    link = link_problem(root, path)  # never read through it, as the runner never decrypts it
+    if link is not None:
+        return [Problem(file, "", link)]
+    if not path.exists():
+        return [Problem(_metadata_file(workspace, n), "secrets",
+                        f"asks for {', '.join(asked)}, but {file} does not exist; create it with "
+                        "`fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
+                        pipeline=n) for n, asked in asking.items()]
+    # Imported here: the cryptography stack costs every command ~60 ms (as in secrets.runtime)
+    from fastflow.secrets.store import list_secrets
+
+    try:
+        grants = {info.name: info.pipelines for info in list_secrets(path)}
+    except SecretsError as exc:  # it names the file by its path on this machine
+        return [Problem(file, "", without_surrogates(str(exc)).removeprefix(f"{path}: "))]
+    problems = []
+    for name, asked in asking.items():
+        for secret in asked:
+            problem = _secret_problem(secret, name, grants, file)
+            if problem is not None:
+                problems.append(Problem(_metadata_file(workspace, name), "secrets", problem,
+                                        pipeline=name))
+    names = workspace.discovery.names
+    for secret, pipelines in grants.items():
+        for grantee in (p for p in pipelines if p not in names):
+            problems.append(Problem(
+                file, f"access_unencrypted.{secret}",
+                f'grants {secret} to "{grantee}", which is not a pipeline; fix the name with '
+                f"`fastflow secrets revoke {secret} {grantee}` and `fastflow secrets grant`"
+                f"{did_you_mean(grantee, names)}", Severity.WARNING,
+            ))
+    return problems
+
+
+def _secret_problem(secret: str, pipeline: str, grants: dict[str, tuple[str, ...]],
+                    file: str) -> str | None:
+    if secret not in grants:
+        held = ", ".join(sorted(grants)) or "no secrets"
+        return (f'"{secret}" is not in {file} (it holds {held}); add it with `fastflow secrets '
+                f"set {secret}` or fix the name{did_you_mean(secret, grants)}")
+    if pipeline not in grants[secret]:
+        granted = ", ".join(grants[secret]) or "no pipeline"
+        return (f'"{secret}" is not granted to pipeline "{pipeline}" in {file} (granted to: '
+                f"{granted}); grant it with `fastflow secrets grant {secret} {pipeline}`")
+    return None
+
+
+def _asked(pipeline: Pipeline) -> list[str]:
+    """The secret names a pipeline asks for (a list of names, or variable -> secret name)."""
+    asked = pipeline.secrets
+    return list(dict.fromkeys(asked.values() if isinstance(asked, Mapping) else asked))
+
+
+def _metadata_file(workspace: Workspace, name: str) -> str:
+    pipeline = workspace.discovery.pipelines[name]
+    where = pipeline.metadata_file or pipeline.path
+    return without_surrogates(Path(where).relative_to(workspace.root).as_posix())
+
+
+# What validate checks besides config.yaml and the pipelines' own files, each a function of the
+# workspace returning problems: add a check of another file the daemon reads here.
+WORKSPACE_CHECKS: tuple[Callable[[Workspace], list[Problem]], ...] = (
+    _schedule_problems,
+    _secrets_problems,
+)
 
 
 def _ordered(problems: list[Problem]) -> list[Problem]:
