@@ -181,6 +181,19 @@ class TestWithEngine:
         base = connect().images.get("fastflow-base:trixie")
         assert base.id  # the imported Debian base is kept for rebuilds
 
+    def test_build_command_tags_the_image_of_its_python_from_the_suite_shipping_it(
+            self, tmp_path, runner_image_py313):
+        # The trixie base is reused and the build is cached: the same image comes out.
+        before = connect().images.get(runner_image_py313).id
+        result = CliRunner().invoke(cli(), ["image", "build", "--bootstrap", "--python", "3.13",
+                                            "--repo", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        assert "reusing the Debian base image fastflow-base:trixie" in lines
+        assert lines[-2].startswith("built fastflow-runner:py3.13 (")
+        assert lines[-2].endswith(f"): python 3.13, uv {uv_version(find_uv_binary())}")
+        assert lines[-1] == before
+
     def test_check_command_checks_the_image_of_every_python_the_pipelines_use(
             self, make_repo, runner_image, runner_image_py313):
         repo = make_repo({"pipelines/old/main.py": "print(1)\n",
