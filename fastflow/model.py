@@ -175,6 +175,8 @@ class RunConfig:
     timeout: float | None = None
     retry: RetryPolicy | None = None
     webhook_key: str | None = None
+    # Variable -> secret name, added over the pipeline's `secrets` for runs of this configuration.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,9 @@ class Pipeline:
     limits: Limits = Limits()
     cells: Mapping[str, object] = field(default_factory=dict)
     default_env: Mapping[str, str] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()
+    # Variable -> secret name (the list form of pipeline.json names both alike); iterating gives
+    # the variable names.
+    secrets: Mapping[str, str] = field(default_factory=dict)
     schedule: ScheduleSpec = ScheduleSpec()
     run_configs: tuple[RunConfig, ...] = ()
     daemon: DaemonPolicy = DaemonPolicy()

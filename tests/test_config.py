@@ -18,12 +18,14 @@ from fastflow.config import (
     read_repo_config,
     spell_size,
 )
+from fastflow.config.view import resolved_view
 from fastflow.errors import ConfigError
 from fastflow.model import (
     DaemonPolicy,
     DownstreamTrigger,
     Limits,
     NetworkMode,
+    Pipeline,
     PipelineType,
     RetryPolicy,
     RetryStrategy,
@@ -120,7 +122,7 @@ FULL = {
         {"id": "nightly", "schedule_cron": "0 3 * * *", "cpu_soft_limit": 1, "cpu_hard_limit": 4,
          "mem_soft_limit": "512m", "retry_strategy": {"type": "fixed_delay", "delay": 5},
          "retry_on_exit_codes": [2], "enabled": True},
-        {"id": "manual", "enabled": False},
+        {"id": "manual", "enabled": False, "secrets": {"API_KEY": "MANUAL_API_KEY"}},
     ],
     "max_instances": 2,
     "restart_on_crash": True,
@@ -149,7 +151,7 @@ def test_every_field_round_trips():
         attempts=3, strategy=RetryStrategy.CUSTOM_SCHEDULE, delays=(5.0, 30.0), on_exit_codes=(1, 75)
     )
     assert v["default_env"] == {"A": "x", "N": "3", "F": "1.5", "T": "true", "OFF": "false"}
-    assert v["secrets"] == ("DB_PASSWORD",)
+    assert v["secrets"] == {"DB_PASSWORD": "DB_PASSWORD"}
     assert v["schedule"] == ScheduleSpec(run_once_at=datetime(2026, 2, 1, 8, tzinfo=UTC))
     hourly, nightly, manual = v["run_configs"]
     assert hourly.interval_seconds == 3600.0 and hourly.timeout == 60.0 and hourly.cron is None
@@ -165,6 +167,7 @@ def test_every_field_round_trips():
     )
     assert hourly.webhook_key == "k-hourly" and hourly.default_env == {"MODE": "fast"}
     assert manual.enabled is False and manual.limits is None and manual.retry is None
+    assert manual.secrets == {"API_KEY": "MANUAL_API_KEY"} and hourly.secrets == {}
     assert v["daemon"] == DaemonPolicy(2, True, 30.0, 3600.0)
     assert v["downstream"] == (
         DownstreamTrigger("report", True, True, ("ok", "warn"), "x"),
@@ -222,6 +225,35 @@ def test_an_empty_encrypted_env_only_warns():
     message = "is empty and ignored; remove it (secrets come from the secrets file, see docs/secrets.md)"
     assert warnings(data) == [f"{P}encrypted_env: {message}",
                               f'{P}schedules[0] (id "a").encrypted_env: {message}']
+
+
+@pytest.mark.parametrize("written, resolved", [
+    (["API_KEY", "DB", "API_KEY"], {"API_KEY": "API_KEY", "DB": "DB"}),
+    ({"API_KEY": "ETL_API_KEY", "DB": "DB"}, {"API_KEY": "ETL_API_KEY", "DB": "DB"}),
+    ([], {}), ({}, {}),
+])
+def test_secrets_are_a_list_of_names_or_an_object_variable_to_secret(written, resolved):
+    meta = parse({"secrets": written, "schedules": [{"id": "prod", "secrets": written}]})
+    assert meta.problems == ()
+    assert meta.values["secrets"] == resolved
+    (rc,) = meta.values["run_configs"]
+    assert rc.secrets == resolved
+    assert list(meta.values["secrets"]) == list(resolved)  # iterating gives the variable names
+
+
+def test_show_spells_secrets_and_run_configurations_as_pipeline_json_does():
+    meta = parse({"secrets": ["DB"], "schedules": [
+        {"id": "prod", "schedule_cron": "0 3 * * *", "secrets": {"API_KEY": "PROD_API_KEY"}}]})
+    pipeline = Pipeline(name="etl", path=Path("pipelines/etl"), entry="main.py", metadata_file=None,
+                        requirements=None, **meta.values)
+    rows = {key: value for key, value, _ in resolved_view(pipeline)}
+    assert rows["secrets"] == ["DB"]
+    assert rows["schedules"] == [{"id": "prod", "enabled": True, "schedule_cron": "0 3 * * *",
+                                  "secrets": {"API_KEY": "PROD_API_KEY"}}]
+    meta = parse({"secrets": {"API_KEY": "ETL_API_KEY"}})
+    pipeline = Pipeline(name="etl", path=Path("pipelines/etl"), entry="main.py", metadata_file=None,
+                        requirements=None, **meta.values)
+    assert dict((k, v) for k, v, _ in resolved_view(pipeline))["secrets"] == {"API_KEY": "ETL_API_KEY"}
 
 
 def test_the_top_level_schedule_fields():
@@ -366,6 +398,18 @@ BAD = [
     ({"default_env": ["A=1"]}, 'default_env: ["A=1"] is not an object; write {"NAME": "value"}'),
     ({"secrets": ["db-password"]},
      "secrets: item 0: \"db-password\" is not a valid environment variable name; use letters, digits and '_', not starting with a digit"),
+    ({"secrets": "API_KEY"},
+     'secrets: "API_KEY" is not a list of names or an object; write ["API_KEY"] or {"API_KEY": "ETL_API_KEY"}'),
+    ({"secrets": {"1A": "X"}},
+     "secrets: key \"1A\" is not a valid environment variable name; use letters, digits and '_', not starting with a digit"),
+    ({"secrets": {"FASTFLOW_RUN_ID": "X"}},
+     'secrets: key "FASTFLOW_RUN_ID" is reserved: FASTFLOW_* variables are set by Fast-Flow'),
+    ({"secrets": {"API_KEY": "etl-key"}},
+     "secrets: \"API_KEY\": \"etl-key\" is not a valid secret name; use letters, digits and '_', not starting with a digit or FASTFLOW_"),
+    ({"secrets": {"API_KEY": 3}},
+     "secrets: \"API_KEY\": 3 is not a valid secret name; use letters, digits and '_', not starting with a digit or FASTFLOW_"),
+    ({"schedules": [{"id": "prod", "secrets": ["a b"]}]},
+     "schedules[0] (id \"prod\").secrets: item 0: \"a b\" is not a valid environment variable name; use letters, digits and '_', not starting with a digit"),
     ({"schedule_cron": "0 3 * * * *"},
      'schedule_cron: "0 3 * * * *" has 6 fields, cron needs 5 (minute hour day month weekday); use for example "0 3 * * *"'),
     ({"schedule_cron": "61 * * * *"},

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from fastflow import defaults
 from fastflow.config.sections import retry_policy, timing
 from fastflow.config.values import (
+    ENV_NAME_RE,
     MISSING,
     Fields,
     boolean,
@@ -78,8 +79,8 @@ PIPELINE_KEYS = (
 )
 RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
-    "id", *RUN_CONFIG_TIMING, "enabled", "default_env", "encrypted_env", *LIMIT_CHECKS, "timeout",
-    *RETRY_KEYS, "webhook_key",
+    "id", *RUN_CONFIG_TIMING, "enabled", "default_env", "encrypted_env", "secrets", *LIMIT_CHECKS,
+    "timeout", *RETRY_KEYS, "webhook_key",
 )
 # Keys whose misspelling would leave a schedule inert: an unknown key close to one is an error.
 SCHEDULING_KEYS = (*SCHEDULE_KEYS, "schedules", "enabled")
@@ -220,7 +221,7 @@ class _Builder:
                 self.from_config("default_timeout"),
             ),
             "default_env": self.take("default_env", env_mapping, {}),
-            "secrets": self.take("secrets", string_list(env_name), ()),
+            "secrets": self.take("secrets", secret_requests, {}),
             "webhook_key": self.take("webhook_key", webhook_key, None, True),
             "network": NetworkMode(
                 self.take("network", choice(n.value for n in NetworkMode), defaults.DEFAULT_NETWORK)
@@ -391,6 +392,7 @@ def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | Non
     cron, interval, start, end = timing(f, *RUN_CONFIG_TIMING)
     enabled = f.get("enabled", boolean)
     env = f.get("default_env", env_mapping)
+    secrets = f.get("secrets", secret_requests)
     timeout = f.get("timeout", seconds)
     hook = f.get("webhook_key", webhook_key, nullable=True)
     rc_limits = None
@@ -407,6 +409,7 @@ def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | Non
         default_env={} if env is MISSING else env,
         limits=rc_limits, timeout=None if timeout is MISSING else timeout,
         retry=rc_retry, webhook_key=None if hook is MISSING else hook,
+        secrets={} if secrets is MISSING else secrets,
     )
 
 
@@ -458,6 +461,28 @@ def check_soft_limits(f: Fields, limits: Limits) -> None:
                 f"{kind}_soft_limit",
                 f"is above {kind}_hard_limit, so it can never be reached; lower it or remove it",
             )
+
+
+def secret_requests(value: Any) -> dict[str, str]:
+    """`secrets`, variable -> secret name: a list of names (`["API_KEY"]`: the variable and the
+    secret are named alike) or an object (`{"API_KEY": "ETL_API_KEY"}`)."""
+    if isinstance(value, list):
+        return {name: name for name in string_list(env_name)(value)}
+    if not isinstance(value, dict):
+        raise Invalid(f'{show(value)} is not a list of names or an object; write ["API_KEY"] or '
+                      '{"API_KEY": "ETL_API_KEY"}')
+    out: dict[str, str] = {}
+    for variable, secret in value.items():
+        try:
+            env_name(variable)
+        except Invalid as exc:
+            raise Invalid(f"key {exc}") from None
+        if not isinstance(secret, str) or not ENV_NAME_RE.fullmatch(secret) or secret.startswith(
+                "FASTFLOW_"):
+            raise Invalid(f'"{variable}": {show(secret)} is not a valid secret name; use letters, '
+                          "digits and '_', not starting with a digit or FASTFLOW_")
+        out[variable] = secret
+    return out
 
 
 def pipeline_type(value: Any) -> str:

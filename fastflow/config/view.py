@@ -7,7 +7,7 @@ Webhook keys are shown as "***": they work like passwords and `show` output gets
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from fastflow.config.sizes import spell_size
 from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig
@@ -46,7 +46,7 @@ def resolved_view(pipeline: Pipeline) -> list[tuple[str, Any, str]]:
     rows += [
         row("cells", dict(pipeline.cells)),
         row("default_env", dict(pipeline.default_env)),
-        row("secrets", list(pipeline.secrets)),
+        row("secrets", _secrets(pipeline.secrets)),
         row("schedule_cron", pipeline.schedule.cron),
         row("schedule_interval_seconds", pipeline.schedule.interval_seconds),
         row("schedule_start", _iso(pipeline.schedule.start)),
@@ -92,6 +92,7 @@ def _run_config(rc: RunConfig) -> dict[str, Any]:
         "schedule_end": _iso(rc.end),
         "default_env": dict(rc.default_env) or None,
         "timeout": rc.timeout,
+        "secrets": _secrets(rc.secrets) or None,
         "webhook_key": MASK if rc.webhook_key else None,
     }
     data.update({k: v for k, v in optional.items() if v is not None})
@@ -100,6 +101,13 @@ def _run_config(rc: RunConfig) -> dict[str, Any]:
     if rc.retry is not None:
         data.update({k: v for k, v in _retry(rc.retry).items() if v is not None})
     return data
+
+
+def _secrets(secrets: Mapping[str, str]) -> list[str] | dict[str, str]:
+    """As pipeline.json spells them: a list when every variable is named like its secret."""
+    if all(variable == secret for variable, secret in secrets.items()):
+        return list(secrets)
+    return dict(secrets)
 
 
 def _trigger(trigger: Any) -> dict[str, Any]:
