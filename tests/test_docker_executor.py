@@ -390,7 +390,7 @@ class TestPythonVersions:
             "org.fastflow.python), not 3.13; write {python} in `image` (e.g. "
             "fastflow-runner:py{python}) for one image per Python and build it with `fastflow "
             "image build --bootstrap --python 3.13` (or `--base IMAGE`), or set python_version "
-            "to \"3.11\"")
+            "(or default_python) to \"3.11\"")
         assert containers_of(spec.run_id) == []  # refused before anything was created
 
     def test_a_preheat_for_a_python_without_an_image_fails_with_the_fix(self, shared_cache,

@@ -251,7 +251,7 @@ class TestWithEngine:
             "Python) has Python 3.11 (label org.fastflow.python), not 3.13; write {python} in "
             "`image` (e.g. fastflow-runner:py{python}) for one image per Python and build it with "
             "`fastflow image build --bootstrap --python 3.13` (or `--base IMAGE`), or set "
-            "python_version to \"3.11\"\n")
+            "python_version (or default_python) to \"3.11\"\n")
 
     def test_ps_and_cancel_commands(self):
         result = CliRunner().invoke(cli(), ["ps", "--json"])
@@ -328,7 +328,8 @@ def test_the_judge_of_a_pythons_image():
         "the image 'my-runner:1' (`image` of .fastflow/config.yaml, one image for every Python) "
         "has Python 3.11 (label org.fastflow.python), not 3.13; write {python} in `image` (e.g. "
         "fastflow-runner:py{python}) for one image per Python and build it with `fastflow image "
-        "build --bootstrap --python 3.13` (or `--base IMAGE`), or set python_version to \"3.11\"")
+        "build --bootstrap --python 3.13` (or `--base IMAGE`), or set python_version (or "
+        "default_python) to \"3.11\"")
 
 
 def test_validate_warns_once_when_no_engine_answers(make_repo):

@@ -149,7 +149,7 @@ def runner_image_problem(image: str, python: str | None,
     return (f"the image {tag!r} (`image` of {CONFIG_FILE}, one image for every Python) has "
             f"Python {has} (label {LABEL_PYTHON}), not {minor}; write {PYTHON_PLACEHOLDER} in "
             f"`image` (e.g. fastflow-runner:py{PYTHON_PLACEHOLDER}) for one image per Python and "
-            f"build it with {build_hint(minor)}, or set python_version to \"{python_minor(has)}\"")
+            f"build it with {build_hint(minor)}, or set python_version (or default_python) to \"{python_minor(has)}\"")
 
 
 def pipeline_python(config: RepoConfig, pipeline: Pipeline) -> str:
