@@ -10,7 +10,7 @@ import pytest
 from helpers import write_files
 
 from fastflow.errors import ExecutorError
-from fastflow.executors.docker.image import debian_mirror_in, host_debian_mirror
+from fastflow.executors.docker.aptsources import debian_mirror_in, host_debian_mirror
 
 # A Debian 12 container's /etc/apt/sources.list.d/debian.sources: comments inside stanzas.
 DEBIAN_SOURCES = """\

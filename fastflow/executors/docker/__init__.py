@@ -3,6 +3,7 @@
 - `engine`: connecting (`connect`, `docker_available`), labels, `list_running`, `cancel_run`
 - `image`: the runner images, one per Python (`build_image`, `check_image`, `runner_image`,
   `check_runner_images`, `missing_runner_images`, `render_dockerfile`)
+- `aptsources`: the host's Debian mirror for `--bootstrap` (`host_debian_mirror`)
 - `cache`: the shared uv cache, its copy-on-write view in runs (trust model)
 - `preheat`: `preheat_requirements` fills the shared cache for a pipeline
 - `executor`: `DockerExecutor` (execute, pre-heat, re-attach), built from `container` (an
