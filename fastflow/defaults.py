@@ -15,6 +15,9 @@ DEFAULT_RETRY_ATTEMPTS = 0
 # The wait before each retry when retry_attempts (or config.yaml's default_retry_attempts) is
 # given without a retry_strategy: Fast-Flow's fixed 60 s.
 DEFAULT_RETRY_DELAY = 60.0
+# A notebook cell's wait between tries in pipeline.json's list form of `cells` (Fast-Flow's 1 s;
+# the standalone executors/notebook.py keeps its own copy for metadata overrides).
+DEFAULT_CELL_RETRY_DELAY = 1.0
 DEFAULT_GRACE_PERIOD = 10.0  # seconds between SIGTERM and SIGKILL
 DEFAULT_LOG_CAP_BYTES = 5 * 1024 * 1024
 DEFAULT_TMP_SIZE_BYTES = 256 * 1024 * 1024  # a container's /tmp (a tmpfs: host memory)

@@ -486,6 +486,14 @@ BAD = [
      "cells.fetch.retry_attempts: -1 is not a whole number >= 0"),
     ({"type": "notebook", "cells": {"3": 2}},
      'cells.3: 2 is not an object; write {"retry_attempts": 2, "retry_delay": 5}'),
+    ({"type": "notebook", "cells": [{"retries": 1}, 2]},
+     'cells[1]: 2 is not an object; write {"retries": 2, "delay_seconds": 1}'),
+    ({"type": "notebook", "cells": [{"retries": -1}]}, "cells[0].retries: -1 is not a whole number >= 0"),
+    ({"type": "notebook", "cells": [{}, {"retries": True}]}, "cells[1].retries: true is not a whole number >= 0"),
+    ({"type": "notebook", "cells": [{"delay_seconds": -1}]},
+     "cells[0].delay_seconds: -1 is not a number of seconds >= 0; use a number such as 300"),
+    ({"type": "notebook", "cells": "all"},
+     'cells: "all" is not a list or an object; write one entry per code cell, [{"retries": 2, "delay_seconds": 1}], or {"fetch": {"retry_attempts": 2}}'),
 ]
 
 
@@ -532,6 +540,10 @@ def test_all_problems_of_a_file_are_collected():
          "mem_soft_limit: is above mem_hard_limit, so it can never be reached; lower it or remove it"),
         ({"cells": {"0": {"retry_attempts": 1}}},
          'cells: only notebook pipelines have cells ("type": "notebook"); ignored'),
+        ({"cells": [{"retries": 1}]},
+         'cells: only notebook pipelines have cells ("type": "notebook"); ignored'),
+        ({"type": "notebook", "cells": [{"retries": 1, "retry": 2}]},
+         'cells[0].retry: unknown key, ignored; did you mean "retries"?'),
         ({"schedule_start": "2026-01-01"},
          "schedule_start: has no effect without schedule_cron or schedule_interval_seconds"),
         ({"downstream_triggers": [{"pipeline": "b", "on_success": False}]},
@@ -551,6 +563,21 @@ def test_cells_shape_is_normalized():
         "fetch": {"retry_attempts": 2, "retry_delay": 0.0},
         "3": {"retry_attempts": 0, "retry_delay": 0.0},
     }
+
+
+def test_cells_as_a_list_is_fastflows_form_one_entry_per_code_cell():
+    data = {"type": "Notebook", "cells": [{"retries": 2, "delay_seconds": 1}, {"retries": 0},
+                                          {"retries": 3, "delay_seconds": 0.5}, {}]}
+    meta = parse(data)
+    assert meta.problems == ()
+    assert meta.values["cells"] == {
+        "code:0": {"retry_attempts": 2, "retry_delay": 1.0},
+        "code:1": {"retry_attempts": 0, "retry_delay": 1.0},  # Fast-Flow's default: 1 s
+        "code:2": {"retry_attempts": 3, "retry_delay": 0.5},
+        "code:3": {"retry_attempts": 0, "retry_delay": 1.0},
+    }
+    assert meta.sources["cells"] == FILE
+    assert parse({"type": "notebook", "cells": []}).values["cells"] == {}
 
 
 def test_problems_carry_file_field_severity_and_pipeline():

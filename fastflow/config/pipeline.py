@@ -94,6 +94,7 @@ RENAMED = {
 }
 TRIGGER_KEYS = ("pipeline", "on_success", "on_failure", "on_route", "run_config_id")
 CELL_KEYS = ("retry_attempts", "retry_delay")
+CELL_LIST_KEYS = ("retries", "delay_seconds")  # Fast-Flow's list form of `cells`
 ENCRYPTED_ENV_FIX = (
     "Fast-Flow's Fernet-encrypted values are not read; move them into the secrets file with "
     "`ENCRYPTION_KEY=... fastflow secrets import-fernet` (docs/migrating-from-fastflow.md)"
@@ -297,13 +298,15 @@ class _Builder:
         )
 
     def cells(self, kind: PipelineType) -> dict[str, dict[str, Any]]:
-        data = self.f.get("cells", _object)
+        data = self.f.get("cells", _cells)
         self.sources["cells"] = DEFAULT if data is MISSING else self.file
         if data is MISSING:
             return {}
         if kind is not PipelineType.NOTEBOOK:
             self.f.warn("cells", 'only notebook pipelines have cells ("type": "notebook"); ignored')
         section = self.f.child(data, "cells")
+        if isinstance(data, list):
+            return cell_list(section, data)
         out: dict[str, dict[str, Any]] = {}
         for key, entry in data.items():
             if not isinstance(entry, dict):
@@ -380,6 +383,25 @@ class _Builder:
                 )
             else:
                 owners[rc.webhook_key] = f"{where}.webhook_key"
+
+
+def cell_list(f: Fields, items: list) -> dict[str, dict[str, Any]]:
+    """Fast-Flow's list form of `cells`: entry i is for the i-th code cell (markdown not
+    counted), `{"retries": n, "delay_seconds": s}`; resolved to our keys `code:<i>`."""
+    out: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(items):
+        if not isinstance(entry, dict):
+            f.error(index, f'{show(entry)} is not an object; write {{"retries": 2, "delay_seconds": 1}}')
+            continue
+        cell = f.child(entry, index)
+        cell.warn_unknown(CELL_LIST_KEYS)
+        retries = cell.get("retries", integer(0))
+        delay = cell.get("delay_seconds", seconds)
+        out[f"code:{index}"] = {
+            "retry_attempts": 0 if retries is MISSING else retries,
+            "retry_delay": defaults.DEFAULT_CELL_RETRY_DELAY if delay is MISSING else delay,
+        }
+    return out
 
 
 def run_config(f: Fields, limits: Limits, retry: RetryPolicy) -> RunConfig | None:
@@ -530,9 +552,10 @@ def _too_deep(data: Any) -> bool:
     return False
 
 
-def _object(value: Any) -> dict:
-    if not isinstance(value, dict):
-        raise Invalid(f"{show(value)} is not an object; write {{...}}")
+def _cells(value: Any) -> list | dict:
+    if not isinstance(value, (list, dict)):
+        raise Invalid(f'{show(value)} is not a list or an object; write one entry per code cell, '
+                      '[{"retries": 2, "delay_seconds": 1}], or {"fetch": {"retry_attempts": 2}}')
     return value
 
 
