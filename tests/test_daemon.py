@@ -10,12 +10,14 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from helpers import git, make_daemon, utc_now, wait_for
+from helpers import git, make_daemon, start_serve, utc_now, wait_for
 
 from fastflow.daemon.loop import Daemon
 from fastflow.daemon.statedir import StateDirBusy, queue_remote_run
+from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
-from fastflow.record import Trigger
+from fastflow.record import RunRecord, Trigger, new_run_id
+from fastflow.results.store import ResultsStore
 
 pytestmark = pytest.mark.slow
 
@@ -157,6 +159,131 @@ def test_downstream_runs_start_after_the_parent_is_recorded(daemon, user):
     parent = daemon.submit("parent", Trigger("manual"), now=utc_now())
     child = wait_for(lambda: records(daemon, "report"), timeout=60)[0]
     assert child.trigger.kind == "downstream" and child.trigger.parent_run_id == parent
+
+
+def test_the_parent_records_its_child_and_why_a_disabled_target_was_skipped(daemon, user):
+    user.push({
+        "pipelines/parent/main.py": "print('parent')\n",
+        "pipelines/parent/pipeline.json": json.dumps({"downstream_triggers": [
+            {"pipeline": "report"}, {"pipeline": "off"}, {"pipeline": "cfg", "run_config_id": "old"},
+            {"pipeline": "report", "on_success": False, "on_failure": True}]}),
+        "pipelines/off/main.py": "print('off')\n",
+        "pipelines/off/pipeline.json": '{"enabled": false}',
+        "pipelines/cfg/main.py": "print('cfg')\n",
+        "pipelines/cfg/pipeline.json": '{"schedules": [{"id": "old", "enabled": false}]}',
+    })
+    daemon.sync(utc_now())
+    commit = daemon.deployment.commit[:12]
+    parent = daemon.submit("parent", Trigger("manual"), now=utc_now())
+    (child,) = wait_for(lambda: records(daemon, "report"), timeout=60)
+    assert child.trigger.parent_run_id == parent
+    record = daemon.store.read_run(parent)
+    assert record.downstream == (
+        {"pipeline": "report", "run_config_id": None, "reason": "success", "run_id": child.run_id,
+         "skipped": None},
+        {"pipeline": "off", "run_config_id": None, "reason": "success", "run_id": None,
+         "skipped": f"pipeline 'off' is disabled (\"enabled\": false at commit {commit}); enable "
+                    "it and push"},
+        {"pipeline": "cfg", "run_config_id": "old", "reason": "success", "run_id": None,
+         "skipped": "run configuration 'old' of pipeline 'cfg' is disabled (\"enabled\": false in "
+                    f"its schedules[] entry at commit {commit}); enable it and push"},
+    )
+    assert daemon.dispatcher.wait_idle(60)
+    assert records(daemon, "off") == [] and records(daemon, "cfg") == []
+    page = git("--git-dir", str(user.bare), "show",
+               f"fastflow/results:site/runs/parent/{parent[:4]}/{parent[4:6]}/{parent}.html",
+               cwd=user.bare)
+    assert f"report (success): started {child.run_id}</a>" in page
+    assert "off (success): skipped: pipeline &#39;off&#39; is disabled" in page
+
+
+def test_a_downstream_run_is_journalled_before_its_parents_record_and_never_twice(user, tmp_path):
+    """The child is journalled when the parent's outcome is decided, before its record is
+    stored: deciding again (the parent recorded again after a kill -9) finds it, and a daemon
+    that stops before queueing it leaves it to the next start, which runs it."""
+    state = tmp_path / "state"
+    daemon = make_daemon(user.bare, state)
+    daemon.start()
+    parent = RunRecord(run_id=new_run_id("etl", utc_now()), pipeline="etl",
+                       status=RunStatus.SUCCEEDED, downstream=(
+                           {"pipeline": "report", "run_config_id": None, "reason": "success"},))
+    try:
+        first = daemon.launcher.before_record(parent)
+        again = daemon.launcher.before_record(parent)
+        (entry,) = first.downstream
+        assert again.downstream == first.downstream and entry["skipped"] is None
+        assert [o.run_id for o in daemon.launcher.journal.orders()] == [entry["run_id"]]
+    finally:
+        daemon.stop(grace=30)
+    assert records(daemon, "report") == []  # never queued: the daemon stopped first
+    daemon = make_daemon(user.bare, state)
+    daemon.start()
+    try:
+        child = wait_for(lambda: records(daemon, "report"), timeout=60)[0]
+        assert (child.run_id, child.trigger.kind, child.trigger.parent_run_id) == (
+            entry["run_id"], "downstream", parent.run_id)
+    finally:
+        daemon.stop(grace=30)
+
+
+CHAIN = {
+    "pipelines/a/main.py": "print('a')\n",
+    "pipelines/a/pipeline.json": json.dumps(
+        {"downstream_triggers": [{"pipeline": "b", "run_config_id": "prod"}]}),
+    # B fails its first attempt: only prod's retry_attempts (1) lets it succeed and fire C.
+    "pipelines/b/main.py": "import os, sys\n"
+                           "print('level', os.environ['LEVEL'], os.environ['BASE'],\n"
+                           "      os.environ['FASTFLOW_RUN_CONFIG'], os.environ['FASTFLOW_TRIGGER'])\n"
+                           "sys.exit(3 if os.environ['FASTFLOW_ATTEMPT'] == '1' else 0)\n",
+    "pipelines/b/pipeline.json": json.dumps({
+        "default_env": {"LEVEL": "base", "BASE": "kept"}, "timeout": 600, "retry_attempts": 0,
+        "schedules": [{"id": "prod", "default_env": {"LEVEL": "prod"}, "timeout": 30,
+                       "retry_attempts": 1,
+                       "retry_strategy": {"type": "fixed_delay", "delay": 0},
+                       "mem_hard_limit": "256m"}],
+        "downstream_triggers": [{"pipeline": "c"}]}),
+    "pipelines/c/main.py": "import os; print('c after', os.environ['FASTFLOW_TRIGGER'])\n",
+}
+
+
+def test_a_chain_through_a_run_configuration_in_fastflow_serve(origin, tmp_path):
+    """A -> B (run_config_id prod) -> C through a real `fastflow serve`: B runs with prod's
+    default_env, FASTFLOW_RUN_CONFIG, timeout, retries and limits; each parent records the id
+    of the child it started."""
+    origin.push(CHAIN, "chain")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    serve = start_serve(origin.bare, state, log, "--local", "--poll-interval", "600")
+    try:
+        store = ResultsStore(origin.bare, tmp_path / "reader-journal", utc_now)
+
+        def recorded(run_id: str, pipeline: str):
+            def read():
+                try:
+                    return store.read_run(run_id, pipeline=pipeline)
+                except RepositoryError:
+                    return None
+            return wait_for(read, timeout=90, what=f"the record of {run_id}:\n{log.read_text()}")
+
+        a = recorded(queue_remote_run(state, "a", {}, None, utc_now()), "a")
+        assert a.status is RunStatus.SUCCEEDED
+        ((b_entry),) = a.downstream
+        assert (b_entry["pipeline"], b_entry["run_config_id"], b_entry["skipped"]) == ("b", "prod", None)
+        b = recorded(b_entry["run_id"], "b")
+        assert b.status is RunStatus.SUCCEEDED, b.error
+        assert (b.run_config, b.trigger.kind, b.trigger.parent_run_id) == ("prod", "downstream", a.run_id)
+        assert [(x.n, x.exit_code) for x in b.attempts] == [(1, 3), (2, 0)]
+        assert b.limits["timeout_s"] == 30 and b.limits["mem_hard_limit"] == 256 * 1024 ** 2
+        assert b.limits["retry"] == {"attempts": 1, "strategy": "fixed_delay", "delay": 0.0}
+        assert "stdout | level prod kept prod downstream\n" in store.read_log(b.run_id, pipeline="b")
+        ((c_entry),) = b.downstream
+        c = recorded(c_entry["run_id"], "c")
+        assert c.status is RunStatus.SUCCEEDED and c.run_config is None
+        assert c.trigger.parent_run_id == b.run_id and c.started_at >= b.finished_at
+        assert "stdout | c after downstream\n" in store.read_log(c.run_id, pipeline="c")
+    finally:
+        serve.terminate()
+        serve.wait(40)
+    assert "Traceback" not in log.read_text()
 
 
 def test_remote_run_requests_are_queued_with_a_known_run_id(daemon, user):

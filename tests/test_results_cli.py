@@ -254,10 +254,11 @@ def test_history_json_shape(recorded, t):
     assert [r["run_id"] for r in data["runs"]] == [t.last_id, t.failed_id]
     assert data["runs"][1] == {
         "run_id": t.failed_id, "status": "failed",
-        "trigger": {"kind": "schedule", "schedule_id": "report.daily"},
+        "trigger": {"kind": "schedule", "schedule_id": "report.daily", "parent_run_id": None},
         "started_at": iso(t.t1), "finished_at": iso(t.t1 + timedelta(seconds=12.5)),
         "duration_s": 12.5, "attempts": 2, "exit_code": 1,
-        "error": {"kind": "exit_code", "message": "exited with 1\nsee the log"}}
+        "error": {"kind": "exit_code", "message": "exited with 1\nsee the log"},
+        "downstream": []}
 
 
 def test_history_of_an_unknown_pipeline(recorded):

@@ -193,6 +193,25 @@ def test_run_log_escapes_html_and_marks_stderr(sample):
     assert '<span class="ln ln-plain"><span class="tx">a line without prefix</span>' in html
 
 
+def test_run_page_links_the_downstream_runs_it_started_and_says_why_one_was_skipped(sample):
+    data, runs_by_pipeline, _ = sample
+    record = dataclasses.replace(runs_by_pipeline["etl_daily"][0], downstream=(
+        {"pipeline": "report", "run_config_id": "prod", "reason": "route full",
+         "run_id": "20261122T150000Z-report-0a1b2c3d", "skipped": None},
+        {"pipeline": "archive", "run_config_id": None, "reason": "success", "run_id": None,
+         "skipped": "pipeline 'archive' is disabled (\"enabled\": false at commit 0123456789ab); "
+                    "enable it and push"},
+        {"pipeline": "laptop", "run_config_id": None, "reason": "success"},
+    ))
+    html = text(render_run_page(data, record, ""), f"runs/etl_daily/2026/11/{record.run_id}.html")
+    assert ('<dt>Downstream</dt><dd><a href="../../../../runs/report/2026/11/'
+            '20261122T150000Z-report-0a1b2c3d.html">report, run configuration prod (route full): started '
+            '20261122T150000Z-report-0a1b2c3d</a></dd>') in html
+    assert ("<dt>Downstream</dt><dd>archive (success): skipped: pipeline &#39;archive&#39; is "
+            "disabled (&#34;enabled&#34;: false at commit 0123456789ab); enable it and push</dd>") in html
+    assert "<dt>Downstream</dt><dd>laptop (success)</dd>" in html
+
+
 def test_run_page_without_samples_or_log(sample):
     data = sample[0]
     record = RunRecord(run_id="20261122T140000Z-minimal-0001", pipeline="minimal",

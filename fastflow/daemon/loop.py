@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping
@@ -34,7 +34,7 @@ from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
 from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
 from fastflow.daemon.lease import Holder, Lease
-from fastflow.daemon.requests import check_request, recordable, refusal
+from fastflow.daemon.requests import check_request, recordable, refusal, start_refusal
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.sync import Follower, open_source, pushed_base
@@ -167,7 +167,7 @@ class Daemon:
             store=self.store, executor=self.executor, preheater=self.preheater,
             dispatcher=self.dispatcher, clock=self.clock, environ=self.environ,
             on_finished=self.publisher.pages_for_run, after_record=self._after_record,
-            on_ended=self._run_ended,
+            on_ended=self._run_ended, before_record=self._decide_downstream,
         )
         return config
 
@@ -396,8 +396,9 @@ class Daemon:
 
     def submit(self, pipeline: str, trigger: Trigger, *, now: datetime,
                env: Mapping[str, str] | None = None, run_config_id: str | None = None,
-               run_id: str | None = None) -> str:
-        """Queue a run of `pipeline` at the current deployment's version of it; returns its id."""
+               run_id: str | None = None, hold: bool = False) -> str:
+        """Queue a run of `pipeline` at the current deployment's version of it; returns its id.
+        With `hold`, only journal it (`RunLauncher.submit`)."""
         deployment = self.deployment
         if deployment is None or pipeline not in deployment.active:
             raise FastflowError(f"no active pipeline named {pipeline!r}")
@@ -409,7 +410,8 @@ class Daemon:
             env=dict(env or {}),
         )
         renew = None if run_id else (lambda: new_run_id(pipeline, now))  # random: draw again
-        order = self.launcher.submit(order, LaunchContext(active, deployment.config), renew)
+        order = self.launcher.submit(order, LaunchContext(active, deployment.config), renew,
+                                     hold=hold)
         return order.run_id
 
     def _root_tree(self, active: ActivePipeline, deployment: Deployment) -> str:
@@ -443,20 +445,49 @@ class Daemon:
         with self._lock:
             self.timetable.ended(run_id)
 
+    def _decide_downstream(self, record: RunRecord) -> RunRecord:
+        """Before a finished run is recorded: each downstream run it fires is journalled (held
+        until the parent's record is stored, `_after_record`) or skipped, and the record says
+        which: `run_id` of the child, or `skipped` with the reason (`start_refusal`: a disabled
+        pipeline or run configuration, one no longer active). Idempotent: decided entries stay,
+        and a child journalled before a crash (found by its parent run id) is not queued twice."""
+        if all("run_id" in fired for fired in record.downstream):
+            return record
+        with self._lock:
+            journalled = {(o.pipeline, o.run_config_id): o.run_id
+                          for o in self.launcher.journal.orders()
+                          if o.trigger.parent_run_id == record.run_id}
+            decided = [fired if "run_id" in fired else self._decide_child(record, fired, journalled)
+                       for fired in record.downstream]
+        return replace(record, downstream=tuple(decided))
+
+    def _decide_child(self, parent: RunRecord, fired: dict,
+                      journalled: Mapping[tuple[str, str | None], str]) -> dict:
+        key = (fired["pipeline"], fired.get("run_config_id"))
+        run_id, skipped = journalled.get(key), None
+        if run_id is None:
+            skipped = start_refusal(self.deployment, *key)
+        if run_id is None and skipped is None:
+            try:
+                run_id = self.submit(key[0], Trigger(kind="downstream", parent_run_id=parent.run_id),
+                                     now=self.clock(), run_config_id=key[1], hold=True)
+            except (FastflowError, OSError) as exc:
+                skipped = f"not queued: {exc}"
+        if skipped is not None:
+            logger.warning("downstream %s of %s skipped: %s", key[0], parent.run_id, skipped)
+        return {**fired, "run_id": run_id, "skipped": skipped}
+
     def _after_record(self, record: RunRecord) -> None:
-        """Downstream triggers fire when their parent's record is stored; a schedule's waiting
-        run (overlap queue/replace) starts when its running one ended."""
+        """Downstream runs (journalled by `_decide_downstream`) are queued when their parent's
+        record is stored; a schedule's waiting run (overlap queue/replace) starts when its
+        running one ended. A stopping daemon queues nothing: the next start finds them."""
         if self.stopping.is_set():
             return
         with self._lock:
             self.timetable.ended(record.run_id)
         for fired in record.downstream:
-            try:
-                self.submit(fired["pipeline"], Trigger(kind="downstream", parent_run_id=record.run_id),
-                            now=self.clock(), run_config_id=fired.get("run_config_id"))
-            except FastflowError as exc:
-                logger.warning("downstream %s of %s not started: %s", fired["pipeline"],
-                               record.run_id, exc)
+            if fired.get("run_id") and not fired.get("skipped"):
+                self.launcher.release(fired["run_id"])
 
     def _context_for_order(self, order: RunOrder) -> LaunchContext | None:
         """The pipeline as of an order's commit, for runs re-queued after a crash."""

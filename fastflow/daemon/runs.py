@@ -155,6 +155,7 @@ class _FinishFaults:
         "ended": "its schedule may wait for it until the daemon restarts",
         "pages": "recorded without its site pages; the next run of the pipeline renders them",
         "cleanup": "recorded; its run journal entry is dropped at the next start",
+        "before_record": "recorded without its downstream runs: none of them starts",
         "after_record": "recorded; its downstream runs were not all started",
     }
 
@@ -203,7 +204,8 @@ class RunLauncher:
                  environ: Mapping[str, str],
                  on_finished: Callable[[RunRecord, str], Mapping[str, bytes | None]] | None = None,
                  after_record: Callable[[RunRecord], None] | None = None,
-                 on_ended: Callable[[str], None] | None = None) -> None:
+                 on_ended: Callable[[str], None] | None = None,
+                 before_record: Callable[[RunRecord], RunRecord] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
@@ -215,17 +217,21 @@ class RunLauncher:
         self.journal = RunJournal(state_dir)
         self.live = LiveLogs(state_dir)
         self.on_finished = on_finished  # returns extra files (site pages) for the record commit
+        self.before_record = before_record  # e.g. deciding downstream runs (idempotent)
         self.after_record = after_record  # e.g. downstream triggers
         self.on_ended = on_ended  # a run ended (recorded or not yet): overlap, waiting runs
         self._faults = _FinishFaults()
         self._unrecorded: dict[str, tuple[RunRecord, str, str | None]] = {}
         self._flush_due: str | None = None  # the run whose commit failed, retried each round
         self._contexts: dict[str, LaunchContext] = {}
+        self._held: dict[str, tuple[RunOrder, LaunchContext]] = {}
 
     def submit(self, order: RunOrder, context: LaunchContext,
-               renew: Callable[[], str] | None = None) -> RunOrder:
+               renew: Callable[[], str] | None = None, *, hold: bool = False) -> RunOrder:
         """Journal `order`, then queue it; it runs when the dispatcher allows. Returns the order
-        as journalled.
+        as journalled. With `hold`, it is only journalled: `release(run_id)` queues it (a
+        downstream run, once its parent's record is stored); a daemon that stops or dies
+        before then finds it in the journal at its next start and queues it there.
 
         A run id is never reused: when `order.run_id` is journalled or recorded already, a
         random id is replaced by `renew()` (drawn again until free); a deterministic one (a
@@ -245,9 +251,20 @@ class RunLauncher:
                 order = replace(order, run_id=renew())
         else:
             raise RunIdTaken(f"no free run id for {order.pipeline!r} after 100 draws")
-        self._queue(order, context)
+        if hold:
+            self._held[order.run_id] = (order, context)
+        else:
+            self._queue(order, context)
         logger.info("run %s: queued (%s, %s)", order.run_id, order.pipeline, order.trigger.kind)
         return order
+
+    def release(self, run_id: str) -> bool:
+        """Queue the run `submit(..., hold=True)` journalled; False when it is not held here
+        (e.g. the start after a crash queued it already)."""
+        held = self._held.pop(run_id, None)
+        if held is not None:
+            self._queue(*held)
+        return held is not None
 
     def _queue(self, order: RunOrder, context: LaunchContext) -> None:
         self._contexts[order.run_id] = context
@@ -336,7 +353,9 @@ class RunLauncher:
 
     def store_record(self, record: RunRecord, log_text: str, journalled: str | None = None) -> None:
         """Commit `record` with its log and the site pages it changes; drop the journal entry
-        `journalled` (the run's id) when there is one; then the `after_record` hook.
+        `journalled` (the run's id) when there is one; then the `after_record` hook. The
+        `before_record` hook comes first and may complete the record (downstream decisions); it
+        must be idempotent, as a record kept for a full disk passes here again.
 
         Never raises, never wedges (see `_FinishFaults`): pages that fail to render are left
         out (the next run of the pipeline renders them again); a record that cannot be
@@ -346,6 +365,9 @@ class RunLauncher:
         dispatcher's permit and instance are freed when this returns. Each fault is logged once,
         with the run id.
         """
+        if self.before_record is not None:
+            decided = self._guard(record.run_id, "before_record", lambda: self.before_record(record))
+            record = decided if isinstance(decided, RunRecord) else record
         if self.on_ended is not None:
             self._guard(record.run_id, "ended", lambda: self.on_ended(record.run_id))
         pages = self._guard(record.run_id, "pages", lambda: self.on_finished(record, log_text)

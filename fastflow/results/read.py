@@ -323,13 +323,15 @@ def history_row(record: RunRecord) -> dict:
     """One run as `fastflow history` shows it."""
     return {
         "run_id": record.run_id, "status": record.status.value,
-        "trigger": {"kind": record.trigger.kind, "schedule_id": record.trigger.schedule_id},
+        "trigger": {"kind": record.trigger.kind, "schedule_id": record.trigger.schedule_id,
+                    "parent_run_id": record.trigger.parent_run_id},
         "started_at": record.started_at.isoformat() if record.started_at else None,
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "duration_s": record.duration_s, "attempts": len(record.attempts),
         "exit_code": record.exit_code,
         "error": {"kind": record.error.kind, "message": record.error.message}
         if record.error else None,
+        "downstream": [dict(fired) for fired in record.downstream],
     }
 
 

@@ -299,6 +299,13 @@ def _resource_facts(record: RunRecord) -> list[tuple[str, str]]:
     return facts
 
 
+def _child_page(fired: dict) -> bool:
+    """Whether a `downstream` entry names a run started (whose page the run page links)."""
+    pipeline, run_id = fired.get("pipeline"), fired.get("run_id")
+    return not fired.get("skipped") and all(isinstance(v, str) and has_page(v)
+                                            for v in (pipeline, run_id))
+
+
 def render_run_page(data: SiteData, record: RunRecord, log_text: str) -> dict[str, bytes]:
     """One run's page: status, trigger, commit, attempts, timings, resources and the log.
 
@@ -320,6 +327,9 @@ def render_run_page(data: SiteData, record: RunRecord, log_text: str) -> dict[st
         r=record, status=views.status_view(record.status),
         pipeline_href="../" * path.count("/") + pipeline_path(record.pipeline),
         trigger=views.trigger_text(record, zone),
+        downstream=[(views.downstream_text(f), "../" * path.count("/")
+                     + run_path(f["pipeline"], f["run_id"]) if _child_page(f) else None)
+                    for f in record.downstream],
         short_sha=(record.commit.sha or "")[:12],
         timings=[t for t in timings if t[1]],
         attempts=views.attempt_rows(record, zone),

@@ -156,6 +156,21 @@ def trigger_text(record: RunRecord, zone: str) -> str:
     return text
 
 
+def downstream_text(fired: dict) -> str:
+    """One entry of a record's `downstream` in words: `report, run configuration prod (route
+    full): started <run id>`, `...: skipped: <why>`, or only what fired (a `fastflow run` on
+    the host starts none)."""
+    text = str(fired.get("pipeline"))
+    if fired.get("run_config_id"):
+        text += f", run configuration {fired['run_config_id']}"
+    text += f" ({fired.get('reason')})"
+    if fired.get("skipped"):
+        return f"{text}: skipped: {fired['skipped']}"
+    if fired.get("run_id"):
+        return f"{text}: started {fired['run_id']}"
+    return text
+
+
 def soft_event(event: dict) -> dict[str, str]:
     """A soft-limit event `{t, kind, value, limit}` in words (bytes for memory, cores for CPU)."""
     fmt = format_bytes if event.get("kind") == "memory" else format_cores
