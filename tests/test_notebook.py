@@ -1,4 +1,5 @@
-"""The notebook runner (fastflow/notebook.py): run directly with Python, and through a real run."""
+"""The notebook runner (fastflow/executors/notebook.py): run directly with Python, and through
+real runs (on the host, and in a container from a discovered pipeline.json)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import utc_now
 
+from fastflow.deploy.workspace import open_workspace
 from fastflow.executors.base import NOTEBOOK_RUNNER
 from fastflow.executors.local import LocalExecutor, host_base_env
 from fastflow.model import Pipeline, PipelineType, RunStatus
@@ -247,3 +249,32 @@ def test_notebook_run_with_cell_retries_through_the_runner(tmp_path):
     assert outcome.record.exit_code == 1
     assert (" stderr | [fastflow] cell 2 (tags: fetch) failed after 1 attempt(s): "
             "ConnectionError: flaky\n") in outcome.log_text
+
+
+# Creates a marker in the container's /tmp and fails on its first try; the retry finds it.
+MARKED = ("import pathlib\nmarker = pathlib.Path('/tmp/tried')\nif not marker.exists():\n"
+          "    marker.write_text('1')\n    raise RuntimeError('first try')\nprint('second try ok')")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_fast_flows_cells_list_retries_the_second_code_cell_in_a_container(
+        tmp_path, docker_executor_factory):
+    root = tmp_path / "repo"
+    write_notebook(root / "pipelines" / "nb", [
+        markdown("# two code cells"), code("print('first code cell')"), markdown("then"),
+        code(MARKED)])
+    (root / "pipelines" / "nb" / "pipeline.json").write_text(json.dumps({
+        "type": "notebook",
+        "cells": [{"retries": 0}, {"retries": 2, "delay_seconds": 0}],
+        "retry_attempts": 0}), encoding="utf-8")
+    workspace = open_workspace(root)
+    pipeline = workspace.pipeline("nb")
+    assert pipeline.cells["code:1"] == {"retry_attempts": 2, "retry_delay": 0.0}
+    outcome = run_pipeline(RunRequest(pipeline), docker_executor_factory(), clock=utc_now)
+    assert outcome.record.status is RunStatus.SUCCEEDED, outcome.log_text
+    assert len(outcome.record.attempts) == 1  # the cell was retried, not the run
+    assert " stdout | first code cell\n" in outcome.log_text
+    assert " stderr | RuntimeError: first try\n" in outcome.log_text
+    assert " stderr | [fastflow] cell 3 failed (attempt 1 of 3); retrying in 0s\n" in outcome.log_text
+    assert " stdout | second try ok\n" in outcome.log_text
