@@ -208,13 +208,19 @@ def test_validate_checks_that_asked_secrets_exist_and_are_granted_without_a_key(
         monkeypatch.delenv(variable, raising=False)
     write_files(work, {"pipelines/etl/main.py": MAIN, "pipelines/etl/pipeline.json": asks("DB_URL", "API_KEY", "DB_URI"),
                        "pipelines/report/main.py": MAIN, "pipelines/report/pipeline.json": asks("DB_URL"),
-                       "pipelines/plain/main.py": MAIN})
+                       "pipelines/plain/main.py": MAIN, "pipelines/prod/main.py": MAIN,
+                       "pipelines/prod/pipeline.json": json.dumps({"schedules": [
+                           {"id": "live", "schedule_interval_seconds": 60,
+                            "secrets": {"TOKEN": "LIVE_TOKEN"}}]})})
     make_secrets(work, {"DB_URL": "postgres://x", "API_KEY": "k"}, {"DB_URL": ["etl"], "API_KEY": ["etll"]})
     assert [(p.severity.value, str(p)) for p in validate_workspace(work)] == [
         ("error", 'pipelines/etl/pipeline.json: secrets: "API_KEY" is not granted to pipeline "etl" in '
                   f"{SECRETS} (granted to: etll); grant it with `fastflow secrets grant API_KEY etl`"),
         ("error", f'pipelines/etl/pipeline.json: secrets: "DB_URI" is not in {SECRETS} (it holds API_KEY, '
                   'DB_URL); add it with `fastflow secrets set DB_URI` or fix the name; did you mean "DB_URL"?'),
+        ("error", 'pipelines/prod/pipeline.json: schedules[0] (id "live").secrets: "LIVE_TOKEN" is not in '
+                  f"{SECRETS} (it holds API_KEY, DB_URL); add it with `fastflow secrets set LIVE_TOKEN` or "
+                  "fix the name"),
         ("error", f'pipelines/report/pipeline.json: secrets: "DB_URL" is not granted to pipeline "report" in '
                   f"{SECRETS} (granted to: etl); grant it with `fastflow secrets grant DB_URL report`"),
         ("warning", f'{SECRETS}: access_unencrypted.API_KEY: grants API_KEY to "etll", which is not a '
@@ -225,6 +231,9 @@ def test_validate_checks_that_asked_secrets_exist_and_are_granted_without_a_key(
     assert [str(p) for p in validate_workspace(work)] == [
         f"pipelines/etl/pipeline.json: secrets: asks for DB_URL, API_KEY, DB_URI, but {SECRETS} does not "
         "exist; create it with `fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
+        f'pipelines/prod/pipeline.json: schedules[0] (id "live").secrets: asks for LIVE_TOKEN, but {SECRETS} '
+        "does not exist; create it with `fastflow secrets init --recipient age1...` and `fastflow "
+        "secrets set NAME`",
         f"pipelines/report/pipeline.json: secrets: asks for DB_URL, but {SECRETS} does not exist; create it "
         "with `fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
     ]

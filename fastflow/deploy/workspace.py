@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from fastflow.config import check_repo_config, load_repo_config
 from fastflow.config.links import link_problem
+from fastflow.config.pipeline import run_config_field
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
 from fastflow.errors import ConfigError, SecretsError
@@ -78,15 +79,15 @@ def _secrets_problems(workspace: Workspace) -> list[Problem]:
     would be refused at its start), and every grant should name a pipeline."""
     file, root = workspace.config.secrets_file, workspace.root
     path = root / file
-    asking = {n: _asked(p) for n, p in sorted(workspace.discovery.pipelines.items()) if p.secrets}
+    asking = {n: asked for n, p in sorted(workspace.discovery.pipelines.items()) if (asked := _asked(p))}
     link = link_problem(root, path)  # never read through it, as the runner never decrypts it
     if link is not None:
         return [Problem(file, "", link)]
     if not path.exists():
-        return [Problem(_metadata_file(workspace, n), "secrets",
-                        f"asks for {', '.join(asked)}, but {file} does not exist; create it with "
+        return [Problem(_metadata_file(workspace, n), field,
+                        f"asks for {', '.join(names)}, but {file} does not exist; create it with "
                         "`fastflow secrets init --recipient age1...` and `fastflow secrets set NAME`",
-                        pipeline=n) for n, asked in asking.items()]
+                        pipeline=n) for n, asked in asking.items() for field, names in asked]
     # Imported here: the cryptography stack costs every command ~60 ms (as in secrets.runtime)
     from fastflow.secrets.store import list_secrets
 
@@ -96,11 +97,12 @@ def _secrets_problems(workspace: Workspace) -> list[Problem]:
         return [Problem(file, "", without_surrogates(str(exc)).removeprefix(f"{path}: "))]
     problems = []
     for name, asked in asking.items():
-        for secret in asked:
-            problem = _secret_problem(secret, name, grants, file)
-            if problem is not None:
-                problems.append(Problem(_metadata_file(workspace, name), "secrets", problem,
-                                        pipeline=name))
+        for field, names in asked:
+            for secret in names:
+                problem = _secret_problem(secret, name, grants, file)
+                if problem is not None:
+                    problems.append(Problem(_metadata_file(workspace, name), field, problem,
+                                            pipeline=name))
     names = workspace.discovery.names
     for secret, pipelines in grants.items():
         for grantee in (p for p in pipelines if p not in names):
@@ -126,10 +128,14 @@ def _secret_problem(secret: str, pipeline: str, grants: dict[str, tuple[str, ...
     return None
 
 
-def _asked(pipeline: Pipeline) -> list[str]:
-    """The secret names a pipeline asks for (a list of names, or variable -> secret name)."""
-    asked = pipeline.secrets
-    return list(dict.fromkeys(asked.values() if isinstance(asked, Mapping) else asked))
+def _asked(pipeline: Pipeline) -> list[tuple[str, list[str]]]:
+    """(field, secret names) for each place of `pipeline` that asks for secrets: its `secrets`
+    and those of its run configurations (each maps an environment variable to a secret name)."""
+    places = [("secrets", pipeline.secrets)] + [
+        (f"{run_config_field(index, rc.id)}.secrets", rc.secrets)
+        for index, rc in enumerate(pipeline.run_configs)
+    ]
+    return [(field, list(dict.fromkeys(asked.values()))) for field, asked in places if asked]
 
 
 def _metadata_file(workspace: Workspace, name: str) -> str:
