@@ -3,7 +3,11 @@ ENCRYPTION_KEY) into the SOPS secrets file, with grants, and pipeline.json rewri
 the secrets by name at the same level. Real files, real age keys, the real CLI."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,6 +16,8 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from fastflow.cli.secrets import secrets
+from fastflow.deploy.workspace import validate_workspace
+from fastflow.model import Severity
 from fastflow.secrets import age, store
 from fastflow.secrets.fernet import apply_import, fernet_key, plan_import
 
@@ -327,3 +333,43 @@ def test_a_file_that_is_not_json_is_listed(make_repo, env, owner):
     assert str(skipped) == ("pipelines/etl/pipeline.json: is not valid JSON (Expecting property "
                             "name enclosed in double quotes: line 1 column 33 (char 32)); fix it "
                             "first")
+
+
+def fast_flow_env(metadata: dict, run_config: str | None) -> dict[str, str]:
+    """What the original Fast-Flow injected from encrypted_env (app/executor/core.py: the
+    pipeline's values, then those of the run's schedules[] entry over them)."""
+    fernet = Fernet(KEY.encode())
+    levels = [metadata.get("encrypted_env", {})]
+    levels += [s.get("encrypted_env", {}) for s in metadata.get("schedules", [])
+               if run_config is not None and s.get("id") == run_config]
+    return {k.strip(): fernet.decrypt(v.encode()).decode() for level in levels
+            for k, v in level.items()}
+
+
+@pytest.mark.slow
+def test_the_migrated_repository_validates_and_runs_get_what_fast_flow_injected(repo, env):
+    printer = ("import hashlib, os\nfor k in sorted(os.environ):\n"
+               "    if k in ('API_KEY', 'DB_PASSWORD', 'SMTP_PASSWORD'):\n"
+               "        print(k, hashlib.sha256(os.environ[k].encode()).hexdigest())\n")
+    for name in ("etl", "report"):
+        (repo / "pipelines" / name / "main.py").write_text(printer)
+    before = {name: json.loads((repo / f"pipelines/{name}/pipeline.json").read_text())
+              for name in ("etl", "report")}
+    assert run(["--repo", repo], env).exit_code == 0
+    assert [str(p) for p in validate_workspace(repo) if p.severity is Severity.ERROR] == []
+
+    def injected(*args: str) -> dict[str, str]:
+        result = subprocess.run([sys.executable, "-m", "fastflow", "run", *args, "--local",
+                                 "--repo", str(repo)], capture_output=True, text=True,
+                                env={**os.environ, **env}, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return dict(line.split(" ") for line in result.stdout.splitlines())
+
+    def digests(values: dict[str, str]) -> dict[str, str]:
+        return {k: hashlib.sha256(v.encode()).hexdigest() for k, v in values.items()}
+
+    assert injected("etl") == digests(fast_flow_env(before["etl"], None))
+    assert injected("etl", "--run-config", "prod") == digests(fast_flow_env(before["etl"], "prod"))
+    # report also keeps the secret it asked for before (Fast-Flow's database secret).
+    assert injected("report") == digests({**fast_flow_env(before["report"], None),
+                                          "SMTP_PASSWORD": "smtp-pw"})

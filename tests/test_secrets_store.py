@@ -84,7 +84,8 @@ def test_a_secrets_file_linked_outside_the_repository_is_never_read(secrets_file
     (repo / ".fastflow").mkdir(parents=True)
     (repo / ".fastflow/secrets.enc.yaml").symlink_to(secrets_file)
     pipeline = Pipeline(name="etl", path=repo, entry="main.py", type=PipelineType.SCRIPT,
-                        metadata_file=None, requirements=None, secrets=("DB_PASSWORD",))
+                        metadata_file=None, requirements=None,
+                        secrets={"DB_PASSWORD": "DB_PASSWORD"})
     load = secrets_loader(repo, default_repo_config(), pipeline, {})
     with pytest.raises(SecretsError) as err:
         load()

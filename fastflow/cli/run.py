@@ -141,7 +141,7 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
         grace_period=workspace.config.grace_period,
         log_path=str(log_file) if log_file else None,
         secrets_loader=secrets_loader(workspace.root, workspace.config, pipeline,
-                                      host_environment()),
+                                      host_environment(), run_config),
     )
     cancel = threading.Event()
     previous = _install_cancel_handlers(cancel)

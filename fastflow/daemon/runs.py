@@ -44,7 +44,7 @@ from fastflow.run.runner import (
     resolve_settings,
     run_pipeline,
 )
-from fastflow.secrets.runtime import secrets_loader
+from fastflow.secrets.runtime import requested_secrets, secrets_loader
 
 logger = logging.getLogger(__name__)
 
@@ -330,9 +330,10 @@ class RunLauncher:
     def _request(self, order: RunOrder, context: LaunchContext, pipeline: Pipeline,
                  workdir: Path) -> RunRequest:
         loader = None
-        if pipeline.secrets:
+        if requested_secrets(pipeline, order.run_config_id):
             root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
-            loader = secrets_loader(root, context.config, pipeline, self.environ)
+            loader = secrets_loader(root, context.config, pipeline, self.environ,
+                                    order.run_config_id)
         return RunRequest(
             pipeline=pipeline,
             run_config_id=order.run_config_id,
@@ -519,16 +520,18 @@ class RunLauncher:
         )
 
     def _masker(self, order: RunOrder, context: LaunchContext | None) -> Masker | None:
-        """The masker of a re-attached run's output: its pipeline's secrets, loaded again;
-        None (withhold the output) when they cannot be, or the pipeline is unknown."""
+        """The masker of a re-attached run's output: the secrets of its pipeline and run
+        configuration, loaded again; None (withhold the output) when they cannot be, or the
+        pipeline is unknown."""
         if context is None:
             return None
         pipeline = context.active.pipeline
-        if not pipeline.secrets:
+        if not requested_secrets(pipeline, order.run_config_id):
             return Masker()
         try:
             root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
-            loader = secrets_loader(root, context.config, pipeline, self.environ)
+            loader = secrets_loader(root, context.config, pipeline, self.environ,
+                                    order.run_config_id)
             return Masker(loader().values() if loader else ())
         except FastflowError as exc:
             logger.warning("run %s: its secrets cannot be loaded to mask its output: %s",

@@ -42,9 +42,11 @@ def build_env(
     context: RunContext,
 ) -> dict[str, str]:
     """The environment of one attempt, precedence applied (low to high): the pipeline's
-    `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), secrets,
-    then `FASTFLOW_*` and `PYTHONUNBUFFERED=1`. A user variable named `FASTFLOW_*` raises
-    `ConfigError` naming where it came from. `FASTFLOW_ROUTE_FILE` is added by the executor.
+    `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), secrets
+    (by variable name: the pipeline's `secrets` with its run configuration's over them, as
+    `secrets.runtime.requested_secrets` maps them), then `FASTFLOW_*` and `PYTHONUNBUFFERED=1`.
+    A user variable named `FASTFLOW_*` raises `ConfigError` naming where it came from.
+    `FASTFLOW_ROUTE_FILE` is added by the executor.
     """
     metadata = pipeline.metadata_file.name if pipeline.metadata_file else "pipeline.json"
     layers = [(pipeline.default_env, f"pipeline {pipeline.name!r} ({metadata}): default_env")]

@@ -365,23 +365,32 @@ def remove_recipients(path: Path, recipients: Sequence[str], identities: Sequenc
     _save(path, decrypted, now, recipients=remaining, rotate=True)
 
 
-def resolve_for_pipeline(path: Path, pipeline_name: str, requested_names: Sequence[str],
+def resolve_for_pipeline(path: Path, pipeline_name: str,
+                         requested: Mapping[str, str] | Sequence[str],
                          identities: Sequence[X25519Identity]) -> dict[str, str]:
-    """The secrets a pipeline asked for (its `secrets:` list), as env values. SecretsError, before
-    anything is injected, when the file is untrusted or a name is missing or not granted."""
-    if not requested_names:
+    """The secrets a run asked for (variable -> secret name; a list of names asks for each under
+    its own name), as env values by variable. SecretsError, before anything is injected, when the
+    file is untrusted or a secret is missing or not granted (naming the variable when it differs)."""
+    wanted = dict(requested) if isinstance(requested, Mapping) else {n: n for n in requested}
+    if not wanted:
         return {}
     root = open_secrets(path, identities).documents[0]
     secrets, grants = _secrets(root), _grants(root)
-    missing = [n for n in requested_names if n not in secrets]
-    refused = [n for n in requested_names if n in secrets and pipeline_name not in grants.get(n, ())]
+    names = list(dict.fromkeys(wanted.values()))
+    missing = [n for n in names if n not in secrets]
+    refused = [n for n in names if n in secrets and pipeline_name not in grants.get(n, ())]
+
+    def shown(name: str) -> str:
+        variables = [v for v, n in wanted.items() if n == name and v != name]
+        return name + (f" (asked for as {', '.join(variables)})" if variables else "")
+
     problems = []
     if missing:
-        problems.append(f"asks for secrets that do not exist: {', '.join(missing)} (create them "
-                        "with `fastflow secrets set NAME`)")
+        problems.append(f"asks for secrets that do not exist: {', '.join(map(shown, missing))} "
+                        "(create them with `fastflow secrets set NAME`)")
     if refused:
-        problems.append(f"is not granted {', '.join(refused)} (the secret's owner grants it with "
-                        f"`fastflow secrets grant NAME {pipeline_name}`)")
+        problems.append(f"is not granted {', '.join(map(shown, refused))} (the secret's owner "
+                        f"grants it with `fastflow secrets grant NAME {pipeline_name}`)")
     if problems:
         raise SecretsError(f"{path}: pipeline {pipeline_name} " + "; and ".join(problems))
-    return {name: _as_env(secrets[name]) for name in requested_names}
+    return {variable: _as_env(secrets[name]) for variable, name in wanted.items()}
