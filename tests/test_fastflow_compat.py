@@ -1,0 +1,294 @@
+"""A repository as a user of the original Fast-Flow (ttuhin03/fastflow) has it, end to end.
+
+tests/fixtures/fastflow-template is laid out like Fast-Flow's pipeline template: pipeline folders
+at the repository root, no `.fastflow/`, every pipeline.json value spelled as Fast-Flow documents
+it (run configurations in `schedules[]`, list-form notebook `cells`, `encrypted_env` Fernet
+tokens, `restart_interval` as cron). It is copied into a fresh git repository and taken through
+the steps of docs/migrating-from-fastflow.md with the real CLI (`python -m fastflow`): validate
+(only the `encrypted_env` errors, naming the import), list, `secrets import-fernet`, validate
+again, `schedule list`; then pushed to a bare repository that a real `fastflow serve` with the
+Docker executor follows, where extract -> transform (prod) -> load, the notebook's cell retry,
+the secrets at both levels, a fast retry and the refusal of a disabled pipeline are checked on
+the results branch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from helpers import Origin, start_serve, utc_now, wait_for
+
+from fastflow.errors import RepositoryError
+from fastflow.model import RunStatus
+from fastflow.results.store import ResultsStore
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+FIXTURE = Path(__file__).parent / "fixtures" / "fastflow-template"
+
+# A TEST key, published here on purpose: the fixture's encrypted_env tokens were made with it
+# (cryptography.fernet.Fernet.generate_key(), once). Never use it for anything real.
+FERNET_TEST_KEY = "3LfYS93gjkxJxAHfgT01YQxVinG7LSMyauvviq-1Z-M="
+# What the tokens decrypt to: what Fast-Flow would have injected.
+PIPELINE_API_KEY = "pipeline-level-api-key"
+PIPELINE_DB_PASSWORD = "pipeline-level-db-password"
+PROD_API_KEY = "prod-api-key"
+
+PIPELINES = ["disabled", "extract", "load", "long_runner", "notebook_cells", "retrying",
+             "transform", "with_secret"]
+IMPORT_HINT = ("Fast-Flow's Fernet-encrypted values are not read; move them into the secrets "
+               "file with `ENCRYPTION_KEY=... fastflow secrets import-fernet` "
+               "(docs/migrating-from-fastflow.md)")
+
+
+def fastflow(*args: str, env: dict[str, str], cwd: Path | None = None,
+             ) -> subprocess.CompletedProcess:
+    """The real CLI as a user types it: `python -m fastflow ARGS` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "fastflow", *map(str, args)], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """The user's environment: an own HOME, no age identity or SOPS settings of this machine."""
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": "", "SOPS_AGE_KEY": "",
+           "SOPS_AGE_KEY_FILE": "", "SOPS_AGE_KEY_CMD": "", "SOPS_CONFIG": "",
+           "ENCRYPTION_KEY": ""}
+    env.update(extra)
+    return env
+
+
+def fingerprint(value: str) -> str:
+    """As with_secret/main.py prints a secret: the run log never holds the value itself."""
+    return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def copy_template(work: Path) -> Path:
+    shutil.copytree(FIXTURE, work, dirs_exist_ok=True)
+    return work
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[Origin, dict[str, str]]:
+    """The template committed as it is, in a clone of a bare repository."""
+    user = Origin(tmp_path)
+    copy_template(user.work)
+    user.push({}, "Fast-Flow pipeline template")
+    return user, user_env(tmp_path / "home")
+
+
+def import_secrets(work: Path, env: dict[str, str], key_file: Path) -> None:
+    """The migration's secrets step: an age identity, the secrets file, then import-fernet."""
+    keygen = fastflow("secrets", "keygen", "-o", key_file, env=env)
+    assert keygen.returncode == 0, keygen.stderr
+    recipient = keygen.stdout.strip().splitlines()[-1]
+    assert recipient.startswith("age1"), keygen.stdout
+    init = fastflow("secrets", "init", "--repo", work, "--recipient", recipient, env=env)
+    assert init.returncode == 0, init.stderr
+    imported = fastflow("secrets", "import-fernet", "--repo", work,
+                        env={**env, "ENCRYPTION_KEY": FERNET_TEST_KEY,
+                             "SOPS_AGE_KEY_FILE": str(key_file)})
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    for value in (PIPELINE_API_KEY, PIPELINE_DB_PASSWORD, PROD_API_KEY):
+        assert value not in imported.stdout + imported.stderr
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> tuple[Origin, dict[str, str]]:
+    """The template after the migration steps, committed and pushed: what `serve` follows."""
+    root = tmp_path_factory.mktemp("migrated")
+    user = Origin(root)
+    copy_template(user.work)
+    env = user_env(root / "home")
+    key_file = root / "age-key.txt"
+    import_secrets(user.work, env, key_file)
+    user.push({}, "Fast-Flow pipeline template, secrets imported")
+    return user, {**env, "SOPS_AGE_KEY_FILE": str(key_file)}
+
+
+# --- before the migration -------------------------------------------------------------------------
+
+def test_validate_reports_only_the_encrypted_env_errors_naming_the_import(fresh):
+    user, env = fresh
+    result = fastflow("validate", "--repo", user.work, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout == ""  # no warning: everything but encrypted_env loads unchanged
+    assert result.stderr.splitlines() == [
+        f"error: with_secret/pipeline.json: encrypted_env: {IMPORT_HINT}",
+        f'error: with_secret/pipeline.json: schedules[0] (id "prod").encrypted_env: {IMPORT_HINT}',
+    ]
+    assert "gAAAA" not in result.stderr  # the tokens are never echoed
+
+
+def test_list_finds_every_pipeline_at_the_repository_root(fresh):
+    user, env = fresh
+    result = fastflow("list", "--repo", user.work, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    valid = {p["name"]: p for p in listed["pipelines"]}
+    assert sorted([*valid, *(i["name"] for i in listed["invalid"])]) == PIPELINES
+    assert [i["name"] for i in listed["invalid"]] == ["with_secret"]  # until import-fernet
+    assert valid["notebook_cells"]["type"] == "notebook"  # "Notebook" as Fast-Flow accepts it
+    assert valid["disabled"]["enabled"] is False
+    assert all(not p["warnings"] for p in valid.values()), valid
+
+
+# --- the migration ------------------------------------------------------------------------------
+
+def test_after_import_fernet_validate_is_ok_and_no_token_or_value_is_left(migrated):
+    user, env = migrated
+    result = fastflow("validate", "--repo", user.work, env=env)
+    assert (result.returncode, result.stderr) == (0, ""), result.stdout + result.stderr
+    assert result.stdout == "ok: the repository is valid\n"
+    metadata = json.loads((user.work / "with_secret" / "pipeline.json").read_text())
+    assert "encrypted_env" not in metadata and "encrypted_env" not in metadata["schedules"][0]
+    for path in user.work.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            text = path.read_bytes()
+            assert b"gAAAA" not in text, path
+            for value in (PIPELINE_API_KEY, PIPELINE_DB_PASSWORD, PROD_API_KEY):
+                assert value.encode() not in text, path
+    granted = fastflow("secrets", "list", "--repo", user.work, "--json", env=env)
+    assert granted.returncode == 0, granted.stderr
+    assert {tuple(s["pipelines"]) for s in json.loads(granted.stdout)["secrets"]} == {
+        ("with_secret",)}
+
+
+def next_daily(now: datetime, hour: int) -> datetime:
+    today = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return today if today > now else today + timedelta(days=1)
+
+
+def next_hourly(now: datetime) -> datetime:
+    # interval slots are anchored to 1970-01-01T00:00Z (docs/schedules.md): whole UTC hours
+    return now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def test_schedule_list_shows_the_run_configurations_with_their_next_times(migrated):
+    user, env = migrated
+    before = datetime.now(timezone.utc)
+    result = fastflow("schedule", "list", "--repo", user.work, "--json", env=env)
+    after = datetime.now(timezone.utc)
+    assert result.returncode == 0, result.stderr
+    found = {s["id"]: s for s in json.loads(result.stdout)["schedules"]}
+    assert sorted(found) == ["transform-prod", "transform-staging"]
+
+    def utc(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    prod, staging = found["transform-prod"], found["transform-staging"]
+    assert (prod["pipeline"], prod["timezone"], prod["enabled"]) == ("transform", "UTC", True)
+    assert prod["next"]["at_utc"] in {utc(next_daily(before, 10)), utc(next_daily(after, 10))}
+    assert staging["next"]["at_utc"] in {utc(next_hourly(before)), utc(next_hourly(after))}
+
+
+# --- through fastflow serve with Docker ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(migrated, runner_image, shared_cache, tmp_path_factory):
+    """`fastflow serve` (Docker executor) following the migrated repository."""
+    user, env = migrated
+    root = tmp_path_factory.mktemp("served")
+    state = root / "state"
+    proc = start_serve(user.bare, state, root / "serve.log", "--poll-interval", "1",
+                       env={**env, "FASTFLOW_CACHE_DIR": str(shared_cache)})
+    deployment = state / "deployment.json"
+    wait_for(lambda: deployment.exists() and "extract" in deployment.read_text(), timeout=90,
+             what=f"the first deployment:\n{(root / 'serve.log').read_text()}")
+    store = ResultsStore(user.bare, root / "reader-journal", utc_now)
+    yield user, env, state, store, root / "serve.log"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def queue(served, name: str, *args: str) -> str:
+    user, env, state, _, _ = served
+    result = fastflow("run", name, "--remote", "--state-dir", state, *args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.split()[1]  # "queued <run id> on the daemon of <state>"
+
+
+def ended(served, pipeline: str, count: int = 1, timeout: float = 120.0) -> list:
+    """The first `count` recorded runs of `pipeline` (oldest first) once all have ended."""
+    _, _, _, store, log = served
+
+    def runs():
+        try:
+            found = list(reversed(store.list_runs(pipeline)))
+        except RepositoryError:
+            return None
+        return found[:count] if len(found) >= count else None
+
+    return wait_for(runs, timeout=timeout, interval=0.5,
+                    what=f"{count} recorded run(s) of {pipeline}:\n{log.read_text()[-4000:]}")
+
+
+def test_extract_triggers_transform_with_prod_which_triggers_load(served):
+    store = served[3]
+    extract_id = queue(served, "extract")
+    (extract,) = ended(served, "extract")
+    assert (extract.run_id, extract.status) == (extract_id, RunStatus.SUCCEEDED)
+    (transform,) = ended(served, "transform")
+    assert transform.status is RunStatus.SUCCEEDED, store.read_log(transform.run_id, "transform")
+    assert transform.run_config == "prod"
+    assert (transform.trigger.kind, transform.trigger.parent_run_id) == ("downstream", extract_id)
+    log = store.read_log(transform.run_id, "transform")
+    assert "transform: ENVIRONMENT=production DRY_RUN=false LOG_LEVEL=INFO" in log
+    (load,) = ended(served, "load")
+    assert load.status is RunStatus.SUCCEEDED
+    assert (load.trigger.kind, load.trigger.parent_run_id) == ("downstream", transform.run_id)
+    assert load.run_config is None
+    assert "load: done" in store.read_log(load.run_id, "load")
+
+
+def test_the_notebooks_failing_cell_is_retried_and_the_run_succeeds(served):
+    store = served[3]
+    run_id = queue(served, "notebook_cells")
+    (record,) = ended(served, "notebook_cells")
+    log = store.read_log(run_id, "notebook_cells")
+    assert record.status is RunStatus.SUCCEEDED, log
+    assert len(record.attempts) == 1  # the cell was retried, not the run
+    assert "ConnectionError: service not ready yet (first try)" in log
+    assert log.index("service not ready yet") < log.index("fetch ok on retry")
+    assert "notebook finished" in log
+
+
+def test_the_pipeline_level_secrets_arrive_in_a_run_without_run_configuration(served):
+    store = served[3]
+    run_id = queue(served, "with_secret")
+    (record,) = ended(served, "with_secret")
+    log = store.read_log(run_id, "with_secret")
+    assert (record.run_id, record.status, record.run_config) == (
+        run_id, RunStatus.SUCCEEDED, None), log
+    assert (f"with_secret: run config -, API_KEY {fingerprint(PIPELINE_API_KEY)}, "
+            f"DB_PASSWORD {fingerprint(PIPELINE_DB_PASSWORD)}") in log
+
+
+def test_a_short_retry_strategy_retries_at_once(served):
+    store = served[3]
+    run_id = queue(served, "retrying")
+    (record,) = ended(served, "retrying")
+    assert record.status is RunStatus.SUCCEEDED, store.read_log(run_id, "retrying")
+    assert [(a.n, a.status) for a in record.attempts] == [(1, RunStatus.FAILED),
+                                                          (2, RunStatus.SUCCEEDED)]
+    assert record.attempts[1].wait_before_s == 1.0
+
+
+def test_a_disabled_pipeline_is_refused_by_run_remote(served):
+    user, env, state, store, _ = served
+    result = fastflow("run", "disabled", "--remote", "--state-dir", state, env=env)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"Error: {state}: pipeline 'disabled' is disabled (\"enabled\": false in its "
+        "pipeline.json); enable it and push, or run it here with `fastflow run disabled`\n")
+    assert store.list_runs("disabled") == []
