@@ -188,6 +188,22 @@ def test_a_name_holding_the_same_value_is_reused_a_different_one_is_not(repo, en
     assert values["API_KEY"] == "someone-elses-key" and values["ETL_API_KEY"] == "etl-api-key"
 
 
+def test_values_already_there_and_granted_leave_the_secrets_file_as_it_is(make_repo, env, owner):
+    repo = make_repo({"pipelines/etl/pipeline.json": json.dumps(
+        {"encrypted_env": {"API_KEY": token("etl-api-key")}})})
+    path = repo / ".fastflow/secrets.enc.yaml"
+    store.init_secrets(path, [owner.recipient], NOW, repo)
+    store.set_secret(path, "API_KEY", "etl-api-key", [owner], NOW)
+    store.grant_secret(path, "API_KEY", ["etl"], [owner], NOW)
+    before = path.read_bytes()
+    result = run(["--repo", repo], env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith("Next: review the change with `git diff`, then commit it: "
+                                  "git commit pipelines/etl/pipeline.json\n")
+    assert path.read_bytes() == before
+    assert (repo / "pipelines/etl/pipeline.json").read_text() == '{"secrets": ["API_KEY"]}'
+
+
 def test_clash_names_are_upper_case_valid_secret_names(make_repo, env, owner):
     repo = make_repo({
         f"pipelines/{name}/pipeline.json": json.dumps({"encrypted_env": {"token": token(name)}})

@@ -201,7 +201,7 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
         click.echo("The values that cannot be imported stay in encrypted_env; their pipelines "
                    "stay invalid until they are fixed.", err=True)
     click.echo("Next: review the change with `git diff`, then commit it: "
-               f"git commit {plan.secrets_file} {' '.join(plan.files)}")
+               f"git commit {' '.join(plan.changed_files)}")
 
 
 def _pipelines_dir(repo: Path) -> str:

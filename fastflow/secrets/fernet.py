@@ -114,6 +114,13 @@ class ImportPlan:
     def new_secrets(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(a.secret for a in self.assignments if a.new))
 
+    @property
+    def changed_files(self) -> tuple[str, ...]:
+        """Every file the import writes: the secrets file (unless each value is there and
+        granted already), then the rewritten metadata files."""
+        changes_secrets = bool(self.values or self.grants)
+        return (self.secrets_file,) * changes_secrets + self.files
+
 
 def fernet_key(text: str) -> Fernet:
     """The Fernet of Fast-Flow's `ENCRYPTION_KEY`; SecretsError (never echoing it) when invalid."""
@@ -169,7 +176,7 @@ def apply_import(plan: ImportPlan, environ: Mapping[str, str], now: datetime) ->
     """Write `plan`: the secrets and grants into the secrets file (one encrypted write, no
     plaintext anywhere), then each rewritten metadata file."""
     path = plan.root / plan.secrets_file
-    if plan.values or plan.grants:
+    if plan.secrets_file in plan.changed_files:
         add_secrets(path, plan.values, dict(plan.grants), identities_for(path, environ), now,
                     plan.recipients)
     for file, text in plan.texts.items():
