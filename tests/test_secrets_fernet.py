@@ -163,7 +163,7 @@ def test_both_levels_and_a_clash_are_moved_into_the_secrets_file(repo, env, owne
                       "REPORT_API_KEY": ("report",)}
     assert_no_plaintext(repo, result.output)
     assert run(["--repo", repo], env).stdout == (
-        "Nothing to import: no pipeline metadata file has encrypted_env\n")
+        "Nothing to import: no pipeline metadata file has encrypted_env values\n")
 
 
 def test_a_name_holding_the_same_value_is_reused_a_different_one_is_not(repo, env, owner):
@@ -389,3 +389,12 @@ def test_the_migrated_repository_validates_and_runs_get_what_fast_flow_injected(
     # report also keeps the secret it asked for before (Fast-Flow's database secret).
     assert injected("report") == digests({**fast_flow_env(before["report"], None),
                                           "SMTP_PASSWORD": "smtp-pw"})
+
+
+def test_an_empty_encrypted_env_is_left_alone(make_repo, env, owner):
+    repo = make_repo({"pipelines/etl/pipeline.json": json.dumps({
+        "encrypted_env": None, "schedules": [{"id": "prod", "encrypted_env": {}}]})})
+    store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
+    result = run(["--repo", repo], env)
+    assert (result.exit_code, result.output) == (
+        0, "Nothing to import: no pipeline metadata file has encrypted_env values\n")

@@ -185,7 +185,7 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
     plan = lib.plan_import(repo, lib.fernet_key(environ[lib.KEY_VARIABLE]), environ,
                            _pipelines_dir(repo))
     if not plan.assignments and not plan.skipped:
-        click.echo("Nothing to import: no pipeline metadata file has encrypted_env")
+        click.echo("Nothing to import: no pipeline metadata file has encrypted_env values")
         return
     if dry_run or (plan.skipped and not partial):
         _echo_plan(plan, done=False)

@@ -303,11 +303,12 @@ class _Scan:
         if schedules is not None and isinstance(data.get("schedules"), list):
             for i, (start, item) in enumerate(zip(array_starts(text, schedules.value_start),
                                                   data["schedules"])):
-                if isinstance(item, dict) and ENCRYPTED_ENV in item:
+                if isinstance(item, dict) and item.get(ENCRYPTED_ENV) not in (None, {}):
                     rc = item.get("id")
                     levels.append(_Level(i, rc if isinstance(rc, str) else None, start,
                                          object_members(text, start), item))
-        levels = [lv for lv in levels if ENCRYPTED_ENV in lv.data]
+        # An empty encrypted_env ({} or null) holds nothing to import (validate only warns).
+        levels = [lv for lv in levels if lv.data.get(ENCRYPTED_ENV) not in (None, {})]
         for level in levels:
             self._read_level(file, pipeline, level, data)
         self.files[file] = (text, levels)
