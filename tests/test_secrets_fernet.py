@@ -398,3 +398,11 @@ def test_an_empty_encrypted_env_is_left_alone(make_repo, env, owner):
     result = run(["--repo", repo], env)
     assert (result.exit_code, result.output) == (
         0, "Nothing to import: no pipeline metadata file has encrypted_env values\n")
+
+
+def test_a_metadata_file_that_cannot_be_read_is_listed(make_repo, env, owner):
+    repo = make_repo({"pipelines/etl/main.py": "print(1)\n"})
+    (repo / "pipelines/etl/pipeline.json").mkdir()  # a folder: reading it fails
+    store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
+    assert str(skipped) == "pipelines/etl/pipeline.json: cannot be read: Is a directory"

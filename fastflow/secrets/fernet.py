@@ -223,7 +223,7 @@ def _metadata_files(root: Path, pipelines_dir: str) -> Iterator[tuple[str, Path]
         for candidate in ("pipeline.json", f"{name}.json"):
             meta = folder / candidate
             if os.path.lexists(meta):
-                if link_problem(root, meta) is None and meta.is_file():
+                if link_problem(root, meta) is None:  # a linked one is validate's error
                     yield name, meta
                 break
 
@@ -286,7 +286,11 @@ class _Scan:
 
     def read(self, pipeline: str, path: Path) -> None:
         file = path.relative_to(self.root).as_posix()
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            self.skipped.append(Skipped(file, "", "", f"cannot be read: {exc.strerror}"))
+            return
         if ENCRYPTED_ENV.encode() not in raw:
             return
         try:
