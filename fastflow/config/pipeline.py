@@ -8,31 +8,28 @@ what the folder is. Reference: docs/pipeline-json.md.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fastflow import defaults
 from fastflow.config.sections import retry_policy, timing
 from fastflow.config.values import (
-    ENV_NAME_RE,
     MISSING,
     Fields,
     boolean,
     choice,
     cpu,
-    cron,
     env_mapping,
-    env_name,
     hard_memory,
     integer,
-    is_number,
     label,
     memory,
     nonempty_text,
-    positive_seconds,
+    pipeline_type,
     python_version,
+    restart_interval,
     seconds,
+    secret_requests,
     string_list,
     text,
     timestamp,
@@ -60,7 +57,6 @@ from fastflow.model import (
 )
 
 DEFAULT = "default"
-SECONDS_TEXT = re.compile(r"\d+(\.\d*)?")  # restart_interval "3600": seconds, not a cron
 LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,
     "mem_hard_limit": hard_memory,
@@ -483,52 +479,6 @@ def check_soft_limits(f: Fields, limits: Limits) -> None:
                 f"{kind}_soft_limit",
                 f"is above {kind}_hard_limit, so it can never be reached; lower it or remove it",
             )
-
-
-def secret_requests(value: Any) -> dict[str, str]:
-    """`secrets`, variable -> secret name: a list of names (`["API_KEY"]`: the variable and the
-    secret are named alike) or an object (`{"API_KEY": "ETL_API_KEY"}`)."""
-    if isinstance(value, list):
-        return {name: name for name in string_list(env_name)(value)}
-    if not isinstance(value, dict):
-        raise Invalid(f'{show(value)} is not a list of names or an object; write ["API_KEY"] or '
-                      '{"API_KEY": "ETL_API_KEY"}')
-    out: dict[str, str] = {}
-    for variable, secret in value.items():
-        try:
-            env_name(variable)
-        except Invalid as exc:
-            raise Invalid(f"key {exc}") from None
-        if not isinstance(secret, str) or not ENV_NAME_RE.fullmatch(secret) or secret.startswith(
-                "FASTFLOW_"):
-            raise Invalid(f'"{variable}": {show(secret)} is not a valid secret name; use letters, '
-                          "digits and '_', not starting with a digit or FASTFLOW_")
-        out[variable] = secret
-    return out
-
-
-def pipeline_type(value: Any) -> str:
-    """`type`, case-insensitive as in Fast-Flow ("Notebook", "SCRIPT"); resolved in lower case."""
-    options = [t.value for t in PipelineType]
-    if isinstance(value, str) and value.lower() in options:
-        return value.lower()
-    return choice(options)(value)
-
-
-def restart_interval(value: Any) -> float | str:
-    """As in Fast-Flow: a cron expression (restart at its times) or a number of seconds > 0;
-    a string of digits ("3600", as Fast-Flow's string field allows) is seconds."""
-    if isinstance(value, str):
-        if SECONDS_TEXT.fullmatch(value.strip()):
-            if float(value) <= 0:
-                raise Invalid(f"{show(value)} is not a number of seconds > 0; use a number such "
-                              'as 86400 or a cron such as "0 3 * * *"')
-            return positive_seconds(float(value))
-        return cron(value)
-    if is_number(value):
-        return positive_seconds(value)
-    raise Invalid(f'{show(value)} is not a cron expression or a number of seconds; use a cron '
-                  'such as "0 3 * * *" or seconds such as 86400')
 
 
 def _routes(value: Any) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 from fastflow.config.sizes import parse_size
 from fastflow.errors import Invalid
 from fastflow.humanize import closest, did_you_mean, show
-from fastflow.model import Problem, Severity
+from fastflow.model import PipelineType, Problem, Severity
 from fastflow.schedule.cron import is_valid_cron
 from fastflow.schedule.timevalues import MAX_SECONDS, in_years
 
@@ -25,6 +25,7 @@ Checker = Callable[[Any], Any]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
+SECONDS_TEXT = re.compile(r"\d+(\.\d*)?")  # restart_interval "3600": seconds, not a cron
 WEBHOOK_KEY_RE = re.compile(r"[A-Za-z0-9._~-]+")
 CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 # Docker refuses smaller memory limits ("Minimum memory limit allowed is 6MB").
@@ -194,6 +195,52 @@ def env_name(value: Any) -> str:
     if value.startswith("FASTFLOW_"):
         raise Invalid(f'{show(value)} is reserved: FASTFLOW_* variables are set by Fast-Flow')
     return value
+
+
+def secret_requests(value: Any) -> dict[str, str]:
+    """`secrets`, variable -> secret name: a list of names (`["API_KEY"]`: the variable and the
+    secret are named alike) or an object (`{"API_KEY": "ETL_API_KEY"}`)."""
+    if isinstance(value, list):
+        return {name: name for name in string_list(env_name)(value)}
+    if not isinstance(value, dict):
+        raise Invalid(f'{show(value)} is not a list of names or an object; write ["API_KEY"] or '
+                      '{"API_KEY": "ETL_API_KEY"}')
+    out: dict[str, str] = {}
+    for variable, secret in value.items():
+        try:
+            env_name(variable)
+        except Invalid as exc:
+            raise Invalid(f"key {exc}") from None
+        if not isinstance(secret, str) or not ENV_NAME_RE.fullmatch(secret) or secret.startswith(
+                "FASTFLOW_"):
+            raise Invalid(f'"{variable}": {show(secret)} is not a valid secret name; use letters, '
+                          "digits and '_', not starting with a digit or FASTFLOW_")
+        out[variable] = secret
+    return out
+
+
+def pipeline_type(value: Any) -> str:
+    """`type`, case-insensitive as in Fast-Flow ("Notebook", "SCRIPT"); resolved in lower case."""
+    options = [t.value for t in PipelineType]
+    if isinstance(value, str) and value.lower() in options:
+        return value.lower()
+    return choice(options)(value)
+
+
+def restart_interval(value: Any) -> float | str:
+    """As in Fast-Flow: a cron expression (restart at its times) or a number of seconds > 0;
+    a string of digits ("3600", as Fast-Flow's string field allows) is seconds."""
+    if isinstance(value, str):
+        if SECONDS_TEXT.fullmatch(value.strip()):
+            if float(value) <= 0:
+                raise Invalid(f"{show(value)} is not a number of seconds > 0; use a number such "
+                              'as 86400 or a cron such as "0 3 * * *"')
+            return positive_seconds(float(value))
+        return cron(value)
+    if is_number(value):
+        return positive_seconds(value)
+    raise Invalid(f'{show(value)} is not a cron expression or a number of seconds; use a cron '
+                  'such as "0 3 * * *" or seconds such as 86400')
 
 
 def string_list(item: Checker = nonempty_text) -> Checker:
