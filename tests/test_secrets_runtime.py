@@ -113,6 +113,10 @@ def test_requested_secrets_adds_the_run_configuration_over_the_pipeline(repo):
                                               "DB_PASSWORD": "DB_PASSWORD", "BUCKET": "B"}
     assert requested_secrets(pipeline(repo, {}), None) == {}
     assert secrets_loader(repo, default_repo_config(), pipeline(repo, {}), {}) is None
+    # Only the run configuration asks: its runs load secrets, the others none.
+    only = pipeline(repo, {}, (RunConfig("prod", secrets={"BUCKET": "PROD_BUCKET"}),))
+    assert secrets_loader(repo, default_repo_config(), only, {}) is None
+    assert secrets_loader(repo, default_repo_config(), only, {}, "prod") is not None
 
 
 def test_errors_name_the_variable_when_it_differs_from_the_secret(repo, owner):
