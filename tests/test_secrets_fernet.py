@@ -406,3 +406,24 @@ def test_a_metadata_file_that_cannot_be_read_is_listed(make_repo, env, owner):
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
     (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
     assert str(skipped) == "pipelines/etl/pipeline.json: cannot be read: Is a directory"
+
+
+@pytest.mark.parametrize("text, field, reason", [
+    ('{"encrypted_env": {"A": 42}}', "encrypted_env.A (A)", "is not a Fernet token (a string)"),
+    ('{"encrypted_env": {"A": "%s"}}' % Fernet(KEY.encode()).encrypt(b"\xff\xfe").decode(),
+     "encrypted_env.A (A)", "decrypts to bytes that are not UTF-8 text"),
+    ('{"encrypted_env": ["A"]}', "encrypted_env",
+     "encrypted_env is not an object of VARIABLE: token"),
+    ('{"secrets": "A", "encrypted_env": {"B": "x"}}', "encrypted_env",
+     "secrets is neither a list of names nor an object of VARIABLE: secret; fix it"),
+    ('{"schedules": [{"id": "p", "secrets": [1], "encrypted_env": {"B": "x"}}]}',
+     "schedules[0].encrypted_env",
+     "schedules[0].secrets is neither a list of names nor an object of VARIABLE: secret; fix it"),
+    ('{"encrypted_env": {"B": "x"}, "encrypted_env": {"B": "y"}}', "encrypted_env",
+     "encrypted_env appears twice in the object; keep one"),
+])
+def test_every_reason_a_value_is_not_imported(make_repo, env, owner, text, field, reason):
+    repo = make_repo({"pipelines/etl/pipeline.json": text})
+    store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
+    assert str(skipped) == f"pipelines/etl/pipeline.json: {field}: {reason}"
