@@ -140,6 +140,28 @@ def test_list_finds_every_pipeline_at_the_repository_root(fresh):
     assert all(not p["warnings"] for p in valid.values()), valid
 
 
+def test_show_resolves_the_fast_flow_spellings(fresh):
+    user, env = fresh
+
+    def shown(name: str) -> dict:
+        result = fastflow("show", name, "--repo", user.work, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        return {field: row["value"] for field, row in json.loads(result.stdout).items()}
+
+    long_runner = shown("long_runner")
+    assert {k: long_runner[k] for k in ("timeout", "restart_on_crash", "restart_cooldown",
+                                        "restart_interval")} == {
+        "timeout": 0, "restart_on_crash": True, "restart_cooldown": 120,
+        "restart_interval": "0 3 * * *"}
+    notebook = shown("notebook_cells")
+    assert (notebook["type"], notebook["cells"]) == ("notebook", {
+        "code:0": {"retry_attempts": 0, "retry_delay": 1.0},
+        "code:1": {"retry_attempts": 2, "retry_delay": 1.0}})
+    retrying = shown("retrying")
+    assert (retrying["retry_attempts"], retrying["retry_strategy"]) == (
+        1, {"type": "fixed_delay", "delay": 1})
+
+
 # --- the migration ------------------------------------------------------------------------------
 
 def test_after_import_fernet_validate_is_ok_and_no_token_or_value_is_left(migrated):
