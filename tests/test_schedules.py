@@ -366,8 +366,9 @@ def test_cli_commands_have_help():
 def test_schedules_yaml_entries_of_a_disabled_pipeline_or_run_config_are_disabled():
     pipes = {
         "report": pipeline("report", run_configs=(RunConfig(id="prod"),
-                                                  RunConfig(id="old", enabled=False))),
-        "paused": pipeline("paused", enabled=False),
+                                                  RunConfig(id="old", enabled=False,
+                                                            interval_seconds=60))),
+        "paused": pipeline("paused", enabled=False, run_configs=(RunConfig(id="n", cron="0 3 * * *"),)),
     }
     text = ("schedules:\n  - {pipeline: report, id: a, cron: '@hourly'}\n"
             "  - {pipeline: report, id: b, cron: '@hourly', run_config: prod}\n"
@@ -377,9 +378,12 @@ def test_schedules_yaml_entries_of_a_disabled_pipeline_or_run_config_are_disable
     result = check_schedules(text, pipes, root=Path("/r"))
     assert result.problems == ()
     assert {s.id: s.enabled for s in result.schedules} == {
-        "a": True, "b": True, "c": False, "d": False, "e": False}
+        "a": True, "b": True, "c": False, "d": False, "e": False,
+        "report-old": False, "paused-n": False}  # the pipelines' own schedules too
     assert {s.id: disabled_reason(s, pipes) for s in result.schedules} == {
         "a": None, "b": None,
+        "report-old": 'run configuration "old" of pipeline "report" is disabled ("enabled": false)',
+        "paused-n": 'pipeline "paused" is disabled ("enabled": false)',
         "c": 'run configuration "old" of pipeline "report" is disabled ("enabled": false)',
         "d": 'pipeline "paused" is disabled ("enabled": false)',
         "e": "enabled: false in .fastflow/schedules.yaml",
