@@ -286,6 +286,11 @@ def test_extract_triggers_transform_with_prod_which_triggers_load(served):
     assert (load.trigger.kind, load.trigger.parent_run_id) == ("downstream", transform.run_id)
     assert load.run_config is None
     assert "load: done" in store.read_log(load.run_id, "load")
+    # each parent's record names the child it started
+    assert [(d["pipeline"], d["run_config_id"], d["run_id"]) for d in extract.downstream] == [
+        ("transform", "prod", transform.run_id)]
+    assert [(d["pipeline"], d["run_id"]) for d in transform.downstream] == [
+        ("load", load.run_id)]
 
 
 def test_the_notebooks_failing_cell_is_retried_and_the_run_succeeds(served):
@@ -296,6 +301,8 @@ def test_the_notebooks_failing_cell_is_retried_and_the_run_succeeds(served):
     assert record.status is RunStatus.SUCCEEDED, log
     assert len(record.attempts) == 1  # the cell was retried, not the run
     assert "ConnectionError: service not ready yet (first try)" in log
+    # cells[1] (the second code cell, at position 2 after the markdown cell): 2 retries, 1 s
+    assert "[fastflow] cell 2 failed (attempt 1 of 3); retrying in 1s" in log
     assert log.index("service not ready yet") < log.index("fetch ok on retry")
     assert "notebook finished" in log
 
