@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from helpers import Origin, start_serve, utc_now, wait_for
+from helpers import Origin, require_docker, start_serve, utc_now, wait_for
 
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
@@ -78,6 +78,7 @@ def copy_template(work: Path) -> Path:
 @pytest.fixture
 def fresh(tmp_path: Path) -> tuple[Origin, dict[str, str]]:
     """The template committed as it is, in a clone of a bare repository."""
+    require_docker()  # validate asks the engine for the runner images (a warning without one)
     user = Origin(tmp_path)
     copy_template(user.work)
     user.push({}, "Fast-Flow pipeline template")
@@ -103,6 +104,7 @@ def import_secrets(work: Path, env: dict[str, str], key_file: Path) -> None:
 @pytest.fixture(scope="module")
 def migrated(tmp_path_factory) -> tuple[Origin, dict[str, str]]:
     """The template after the migration steps, committed and pushed: what `serve` follows."""
+    require_docker()
     root = tmp_path_factory.mktemp("migrated")
     user = Origin(root)
     copy_template(user.work)
