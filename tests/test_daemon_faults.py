@@ -61,8 +61,10 @@ def recorded(daemon, run_id: str, pipeline: str):
 # --- item 14: run ids never collide ----------------------------------------------------------
 
 def test_random_run_ids_carry_32_random_bits():
+    # 20,000 draws from 32 bits collide with probability ~4.6% (birthday bound), so a clash or
+    # two is allowed; 16 random bits would give ~3,000 clashes, 24 bits ~12.
     ids = {new_run_id("p", utc_now().replace(microsecond=0)) for _ in range(20_000)}
-    assert len(ids) == 20_000
+    assert 20_000 - len(ids) <= 2
     assert all(len(i.rsplit("-", 1)[1]) == 8 for i in ids)
 
 
