@@ -242,10 +242,11 @@ def test_history_is_newest_first_and_pages_with_before(recorded):
     assert rest["older"] is None
     assert rest["runs"] == [{
         "run_id": "20261122T070000Z-report-aa01s", "status": "failed",
-        "trigger": {"kind": "schedule", "schedule_id": "report"},
+        "trigger": {"kind": "schedule", "schedule_id": "report", "parent_run_id": None},
         "started_at": "2026-11-22T07:00:00+00:00", "finished_at": "2026-11-22T07:00:12.500000+00:00",
         "duration_s": 12.5, "attempts": 2, "exit_code": 1,
         "error": {"kind": "exit_code", "message": "exited with 1\nsee the log"},
+        "downstream": [],
     }]
 
 
