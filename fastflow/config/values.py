@@ -207,10 +207,7 @@ def secret_requests(value: Any) -> dict[str, str]:
                       '{"API_KEY": "ETL_API_KEY"}')
     out: dict[str, str] = {}
     for variable, secret in value.items():
-        try:
-            env_name(variable)
-        except Invalid as exc:
-            raise Invalid(f"key {exc}") from None
+        env_key(variable)
         if not isinstance(secret, str) or not ENV_NAME_RE.fullmatch(secret) or secret.startswith(
                 "FASTFLOW_"):
             raise Invalid(f'"{variable}": {show(secret)} is not a valid secret name; use letters, '
@@ -322,16 +319,21 @@ def webhook_key(value: Any) -> str:
     return value
 
 
+def env_key(key: Any) -> str:
+    """A key of an object of variables: `env_name`'s check, its message as "key ..."."""
+    try:
+        return env_name(key)
+    except Invalid as exc:
+        raise Invalid(f"key {exc}") from None
+
+
 def env_mapping(value: Any) -> dict[str, str]:
     """`default_env`: names to string, number or bool values, all turned into strings."""
     if not isinstance(value, dict):
         raise Invalid(f'{show(value)} is not an object; write {{"NAME": "value"}}')
     out: dict[str, str] = {}
     for key, item in value.items():
-        try:
-            env_name(key)
-        except Invalid as exc:
-            raise Invalid(f"key {exc}") from None
+        env_key(key)
         out[key] = env_value(key, item)
     return out
 

@@ -335,9 +335,7 @@ def _check_webhook_keys(
                     "must be unique across pipelines",
                     pipeline=name,
                 ))
-    for name, errors in clashes.items():
-        pipeline = pipelines.pop(name)
-        invalid[name] = InvalidPipeline(name, pipeline.path, (*pipeline.warnings, *errors))
+    _invalidate(pipelines, invalid, clashes)
 
 
 def _webhook_keys(pipeline: Pipeline) -> list[tuple[str, str]]:
@@ -373,6 +371,12 @@ def _check_trigger_cycles(
                 "one of the triggers",
                 pipeline=name,
             ))
+    _invalidate(pipelines, invalid, errors)
+
+
+def _invalidate(pipelines: dict[str, Pipeline], invalid: dict[str, InvalidPipeline],
+                errors: dict[str, list[Problem]]) -> None:
+    """Move each pipeline named in `errors` from `pipelines` to `invalid`, warnings kept."""
     for name, found in errors.items():
         pipeline = pipelines.pop(name)
         invalid[name] = InvalidPipeline(name, pipeline.path, (*pipeline.warnings, *found))
