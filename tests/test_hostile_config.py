@@ -12,7 +12,11 @@ from click.testing import CliRunner
 from helpers import make_daemon, utc_now, write_files
 
 from fastflow.cli import main
-from fastflow.config import default_repo_config, parse_pipeline_metadata, read_repo_config
+from fastflow.config import (
+    default_repo_config,
+    parse_pipeline_metadata,
+    read_repo_config,
+)
 from fastflow.config.schedules import check_schedules
 from fastflow.config.yamlfile import load_yaml
 from fastflow.errors import Invalid

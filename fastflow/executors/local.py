@@ -63,8 +63,8 @@ from fastflow.executors.base import (
     preheat_failure,
     read_route,
     requirements_problem,
-    with_uv_warnings,
     uv_command,
+    with_uv_warnings,
 )
 from fastflow.model import Limits, RunStatus
 from fastflow.record import Environment, ErrorInfo, Resources

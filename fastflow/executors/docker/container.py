@@ -38,7 +38,11 @@ from fastflow.executors.docker.cache import (
 )
 from fastflow.executors.docker.engine import DockerError
 from fastflow.executors.docker.image import RUNNER_UID
-from fastflow.executors.docker.reattach import CONTAINER_ROUTE_DIR, labels_of, log_config
+from fastflow.executors.docker.reattach import (
+    CONTAINER_ROUTE_DIR,
+    labels_of,
+    log_config,
+)
 from fastflow.model import NetworkMode, PipelineType
 
 logger = logging.getLogger(__name__)

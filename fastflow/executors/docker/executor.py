@@ -60,7 +60,11 @@ from fastflow.executors.base import (
     requirements_problem,
     with_uv_warnings,
 )
-from fastflow.executors.docker.cache import CacheLayout, read_requirements, requirements_key
+from fastflow.executors.docker.cache import (
+    CacheLayout,
+    read_requirements,
+    requirements_key,
+)
 from fastflow.executors.docker.container import (
     RunContainer,
     RunContainers,
