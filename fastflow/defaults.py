@@ -63,6 +63,7 @@ STATE_ACTIVE = "active"             # the run journal: one file per accepted run
 STATE_JOURNAL = "journal"           # the results store's journal of uncommitted writes
 STATE_LIVE = "live"                 # live/<run_id>.log: output of running runs
 STATE_SNAPSHOTS = "snapshots"       # immutable snapshots of pipeline trees, by tree id
+STATE_WEBHOOK_PAYLOADS = "webhooks/payload"  # bodies of webhook requests until their run is recorded
 STATE_PREHEAT = "preheat"           # preheat/<pipeline>.json: each pipeline's dependency state
 STATE_MIRROR = "mirror.git"         # the mirror of a followed URL
 STATE_DEPLOYMENT = "deployment.json"  # the active commit and tree of each pipeline

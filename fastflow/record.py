@@ -9,7 +9,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from fastflow.model import RunStatus
 
@@ -98,6 +98,7 @@ class Trigger:
     schedule_id: str | None = None
     slot: datetime | None = None
     parent_run_id: str | None = None
+    delivery_id: str | None = None  # a webhook run: the sender's delivery id, when it gave one
 
     def to_json(self) -> dict:
         return {
@@ -105,6 +106,7 @@ class Trigger:
             "schedule_id": self.schedule_id,
             "slot": _iso(self.slot),
             "parent_run_id": self.parent_run_id,
+            "delivery_id": self.delivery_id,
         }
 
     @classmethod
@@ -114,7 +116,46 @@ class Trigger:
             schedule_id=data.get("schedule_id"),
             slot=_parse_iso(data.get("slot")),
             parent_run_id=data.get("parent_run_id"),
+            delivery_id=data.get("delivery_id"),  # absent in records before webhooks
         )
+
+
+@dataclass(frozen=True)
+class WebhookInput:
+    """What a webhook request gives its run (docs/webhooks.md, "What the run gets"): the
+    delivery id, the path of the stored body (`daemon.statedir.webhook_payload_file`, removed
+    once the run is recorded), the selected request headers (never a signature or
+    Authorization) and the env a Fast-Flow-form body `{"env": {...}}` sets, already cut to the
+    pipeline's `webhook_env`. It travels in the inbox request and the run journal, never in a
+    run record (the record keeps `Trigger.delivery_id`)."""
+
+    delivery_id: str | None
+    payload_file: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"delivery_id": self.delivery_id, "payload_file": self.payload_file,
+                "headers": dict(self.headers), "env": dict(self.env)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "WebhookInput":
+        """The input of `to_json`; `ValueError` naming the field when `data` is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"webhook: expected an object, got {type(data).__name__}")
+        delivery_id, payload_file = data.get("delivery_id"), data.get("payload_file")
+        if delivery_id is not None and not isinstance(delivery_id, str):
+            raise ValueError(f"webhook.delivery_id must be a string or null, got {delivery_id!r}")
+        if not isinstance(payload_file, str) or not payload_file:
+            raise ValueError(f"webhook.payload_file must be a non-empty path, got {payload_file!r}")
+        maps = {}
+        for key in ("headers", "env"):
+            value = data.get(key) or {}
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"webhook.{key} must map strings to strings, got {value!r}")
+            maps[key] = dict(value)
+        return cls(delivery_id, payload_file, maps["headers"], maps["env"])
 
 
 @dataclass(frozen=True)
@@ -301,5 +342,6 @@ __all__ = [
     "RunRecord",
     "SCHEMA_VERSION",
     "Trigger",
+    "WebhookInput",
     "replace",
 ]

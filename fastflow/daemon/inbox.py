@@ -8,7 +8,10 @@ half a message:
   updates the followed branch. Its content is the hook's stdin, one `<old> <new> <ref>` line per
   updated ref; it may be empty.
 - `run-<time_ns>-<rand>.json`: a run request (`fastflow run NAME --remote`), a JSON object with
-  `pipeline`, `env`, `run_config`, `requested_at` (ISO 8601 with offset) and `request_id`.
+  `pipeline`, `env`, `run_config`, `requested_at` (ISO 8601 with offset) and `request_id`; a
+  request of the webhook intake also has `webhook` (`record.WebhookInput.to_json`: delivery id,
+  payload file, selected headers, env), and its run's trigger is `webhook`. Requests written
+  before webhooks have no `webhook` key and read as before.
 
 `Inbox.read()` returns every message in arrival order (by `time_ns`, then name) and leaves it
 in place; the daemon `acknowledge`s (deletes) a message only once what it asked for is durable:
@@ -37,7 +40,7 @@ from typing import Union
 from fastflow.daemon.watch import FolderWaiter
 from fastflow.defaults import STATE_INBOX, STATE_INBOX_BAD
 from fastflow.files import write_atomic
-from fastflow.record import run_stamp
+from fastflow.record import WebhookInput, run_stamp
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class RunRequestMessage:
     env: dict[str, str] = field(default_factory=dict)
     run_config: str | None = None
     requested_at: datetime | None = None
+    webhook: WebhookInput | None = None  # a request of the webhook intake
 
 
 Message = Union[PushMessage, RunRequestMessage]
@@ -132,7 +136,14 @@ def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequestMessage:
         requested_at = datetime.fromisoformat(data["requested_at"])
     except ValueError:
         raise MalformedMessage(f"'requested_at' is not an ISO 8601 time: {data['requested_at']!r}") from None
-    return RunRequestMessage(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at)
+    webhook = None
+    if data.get("webhook") is not None:
+        try:
+            webhook = WebhookInput.from_json(data["webhook"])
+        except ValueError as exc:
+            raise MalformedMessage(str(exc)) from None
+    return RunRequestMessage(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at,
+                             webhook)
 
 
 def parse_message(name: str, raw: bytes) -> Message:
@@ -184,14 +195,18 @@ class Inbox:
         return self._post(f"push-{ns}-{secrets.token_hex(4)}", ref_lines.encode("utf-8"), durable=False)
 
     def post_run_request(
-        self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime
+        self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime,
+        *, webhook: WebhookInput | None = None, request_id: str | None = None,
     ) -> str:
         """Queue a run of `pipeline` on the daemon; returns the request id.
 
         `now` (aware) is the request time: it goes into the message and its file name, which is
         what orders it among other messages. The file is fsynced: a request is a user's intent.
+        `webhook`: what a webhook request gives the run (its trigger is then `webhook`).
+        `request_id` (`<stamp>-<suffix>`, default a fresh one) makes the run id
+        (`record.request_run_id`) deterministic, e.g. from a webhook's delivery id.
         """
-        request_id = f"{run_stamp(now)}-{secrets.token_hex(4)}"
+        request_id = request_id or f"{run_stamp(now)}-{secrets.token_hex(4)}"
         body = {
             "pipeline": pipeline,
             "env": {str(k): str(v) for k, v in env.items()},
@@ -199,6 +214,8 @@ class Inbox:
             "requested_at": now.isoformat(),
             "request_id": request_id,
         }
+        if webhook is not None:
+            body["webhook"] = webhook.to_json()
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
         self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
         return request_id

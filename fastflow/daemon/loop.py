@@ -34,7 +34,13 @@ from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
 from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
 from fastflow.daemon.lease import Holder, Lease
-from fastflow.daemon.requests import check_request, recordable, refusal, start_refusal
+from fastflow.daemon.requests import (
+    check_request,
+    recordable,
+    refusal,
+    request_trigger,
+    start_refusal,
+)
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.sync import Follower, open_source, pushed_base
@@ -57,7 +63,7 @@ from fastflow.executors.base import (
     Executor,
 )
 from fastflow.model import RepoConfig
-from fastflow.record import RunRecord, Trigger, new_run_id, request_run_id
+from fastflow.record import RunRecord, Trigger, WebhookInput, new_run_id, request_run_id
 from fastflow.results.publish import SitePublisher
 from fastflow.results.retention import prune_pipelines
 from fastflow.results.store import ResultsStore
@@ -396,9 +402,11 @@ class Daemon:
 
     def submit(self, pipeline: str, trigger: Trigger, *, now: datetime,
                env: Mapping[str, str] | None = None, run_config_id: str | None = None,
-               run_id: str | None = None, hold: bool = False) -> str:
+               run_id: str | None = None, hold: bool = False,
+               webhook: WebhookInput | None = None) -> str:
         """Queue a run of `pipeline` at the current deployment's version of it; returns its id.
-        With `hold`, only journal it (`RunLauncher.submit`)."""
+        With `hold`, only journal it (`RunLauncher.submit`); `webhook`: what a webhook request
+        gives the run (its payload, headers and env)."""
         deployment = self.deployment
         if deployment is None or pipeline not in deployment.active:
             raise FastflowError(f"no active pipeline named {pipeline!r}")
@@ -407,7 +415,7 @@ class Daemon:
             run_id=run_id or new_run_id(pipeline, now), pipeline=pipeline,
             commit=active.commit, root_tree=self._root_tree(active, deployment),
             tree=active.tree, queued_at=now, trigger=trigger, run_config_id=run_config_id,
-            env=dict(env or {}),
+            env=dict(env or {}), webhook=webhook,
         )
         renew = None if run_id else (lambda: new_run_id(pipeline, now))  # random: draw again
         order = self.launcher.submit(order, LaunchContext(active, deployment.config), renew,
@@ -428,9 +436,9 @@ class Daemon:
             return
         try:
             check_request(request, self.deployment)
-            run_id = self.submit(request.pipeline, Trigger(kind="manual"), now=now,
+            run_id = self.submit(request.pipeline, request_trigger(request), now=now,
                                  env=request.env, run_config_id=request.run_config,
-                                 run_id=run_id)
+                                 run_id=run_id, webhook=request.webhook)
             logger.info("queued %s (request %s)", run_id, request.request_id)
         except FastflowError as exc:
             logger.warning("run request %s refused: %s", request.request_id, exc)

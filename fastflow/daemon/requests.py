@@ -59,6 +59,14 @@ def check_request(request: RunRequestMessage, deployment: Deployment | None) -> 
         raise RequestRefused(reason)
 
 
+def request_trigger(request: RunRequestMessage) -> Trigger:
+    """The trigger of a request's run: `webhook` (with its delivery id) for the webhook
+    intake's, `manual` for `fastflow run --remote`'s."""
+    if request.webhook is not None:
+        return Trigger(kind="webhook", delivery_id=request.webhook.delivery_id)
+    return Trigger(kind="manual")
+
+
 def recordable(pipeline: str) -> bool:
     """Whether a record can be written for `pipeline` (its name is a pipeline name)."""
     return NAME_RE.fullmatch(pipeline) is not None
@@ -70,7 +78,7 @@ def refusal(request: RunRequestMessage, run_id: str, reason: str,
     log_text = format_line(OutputLine(RUNNER, f"refused: {reason}", now)) + "\n"
     record = RunRecord(
         run_id=run_id, pipeline=request.pipeline, status=RunStatus.FAILED,
-        run_config=request.run_config, trigger=Trigger(kind="manual"),
+        run_config=request.run_config, trigger=request_trigger(request),
         error=ErrorInfo("refused", reason), queued_at=request.requested_at, finished_at=now,
         log=LogInfo(log_path(request.pipeline, run_id), len(log_text.encode())),
     )

@@ -32,7 +32,15 @@ from fastflow.executors.base import Executor, OutputLine
 from fastflow.files import write_atomic
 from fastflow.humanize import format_elapsed
 from fastflow.model import Pipeline, RepoConfig, RunStatus
-from fastflow.record import Attempt, CommitRef, ErrorInfo, LogInfo, RunRecord, Trigger
+from fastflow.record import (
+    Attempt,
+    CommitRef,
+    ErrorInfo,
+    LogInfo,
+    RunRecord,
+    Trigger,
+    WebhookInput,
+)
 from fastflow.results.layout import log_path
 from fastflow.results.store import ResultsStore
 from fastflow.run.capture import LiveLog, Masker, format_line, read_log_text
@@ -67,21 +75,26 @@ class RunOrder:
     run_config_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
+    webhook: WebhookInput | None = None  # what a webhook request gives the run
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.update(trigger=self.trigger.to_json(), queued_at=self.queued_at.isoformat(),
                     started_at=self.started_at.isoformat() if self.started_at else None,
-                    env=dict(self.env))
+                    env=dict(self.env),
+                    webhook=self.webhook.to_json() if self.webhook else None)
         return data
 
     @classmethod
     def from_json(cls, data: dict) -> "RunOrder":
+        """An order as `to_json` wrote it; entries journalled before webhooks (no `webhook`,
+        no `trigger.delivery_id`) read as orders without them."""
         return cls(**{
             **data,
             "trigger": Trigger.from_json(data["trigger"]),
             "queued_at": datetime.fromisoformat(data["queued_at"]),
             "started_at": datetime.fromisoformat(data["started_at"]) if data.get("started_at") else None,
+            "webhook": WebhookInput.from_json(data["webhook"]) if data.get("webhook") else None,
         })
 
 

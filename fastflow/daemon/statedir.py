@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Mapping
 
 from fastflow.daemon.inbox import Inbox
-from fastflow.defaults import STATE_DEPLOYMENT, STATE_INBOX, STATE_LOCK
+from fastflow.defaults import (
+    STATE_DEPLOYMENT,
+    STATE_INBOX,
+    STATE_LOCK,
+    STATE_WEBHOOK_PAYLOADS,
+)
 from fastflow.errors import FastflowError
 from fastflow.files import try_lock
 from fastflow.humanize import did_you_mean
@@ -27,6 +32,19 @@ def default_state_dir(source: str, environ: Mapping[str, str]) -> Path:
     if not is_remote(source):
         name = Path(source).resolve().name.removesuffix(".git") or "repo"
     return Path(base).expanduser() / "fastflow" / name
+
+
+def webhook_payload_dir(state_dir: Path | str) -> Path:
+    """`<state_dir>/webhooks/payload/`: the bodies of webhook requests whose runs are not yet
+    recorded, one file per run named by its run id (`webhook_payload_file`), mode 0600. The
+    webhook intake writes them; the daemon removes each when its run is recorded, and at start
+    those of runs already recorded (`daemon.runs.RunLauncher.sweep_webhook_payloads`)."""
+    return Path(state_dir) / STATE_WEBHOOK_PAYLOADS
+
+
+def webhook_payload_file(state_dir: Path | str, run_id: str) -> Path:
+    """The stored body of the webhook request of run `run_id` (see `webhook_payload_dir`)."""
+    return webhook_payload_dir(state_dir) / run_id
 
 
 def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
