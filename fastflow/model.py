@@ -235,6 +235,11 @@ class Pipeline:
     daemon: DaemonPolicy = DaemonPolicy()
     downstream: tuple[DownstreamTrigger, ...] = ()
     webhook_key: str | None = None
+    # Names of the secrets (in the secrets file, granted to this pipeline) that signed webhooks
+    # are checked with; several at once while a secret is rotated.
+    webhook_secret: tuple[str, ...] = ()
+    # The variables a Fast-Flow-form webhook body `{"env": {...}}` may set.
+    webhook_env: tuple[str, ...] = ()
     network: NetworkMode = NetworkMode.BRIDGE
     run_on_change: bool = False
     warnings: tuple[Problem, ...] = ()

@@ -133,6 +133,8 @@ FULL = {
         {"pipeline": "alert", "on_success": False, "on_route": "alert"},
     ],
     "webhook_key": "k-main",
+    "webhook_secret": "GH_HOOK",
+    "webhook_env": ["DATE", "SOURCE"],
     "network": "none",
     "run_on_change": True,
     "_comment": "keys starting with _ are comments",
@@ -174,6 +176,7 @@ def test_every_field_round_trips():
         DownstreamTrigger("alert", False, False, ("alert",)),
     )
     assert (v["webhook_key"], v["network"], v["run_on_change"]) == ("k-main", NetworkMode.NONE, True)
+    assert (v["webhook_secret"], v["webhook_env"]) == (("GH_HOOK",), ("DATE", "SOURCE"))
     assert {k for k, v in meta.sources.items() if v != FILE} == {
         "schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end", "cells"}
 

@@ -33,7 +33,9 @@ from fastflow.config.values import (
     string_list,
     text,
     timestamp,
+    webhook_env_name,
     webhook_key,
+    webhook_secret,
 )
 from fastflow.config.values import (
     name as id_name,
@@ -71,7 +73,8 @@ DAEMON_KEYS = ("max_instances", "restart_on_crash", "restart_cooldown", "restart
 PIPELINE_KEYS = (
     "description", "tags", "enabled", "type", "python_version", "cells", *LIMIT_CHECKS, "timeout",
     *RETRY_KEYS, "default_env", "encrypted_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
-    "downstream_triggers", "webhook_key", "network", "run_on_change",
+    "downstream_triggers", "webhook_key", "webhook_secret", "webhook_env", "network",
+    "run_on_change",
 )
 RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
@@ -220,6 +223,8 @@ class _Builder:
             "default_env": self.take("default_env", env_mapping, {}),
             "secrets": self.take("secrets", secret_requests, {}),
             "webhook_key": self.take("webhook_key", webhook_key, None, True),
+            "webhook_secret": self.take("webhook_secret", webhook_secret, (), True) or (),
+            "webhook_env": self.take("webhook_env", string_list(webhook_env_name), ()),
             "network": NetworkMode(
                 self.take("network", choice(n.value for n in NetworkMode), defaults.DEFAULT_NETWORK)
             ),
@@ -234,6 +239,7 @@ class _Builder:
         values["schedule"] = self.unused_schedule(values["schedule"])
         values["downstream"] = self.downstream()
         self.check_webhook_keys(values)
+        self.check_webhook_env(values)
         return values
 
     # -- sections ---------------------------------------------------------------------------
@@ -379,6 +385,15 @@ class _Builder:
                 )
             else:
                 owners[rc.webhook_key] = f"{where}.webhook_key"
+
+
+    def check_webhook_env(self, values: dict[str, Any]) -> None:
+        """A webhook may never set a variable that carries a secret of this pipeline."""
+        secret_vars = set(values["secrets"]).union(*(rc.secrets for rc in values["run_configs"]))
+        for variable in values["webhook_env"]:
+            if variable in secret_vars:
+                self.f.error("webhook_env", f'"{variable}" is a secret of this pipeline '
+                             "(secrets); a webhook may not set it, remove it from the list")
 
 
 def cell_list(f: Fields, items: list) -> dict[str, dict[str, Any]]:

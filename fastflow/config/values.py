@@ -208,12 +208,51 @@ def secret_requests(value: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for variable, secret in value.items():
         env_key(variable)
-        if not isinstance(secret, str) or not ENV_NAME_RE.fullmatch(secret) or secret.startswith(
-                "FASTFLOW_"):
-            raise Invalid(f'"{variable}": {show(secret)} is not a valid secret name; use letters, '
-                          "digits and '_', not starting with a digit or FASTFLOW_")
-        out[variable] = secret
+        try:
+            out[variable] = secret_name(secret)
+        except Invalid as exc:
+            raise Invalid(f'"{variable}": {exc}') from None
     return out
+
+
+def secret_name(value: Any) -> str:
+    """The name of a secret in the secrets file: a variable name, not FASTFLOW_*."""
+    if not isinstance(value, str) or not ENV_NAME_RE.fullmatch(value) or value.startswith(
+            "FASTFLOW_"):
+        raise Invalid(f"{show(value)} is not a valid secret name; use letters, digits and '_', "
+                      "not starting with a digit or FASTFLOW_")
+    return value
+
+
+def webhook_secret(value: Any) -> tuple[str, ...]:
+    """`webhook_secret`: the name of the secret signed webhooks are checked with, or a list of
+    names (rotation: a request signed with any of them is accepted)."""
+    if isinstance(value, str):
+        return (secret_name(value),)
+    if not isinstance(value, list):
+        raise Invalid(f'{show(value)} is not a secret name or a list of names; write "GITHUB_HOOK" '
+                      'or ["HOOK_OLD", "HOOK_NEW"]')
+    return string_list(secret_name)(value)
+
+
+# What the runner sets or what steers the interpreter, uv and the loader: a webhook request may
+# never set them (FASTFLOW_* is refused by env_name already). Run start refuses them again.
+RUNNER_VARIABLES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "VIRTUAL_ENV"})
+RUNNER_PREFIXES = ("FASTFLOW_", "PYTHON", "UV_", "LD_")
+
+
+def is_runner_variable(name: str) -> bool:
+    """Whether variable `name` belongs to the runner (see RUNNER_VARIABLES)."""
+    return name in RUNNER_VARIABLES or name.startswith(RUNNER_PREFIXES)
+
+
+def webhook_env_name(value: Any) -> str:
+    """An entry of `webhook_env`: a variable a webhook body may set, never a runner variable."""
+    name_ = env_name(value)
+    if is_runner_variable(name_):
+        raise Invalid(f'"{name_}" is set by the runner (PATH, HOME, PYTHON*, UV_*, LD_* and the '
+                      "like); a webhook may not set it, remove it from the list")
+    return name_
 
 
 def pipeline_type(value: Any) -> str:

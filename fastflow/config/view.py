@@ -59,6 +59,8 @@ def resolved_view(pipeline: Pipeline) -> list[tuple[str, Any, str]]:
         row("restart_interval", pipeline.daemon.restart_interval),
         row("downstream_triggers", [_trigger(t) for t in pipeline.downstream]),
         row("webhook_key", MASK if pipeline.webhook_key else None),
+        row("webhook_secret", list(pipeline.webhook_secret)),
+        row("webhook_env", list(pipeline.webhook_env)),
         row("network", pipeline.network.value),
         row("run_on_change", pipeline.run_on_change),
     ]

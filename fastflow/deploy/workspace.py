@@ -130,12 +130,16 @@ def _secret_problem(secret: str, pipeline: str, grants: dict[str, tuple[str, ...
 
 def _asked(pipeline: Pipeline) -> list[tuple[str, list[str]]]:
     """(field, secret names) for each place of `pipeline` that asks for secrets: its `secrets`
-    and those of its run configurations (each maps an environment variable to a secret name)."""
+    and those of its run configurations (each maps an environment variable to a secret name),
+    and the secrets its signed webhooks are checked with (`webhook_secret`)."""
     places = [("secrets", pipeline.secrets)] + [
         (f"{run_config_field(index, rc.id)}.secrets", rc.secrets)
         for index, rc in enumerate(pipeline.run_configs)
     ]
-    return [(field, list(dict.fromkeys(asked.values()))) for field, asked in places if asked]
+    found = [(field, list(dict.fromkeys(asked.values()))) for field, asked in places if asked]
+    if pipeline.webhook_secret:  # signed webhooks are checked with these: a run-time need too
+        found.append(("webhook_secret", list(pipeline.webhook_secret)))
+    return found
 
 
 def _metadata_file(workspace: Workspace, name: str) -> str:

@@ -36,33 +36,47 @@ def secrets_loader(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
     requested = requested_secrets(pipeline, run_config_id)
     if not requested:
         return None
-    path = Path(repo_root) / config.secrets_file
     environ = dict(environ)
+    return lambda: _resolve(Path(repo_root), config, pipeline, requested, environ)
 
-    def load() -> dict[str, str]:
-        # Imported here, at run start, and only for pipelines that ask for secrets: the
-        # cryptography stack costs ~60 ms that every `fastflow run` would otherwise pay.
-        from fastflow.secrets.store import identities_for, resolve_for_pipeline
 
-        link = link_problem(Path(repo_root), path)  # never decrypt a file from elsewhere
-        if link is not None:
-            raise SecretsError(f"{config.secrets_file}: {link}")
-        if not path.is_file():
-            names = ", ".join(dict.fromkeys(requested.values()))
-            raise SecretsError(
-                f"{config.secrets_file}: does not exist, but pipeline {pipeline.name!r} asks for "
-                f"secrets {names}; create it with `fastflow secrets init` "
-                "and `fastflow secrets set NAME`"
-            )
-        try:
-            return resolve_for_pipeline(path, pipeline.name, requested,
-                                        identities_for(path, environ))
-        except SecretsError as exc:
-            # The store names the file it opened: for the daemon, a snapshot of the commit in
-            # its state dir. People know the file by its name in the repository.
-            message = str(exc)
-            if not message.startswith(f"{path}:"):
-                raise
-            raise SecretsError(config.secrets_file + message[len(str(path)):]) from None
+def webhook_secrets(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
+                    environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the secrets `pipeline`'s signed webhooks are checked with (its
+    `webhook_secret` names, in that order), decrypted from the secrets file of the repository
+    at `repo_root` (for the daemon: the snapshot of the deployed commit; the caller caches the
+    result per commit). () when the pipeline names none. `SecretsError`, as for a run's
+    secrets, when the file is missing or untrusted or a name is missing or not granted."""
+    names = pipeline.webhook_secret
+    if not names:
+        return ()
+    found = _resolve(Path(repo_root), config, pipeline, {n: n for n in names}, dict(environ))
+    return tuple(found[n] for n in names)
 
-    return load
+
+def _resolve(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
+             requested: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    # Imported here, at run start, and only for pipelines that ask for secrets: the
+    # cryptography stack costs ~60 ms that every `fastflow run` would otherwise pay.
+    from fastflow.secrets.store import identities_for, resolve_for_pipeline
+
+    path = repo_root / config.secrets_file
+    link = link_problem(repo_root, path)  # never decrypt a file from elsewhere
+    if link is not None:
+        raise SecretsError(f"{config.secrets_file}: {link}")
+    if not path.is_file():
+        names = ", ".join(dict.fromkeys(requested.values()))
+        raise SecretsError(
+            f"{config.secrets_file}: does not exist, but pipeline {pipeline.name!r} asks for "
+            f"secrets {names}; create it with `fastflow secrets init` "
+            "and `fastflow secrets set NAME`"
+        )
+    try:
+        return resolve_for_pipeline(path, pipeline.name, requested, identities_for(path, environ))
+    except SecretsError as exc:
+        # The store names the file it opened: for the daemon, a snapshot of the commit in
+        # its state dir. People know the file by its name in the repository.
+        message = str(exc)
+        if not message.startswith(f"{path}:"):
+            raise
+        raise SecretsError(config.secrets_file + message[len(str(path)):]) from None
