@@ -8,14 +8,24 @@ Until the HTTP intake queues them, the requests here are written the way it writ
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+from helpers import CA_BUNDLE, Origin, git, make_daemon, utc_now, wait_for
+
 from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.record import Trigger, WebhookInput
+from fastflow.executors import choose_executor
+from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
+from fastflow.record import Trigger, WebhookInput, request_run_id, run_stamp
+from fastflow.run.env import RunContext, build_env, webhook_env
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 WEBHOOK = WebhookInput(
@@ -90,3 +100,248 @@ def test_the_payload_of_a_run_is_a_file_named_by_its_run_id(tmp_path: Path):
     assert webhook_payload_dir(tmp_path) == tmp_path / "webhooks" / "payload"
     assert webhook_payload_file(tmp_path, "20261201T120000Z-report-wh01") == \
         tmp_path / "webhooks" / "payload" / "20261201T120000Z-report-wh01"
+
+
+# --- the env of a webhook run -------------------------------------------------------------------
+
+def hook_pipeline(tmp_path: Path, **fields) -> Pipeline:
+    return Pipeline(name="hook", path=tmp_path, entry="main.py", type=PipelineType.SCRIPT,
+                    metadata_file=tmp_path / "pipeline.json", requirements=None, **fields)
+
+
+def test_webhook_env_is_above_the_run_configurations_default_env_and_below_secrets(tmp_path):
+    pipeline = hook_pipeline(tmp_path, default_env={"A": "pipe", "B": "pipe", "C": "pipe"},
+                             webhook_env=("B", "C"))
+    rc = RunConfig(id="prod", default_env={"B": "rc", "C": "rc"})
+    webhook = WebhookInput("d-1", "/p", {"X-GitHub-Event": "push"}, {"B": "hook", "C": "hook"})
+    env = build_env(pipeline, rc, {}, {"C": "secret"},
+                    RunContext("rid", "hook", 1, "webhook", "prod"), webhook)
+    assert (env["A"], env["B"], env["C"]) == ("pipe", "hook", "secret")
+    assert env["FASTFLOW_TRIGGER"] == "webhook"
+    assert env["FASTFLOW_WEBHOOK_HEADERS"] == '{"X-GitHub-Event": "push"}'
+    assert "FASTFLOW_WEBHOOK_PAYLOAD" not in env  # set by the executor, where it sees the file
+    plain = build_env(pipeline, rc, {}, {}, RunContext("rid", "hook", 1, "manual"))
+    assert "FASTFLOW_WEBHOOK_HEADERS" not in plain
+
+
+def test_webhook_env_refuses_secrets_runner_and_fastflow_variables_and_says_why(tmp_path):
+    pipeline = hook_pipeline(tmp_path, webhook_env=("SOURCE", "TOKEN"))
+    webhook = WebhookInput(None, "/p", {}, {
+        "SOURCE": "ci", "TOKEN": "mine", "LD_PRELOAD": "/x.so", "PYTHONPATH": "/x",
+        "UV_INDEX_URL": "http://x", "HOME": "/x", "FASTFLOW_TRIGGER": "manual", "OTHER": "1"})
+    allowed, refused = webhook_env(pipeline, webhook, {"TOKEN": "s3cret"})
+    assert allowed == {"SOURCE": "ci"}
+    runner = "it is set by the runner (PATH, HOME, PYTHON*, UV_*, LD_* and the like)"
+    assert refused == [
+        "webhook env: TOKEN refused: it would override a secret",
+        f"webhook env: LD_PRELOAD refused: {runner}",
+        f"webhook env: PYTHONPATH refused: {runner}",
+        f"webhook env: UV_INDEX_URL refused: {runner}",
+        f"webhook env: HOME refused: {runner}",
+        "webhook env: FASTFLOW_TRIGGER refused: variables starting with FASTFLOW_ are set by "
+        "Fast-Flow",
+        "webhook env: OTHER refused: it is not in the webhook_env of pipeline 'hook'; add it "
+        "there to allow it",
+    ]
+
+
+# --- runs through the daemon --------------------------------------------------------------------
+
+# The pipeline prints what it got, but never the payload itself: its marker must not reach the
+# results branch.
+READER = """\
+import hashlib, json, os
+path = os.environ["FASTFLOW_WEBHOOK_PAYLOAD"]
+raw = open(path, "rb").read()
+print("payload at", path)
+print("payload sha256", hashlib.sha256(raw).hexdigest())
+print("payload ref", json.loads(raw)["ref"])
+print("headers", os.environ["FASTFLOW_WEBHOOK_HEADERS"])
+print("trigger", os.environ["FASTFLOW_TRIGGER"])
+for name in ("SOURCE", "NOT_ALLOWED", "API_REGION", "FASTFLOW_RUN_ID"):
+    print("env", name, os.environ.get(name, "<unset>"))
+print("PATH poisoned", os.environ.get("PATH") == "/evil")
+try:
+    open(path, "ab").close()
+    print("payload writable")
+except OSError as exc:
+    print("payload not writable", type(exc).__name__)
+for line in open("/proc/self/mounts"):
+    if line.split()[1] == path:
+        print("payload mount", line.split()[3].split(",")[0])
+"""
+HEADERS = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/abc",
+           "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1"}
+PIPELINE_JSON = json.dumps({"webhook_env": ["SOURCE", "API_REGION"],
+                            "default_env": {"API_REGION": "eu", "SOURCE": "default"}})
+
+
+def payload_body(marker: str) -> bytes:
+    return json.dumps({"ref": "refs/heads/main", "note": marker}).encode()
+
+
+def queue_webhook(state: Path, pipeline: str, body: bytes, env: dict[str, str],
+                  delivery: str = "d-1", **kwargs) -> str:
+    """Queue a webhook run the way the intake does: the body in its own file (mode 0600) named
+    by the run id, then the fsynced inbox request with the WebhookInput; returns the run id."""
+    now = utc_now()
+    request_id = f"{run_stamp(now)}-{hashlib.sha256(delivery.encode()).hexdigest()[:16]}"
+    run_id = request_run_id(pipeline, request_id)
+    payload = webhook_payload_file(state, run_id)
+    payload.parent.mkdir(parents=True, exist_ok=True)
+    payload.write_bytes(body)
+    payload.chmod(0o600)
+    webhook = WebhookInput(delivery, str(payload), dict(HEADERS), env)
+    Inbox(state).post_run_request(pipeline, {}, kwargs.get("run_config"), now, webhook=webhook,
+                                  request_id=request_id)
+    return run_id
+
+
+def all_objects(repo: Path) -> bytes:
+    """The content of every object of a repository (loose and packed), decompressed."""
+    return subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], cwd=repo,
+                          capture_output=True, check=True).stdout
+
+
+def run_webhook(daemon: Daemon, state: Path, marker: str, env: dict[str, str]):
+    body = payload_body(marker)
+    run_id = queue_webhook(state, "hook", body, env)
+    daemon.tick(utc_now())
+    assert daemon.dispatcher.wait_idle(240)
+    record = wait_for(lambda: daemon.store.read_run(run_id, pipeline="hook"))
+    return run_id, body, record, daemon.store.read_log(run_id, pipeline="hook")
+
+
+REQUEST_ENV = {"SOURCE": "github", "NOT_ALLOWED": "x", "PATH": "/evil", "FASTFLOW_RUN_ID": "x"}
+
+
+def check_run(run_id: str, body: bytes, record, log: str, payload_seen_at: str) -> None:
+    assert record.status is RunStatus.SUCCEEDED, log
+    assert record.trigger == Trigger(kind="webhook", delivery_id="d-1")
+    assert f"payload at {payload_seen_at}\n" in log
+    assert f"payload sha256 {hashlib.sha256(body).hexdigest()}" in log
+    assert "payload ref refs/heads/main" in log
+    assert f"headers {json.dumps(HEADERS, sort_keys=True)}" in log
+    assert "trigger webhook" in log
+    assert "env SOURCE github" in log  # allowed: over the pipeline's default_env
+    assert "env API_REGION eu" in log  # allowed but not sent: the default stays
+    assert "env NOT_ALLOWED <unset>" in log
+    assert f"env FASTFLOW_RUN_ID {run_id}" in log
+    assert "PATH poisoned False" in log
+    for name, reason in (
+            ("NOT_ALLOWED", "it is not in the webhook_env of pipeline 'hook'; add it there to "
+                            "allow it"),
+            ("PATH", "it is set by the runner (PATH, HOME, PYTHON*, UV_*, LD_* and the like)"),
+            ("FASTFLOW_RUN_ID", "variables starting with FASTFLOW_ are set by Fast-Flow")):
+        assert f"webhook env: {name} refused: {reason}" in log
+
+
+def check_payload_gone(origin: Origin, state: Path, run_id: str, marker: str) -> None:
+    assert not webhook_payload_file(state, run_id).exists()
+    assert list(webhook_payload_dir(state).iterdir()) == []
+    git("rev-parse", "--verify", "fastflow/results", cwd=origin.bare)  # the branch is there
+    assert marker.encode() not in all_objects(origin.bare)
+    assert marker.encode() not in all_objects(state / "mirror.git") \
+        if (state / "mirror.git").exists() else True
+
+
+@pytest.mark.slow
+def test_a_local_webhook_run_reads_its_payload_and_headers_and_gets_only_allowed_env(
+        origin, tmp_path):
+    origin.push({"pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": PIPELINE_JSON})
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    marker = f"MARKER-{os.urandom(8).hex()}"
+    try:
+        run_id, body, record, log = run_webhook(daemon, state, marker, REQUEST_ENV)
+    finally:
+        daemon.stop(grace=30)
+    check_run(run_id, body, record, log, str(webhook_payload_file(state, run_id)))
+    assert "payload writable" in log  # on the host: the stored file itself (docs say so)
+    assert "payload mount" not in log
+    check_payload_gone(origin, state, run_id, marker)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_docker_webhook_run_reads_its_payload_from_a_read_only_mount(
+        origin, tmp_path, runner_image, shared_cache):
+    origin.push({".fastflow/config.yaml": f"ca_bundle: {CA_BUNDLE}\n",
+                 "pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": PIPELINE_JSON})
+    state = tmp_path / "state"
+    environ = {**os.environ, "FASTFLOW_CACHE_DIR": str(shared_cache)}
+    daemon = Daemon(ServeOptions(str(origin.bare), state), clock=utc_now, environ=environ,
+                    executor_factory=lambda config: choose_executor(
+                        config, local=False, environ=environ, clock=utc_now))
+    daemon.start()
+    marker = f"MARKER-{os.urandom(8).hex()}"
+    try:
+        run_id, body, record, log = run_webhook(daemon, state, marker, REQUEST_ENV)
+    finally:
+        daemon.stop(grace=30)
+    check_run(run_id, body, record, log, "/run/fastflow/webhook/payload")
+    assert "payload not writable PermissionError" in log
+    assert "payload mount ro\n" in log  # a read-only bind mount, whatever the file's mode
+    check_payload_gone(origin, state, run_id, marker)
+
+
+@pytest.mark.slow
+def test_a_refused_webhook_request_is_recorded_and_its_payload_removed(origin, tmp_path):
+    origin.push({"pipelines/hook/main.py": READER,
+                 "pipelines/hook/pipeline.json": json.dumps({"enabled": False})})
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        run_id = queue_webhook(state, "hook", payload_body("refused"), {})
+        daemon.tick(utc_now())
+        record = wait_for(lambda: daemon.store.read_run(run_id, pipeline="hook"))
+    finally:
+        daemon.stop(grace=30)
+    assert (record.status, record.error.kind) == (RunStatus.FAILED, "refused")
+    assert record.trigger == Trigger(kind="webhook", delivery_id="d-1")
+    assert not webhook_payload_file(state, run_id).exists()
+
+
+@pytest.mark.slow
+def test_a_webhook_run_whose_payload_is_gone_fails_saying_so(origin, tmp_path):
+    origin.push({"pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": PIPELINE_JSON})
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        run_id = queue_webhook(state, "hook", payload_body("gone"), {})
+        webhook_payload_file(state, run_id).unlink()
+        daemon.tick(utc_now())
+        assert daemon.dispatcher.wait_idle(60)
+        record = wait_for(lambda: daemon.store.read_run(run_id, pipeline="hook"))
+    finally:
+        daemon.stop(grace=30)
+    assert (record.status, record.error.kind) == (RunStatus.FAILED, "webhook")
+    assert record.error.message == (
+        f"the payload file {webhook_payload_file(state, run_id)} of the webhook request is "
+        "gone; the sender may deliver it again (a new delivery id starts a new run)")
+    assert record.attempts == ()
+
+
+@pytest.mark.slow
+def test_the_daemon_start_sweeps_payloads_of_runs_already_recorded(origin, tmp_path):
+    origin.push({"pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": PIPELINE_JSON})
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        run_id, body, record, _ = run_webhook(daemon, state, "sweep", {})
+    finally:
+        daemon.stop(grace=30)
+    assert record.status is RunStatus.SUCCEEDED
+    left = webhook_payload_file(state, run_id)  # as if the daemon died before removing it
+    left.write_bytes(body)
+    waiting = webhook_payload_file(state, "20261201T120000Z-hook-0123456789abcdef")
+    waiting.write_bytes(body)  # its request not read yet: it stays
+    again = make_daemon(origin.bare, state)
+    again.start()
+    again.stop(grace=30)
+    assert not left.exists()
+    assert waiting.exists()

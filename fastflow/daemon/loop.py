@@ -202,6 +202,7 @@ class Daemon:
         """Recover what a previous daemon of this state dir left (journalled records, active
         runs), and sync once. Returns notes on what reconciliation did."""
         self._working = True
+        self.launcher.sweep_webhook_payloads()  # of runs recorded before a crash
         left = self.launcher.journal.orders()  # read before the first sync journals its own runs
         for order in left:  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:

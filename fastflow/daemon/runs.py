@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.daemon.dispatcher import Dispatcher, Job, Permit
+from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
@@ -168,6 +169,7 @@ class _FinishFaults:
         "ended": "its schedule may wait for it until the daemon restarts",
         "pages": "recorded without its site pages; the next run of the pipeline renders them",
         "cleanup": "recorded; its run journal entry is dropped at the next start",
+        "payload": "recorded; its webhook payload is removed at the next start",
         "before_record": "recorded without its downstream runs: none of them starts",
         "after_record": "recorded; its downstream runs were not all started",
     }
@@ -227,6 +229,7 @@ class RunLauncher:
         self.dispatcher = dispatcher
         self.clock = clock
         self.environ = dict(environ)
+        self.state_dir = Path(state_dir)
         self.journal = RunJournal(state_dir)
         self.live = LiveLogs(state_dir)
         self.on_finished = on_finished  # returns extra files (site pages) for the record commit
@@ -359,6 +362,7 @@ class RunLauncher:
             workdir=workdir,
             log_path=log_path(pipeline.name, order.run_id),
             secrets_loader=loader,
+            webhook=order.webhook,
         )
 
     def finish(self, order: RunOrder, outcome: RunOutcome) -> None:
@@ -399,6 +403,10 @@ class RunLauncher:
         self._faults.solved(record.run_id, "record")
         if journalled is not None:
             self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
+        if record.trigger.kind == "webhook":  # refused requests too: they have no journal entry
+            self._guard(record.run_id, "payload",
+                        lambda: webhook_payload_file(self.state_dir, record.run_id).unlink(
+                            missing_ok=True))
         self._flush(record.run_id)
         logger.info("run %s: %s in %s", record.run_id, record.status.value,
                     format_elapsed(record.duration_s))
@@ -447,6 +455,27 @@ class RunLauncher:
         """Run ids whose records wait in memory to be stored (e.g. the state dir is full)."""
         with self._faults.lock:
             return sorted(self._unrecorded)
+
+    def sweep_webhook_payloads(self) -> list[str]:
+        """Remove the stored webhook bodies (`statedir.webhook_payload_dir`) of runs already
+        recorded: a daemon that died between a run's record and the removal left them. A body
+        whose run is journalled, or not yet accepted (its request still in the inbox), stays.
+        Returns the run ids whose bodies were removed."""
+        folder = webhook_payload_dir(self.state_dir)
+        try:
+            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+        removed = []
+        for run_id in names:
+            if self.journal.has(run_id) or not self.store_has(run_id, None):
+                continue
+            (folder / run_id).unlink(missing_ok=True)
+            removed.append(run_id)
+        if removed:
+            logger.info("removed the webhook payloads of %d run(s) already recorded: %s",
+                        len(removed), ", ".join(removed))
+        return removed
 
     def knows(self, run_id: str, pipeline: str) -> bool:
         """True when a run with this id is journalled (queued or running) or already recorded:
@@ -551,7 +580,8 @@ class RunLauncher:
                            order.run_id, exc)
             return None
 
-    def store_has(self, run_id: str, pipeline: str) -> bool:
+    def store_has(self, run_id: str, pipeline: str | None) -> bool:
+        """Whether `run_id` is recorded (`pipeline` None: derived from the id)."""
         try:
             self.store.read_run(run_id, pipeline=pipeline)
         except RepositoryError:  # the store's "no such run"

@@ -17,6 +17,9 @@ Contract, shared by every backend (tests/test_executor_contract.py runs it again
   trailing newline.
 - `FASTFLOW_ROUTE_FILE` is set to a writable file; what the pipeline writes there (stripped)
   is `AttemptResult.route`.
+- `spec.webhook_payload` (a webhook run): `FASTFLOW_WEBHOOK_PAYLOAD` is the path, as the
+  attempt sees it, of that file's content, which the attempt can read and not change (in a
+  container a read-only bind mount of a copy at `CONTAINER_WEBHOOK_PAYLOAD`); otherwise unset.
 
 Pre-heat (`preheat`): prepare a pipeline's requirements before its runs need them, where that
 backend's runs will find them: uv's own cache on the host (`LocalExecutor`), the shared cache
@@ -57,6 +60,9 @@ RUNNER = "runner"  # the stream of lines written by Fast-Flow itself (notes, uv 
 
 # Where the notebook runner script lives inside the package; executors make it reachable.
 NOTEBOOK_RUNNER = Path(__file__).resolve().parent / "notebook.py"
+
+WEBHOOK_PAYLOAD_ENV = "FASTFLOW_WEBHOOK_PAYLOAD"  # the body of a webhook run's request
+CONTAINER_WEBHOOK_PAYLOAD = "/run/fastflow/webhook/payload"  # where a container finds it
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,8 @@ class AttemptSpec:
     # caller first writes the outcome where a successor finds it (the live log), so a kill -9
     # between the end and the record never loses the outcome. False: cleaned up at once.
     hold: bool = False
+    # A webhook run: the host file holding its request's body (`WEBHOOK_PAYLOAD_ENV`).
+    webhook_payload: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ cache, the one a later run of the same requirements uses.
 
 The child's environment is `base_env` (a minimal host environment, see `host_base_env`, chosen
 by the caller: the CLI is the only module that reads `os.environ`) overlaid with `spec.env`
-and `FASTFLOW_ROUTE_FILE`, a file in a per-attempt temporary folder removed afterwards.
+and `FASTFLOW_ROUTE_FILE`, a file in a per-attempt temporary folder removed afterwards (and, for
+a webhook run, `FASTFLOW_WEBHOOK_PAYLOAD`: the path of the stored body itself).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from fastflow.executors.base import (
     RUNNER,
     STDERR,
     STDOUT,
+    WEBHOOK_PAYLOAD_ENV,
     AttemptResult,
     AttemptSpec,
     Clock,
@@ -212,6 +214,8 @@ class LocalExecutor(Executor):
                 f"pipeline folder {spec.workdir} does not exist; cannot run {spec.pipeline!r}"
             )
         env = {**self.base_env, **spec.env, "FASTFLOW_ROUTE_FILE": str(route_file)}
+        if spec.webhook_payload is not None:
+            env[WEBHOOK_PAYLOAD_ENV] = str(spec.webhook_payload)
         cmd = uv_command(spec, str(NOTEBOOK_RUNNER), self.uv)
         # Under the reaper (see fastflow/executors/reaper.py): processes that leave the session
         # stay its descendants. It execs the program by path: find it as Popen would have.

@@ -6,11 +6,14 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
+from fastflow.config.values import is_runner_variable
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig
+from fastflow.record import WebhookInput
 
 RESERVED_PREFIX = "FASTFLOW_"
 NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/executors/notebook.py
+WEBHOOK_HEADERS_ENV = "FASTFLOW_WEBHOOK_HEADERS"  # JSON of a webhook request's selected headers
 
 
 @dataclass(frozen=True)
@@ -34,19 +37,48 @@ def _check_user_env(env: Mapping[str, object], where: str) -> None:
             )
 
 
+def webhook_env(pipeline: Pipeline, webhook: WebhookInput,
+                secrets: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The env a webhook request sets that its run gets, and one line per variable refused,
+    saying why (the run's log lists them: never silently dropped). Checked again at run start,
+    against the pipeline at the run's commit, whatever the intake let through: a variable must
+    be in the pipeline's `webhook_env`, and may never be a secret's variable, a `FASTFLOW_*`
+    variable or a runner variable (`config.values.is_runner_variable`: PATH, HOME, PYTHON*,
+    UV_*, LD_* and the like)."""
+    allowed, refused = {}, []
+    for name, value in webhook.env.items():
+        if name in secrets:
+            reason = "it would override a secret"
+        elif name.startswith(RESERVED_PREFIX):
+            reason = "variables starting with FASTFLOW_ are set by Fast-Flow"
+        elif is_runner_variable(name):
+            reason = "it is set by the runner (PATH, HOME, PYTHON*, UV_*, LD_* and the like)"
+        elif name not in pipeline.webhook_env:
+            reason = (f"it is not in the webhook_env of pipeline {pipeline.name!r}; add it "
+                      "there to allow it")
+        else:
+            allowed[name] = value
+            continue
+        refused.append(f"webhook env: {name} refused: {reason}")
+    return allowed, refused
+
+
 def build_env(
     pipeline: Pipeline,
     run_config: RunConfig | None,
     trigger_env: Mapping[str, str],
     secrets: Mapping[str, str],
     context: RunContext,
+    webhook: WebhookInput | None = None,
 ) -> dict[str, str]:
     """The environment of one attempt, precedence applied (low to high): the pipeline's
-    `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), secrets
+    `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), the
+    env of a webhook request (`webhook.env`, already cut by `webhook_env`), secrets
     (by variable name: the pipeline's `secrets` with its run configuration's over them, as
-    `secrets.runtime.requested_secrets` maps them), then `FASTFLOW_*` and `PYTHONUNBUFFERED=1`.
+    `secrets.runtime.requested_secrets` maps them), then `FASTFLOW_*` (with
+    `FASTFLOW_WEBHOOK_HEADERS` for a webhook run) and `PYTHONUNBUFFERED=1`.
     A user variable named `FASTFLOW_*` raises `ConfigError` naming where it came from.
-    `FASTFLOW_ROUTE_FILE` is added by the executor.
+    `FASTFLOW_ROUTE_FILE` and `FASTFLOW_WEBHOOK_PAYLOAD` are added by the executor.
     """
     metadata = pipeline.metadata_file.name if pipeline.metadata_file else "pipeline.json"
     layers = [(pipeline.default_env, f"pipeline {pipeline.name!r} ({metadata}): default_env")]
@@ -56,6 +88,8 @@ def build_env(
              f"{pipeline.name!r} ({metadata}): default_env")
         )
     layers.append((trigger_env, "trigger env (--env)"))
+    if webhook is not None:
+        layers.append((webhook.env, "webhook env"))
     layers.append((secrets, "secrets"))
     env: dict[str, str] = {}
     for values, where in layers:
@@ -70,6 +104,8 @@ def build_env(
         FASTFLOW_COMMIT=context.commit or "",
         PYTHONUNBUFFERED="1",
     )
+    if webhook is not None:
+        env[WEBHOOK_HEADERS_ENV] = json.dumps(dict(webhook.headers), sort_keys=True)
     if pipeline.type is PipelineType.NOTEBOOK:
         env[NOTEBOOK_CELLS_ENV] = json.dumps(dict(pipeline.cells), sort_keys=True)
     return env

@@ -31,6 +31,9 @@ Decisions, for users and for the code that calls this:
 - A bug (an unexpected exception in the attempt loop or from an executor) still ends in a
   record: `failed`, error kind `internal`, the exception's type and message; the traceback goes
   to Fast-Flow's own log (`logging`), the run's log gets one line.
+- A webhook run (`RunRequest.webhook`): its payload file must still be there, else the run
+  fails before any attempt (error kind `webhook`); the variables of the request's env that
+  `env.webhook_env` refuses are left out, each named in the log with the reason.
 """
 from __future__ import annotations
 
@@ -65,10 +68,11 @@ from fastflow.record import (
     Resources,
     RunRecord,
     Trigger,
+    WebhookInput,
     new_run_id,
 )
 from fastflow.run.capture import LogCapture, Masker
-from fastflow.run.env import RunContext, build_env
+from fastflow.run.env import RunContext, build_env, webhook_env
 
 logger = logging.getLogger(__name__)
 Wait = Callable[[float, threading.Event], bool]
@@ -147,6 +151,8 @@ class RunRequest:
     # Decrypts the pipeline's secrets at run start (in memory only); a SecretsError it raises
     # fails the run before any attempt, with the reason. Its values join `secrets`.
     secrets_loader: Callable[[], Mapping[str, str]] | None = None
+    # What a webhook request gives the run: payload file, headers, env (see the module doc).
+    webhook: WebhookInput | None = None
 
 
 @dataclass(frozen=True)
@@ -336,10 +342,21 @@ def run_pipeline(
             return _refused(request, settings, run_id, started, clock(), sink,
                             ErrorInfo("secrets", str(exc)))
         request = replace(request, secrets={**request.secrets, **loaded}, secrets_loader=None)
+    refused: list[str] = []
+    if request.webhook is not None:
+        payload = Path(request.webhook.payload_file)
+        if not payload.is_file():
+            return _refused(request, settings, run_id, started, clock(), sink, ErrorInfo(
+                "webhook", f"the payload file {payload} of the webhook request is gone; the "
+                "sender may deliver it again (a new delivery id starts a new run)"))
+        allowed, refused = webhook_env(pipeline, request.webhook, request.secrets)
+        request = replace(request, webhook=replace(request.webhook, env=allowed))
     build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
-              _context(request, run_id, 1))  # validates the env before anything runs
+              _context(request, run_id, 1), request.webhook)  # validates it before anything runs
     masker = Masker(request.secrets.values())
     capture = LogCapture(request.log_cap_bytes, forward=sink, masker=masker)
+    for line in refused:
+        capture.emit(line, clock())
     progress = _Progress()
     try:
         _run_attempts(request, settings, executor, capture, masker, clock, wait, cancel, run_id,
@@ -393,7 +410,7 @@ def _context(request: RunRequest, run_id: str, attempt: int) -> RunContext:
 def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> AttemptSpec:
     pipeline = request.pipeline
     env = build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
-                    _context(request, run_id, n))
+                    _context(request, run_id, n), request.webhook)
     return AttemptSpec(
         run_id=run_id,
         pipeline=pipeline.name,
@@ -410,6 +427,7 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
         network=pipeline.network,
         cells=pipeline.cells,
         log_cap_bytes=request.log_cap_bytes,
+        webhook_payload=Path(request.webhook.payload_file) if request.webhook else None,
         hold=True,  # released once the attempt's summary line is written (see _attempts)
     )
 

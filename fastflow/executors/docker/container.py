@@ -3,7 +3,9 @@
 The container runs `uv run ...` (see `base.uv_command`) as uid 10001 with: the pipeline folder
 bind-mounted read-only at /work/<pipeline> (the working dir), the shared uv cache through a
 per-attempt copy-on-write overlay at /cache (see `cache`), a per-attempt host folder at
-/run/fastflow for `FASTFLOW_ROUTE_FILE`, a read-only root filesystem with a tmpfs /tmp (also
+/run/fastflow for `FASTFLOW_ROUTE_FILE`, for a webhook run a read-only bind mount of a copy of its
+request's body at /run/fastflow/webhook/payload (`FASTFLOW_WEBHOOK_PAYLOAD`; the copy, readable by
+the runner user, lives in the scratch folder), a read-only root filesystem with a tmpfs /tmp (also
 HOME), `cap_drop=ALL`, `no-new-privileges`, a pids limit, an init process (signals, zombies),
 a private IPC namespace, no Docker socket, `network_mode=none` when the pipeline says so,
 memory = memory+swap = `mem_hard_limit` and a CPU quota of `cpu_hard_limit` cores.
@@ -16,6 +18,7 @@ its cache volume and scratch folder once the attempt is collected.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,13 @@ import docker.types
 
 from fastflow.defaults import DEFAULT_TMP_SIZE_BYTES
 from fastflow.errors import ExecutorError
-from fastflow.executors.base import NOTEBOOK_RUNNER, AttemptSpec, uv_command
+from fastflow.executors.base import (
+    CONTAINER_WEBHOOK_PAYLOAD,
+    NOTEBOOK_RUNNER,
+    WEBHOOK_PAYLOAD_ENV,
+    AttemptSpec,
+    uv_command,
+)
 from fastflow.executors.docker.cache import (
     CONTAINER_CA_BUNDLE,
     CacheLayout,
@@ -133,6 +142,8 @@ class RunContainers:
             docker.types.Mount(workdir, str(spec.workdir.resolve()), type="bind", read_only=True),
             docker.types.Mount(CONTAINER_ROUTE_DIR, str(scratch / "route"), type="bind"),
         ]
+        if spec.webhook_payload is not None:
+            mounts.append(webhook_payload_mount(spec.webhook_payload, scratch))
         if spec.type is PipelineType.NOTEBOOK:
             if not NOTEBOOK_RUNNER.is_file():
                 raise ExecutorError(f"the notebook runner {NOTEBOOK_RUNNER} is missing; "
@@ -186,12 +197,33 @@ class RunContainers:
             HOME="/tmp", UV_CACHE_DIR="/cache/uv", UV_PYTHON_INSTALL_DIR="/cache/python",
             UV_NO_PROGRESS="1",
         )
+        if spec.webhook_payload is not None:
+            env[WEBHOOK_PAYLOAD_ENV] = CONTAINER_WEBHOOK_PAYLOAD
         if offline or spec.network is NetworkMode.NONE:
             env["UV_OFFLINE"] = "1"
         if self.ca_bundle and spec.network is not NetworkMode.NONE:
             env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
             env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
         return env
+
+
+def webhook_payload_mount(payload: Path, scratch: Path) -> docker.types.Mount:
+    """The read-only bind mount of a webhook run's body at `CONTAINER_WEBHOOK_PAYLOAD`: a copy
+    in the attempt's scratch folder (the stored body is the daemon's, mode 0600), readable by the
+    runner user, mounted over an empty file made in the route folder (so the engine creates
+    nothing there as root). `ExecutorError` when the stored body cannot be copied."""
+    copy = scratch / "webhook" / "payload"
+    copy.parent.mkdir()
+    try:
+        shutil.copyfile(payload, copy)
+    except OSError as exc:
+        raise ExecutorError(f"cannot copy the webhook payload {payload} for the container: "
+                            f"{exc.strerror or exc}") from None
+    copy.chmod(0o444)
+    point = scratch / "route" / "webhook"
+    point.mkdir()
+    (point / "payload").touch(0o444)
+    return docker.types.Mount(CONTAINER_WEBHOOK_PAYLOAD, str(copy), type="bind", read_only=True)
 
 
 def missing_image(image: str) -> ExecutorError:
