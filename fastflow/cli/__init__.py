@@ -34,6 +34,7 @@ COMMANDS = {
     "logs": "results:logs",
     "site": "results:site_group",
     "results": "results:results_group",
+    "webhook": "webhook:webhook",
 }
 
 

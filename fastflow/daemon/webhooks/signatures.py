@@ -5,7 +5,7 @@ written. Two schemes, told apart by their headers:
 
 - GitHub: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 of the raw body keyed with the
   secret's bytes (UTF-8) as it is written.
-- Standard Webhooks (standardwebhooks.com, also Svix/Clerk/Resend senders): `webhook-id`,
+- Standard Webhooks (standardwebhooks.com): `webhook-id`,
   `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64> [v1,<base64> ...]`,
   HMAC-SHA256 of `<id>.<timestamp>.<body>`. A secret `whsec_<base64>` is keyed with the decoded
   bytes, any other secret with its UTF-8 bytes. A timestamp more than `TOLERANCE_S` off `now`,
