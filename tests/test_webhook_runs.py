@@ -24,7 +24,7 @@ from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
-from fastflow.record import Trigger, WebhookInput, request_run_id, run_stamp
+from fastflow.record import RunRecord, Trigger, WebhookInput, request_run_id, run_stamp
 from fastflow.run.env import RunContext, build_env, webhook_env
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -94,6 +94,19 @@ def test_a_journal_entry_written_before_webhooks_still_loads(tmp_path: Path):
     assert loaded.webhook is None and loaded.trigger == Trigger(kind="manual")
     assert loaded.env == {"A": "1"}
     assert not (journal.dir / "bad").exists()
+
+
+def test_a_records_trigger_keeps_the_delivery_id_and_old_records_read_without_it():
+    record = RunRecord(run_id="20261201T120000Z-report-wh01", pipeline="report",
+                       status=RunStatus.SUCCEEDED,
+                       trigger=Trigger(kind="webhook", delivery_id="d-1"))
+    data = json.loads(json.dumps(record.to_json()))
+    assert data["trigger"]["delivery_id"] == "d-1"
+    assert "webhook" not in data and "payload" not in json.dumps(data)
+    assert RunRecord.from_json(data) == record
+    del data["trigger"]["delivery_id"]  # a record written before webhooks
+    data["trigger"]["kind"] = "manual"
+    assert RunRecord.from_json(data).trigger == Trigger(kind="manual")
 
 
 def test_the_payload_of_a_run_is_a_file_named_by_its_run_id(tmp_path: Path):
