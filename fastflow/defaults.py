@@ -51,6 +51,15 @@ DEFAULT_LEASE_TIMEOUT = 3 * HEARTBEAT_INTERVAL
 PUSH_RETRY_INITIAL = 30.0
 PUSH_RETRY_MAX = 600.0
 
+# The webhook intake of `fastflow serve` (config.yaml `webhooks:`, docs/webhooks.md).
+DEFAULT_WEBHOOK_MAX_BODY = 1024 * 1024  # bytes; a larger body is answered 413
+DEFAULT_WEBHOOK_CLIENT_RATE = 60  # requests per minute from one client address
+DEFAULT_WEBHOOK_CLIENT_BURST = 20  # requests one client may send at once before the rate applies
+DEFAULT_WEBHOOK_PIPELINE_RATE = 120  # requests per minute to one pipeline, from every client
+DEFAULT_WEBHOOK_MAX_QUEUED = 100  # webhook runs of one pipeline queued but not started
+DEFAULT_WEBHOOK_READ_TIMEOUT = 10.0  # seconds a connection may stay silent
+DEFAULT_WEBHOOK_THREADS = 4
+
 CONFIG_DIR = ".fastflow"
 CONFIG_FILE = ".fastflow/config.yaml"
 SCHEDULES_FILE = ".fastflow/schedules.yaml"
@@ -68,3 +77,4 @@ STATE_PREHEAT = "preheat"           # preheat/<pipeline>.json: each pipeline's d
 STATE_MIRROR = "mirror.git"         # the mirror of a followed URL
 STATE_DEPLOYMENT = "deployment.json"  # the active commit and tree of each pipeline
 STATE_STATUS = "status.json"        # the daemon's state, written every heartbeat
+STATE_WEBHOOK_DELIVERIES = "webhooks/deliveries"  # a webhook delivery id -> its run id

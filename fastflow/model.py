@@ -262,6 +262,24 @@ class InvalidPipeline:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """The `webhooks:` section of config.yaml (docs/webhooks.md): where `fastflow serve`
+    listens for HTTP and the limits it applies (defaults: `fastflow.defaults`, DEFAULT_WEBHOOK_*).
+    `listen` None: no HTTP intake at all."""
+
+    listen: str | None  # "HOST:PORT"
+    public_url: str | None  # e.g. "https://ci.example.org": status_url becomes absolute
+    max_body_bytes: int
+    client_rate_per_minute: int
+    client_burst: int
+    pipeline_rate_per_minute: int
+    max_queued_per_pipeline: int
+    read_timeout: float  # seconds a connection may stay silent (waitress channel_timeout)
+    threads: int
+    trusted_proxy: str | None  # the reverse proxy whose X-Forwarded-For names the client
+
+
+@dataclass(frozen=True)
 class RepoConfig:
     """`.fastflow/config.yaml`, validated, with defaults from `fastflow.defaults` filled in."""
 
@@ -286,3 +304,4 @@ class RepoConfig:
     sources: Mapping[str, str] = field(default_factory=dict)
     lease_timeout: float | None = None  # seconds; None: DEFAULT_LEASE_TIMEOUT (config fills it in)
     tmp_size_bytes: int | None = None  # a container's tmpfs /tmp; None: DEFAULT_TMP_SIZE_BYTES
+    webhooks: WebhookSettings | None = None  # config always fills it in

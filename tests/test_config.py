@@ -31,6 +31,7 @@ from fastflow.model import (
     RetryStrategy,
     ScheduleSpec,
     Severity,
+    WebhookSettings,
 )
 
 FILE = "pipelines/etl/pipeline.json"
@@ -620,6 +621,17 @@ results_author:
   email: bot@example.org
 notifications:
   slack: {webhook: "https://example.org/hook"}
+webhooks:
+  listen: 127.0.0.1:8787
+  public_url: https://ci.example.org/
+  max_body: 2m
+  rate_limit_per_client: 30
+  burst_per_client: 5
+  rate_limit_per_pipeline: 50
+  max_queued_per_pipeline: 7
+  read_timeout: 4
+  threads: 2
+  trusted_proxy: 127.0.0.1
 """
 
 
@@ -638,6 +650,8 @@ def test_repo_config_reads_every_key_with_sources():
     assert config.notifications == {"slack": {"webhook": "https://example.org/hook"}}
     assert config.lease_timeout == 30.0
     assert config.tmp_size_bytes == 512 * 1024**2
+    assert config.webhooks == WebhookSettings(
+        "127.0.0.1:8787", "https://ci.example.org", 2 * 1024**2, 30, 5, 50, 7, 4.0, 2, "127.0.0.1")
     assert set(config.sources.values()) == {".fastflow/config.yaml"}
 
 

@@ -16,8 +16,10 @@ from fastflow.cli.common import (
     host_environment,
     verbosity_options,
 )
+from fastflow.config.repo import listen_address
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.statedir import default_state_dir
+from fastflow.errors import Invalid
 from fastflow.executors import choose_executor
 
 logger = logging.getLogger(__name__)
@@ -44,12 +46,12 @@ def source_options(func):
 
 def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
             poll_interval: float, max_concurrent: int | None,
-            lease_timeout: float | None = None) -> Daemon:
+            lease_timeout: float | None = None, webhooks: str | None = None) -> Daemon:
     environ = host_environment()
     options = ServeOptions(
         source=source, state_dir=state_dir or default_state_dir(source, environ), branch=branch,
         poll_interval=poll_interval, max_concurrent_runs=max_concurrent,
-        lease_timeout=lease_timeout,
+        lease_timeout=lease_timeout, webhooks_listen=webhooks,
     )
     # The executor is built from the configuration at the branch head once the daemon has
     # read it; until then we need one for reconciliation, so build it lazily.
@@ -57,6 +59,16 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
                   executor_factory=lambda config: choose_executor(
                       config, local=local, environ=environ, clock=utc_now),
                   credentials=git.credentials_from_env(environ))
+
+
+def _listen_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check `--webhooks` as config.yaml's `webhooks.listen` is checked."""
+    if value is None:
+        return None
+    try:
+        return listen_address(value)
+    except Invalid as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("serve")
@@ -68,11 +80,14 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
 @click.option("--lease-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Seconds a standby daemon waits for a dead lease holder before it takes over "
                    "[default: lease_timeout of .fastflow/config.yaml, else 180].")
+@click.option("--webhooks", metavar="HOST:PORT", default=None, callback=_listen_option,
+              help="Listen for webhooks there (e.g. 127.0.0.1:8787; port 0: any free one) "
+                   "[default: webhooks.listen of .fastflow/config.yaml, else off].")
 @verbosity_options
 @click.pass_context
 def serve(ctx: click.Context, source: str, branch: str, state_dir: Path | None, local: bool,
           poll_interval: float, max_concurrent_runs: int | None, lease_timeout: float | None,
-          verbose: int, quiet: bool) -> None:
+          webhooks: str | None, verbose: int, quiet: bool) -> None:
     """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time.
 
     It logs to stderr, one timestamped line for its start, each sync, each run queued, started
@@ -83,7 +98,7 @@ def serve(ctx: click.Context, source: str, branch: str, state_dir: Path | None, 
     configure_logging(verbose + given.get("verbose", 0), quiet or given.get("quiet", False),
                       default=logging.INFO, timestamps=True)
     daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs,
-                     lease_timeout)
+                     lease_timeout, webhooks)
     logger.info("following %s of %s (state dir %s, executor %s)", branch, source,
                 daemon.state_dir, "local" if local else "docker")
     logger.debug("poll interval %gs, max concurrent runs %s, lease timeout %s", poll_interval,

@@ -28,7 +28,7 @@ from fastflow.config.values import (
 from fastflow.config.yamlfile import load_yaml
 from fastflow.errors import ConfigError, Invalid
 from fastflow.humanize import show
-from fastflow.model import Limits, Problem, RepoConfig, Severity
+from fastflow.model import Limits, Problem, RepoConfig, Severity, WebhookSettings
 
 CONFIG_FILE = defaults.CONFIG_FILE
 DEFAULT = "default"
@@ -85,7 +85,7 @@ _LIMIT_CHECKS = {
     "cpu_soft_limit": cpu,
     "mem_soft_limit": memory,
 }
-_SECTIONS = ("default_limits", "retention", "results_author", "notifications")
+_SECTIONS = ("default_limits", "retention", "results_author", "notifications", "webhooks")
 KNOWN_KEYS = (*_SCALARS, *_SECTIONS)
 
 
@@ -203,6 +203,7 @@ def _build(fields: Fields, file: str) -> RepoConfig:
     notifications = fields.get("notifications", _mapping, nullable=True)
     values["notifications"] = {} if notifications in (MISSING, None) else notifications
     sources["notifications"] = DEFAULT if notifications is MISSING else file
+    values["webhooks"] = _webhooks(fields, sources, file)
     return RepoConfig(**values, sources=sources)
 
 
@@ -254,6 +255,58 @@ def _author(fields: Fields, sources: dict[str, str], file: str) -> dict[str, Any
         "author_name": defaults.DEFAULT_AUTHOR_NAME if name is MISSING else name,
         "author_email": defaults.DEFAULT_AUTHOR_EMAIL if email is MISSING else email,
     }
+
+
+MAX_WEBHOOK_BODY = 64 * 1024**2  # a webhook body is held in memory, then written to a file
+
+
+def listen_address(value: Any) -> str:
+    """`HOST:PORT` (`[::1]:8787` for IPv6) with a port from 0 (any free one, logged) to
+    65535: where the webhook intake listens; nothing is listened on that the user did not
+    write."""
+    text = nonempty_text(value) if not isinstance(value, int) else str(value)
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or " " in host:
+        raise Invalid(f'{show(value)} is not HOST:PORT; write e.g. "127.0.0.1:8787" (or null: off)')
+    return text
+
+
+def public_url(value: Any) -> str:
+    """The address the outside world reaches the intake at, `https://...` without a query."""
+    url = nonempty_text(value).rstrip("/")
+    if not url.startswith(("https://", "http://")) or "?" in url or "#" in url or " " in url:
+        raise Invalid(f'{show(value)} is not an http(s) URL; write e.g. "https://ci.example.org"')
+    return url
+
+
+# key -> (WebhookSettings attribute, checker, default, nullable)
+_WEBHOOK_KEYS: dict[str, tuple[str, Any, Any, bool]] = {
+    "listen": ("listen", listen_address, None, True),
+    "public_url": ("public_url", public_url, None, True),
+    "max_body": ("max_body_bytes", size(MAX_WEBHOOK_BODY, '"64m"'),
+                 defaults.DEFAULT_WEBHOOK_MAX_BODY, False),
+    "rate_limit_per_client": ("client_rate_per_minute", integer(1),
+                              defaults.DEFAULT_WEBHOOK_CLIENT_RATE, False),
+    "burst_per_client": ("client_burst", integer(1), defaults.DEFAULT_WEBHOOK_CLIENT_BURST, False),
+    "rate_limit_per_pipeline": ("pipeline_rate_per_minute", integer(1),
+                                defaults.DEFAULT_WEBHOOK_PIPELINE_RATE, False),
+    "max_queued_per_pipeline": ("max_queued_per_pipeline", integer(1),
+                                defaults.DEFAULT_WEBHOOK_MAX_QUEUED, False),
+    "read_timeout": ("read_timeout", positive_seconds, defaults.DEFAULT_WEBHOOK_READ_TIMEOUT, False),
+    "threads": ("threads", integer(1, 64), defaults.DEFAULT_WEBHOOK_THREADS, False),
+    "trusted_proxy": ("trusted_proxy", nonempty_text, None, True),
+}
+
+
+def _webhooks(fields: Fields, sources: dict[str, str], file: str) -> WebhookSettings:
+    section = _section(fields, "webhooks", tuple(_WEBHOOK_KEYS))
+    values: dict[str, Any] = {}
+    for key, (attr, check, default, nullable) in _WEBHOOK_KEYS.items():
+        value = MISSING if section is None else section.get(key, check, nullable=nullable)
+        values[attr] = default if value is MISSING else value
+        sources[f"webhooks.{key}"] = DEFAULT if value is MISSING else file
+    return WebhookSettings(**values)
 
 
 def _check_pipelines_dir(fields: Fields, values: dict[str, Any]) -> None:

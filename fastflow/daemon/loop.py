@@ -45,8 +45,11 @@ from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.sync import Follower, open_source, pushed_base
 from fastflow.daemon.timers import Alarm, Every, earliest
+from fastflow.daemon.webhooks import WebhookServer, start_webhooks
+from fastflow.daemon.webhooks.view import DaemonLooks
 from fastflow.defaults import (
     BRANCH_HEARTBEAT_INTERVAL,
+    CONFIG_FILE,
     DEFAULT_LEASE_TIMEOUT,
     HEARTBEAT_INTERVAL,
     STATE_JOURNAL,
@@ -87,6 +90,7 @@ class ServeOptions:
     stop_grace: float = 30.0  # on SIGTERM, how long running runs may finish
     max_concurrent_runs: int | None = None  # None: from config.yaml
     lease_timeout: float | None = None  # None: from config.yaml (see `lease`)
+    webhooks_listen: str | None = None  # `--webhooks HOST:PORT`: over config.yaml's webhooks.listen
 
 
 class LeaseLost(FastflowError):
@@ -118,6 +122,8 @@ class Daemon:
         self.space = StateDirSpace(self.state_dir)  # a full state dir pauses intake
         self.lease: Lease | None = None
         self._working = False  # took up work (holds the lease since start or a takeover)
+        self.last_tick_at: datetime | None = None  # for the webhook intake's /healthz
+        self.webhooks: WebhookServer | None = None
 
     @property
     def deployment(self) -> Deployment | None:
@@ -237,6 +243,7 @@ class Daemon:
         """Take no new work; let running runs finish up to `grace` seconds, then leave them
         (their containers keep running; the next start reconciles them)."""
         self.stopping.set()
+        self._stop_webhooks()
         dropped = self.dispatcher.stop_accepting()
         logger.info("stopping: %d queued runs stay journalled for the next start", len(dropped))
         if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
@@ -255,11 +262,13 @@ class Daemon:
         """Run until `request_stop()` (the SIGTERM/SIGINT handlers call it)."""
         self._waiter = self.inbox.waiter()
         try:
+            self._start_webhooks()
             while not self.stopping.is_set():
                 wake_at = self.round(self.clock())
                 timeout = max(0.0, (wake_at - self.clock()).total_seconds())
                 self._waiter.wait(min(timeout, HEARTBEAT_INTERVAL))
         finally:
+            self._stop_webhooks()  # SIGTERM: no new request, in-flight ones answered, then runs
             self._waiter.close()
         if self.lease.lost:
             raise LeaseLost(f"{self.options.source}: another daemon took the lease "
@@ -292,10 +301,34 @@ class Daemon:
         if self._waiter is not None:
             self._waiter.wake()
 
+    def _start_webhooks(self) -> None:
+        """Listen for webhooks where `--webhooks` or config.yaml's `webhooks.listen` says (the
+        configuration at the start: a change takes effect at the next start); nothing when
+        neither names an address."""
+        config = self.deployment.config if self.deployment and self.deployment.config \
+            else default_repo_config()
+        settings = config.webhooks or default_repo_config().webhooks
+        listen = self.options.webhooks_listen or settings.listen
+        if listen is None:
+            return
+        looks = DaemonLooks(state_dir=self.state_dir, deployment=lambda: self.deployment,
+                            repository=self.repository, snapshots=self.snapshots,
+                            store=self.store, environ=self.environ,
+                            last_tick_at=lambda: self.last_tick_at)
+        source = "--webhooks" if self.options.webhooks_listen else f"{CONFIG_FILE}: webhooks.listen"
+        self.webhooks = start_webhooks(replace(settings, listen=listen), looks,
+                                       state_dir=self.state_dir, clock=self.clock, source=source)
+
+    def _stop_webhooks(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
+
     # --- one round --------------------------------------------------------------------------
 
     def tick(self, now: datetime) -> datetime:
         """One round of work (see the module doc) at `now`; returns when the next is due."""
+        self.last_tick_at = now
         if not self._hold_lease(now):
             return self._stand_by(now)
         messages = self.inbox.read()  # each acknowledged once what it asked for is durable

@@ -1,0 +1,272 @@
+"""What the webhook intake does with a request once HTTP is done: find the pipeline, queue the
+run durably, and keep a repeated delivery from starting a second run.
+
+No HTTP here (that is `app`) and no daemon state: a request becomes a run request in the
+daemon's inbox (`Inbox.post_run_request`, fsynced before the answer), which the daemon loop
+reads like every `fastflow run --remote` request and journals with trigger `webhook`.
+
+Idempotency: a request that names a delivery (`X-GitHub-Delivery`, `webhook-id` or
+`Idempotency-Key`) gets the run id `<stamp>-<pipeline>-wh<hash>`, `<hash>` from (pipeline,
+delivery id), and claims `<state_dir>/webhooks/deliveries/<hash>.json` exclusively before its
+request is posted. A repeat finds the claim and answers with the same run id; the claim is a
+file, so this survives a restart. A claim whose request was not posted yet (the process died
+between the two writes) is posted again when the intake starts (`recover`); the daemon starts
+nothing twice, as the run id is known to its journal or the results branch.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Mapping
+
+from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.requests import start_refusal
+from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
+from fastflow.defaults import STATE_ACTIVE, STATE_INBOX, STATE_WEBHOOK_DELIVERIES
+from fastflow.deploy.deployment import Deployment
+from fastflow.files import write_atomic
+from fastflow.model import Pipeline
+from fastflow.record import WebhookInput, request_run_id, run_stamp
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_HEADERS = ("X-GitHub-Delivery", "webhook-id", "Idempotency-Key")
+# Headers a run sees in FASTFLOW_WEBHOOK_HEADERS: never a signature or Authorization.
+SELECTED_HEADERS = ("Content-Type", "User-Agent", "X-GitHub-Event", "X-GitHub-Delivery",
+                    "X-GitLab-Event", "webhook-id", "webhook-timestamp")
+MAX_DELIVERY_ID = 200  # characters; visible ASCII only
+MAX_HEADER_VALUE = 1000  # a selected header longer than this is cut
+DELIVERY_KEEP_S = 30 * 86_400  # claims older than 30 days are dropped when the intake starts
+_SUFFIX = "wh"  # every webhook run id ends in -wh<hex>: the queue cap counts them by name
+_VISIBLE = re.compile(r"[\x21-\x7e]+")
+
+
+class BadDelivery(ValueError):
+    """The delivery id header is not visible ASCII of at most MAX_DELIVERY_ID characters."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request may start: a pipeline (active, enabled) and one of its run configurations."""
+
+    pipeline: Pipeline
+    run_config_id: str | None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an accepted request: `repeat` when the delivery was known already."""
+
+    run_id: str
+    repeat: bool
+
+
+def delivery_id(headers: Mapping[str, str]) -> str | None:
+    """The delivery id a request names (first of `DELIVERY_HEADERS` present), or None;
+    `BadDelivery` when the value is not bounded visible ASCII."""
+    for name in DELIVERY_HEADERS:
+        value = headers.get(name.lower())
+        if value is not None:
+            if len(value) > MAX_DELIVERY_ID or not _VISIBLE.fullmatch(value):
+                raise BadDelivery(f"{name} must be 1 to {MAX_DELIVERY_ID} visible ASCII characters")
+            return value
+    return None
+
+
+def selected_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The request headers a run gets (`SELECTED_HEADERS`, as sent, each cut to a bound)."""
+    found = {}
+    for name in SELECTED_HEADERS:
+        value = headers.get(name.lower())
+        if value is not None:
+            found[name] = value[:MAX_HEADER_VALUE]
+    return found
+
+
+def allowed_env(body: bytes, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The variables a Fast-Flow-form body `{"env": {...}}` sets that the pipeline's
+    `webhook_env` allows; anything else in it (and any body that is not such JSON) sets none.
+    Values that are not strings are written as JSON text (numbers, booleans) like default_env."""
+    if not allowed or not body.lstrip().startswith(b"{"):
+        return {}
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    env = data.get("env") if isinstance(data, dict) else None
+    if not isinstance(env, dict):
+        return {}
+    out = {}
+    for key in allowed:
+        value = env.get(key)
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            out[key] = json.dumps(value)
+    return out
+
+
+def find_by_key(deployment: Deployment | None, pipeline: str, key: str) -> Target | None:
+    """The target of `POST /api/webhooks/<pipeline>/<key>`: the pipeline when `key` is its
+    `webhook_key`, the run configuration whose key it is, else None; also None when
+    `start_refusal` refuses it (unknown, disabled pipeline or run configuration). Every key is
+    compared in constant time."""
+    active = deployment.active.get(pipeline) if deployment else None
+    if active is None:
+        return None
+    given = key.encode("utf-8", "surrogateescape")
+    found: Target | None = None
+    candidates = [(active.pipeline.webhook_key, None)]
+    candidates += [(rc.webhook_key, rc.id) for rc in active.pipeline.run_configs]
+    for owned, rc_id in candidates:  # all compared: the time does not tell which one matched
+        if owned and hmac.compare_digest(owned.encode("utf-8"), given) and found is None:
+            found = Target(active.pipeline, rc_id)
+    if found is None or start_refusal(deployment, pipeline, found.run_config_id) is not None:
+        return None
+    return found
+
+
+def find_signed(deployment: Deployment | None, pipeline: str,
+                run_config_id: str | None) -> Target | None:
+    """The target of `POST /hooks/<pipeline>[?run_config=ID]`: a pipeline with a
+    `webhook_secret` that `start_refusal` allows (with that run configuration), else None."""
+    active = deployment.active.get(pipeline) if deployment else None
+    if active is None or not active.pipeline.webhook_secret:
+        return None
+    if start_refusal(deployment, pipeline, run_config_id) is not None:
+        return None
+    return Target(active.pipeline, run_config_id)
+
+
+class Intake:
+    """Queues accepted webhook requests in the inbox of `state_dir`; see the module doc."""
+
+    def __init__(self, state_dir: Path, clock: Callable[[], datetime],
+                 max_queued_per_pipeline: int) -> None:
+        self.state_dir = Path(state_dir)
+        self.clock = clock
+        self.max_queued = max_queued_per_pipeline
+        self.inbox = Inbox(self.state_dir)
+        self.deliveries = self.state_dir / STATE_WEBHOOK_DELIVERIES
+        self.deliveries.mkdir(parents=True, exist_ok=True)
+        self.payloads = webhook_payload_dir(self.state_dir)
+        self.payloads.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()  # one accept at a time: the queue cap counts exactly
+
+    # --- queueing ------------------------------------------------------------------------
+
+    def queued(self, pipeline: str) -> int:
+        """Webhook runs of `pipeline` accepted but not started: requests in the inbox and runs
+        journalled without a start time. Counted from the files, so a restart loses nothing."""
+        count = 0
+        for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict) and data.get("pipeline") == pipeline and data.get("webhook"):
+                count += 1
+        pattern = re.compile(rf"\d{{8}}T\d{{6}}Z-{re.escape(pipeline)}-{_SUFFIX}[0-9a-f]+\.json")
+        for path in (self.state_dir / STATE_ACTIVE).glob(f"*-{pipeline}-{_SUFFIX}*.json"):
+            if not pattern.fullmatch(path.name):
+                continue
+            try:
+                started = json.loads(path.read_text(encoding="utf-8")).get("started_at")
+            except (OSError, ValueError, AttributeError):
+                continue
+            count += started is None
+        return count
+
+    def known(self, pipeline: str, delivery: str) -> str | None:
+        """The run id a delivery of `pipeline` was given already, or None."""
+        try:
+            return json.loads(self._claim(pipeline, delivery).read_text(encoding="utf-8"))["run_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def accept(self, target: Target, delivery: str | None, body: bytes,
+               headers: Mapping[str, str], env: Mapping[str, str]) -> Accepted | None:
+        """Queue the run `target` asks for, durably (fsynced) before returning; None when the
+        pipeline has `max_queued_per_pipeline` webhook runs waiting already (a 429: nothing is
+        written). A delivery seen before returns its run id with `repeat` and queues nothing."""
+        name = target.pipeline.name
+        if delivery is not None:
+            known = self.known(name, delivery)
+            if known is not None:
+                return Accepted(known, repeat=True)
+        with self._lock:
+            if self.queued(name) >= self.max_queued:
+                return None
+            now = self.clock()
+            digest = _digest(name, delivery) if delivery is not None else secrets.token_hex(8)
+            request_id = f"{run_stamp(now)}-{_SUFFIX}{digest}"
+            run_id = request_run_id(name, request_id)
+            payload = webhook_payload_file(self.state_dir, run_id)
+            write_atomic(payload, body, durable=True, mode=0o600)
+            webhook = WebhookInput(delivery, str(payload), dict(headers), dict(env))
+            message = {"pipeline": name, "run_config": target.run_config_id,
+                       "request_id": request_id, "requested_at": now.isoformat(),
+                       "webhook": webhook.to_json(), "run_id": run_id, "posted": False}
+            if delivery is not None:
+                try:
+                    write_atomic(self._claim(name, delivery), json.dumps(message), durable=True,
+                                 exclusive=True)
+                except FileExistsError:  # the same delivery, at the same moment
+                    payload.unlink(missing_ok=True)
+                    return Accepted(self.known(name, delivery) or run_id, repeat=True)
+            self._post(message, now)
+            if delivery is not None:
+                write_atomic(self._claim(name, delivery), json.dumps({**message, "posted": True}))
+        logger.info("webhook: queued %s (%s%s)", run_id, name,
+                    f", delivery {delivery}" if delivery else "")
+        return Accepted(run_id, repeat=False)
+
+    def _post(self, message: dict, now: datetime) -> None:
+        webhook = WebhookInput.from_json(message["webhook"])
+        self.inbox.post_run_request(message["pipeline"], {}, message["run_config"], now,
+                                    webhook=webhook, request_id=message["request_id"])
+
+    def _claim(self, pipeline: str, delivery: str) -> Path:
+        return self.deliveries / f"{_digest(pipeline, delivery)}.json"
+
+    # --- at start --------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Post again the claimed deliveries whose request was not posted (a crash between the
+        two writes); drop claims older than `DELIVERY_KEEP_S`. Returns how many were posted."""
+        posted = 0
+        cutoff = time.time() - DELIVERY_KEEP_S
+        for path in self.deliveries.glob("*.json"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    continue
+                message = json.loads(path.read_text(encoding="utf-8"))
+                if message.get("posted"):
+                    continue
+                self._post(message, datetime.fromisoformat(message["requested_at"]))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                logger.warning("webhook: delivery claim %s cannot be read (%s); left alone",
+                               path, exc)
+                continue
+            write_atomic(path, json.dumps({**message, "posted": True}))
+            posted += 1
+            logger.info("webhook: posted %s again (its request was not posted before a stop)",
+                        message["run_id"])
+        return posted
+
+
+def _digest(pipeline: str, delivery: str) -> str:
+    """16 hex digits naming (pipeline, delivery id): the claim's file name and run id suffix."""
+    return hashlib.sha256(f"{pipeline}\0{delivery}".encode()).hexdigest()[:16]

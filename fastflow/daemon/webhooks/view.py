@@ -1,0 +1,123 @@
+"""What the webhook intake reads of a running daemon (`app.DaemonView`), from its pieces.
+
+Read-only and safe from the HTTP threads: the deployment is an immutable value swapped whole
+by a sync; the results store guards its reads with its own lock; the run journal and the inbox
+are files. The secrets a signed pipeline is checked with are decrypted from the snapshot of the
+deployed commit once per (commit, pipeline) and kept in memory until the deployment changes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Mapping
+
+from fastflow import repo as git
+from fastflow.defaults import STATE_ACTIVE, STATE_INBOX
+from fastflow.deploy.deployment import Deployment
+from fastflow.errors import FastflowError, RepositoryError
+from fastflow.model import Pipeline
+from fastflow.record import request_run_id
+from fastflow.results.read import history_row
+from fastflow.results.store import ResultsStore
+from fastflow.secrets.runtime import webhook_secrets
+
+# The run ids the intake gives (`intake`): `<stamp>-<pipeline>-wh<16 hex>`; /api/runs answers
+# for those only, and never touches a file for an id of another shape.
+WEBHOOK_RUN_ID = re.compile(r"\d{8}T\d{6}Z-(?P<pipeline>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})-wh[0-9a-f]{16}")
+
+
+class DaemonLooks:
+    """`app.DaemonView` over a daemon's parts (`loop.Daemon.serve` builds it)."""
+
+    def __init__(self, *, state_dir: Path, deployment: Callable[[], Deployment | None],
+                 repository: git.GitRepo, snapshots: Path, store: ResultsStore,
+                 environ: Mapping[str, str], last_tick_at: Callable[[], datetime | None]) -> None:
+        self.state_dir = Path(state_dir)
+        self._deployment = deployment
+        self.repository = repository
+        self.snapshots = snapshots
+        self.store = store
+        self.environ = dict(environ)
+        self._last_tick_at = last_tick_at
+        self._secrets: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def deployment(self) -> Deployment | None:
+        return self._deployment()
+
+    def last_tick_at(self) -> datetime | None:
+        return self._last_tick_at()
+
+    def webhook_secrets(self, pipeline: Pipeline) -> tuple[str, ...]:
+        """The values of `pipeline`'s `webhook_secret`s at the deployed commit (cached per
+        commit); `FastflowError` when the secrets file cannot give them."""
+        deployment = self._deployment()
+        if deployment is None or deployment.root_tree is None or deployment.config is None:
+            return ()
+        key = (deployment.root_tree, pipeline.name)
+        with self._lock:
+            if key not in self._secrets:
+                if len(self._secrets) > 256:  # old deployments' entries
+                    self._secrets.clear()
+                try:
+                    root = git.snapshot_tree(self.repository, deployment.root_tree, "",
+                                             self.snapshots)
+                except OSError as exc:
+                    raise FastflowError(f"the snapshot of the deployed commit cannot be "
+                                        f"written: {exc}") from None
+                self._secrets[key] = webhook_secrets(root, deployment.config, pipeline,
+                                                     self.environ)
+            return self._secrets[key]
+
+    def run_status(self, run_id: str) -> dict | None:
+        """A webhook run as `fastflow history --json` shows it: from the results branch once
+        recorded, else `queued` or `running` from the journal or the inbox; None when unknown
+        or not a webhook run id."""
+        match = WEBHOOK_RUN_ID.fullmatch(run_id)
+        if match is None:
+            return None
+        pipeline = match["pipeline"]
+        entry = self._journalled(run_id)
+        if entry is not None:
+            started = entry.get("started_at")
+            return _pending_row(run_id, entry.get("trigger") or {}, "running" if started else "queued",
+                                started)
+        if self._in_inbox(run_id, pipeline):
+            return _pending_row(run_id, {"kind": "webhook"}, "queued", None)
+        try:
+            record = self.store.read_run(run_id, pipeline=pipeline)
+        except RepositoryError:
+            return None
+        return {"pipeline": pipeline, **history_row(record)}
+
+    def _journalled(self, run_id: str) -> dict | None:
+        try:
+            data = json.loads((self.state_dir / STATE_ACTIVE / f"{run_id}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _in_inbox(self, run_id: str, pipeline: str) -> bool:
+        for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if data.get("pipeline") == pipeline and \
+                        request_run_id(pipeline, data["request_id"]) == run_id:
+                    return True
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return False
+
+
+def _pending_row(run_id: str, trigger: dict, status: str, started_at: str | None) -> dict:
+    """The `history_row` shape of a run not recorded yet."""
+    pipeline = WEBHOOK_RUN_ID.fullmatch(run_id)["pipeline"]
+    return {"pipeline": pipeline, "run_id": run_id, "status": status,
+            "trigger": {"kind": trigger.get("kind", "webhook"),
+                        "schedule_id": trigger.get("schedule_id"),
+                        "parent_run_id": trigger.get("parent_run_id")},
+            "started_at": started_at, "finished_at": None, "duration_s": None, "attempts": 0,
+            "exit_code": None, "error": None, "downstream": []}

@@ -1,0 +1,495 @@
+"""The webhook intake against the real server on loopback (docs/webhooks.md).
+
+A real daemon follows a real repository; its waitress server listens on 127.0.0.1 (port 0: a
+free one) and the tests talk to it with http.client, or raw sockets for what a well-behaved
+client never sends. Every status code, the body cap, a slow-loris client, replay after a
+restart, 1,000 fuzzed requests and a burst of 200 are checked here; a run started by webhook
+through `fastflow serve` runs with the local executor and once in Docker.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
+
+from fastflow.config.repo import read_repo_config
+from fastflow.daemon.webhooks.intake import Intake
+from fastflow.errors import RepositoryError
+from fastflow.model import RunStatus
+from fastflow.results.store import ResultsStore
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY, PROD_KEY, OFF_KEY = "k-hook-3f9a", "k-prod-77c1", "k-off-0b2e"
+PIPELINES = {
+    "pipelines/hook/main.py": "import os\nprint('trigger', os.environ['FASTFLOW_TRIGGER'])\n",
+    "pipelines/hook/pipeline.json": json.dumps({
+        "webhook_key": KEY, "webhook_env": ["SOURCE"],
+        "schedules": [{"id": "prod", "webhook_key": PROD_KEY, "default_env": {"STAGE": "prod"}},
+                      {"id": "paused", "webhook_key": "k-paused-9d", "enabled": False}]}),
+    "pipelines/off/main.py": "print('off')\n",
+    "pipelines/off/pipeline.json": json.dumps({"webhook_key": OFF_KEY, "enabled": False}),
+    "pipelines/nokey/main.py": "print('nokey')\n",
+}
+
+
+def config(**webhooks) -> dict[str, str]:
+    settings = {"rate_limit_per_client": 6000, "burst_per_client": 1000,
+                "rate_limit_per_pipeline": 6000, **webhooks}
+    lines = "".join(f"  {k}: {json.dumps(v)}\n" for k, v in settings.items())
+    return {".fastflow/config.yaml": f"max_concurrent_runs: 4\nwebhooks:\n{lines}"}
+
+
+class Served:
+    """A daemon serving in a thread of this process, with its webhook intake on loopback."""
+
+    def __init__(self, origin: Origin, state: Path, *, loop: bool = True) -> None:
+        self.daemon = make_daemon(origin.bare, state, webhooks_listen="127.0.0.1:0")
+        self.daemon.start()
+        self.thread = None
+        if loop:
+            self.thread = threading.Thread(target=self.daemon.serve, name="serve")
+            self.thread.start()
+            wait_for(lambda: self.daemon.webhooks is not None, 10, "the webhook server")
+        else:
+            self.daemon._start_webhooks()  # listen, but no loop reads the inbox
+        self.host, self.port = self.daemon.webhooks.address
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), dict(resp.getheaders())
+        finally:
+            conn.close()
+
+    def post(self, path: str, body: bytes = b"{}", **headers):
+        status, data, _ = self.request("POST", path, body, {k.replace("_", "-"): v
+                                                            for k, v in headers.items()})
+        return status, json.loads(data)
+
+    def record(self, run_id: str, pipeline: str = "hook"):
+        try:
+            return self.daemon.store.read_run(run_id, pipeline=pipeline)
+        except RepositoryError:
+            return None
+
+    def finished(self, run_id: str, pipeline: str = "hook"):
+        return wait_for(lambda: self.record(run_id, pipeline), 30, f"the record of {run_id}")
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.daemon.request_stop()
+            self.thread.join(30)
+        self.daemon.stop(grace=20)
+
+
+@pytest.fixture
+def served(origin, tmp_path):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    made = []
+
+    def make(loop: bool = True) -> Served:
+        made.append(Served(origin, tmp_path / "state", loop=loop))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_accepted_repeated_not_found_and_the_run_it_starts(served, caplog):
+    s = served()
+    status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="delivery-1")
+    assert status == 202 and body == {"run_id": body["run_id"],
+                                      "status_url": f"/api/runs/{body['run_id']}"}
+    assert s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="delivery-1") == (200, body)
+    record = s.finished(body["run_id"])
+    assert record.status is RunStatus.SUCCEEDED and record.trigger.kind == "webhook"
+    assert record.trigger.delivery_id == "delivery-1" and record.run_config is None
+    assert "trigger webhook" in s.daemon.store.read_log(body["run_id"])
+    status, data, _ = s.request("GET", body["status_url"])
+    shown = json.loads(data)
+    assert status == 200 and shown["status"] == "succeeded" and shown["trigger"]["kind"] == "webhook"
+    assert shown["pipeline"] == "hook" and shown["exit_code"] == 0 and "env" not in shown
+    # after the run: still the same run, nothing new
+    assert s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="delivery-1") == (200, body)
+    # nothing to probe: one body for an unknown pipeline, a wrong key, a disabled pipeline or
+    # run configuration, a pipeline without a key, an unknown path
+    for path in ("/api/webhooks/nope/" + KEY, "/api/webhooks/hook/wrong", "/api/webhooks/hook/"
+                 + KEY[:-1], f"/api/webhooks/off/{OFF_KEY}", "/api/webhooks/hook/k-paused-9d",
+                 "/api/webhooks/nokey/x", "/api/webhooks/hook", "/", "/hooks/nokey",
+                 "/hooks/hook", "/api/runs/20261201T000000Z-hook-wh0123456789abcdef"):
+        method = "GET" if path.startswith("/api/runs") else "POST"
+        status, data, _ = s.request(method, path, b"{}")
+        assert (status, data) == (404, b'{"error": "not found"}\n'), path
+    assert "Traceback" not in caplog.text
+
+
+def test_a_run_configurations_key_starts_that_run_configuration(served):
+    s = served()
+    status, body = s.post(f"/api/webhooks/hook/{PROD_KEY}")
+    assert status == 202
+    record = s.finished(body["run_id"])
+    assert record.run_config == "prod" and record.status is RunStatus.SUCCEEDED
+
+
+def test_malformed_delivery_ids_methods_and_healthz(served):
+    s = served()
+    for value in ("x" * 201, "with space", "tab\tin"):
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key=value)
+        assert status == 400 and "Idempotency-Key must be 1 to 200 visible ASCII" in body["error"]
+    status, _, headers = s.request("GET", f"/api/webhooks/hook/{KEY}")
+    assert status == 405 and headers["Allow"] == "POST"
+    status, data, _ = s.request("GET", "/healthz")
+    health = json.loads(data)
+    assert status == 200 and health["status"] == "ok" and 0 <= health["last_tick_age_s"] < 60
+    assert s.request("POST", "/healthz")[0] == 405
+
+
+def test_a_body_at_the_cap_is_accepted_and_one_byte_over_is_413(origin, tmp_path):
+    origin.push({**PIPELINES, **config(max_body="4k")}, "pipelines")
+    s = Served(origin, tmp_path / "state")
+    try:
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"a" * 4096)
+        assert status == 202
+        payload = s.daemon.state_dir / "webhooks" / "payload" / body["run_id"]
+        assert not payload.exists() or payload.read_bytes() == b"a" * 4096
+        status, _, _ = s.request("POST", f"/api/webhooks/hook/{KEY}", b"a" * 4097)
+        assert status == 413
+        s.finished(body["run_id"])
+    finally:
+        s.close()
+
+
+def test_rate_limits_answer_429_with_retry_after_and_failures_count(origin, tmp_path):
+    origin.push({**PIPELINES, **config(rate_limit_per_client=1, burst_per_client=3)}, "p")
+    s = Served(origin, tmp_path / "state", loop=False)
+    try:
+        assert s.post("/api/webhooks/hook/wrong")[0] == 404  # a wrong key costs a token too
+        assert s.post(f"/api/webhooks/hook/{KEY}")[0] == 202
+        assert s.post("/api/webhooks/nope/x")[0] == 404
+        status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}", b"{}")
+        assert status == 429 and json.loads(data) == {"error": "rate limited"}
+        assert 1 <= int(headers["Retry-After"]) <= 60
+        # health is never rate limited; with no loop ticking it says so
+        status, data, _ = s.request("GET", "/healthz")
+        assert (status, json.loads(data)) == (503, {"status": "stale", "last_tick_age_s": None})
+    finally:
+        s.close()
+
+
+def test_the_queue_cap_answers_429_and_nothing_accepted_is_lost(origin, tmp_path):
+    origin.push({**PIPELINES, **config(max_queued_per_pipeline=3)}, "pipelines")
+    s = Served(origin, tmp_path / "state", loop=False)  # nobody reads the inbox yet
+    accepted = [s.post(f"/api/webhooks/hook/{KEY}")[1]["run_id"] for _ in range(3)]
+    status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}", b"{}")
+    assert status == 429 and json.loads(data) == {"error": "queue full"} and "Retry-After" in headers
+    assert s.post(f"/api/webhooks/hook/{PROD_KEY}")[0] == 429  # per pipeline, every key
+    s.close()
+    again = Served(origin, tmp_path / "state")  # the loop takes them up
+    try:
+        for run_id in accepted:
+            assert again.finished(run_id).status is RunStatus.SUCCEEDED
+        assert again.post(f"/api/webhooks/hook/{KEY}")[0] == 202  # room again
+    finally:
+        again.close()
+
+
+def test_a_delivery_replayed_after_a_restart_starts_nothing(origin, tmp_path):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    s = Served(origin, tmp_path / "state")
+    status, body = s.post(f"/api/webhooks/hook/{KEY}", X_GitHub_Delivery="72d3162e-cc78")
+    assert status == 202
+    s.finished(body["run_id"])
+    s.close()
+    again = Served(origin, tmp_path / "state")
+    try:
+        assert again.post(f"/api/webhooks/hook/{KEY}", X_GitHub_Delivery="72d3162e-cc78") == \
+            (200, body)
+        # the same pipeline through another key: the same delivery
+        assert again.post(f"/api/webhooks/hook/{PROD_KEY}", X_GitHub_Delivery="72d3162e-cc78") == \
+            (200, body)
+        time.sleep(1.0)
+        runs = again.daemon.store.list_run_ids("hook", 100)
+        assert runs == [body["run_id"]]
+    finally:
+        again.close()
+
+
+def test_a_claimed_delivery_never_posted_is_posted_at_the_next_start(origin, tmp_path):
+    """The window between the delivery claim and the inbox request (a kill -9 there): the next
+    start posts it, and the daemon runs it once."""
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state = tmp_path / "state"
+    s = Served(origin, state, loop=False)
+    status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="crash-window")
+    s.close()
+    claim = next((state / "webhooks" / "deliveries").glob("*.json"))
+    message = json.loads(claim.read_text())
+    claim.write_text(json.dumps({**message, "posted": False}))  # as if killed before the post
+    for path in (state / "inbox").glob("run-*.json"):
+        path.unlink()
+    again = Served(origin, state)
+    try:
+        assert again.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+        assert json.loads(claim.read_text())["posted"] is True
+        assert Intake(state, utc_now, 100).recover() == 0
+    finally:
+        again.close()
+
+
+def test_a_slow_loris_client_holds_no_worker_and_is_cut_off(origin, tmp_path):
+    origin.push({**PIPELINES, **config(threads=1, read_timeout=2)}, "pipelines")
+    s = Served(origin, tmp_path / "state")
+    slow = []
+    try:
+        for _ in range(5):  # five clients sending their headers a byte at a time
+            sock = socket.create_connection((s.host, s.port), timeout=10)
+            sock.sendall(b"POST /api/webhooks/hook/" + KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n")
+            slow.append(sock)
+        silent = socket.create_connection((s.host, s.port), timeout=10)
+        started = time.monotonic()
+        status, body = s.post(f"/api/webhooks/hook/{KEY}")
+        assert status == 202 and time.monotonic() - started < 1.0
+        assert silent.recv(1) == b""  # closed by the server after read_timeout
+        assert 1.5 < time.monotonic() - started < 8
+        s.finished(body["run_id"])
+    finally:
+        for sock in slow:
+            sock.close()
+        s.close()
+
+
+MALFORMED = [
+    b"\x00\x01\x02garbage\r\n\r\n",
+    b"POST /api/webhooks/hook/x HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+    b"POST /api/webhooks/hook/x HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+    b"POST /api/webhooks/hook/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+    b"POST /hooks/hook?run_config=a&run_config=b HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"POST /api/webhooks/%ff%fe/%00 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"POST /api/webhooks/hook/" + KEY.encode() + b" HTTP/1.1\r\nIdempotency-Key: \xff\xfe\r\n"
+    b"Content-Length: 0\r\n\r\n",
+    b"BREW /healthz HTCPCP/1.0\r\n\r\n",
+    b"POST /api/webhooks/hook/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nX: " + b"y" * 70000 + b"\r\n\r\n",
+]
+
+
+def raw_status(host: str, port: int, data: bytes) -> int | None:
+    """Send `data` on a fresh connection; the status of the answer (None: closed, no answer)."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    match = re.match(rb"HTTP/1\.[01] (\d{3})", answer)
+    return int(match.group(1)) if match else None
+
+
+def fuzz_request(rng: random.Random, key: str) -> bytes:
+    """One random request: a mutated valid one, random bytes, or odd but parseable HTTP."""
+    kind = rng.random()
+    if kind < 0.2:
+        return bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+    method = rng.choice([b"POST", b"GET", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"P\x00ST"])
+    path = rng.choice([b"/api/webhooks/hook/" + key.encode(), b"/api/webhooks/hook/", b"/hooks/hook",
+                       b"/hooks/", b"/api/runs/" + bytes(rng.choice(b"0123456789Tabc-/%.")
+                                                        for _ in range(30)),
+                       b"/healthz", b"/../../etc/passwd", b"/api/webhooks/%2e%2e/x",
+                       b"/hooks/hook?run_config=" + bytes(rng.getrandbits(8) for _ in range(8))])
+    body = rng.choice([b"", b"{}", b'{"env": {"SOURCE": 1, "PATH": "/x"}}', b'{"env": [',
+                       b"[" * 5000, bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 2000)))])
+    headers = [b"Host: 127.0.0.1"]
+    choices = [b"Idempotency-Key: " + bytes(rng.choice(b"abc\x7f\x80 ") for _ in range(8)),
+               b"X-GitHub-Delivery: " + str(rng.random()).encode(),
+               b"X-Hub-Signature-256: sha256=" + b"0" * 64,
+               b"webhook-id: msg_1", b"webhook-timestamp: " + str(rng.randint(-10, 10**12)).encode(),
+               b"webhook-signature: v1," + bytes(rng.choice(b"abc=+/ ,") for _ in range(20)),
+               b"Content-Type: application/json", b"Transfer-Encoding: chunked",
+               b"Expect: 100-continue", b"Connection: keep-alive"]
+    headers += rng.sample(choices, rng.randint(0, 4))
+    if rng.random() < 0.8:
+        length = len(body) + rng.choice([0, 0, 0, -1, 1, 10**9])
+        headers.append(b"Content-Length: " + str(length).encode())
+    request = method + b" " + path + b" HTTP/1." + rng.choice([b"1", b"0", b"9"]) + b"\r\n"
+    request += b"\r\n".join(headers) + b"\r\n\r\n" + body
+    if rng.random() < 0.2:  # cut somewhere
+        request = request[:rng.randint(1, len(request))]
+    return request
+
+
+def serve_log_port(log: Path) -> int:
+    found = wait_for(lambda: re.search(r"webhooks: listening on http://127\.0\.0\.1:(\d+)",
+                                       log.read_text()), 30, "the listening line")
+    return int(found.group(1))
+
+
+def test_1000_fuzzed_requests_no_5xx_no_traceback_and_schedules_keep_running(origin, tmp_path):
+    origin.push({**PIPELINES, **config(threads=4, read_timeout=2, max_body="64k"),
+                 "pipelines/tick/main.py": "print('tick')\n",
+                 "pipelines/tick/pipeline.json": json.dumps({"schedule_interval_seconds": 2})},
+                "pipelines")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    serve = start_serve(origin.bare, state, log, "--local", "--webhooks", "127.0.0.1:0")
+    try:
+        port = serve_log_port(log)
+        store = ResultsStore(state / "mirror.git" if (state / "mirror.git").exists()
+                             else origin.bare, tmp_path / "reader", utc_now)
+        before = len(store.list_run_ids("tick", 1000))
+        rng = random.Random(20261201)
+        statuses: dict[int | None, int] = {}
+        for i in range(1000):
+            data = MALFORMED[i % len(MALFORMED)] if i % 10 == 0 else fuzz_request(rng, KEY)
+            status = raw_status("127.0.0.1", port, data)
+            statuses[status] = statuses.get(status, 0) + 1
+            assert status is None or status < 500, (status, data[:300])
+        assert statuses.get(202, 0) > 0 and statuses.get(404, 0) > 0, statuses
+        wait_for(lambda: len(store.list_run_ids("tick", 1000)) >= before + 2, 30,
+                 "the schedule's runs after the fuzzing")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(40)
+    text = log.read_text()
+    assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+    assert serve.returncode == 0
+
+
+def test_a_burst_of_200_in_5_seconds_is_202_or_429_and_each_202_recorded_once(origin, tmp_path):
+    origin.push({**PIPELINES, **config(rate_limit_per_client=600, burst_per_client=40,
+                                       threads=8)}, "pipelines")
+    s = Served(origin, tmp_path / "state")
+    try:
+        answers: list[tuple[int, dict]] = []
+        lock = threading.Lock()
+
+        def send(i: int) -> None:
+            time.sleep(i * 5.0 / 200)  # spread over 5 s
+            result = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key=f"burst-{i}")
+            with lock:
+                answers.append(result)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(200)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert time.monotonic() - started < 10 and len(answers) == 200
+        assert {status for status, _ in answers} <= {202, 429}
+        accepted = [body["run_id"] for status, body in answers if status == 202]
+        assert len(accepted) == len(set(accepted)) >= 40
+        wait_for(lambda: not set(accepted) - set(s.daemon.store.list_run_ids("hook", 1000)),
+                 45, "every accepted run recorded")
+        recorded = s.daemon.store.list_run_ids("hook", 1000)
+        assert sorted(recorded) == sorted(accepted)  # each once, and nothing else
+    finally:
+        s.close()
+
+
+def test_fastflow_serve_webhooks_sigterm_stops_listening_and_exits(origin, tmp_path):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    serve = start_serve(origin.bare, state, log, "--local", "--webhooks", "127.0.0.1:0")
+    port = serve_log_port(log)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", f"/api/webhooks/hook/{KEY}", body=b"{}")
+    resp = conn.getresponse()
+    assert resp.status == 202
+    run_id = json.loads(resp.read())["run_id"]
+    store = ResultsStore(origin.bare, tmp_path / "reader", utc_now)
+    wait_for(lambda: run_id in store.list_run_ids("hook", 10), 30, f"{run_id} recorded")
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(40) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+    text = log.read_text()
+    assert "webhooks: stopped listening" in text and "Traceback" not in text
+
+
+def test_a_listen_address_in_use_is_an_error_naming_it(origin, tmp_path):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = make_daemon(origin.bare, tmp_path / "state", webhooks_listen=f"127.0.0.1:{port}")
+        daemon.start()
+        try:
+            with pytest.raises(Exception) as caught:
+                daemon.serve()
+            assert str(caught.value) == (
+                f"--webhooks: cannot listen on '127.0.0.1:{port}': Address already in use; pick "
+                "a free port and an address of this machine (e.g. 127.0.0.1:8787)")
+        finally:
+            daemon.stop(grace=5)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_a_webhook_starts_a_docker_run_through_fastflow_serve(origin, tmp_path, runner_image):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    serve = start_serve(origin.bare, state, log, "--webhooks", "127.0.0.1:0")
+    try:
+        port = serve_log_port(log)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", f"/api/webhooks/hook/{PROD_KEY}", body=b'{"env": {"SOURCE": "ci"}}',
+                     headers={"X-GitHub-Delivery": "d0cker-1", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 202
+        run_id = json.loads(resp.read())["run_id"]
+        store = ResultsStore(origin.bare, tmp_path / "reader", utc_now)
+        wait_for(lambda: run_id in store.list_run_ids("hook", 10), 55, f"{run_id} recorded")
+        record = store.read_run(run_id, "hook")
+        assert record.status is RunStatus.SUCCEEDED, store.read_log(run_id, "hook")
+        assert record.trigger.kind == "webhook" and record.trigger.delivery_id == "d0cker-1"
+        assert record.run_config == "prod" and record.environment.image_id
+        assert "trigger webhook" in store.read_log(run_id, "hook")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(40)
+    assert "Traceback" not in log.read_text()
+
+
+
+def test_the_webhooks_section_defaults_and_its_messages():
+    config, problems = read_repo_config("")
+    assert config.webhooks.listen is None and config.webhooks.max_body_bytes == 1024**2
+    assert (config.webhooks.client_rate_per_minute, config.webhooks.client_burst,
+            config.webhooks.pipeline_rate_per_minute, config.webhooks.max_queued_per_pipeline,
+            config.webhooks.read_timeout, config.webhooks.threads) == (60, 20, 120, 100, 10.0, 4)
+    text = ("webhooks:\n  listen: localhost\n  public_url: ftp://x\n  max_body: 65m\n"
+            "  threads: 0\n  lisen: x\n")
+    config, problems = read_repo_config(text)
+    assert config is None
+    assert [str(p) for p in problems] == [
+        '.fastflow/config.yaml: webhooks.lisen: unknown key, ignored; did you mean "listen"?',
+        '.fastflow/config.yaml: webhooks.listen: "localhost" is not HOST:PORT; write e.g. '
+        '"127.0.0.1:8787" (or null: off)',
+        '.fastflow/config.yaml: webhooks.public_url: "ftp://x" is not an http(s) URL; write e.g. '
+        '"https://ci.example.org"',
+        '.fastflow/config.yaml: webhooks.max_body: "65m" is above the maximum of "64m"; use a '
+        'smaller size',
+        ".fastflow/config.yaml: webhooks.threads: 0 is not a whole number >= 1",
+    ]
