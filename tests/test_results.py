@@ -122,7 +122,7 @@ def test_status_lists_runs_never_run_pipelines_and_working_tree_problems(recorde
     assert sorted(rows) == ["broken", "minimal", "old", "report"]
     assert rows["report"] == {
         "name": "report", "valid": True, "last_status": "succeeded",
-        "last_run_id": "20261122T100000Z-report-aa03s",
+        "last_run_id": "20261122T100000Z-report-aa03s", "last_trigger": "schedule",
         "last_finished": {"at": "2026-11-22T10:00:12.500000+00:00", "ago": "1 h ago"},
         "last_duration_s": 12.5, "success_rate": 0.6667, "runs_recorded": 3,
         "next_run": {"schedule_id": "report", "at": "2026-11-23T07:00:00+00:00",
@@ -242,7 +242,8 @@ def test_history_is_newest_first_and_pages_with_before(recorded):
     assert rest["older"] is None
     assert rest["runs"] == [{
         "run_id": "20261122T070000Z-report-aa01s", "status": "failed",
-        "trigger": {"kind": "schedule", "schedule_id": "report", "parent_run_id": None},
+        "trigger": {"kind": "schedule", "schedule_id": "report", "parent_run_id": None,
+                    "delivery_id": None},
         "started_at": "2026-11-22T07:00:00+00:00", "finished_at": "2026-11-22T07:00:12.500000+00:00",
         "duration_s": 12.5, "attempts": 2, "exit_code": 1,
         "error": {"kind": "exit_code", "message": "exited with 1\nsee the log"},

@@ -165,7 +165,7 @@ def test_status_prints_every_pipeline_problems_and_the_daemon(recorded, store, t
         "PIPELINE\tSTATUS\tLAST RUN\tFINISHED\tDURATION\tSUCCESS\tNEXT RUN",
         "broken (invalid)\tnever run\t-\t-\t-\t-\t-",
         "minimal\tnever run\t-\t-\t-\t-\t-",
-        f"report\tsucceeded\t{t.last_id}\t2 h ago ({iso(t.t2 + timedelta(seconds=12))})\t12.5s\t50%"
+        f"report\tsucceeded\t{t.last_id} (push)\t2 h ago ({iso(t.t2 + timedelta(seconds=12))})\t12.5s\t50%"
         f"\tin 3 h ({iso(local)})",
         "invalid pipeline broken: pipelines/broken/pipeline.json: timeout: bad",
         "configuration error: .fastflow/schedules.yaml: schedules[0].cron: bad cron",
@@ -221,7 +221,7 @@ def test_status_json_shape(recorded, store, tmp_path, t):
                             "head", "invalid", "notes", "now", "pipelines", "repository", "sync"]
     report = next(p for p in data["pipelines"] if p["name"] == "report")
     assert sorted(report) == ["last_duration_s", "last_finished", "last_run_id", "last_status",
-                              "name", "next_run", "runs_recorded", "success_rate", "valid"]
+                              "last_trigger", "name", "next_run", "runs_recorded", "success_rate", "valid"]
     assert report["next_run"]["schedule_id"] == "report.daily"
     assert report["success_rate"] == 0.5
     assert data["daemon"]["stale"] is False and data["daemon"]["pid"] == 4242
@@ -254,7 +254,8 @@ def test_history_json_shape(recorded, t):
     assert [r["run_id"] for r in data["runs"]] == [t.last_id, t.failed_id]
     assert data["runs"][1] == {
         "run_id": t.failed_id, "status": "failed",
-        "trigger": {"kind": "schedule", "schedule_id": "report.daily", "parent_run_id": None},
+        "trigger": {"kind": "schedule", "schedule_id": "report.daily", "parent_run_id": None,
+                    "delivery_id": None},
         "started_at": iso(t.t1), "finished_at": iso(t.t1 + timedelta(seconds=12.5)),
         "duration_s": 12.5, "attempts": 2, "exit_code": 1,
         "error": {"kind": "exit_code", "message": "exited with 1\nsee the log"},

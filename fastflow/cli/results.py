@@ -93,7 +93,7 @@ def print_status(report: dict) -> None:
     print_table(
         ("PIPELINE", "STATUS", "LAST RUN", "FINISHED", "DURATION", "SUCCESS", "NEXT RUN"),
         [(p["name"] + ("" if p["valid"] else " (invalid)"), _status_word(p["last_status"]),
-          p["last_run_id"] or "-",
+          _last_run(p),
           f"{p['last_finished']['ago']} ({_seconds(p['last_finished']['at'])})"
           if p["last_finished"] else "-",
           format_elapsed(p["last_duration_s"]), _rate(p["success_rate"]), _next(p["next_run"]))
@@ -108,6 +108,13 @@ def print_status(report: dict) -> None:
         click.echo(f"last sync: {report['sync']['commit']} at {_seconds(report['sync']['at'])}")
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
+
+
+def _last_run(row: dict) -> str:
+    """The last run's id, with how it was started: `2026...-report-ab12 (webhook)`."""
+    if not row["last_run_id"]:
+        return "-"
+    return row["last_run_id"] + (f" ({row['last_trigger']})" if row.get("last_trigger") else "")
 
 
 def _trigger(trigger: dict) -> str:

@@ -58,7 +58,8 @@ def apply_run_to_summary(summary: dict, record: dict) -> dict:
     entry["runs_recorded"] = entry.get("runs_recorded", 0) + 1
     recent = [r for r in entry.get("recent", []) if r["run_id"] != record["run_id"]]
     recent.append({"run_id": record["run_id"], "status": record["status"],
-                   "finished_at": record.get("finished_at"), "duration_s": record.get("duration_s")})
+                   "finished_at": record.get("finished_at"), "duration_s": record.get("duration_s"),
+                   "trigger": (record.get("trigger") or {}).get("kind")})
     recent.sort(key=lambda r: r["run_id"])
     entry["recent"] = recent[-RECENT_MAX:]
     refresh_summary_entry(entry)
@@ -69,7 +70,8 @@ def refresh_summary_entry(entry: dict) -> None:
     """Recompute a pipeline's last-run fields and success rate from its `recent` runs."""
     last = entry["recent"][-1] if entry["recent"] else {}
     entry.update(last_run_id=last.get("run_id"), last_status=last.get("status"),
-                 last_finished_at=last.get("finished_at"), last_duration_s=last.get("duration_s"))
+                 last_finished_at=last.get("finished_at"), last_duration_s=last.get("duration_s"),
+                 last_trigger=last.get("trigger"))  # None in summaries written before it
     counted = [r for r in entry["recent"] if r["status"] not in ("skipped", "cancelled")]
     ok = sum(r["status"] == "succeeded" for r in counted)
     entry["success_rate"] = round(ok / len(counted), 4) if counted else None

@@ -281,6 +281,7 @@ def _pipeline_row(name: str, entry: dict | None, invalid: bool, next_run: dict |
     return {
         "name": name, "valid": not invalid,
         "last_status": entry.get("last_status"), "last_run_id": entry.get("last_run_id"),
+        "last_trigger": entry.get("last_trigger"),
         "last_finished": _when(finished, now), "last_duration_s": entry.get("last_duration_s"),
         "success_rate": entry.get("success_rate"), "runs_recorded": entry.get("runs_recorded", 0),
         "next_run": next_run,
@@ -324,7 +325,8 @@ def history_row(record: RunRecord) -> dict:
     return {
         "run_id": record.run_id, "status": record.status.value,
         "trigger": {"kind": record.trigger.kind, "schedule_id": record.trigger.schedule_id,
-                    "parent_run_id": record.trigger.parent_run_id},
+                    "parent_run_id": record.trigger.parent_run_id,
+                    "delivery_id": record.trigger.delivery_id},
         "started_at": record.started_at.isoformat() if record.started_at else None,
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "duration_s": record.duration_s, "attempts": len(record.attempts),

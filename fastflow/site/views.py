@@ -146,13 +146,16 @@ def failure_text(record: RunRecord) -> str:
 
 
 def trigger_text(record: RunRecord, zone: str) -> str:
-    """How the run was started, in words: `schedule nightly (slot 2026-11-22 03:00:00 UTC)`."""
+    """How the run was started, in words: `schedule nightly (slot 2026-11-22 03:00:00 UTC)`,
+    `webhook (delivery 72d3162e-...)` (the sender's delivery id, to find the request there)."""
     trig = record.trigger
     text = trig.kind + (f" {trig.schedule_id}" if trig.schedule_id else "")
     if trig.parent_run_id:
         text += f" after run {trig.parent_run_id}"
     if trig.slot is not None:
         text += f" (slot {format_time(trig.slot, zone)})"
+    if trig.delivery_id:
+        text += f" (delivery {trig.delivery_id})"
     return text
 
 
