@@ -8,14 +8,19 @@ through `fastflow serve` runs with the local executor and once in Docker.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import http.client
 import json
+import os
 import random
 import re
 import signal
 import socket
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,8 @@ from fastflow.daemon.webhooks.intake import Intake
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
 from fastflow.results.store import ResultsStore
+from fastflow.secrets.age import X25519Identity
+from fastflow.secrets.store import grant_secret, init_secrets, set_secret
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,8 +59,10 @@ def config(**webhooks) -> dict[str, str]:
 class Served:
     """A daemon serving in a thread of this process, with its webhook intake on loopback."""
 
-    def __init__(self, origin: Origin, state: Path, *, loop: bool = True) -> None:
-        self.daemon = make_daemon(origin.bare, state, webhooks_listen="127.0.0.1:0")
+    def __init__(self, origin: Origin, state: Path, *, loop: bool = True,
+                 environ: dict | None = None) -> None:
+        self.daemon = make_daemon(origin.bare, state, webhooks_listen="127.0.0.1:0",
+                                  environ=environ)
         self.daemon.start()
         self.thread = None
         if loop:
@@ -493,3 +502,114 @@ def test_the_webhooks_section_defaults_and_its_messages():
         'smaller size',
         ".fastflow/config.yaml: webhooks.threads: 0 is not a whole number >= 1",
     ]
+
+
+# --- the signed form --------------------------------------------------------------------------
+
+GH_SECRET, GH_OLD_SECRET = "It's a Secret to Everybody", "the-old-one-4c1d"
+STD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-key-32-bytes!!").decode()
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def github_headers(body: bytes, secret: str, delivery: str | None = None) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Hub-Signature-256": f"sha256={digest}", "X-GitHub-Event": "push",
+               "Content-Type": "application/json"}
+    return {**headers, "X-GitHub-Delivery": delivery} if delivery else headers
+
+
+def standard_headers(body: bytes, secret: str, msg_id: str, at: float) -> dict[str, str]:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{msg_id}.{int(at)}.".encode() + body
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at)),
+            "webhook-signature": f"v1,{base64.b64encode(b'x' * 32).decode()} v1,{signature}"}
+
+
+@pytest.fixture
+def signed(origin, tmp_path):
+    identity = X25519Identity.generate()
+    path = origin.work / ".fastflow" / "secrets.enc.yaml"
+    init_secrets(path, [identity.recipient], NOW, origin.work)
+    for name, value in (("GH_HOOK", GH_SECRET), ("GH_HOOK_OLD", GH_OLD_SECRET),
+                        ("STD_HOOK", STD_SECRET)):
+        set_secret(path, name, value, [identity], NOW)
+    grant_secret(path, "GH_HOOK", ["gh"], [identity], NOW)
+    grant_secret(path, "GH_HOOK_OLD", ["gh"], [identity], NOW)
+    grant_secret(path, "STD_HOOK", ["std"], [identity], NOW)
+    origin.push({**PIPELINES, **config(),
+                 "pipelines/gh/main.py": "print('gh')\n",
+                 "pipelines/gh/pipeline.json": json.dumps({
+                     "webhook_secret": ["GH_HOOK", "GH_HOOK_OLD"],
+                     "schedules": [{"id": "prod"}, {"id": "paused", "enabled": False}]}),
+                 "pipelines/std/main.py": "print('std')\n",
+                 "pipelines/std/pipeline.json": json.dumps({"webhook_secret": "STD_HOOK"})},
+                "signed pipelines")
+    environ = {**os.environ, "SOPS_AGE_KEY": identity.to_string(), "SOPS_AGE_KEY_FILE": "",
+               "SOPS_AGE_KEY_CMD": ""}
+    made = []
+
+    def make(environ=environ) -> Served:
+        made.append(Served(origin, tmp_path / "state", environ=environ))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_github_signatures_with_either_secret_are_accepted_and_bad_ones_are_401(signed):
+    s = signed()
+    body = b'{"ref": "refs/heads/main"}'
+    status, first = s.post("/hooks/gh", body, **github_headers(body, GH_SECRET, "gh-delivery-1"))
+    assert status == 202
+    assert s.post("/hooks/gh", body, **github_headers(body, GH_SECRET, "gh-delivery-1")) == \
+        (200, first)
+    status, old = s.post("/hooks/gh", body, **github_headers(body, GH_OLD_SECRET, "gh-2"))
+    assert status == 202  # rotation: the old secret still works
+    for headers, sent in ((github_headers(body, "wrong secret", "gh-3"), body),
+                          (github_headers(body, GH_SECRET, "gh-4"), body + b" "),  # tampered
+                          ({"X-GitHub-Delivery": "gh-5"}, body),  # unsigned
+                          ({"X-Hub-Signature-256": "sha256=zz"}, body)):
+        status, data, _ = s.request("POST", "/hooks/gh", sent, headers)
+        assert (status, data) == (401, b'{"error": "bad signature"}\n'), headers
+    for run_id in (first["run_id"], old["run_id"]):
+        record = s.finished(run_id, "gh")
+        assert record.status is RunStatus.SUCCEEDED and record.trigger.kind == "webhook"
+    assert s.finished(first["run_id"], "gh").trigger.delivery_id == "gh-delivery-1"
+    assert sorted(s.daemon.store.list_run_ids("gh", 10)) == sorted([first["run_id"], old["run_id"]])
+
+
+def test_standard_webhooks_signatures_timestamps_and_run_configurations(signed):
+    s = signed()
+    body, now = b'{"type": "invoice.paid"}', time.time()
+    status, first = s.post("/hooks/std", body, **standard_headers(body, STD_SECRET, "msg_1", now))
+    assert status == 202
+    assert s.post("/hooks/std", body, **standard_headers(body, STD_SECRET, "msg_1", now)) == \
+        (200, first)
+    stale = standard_headers(body, STD_SECRET, "msg_2", now - 301)
+    assert s.post("/hooks/std", body, **stale) == (401, {"error": "bad signature"})
+    assert s.finished(first["run_id"], "std").trigger.delivery_id == "msg_1"
+    gh_body = b"{}"
+    status, prod = s.post("/hooks/gh?run_config=prod", gh_body, **github_headers(gh_body, GH_SECRET))
+    assert status == 202 and s.finished(prod["run_id"], "gh").run_config == "prod"
+    for path in ("/hooks/gh?run_config=paused", "/hooks/gh?run_config=nope", "/hooks/nokey",
+                 "/hooks/hook"):  # disabled, unknown, no secret, a key but no secret
+        status, data, _ = s.request("POST", path, gh_body, github_headers(gh_body, GH_SECRET))
+        assert (status, data) == (404, b'{"error": "not found"}\n'), path
+    status, data, _ = s.request("POST", "/hooks/gh?other=1", gh_body, github_headers(gh_body, GH_SECRET))
+    assert status == 400
+
+
+def test_secrets_that_cannot_be_read_answer_503_and_say_why_in_the_log(signed, caplog):
+    s = signed(environ={**os.environ, "SOPS_AGE_KEY": "", "SOPS_AGE_KEY_FILE": "/nonexistent",
+                        "SOPS_AGE_KEY_CMD": ""})
+    body = b"{}"
+    status, data, headers = s.request("POST", "/hooks/gh", body, github_headers(body, GH_SECRET))
+    assert (status, json.loads(data), headers["Retry-After"]) == (503, {"error": "unavailable"}, "60")
+    assert s.request("POST", "/hooks/gh", body, github_headers(body, GH_SECRET))[0] == 503
+    logged = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert logged == [  # once, not once per request
+        "webhook: the secrets of pipeline gh cannot be read: SOPS_AGE_KEY_FILE: the identity "
+        "file /nonexistent does not exist; fix the variable or create the file with `fastflow "
+        "secrets keygen`; signed requests to it are answered 503"]

@@ -87,6 +87,7 @@ class WebhookApp:
         self.clients = RateLimit(settings.client_rate_per_minute, settings.client_burst)
         self.pipelines = RateLimit(settings.pipeline_rate_per_minute,
                                    settings.pipeline_rate_per_minute)
+        self._logged: dict[str, Exception] = {}  # pipeline -> the secrets failure logged last
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         try:
@@ -164,7 +165,10 @@ class WebhookApp:
         try:
             secrets = self.view.webhook_secrets(target.pipeline)
         except FastflowError as exc:
-            logger.error("webhook: the secrets of pipeline %s cannot be read: %s", pipeline, exc)
+            if self._logged.get(pipeline) is not exc:  # once per failure, not per request
+                self._logged[pipeline] = exc
+                logger.error("webhook: the secrets of pipeline %s cannot be read: %s; "
+                             "signed requests to it are answered 503", pipeline, exc)
             raise Answer(503, {"error": "unavailable"}, [("Retry-After", "60")]) from None
         if not secrets:
             raise Answer(404, NOT_FOUND)

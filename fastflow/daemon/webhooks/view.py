@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping
@@ -27,6 +28,7 @@ from fastflow.secrets.runtime import webhook_secrets
 # The run ids the intake gives (`intake`): `<stamp>-<pipeline>-wh<16 hex>`; /api/runs answers
 # for those only, and never touches a file for an id of another shape.
 WEBHOOK_RUN_ID = re.compile(r"\d{8}T\d{6}Z-(?P<pipeline>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})-wh[0-9a-f]{16}")
+SECRETS_RETRY_S = 30.0
 
 
 class DaemonLooks:
@@ -43,6 +45,7 @@ class DaemonLooks:
         self.environ = dict(environ)
         self._last_tick_at = last_tick_at
         self._secrets: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._failures: dict[tuple[str, str], tuple[float, FastflowError]] = {}
         self._lock = threading.Lock()
 
     def deployment(self) -> Deployment | None:
@@ -53,24 +56,39 @@ class DaemonLooks:
 
     def webhook_secrets(self, pipeline: Pipeline) -> tuple[str, ...]:
         """The values of `pipeline`'s `webhook_secret`s at the deployed commit (cached per
-        commit); `FastflowError` when the secrets file cannot give them."""
+        commit); `FastflowError` when the secrets file cannot give them (that answer is kept
+        for `SECRETS_RETRY_S`, so a flood of requests does not decrypt the file each time)."""
         deployment = self._deployment()
         if deployment is None or deployment.root_tree is None or deployment.config is None:
             return ()
         key = (deployment.root_tree, pipeline.name)
         with self._lock:
+            failed = self._failed(key)
+            if failed is not None:  # not decrypted again at every request: a flood costs nothing
+                raise failed.with_traceback(None)  # the same error, no growing traceback
             if key not in self._secrets:
                 if len(self._secrets) > 256:  # old deployments' entries
                     self._secrets.clear()
+                    self._failures.clear()
                 try:
                     root = git.snapshot_tree(self.repository, deployment.root_tree, "",
                                              self.snapshots)
                 except OSError as exc:
                     raise FastflowError(f"the snapshot of the deployed commit cannot be "
                                         f"written: {exc}") from None
-                self._secrets[key] = webhook_secrets(root, deployment.config, pipeline,
-                                                     self.environ)
+                try:
+                    self._secrets[key] = webhook_secrets(root, deployment.config, pipeline,
+                                                         self.environ)
+                except FastflowError as exc:
+                    self._failures[key] = (time.monotonic(), exc)
+                    raise
             return self._secrets[key]
+
+    def _failed(self, key: tuple[str, str]) -> FastflowError | None:
+        failed = self._failures.get(key)
+        if failed is not None and time.monotonic() - failed[0] < SECRETS_RETRY_S:
+            return failed[1]
+        return None
 
     def run_status(self, run_id: str) -> dict | None:
         """A webhook run as `fastflow history --json` shows it: from the results branch once
