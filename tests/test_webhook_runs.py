@@ -339,22 +339,29 @@ def test_a_webhook_run_whose_payload_is_gone_fails_saying_so(origin, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_daemon_start_sweeps_payloads_of_runs_already_recorded(origin, tmp_path):
+def test_the_daemon_start_sweeps_payloads_of_runs_already_recorded(origin, tmp_path, caplog):
     origin.push({"pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": PIPELINE_JSON})
     state = tmp_path / "state"
     daemon = make_daemon(origin.bare, state)
     daemon.start()
     try:
-        run_id, body, record, _ = run_webhook(daemon, state, "sweep", {})
+        body = payload_body("sweep")
+        runs = [queue_webhook(state, "hook", body, {}, delivery=d) for d in ("d-1", "d-2")]
+        daemon.tick(utc_now())
+        assert daemon.dispatcher.wait_idle(120)
+        for run_id in runs:
+            wait_for(lambda r=run_id: daemon.store.read_run(r, pipeline="hook"))
     finally:
         daemon.stop(grace=30)
-    assert record.status is RunStatus.SUCCEEDED
-    left = webhook_payload_file(state, run_id)  # as if the daemon died before removing it
+    left = webhook_payload_file(state, runs[0])  # as if the daemon died before removing it
     left.write_bytes(body)
+    odd = webhook_payload_file(state, runs[1])
+    odd.mkdir()  # cannot be unlinked: a warning, and the start goes on
     waiting = webhook_payload_file(state, "20261201T120000Z-hook-0123456789abcdef")
     waiting.write_bytes(body)  # its request not read yet: it stays
     again = make_daemon(origin.bare, state)
     again.start()
     again.stop(grace=30)
     assert not left.exists()
-    assert waiting.exists()
+    assert waiting.exists() and odd.is_dir()
+    assert f"run {runs[1]}: its webhook payload {odd} cannot be removed: " in caplog.text

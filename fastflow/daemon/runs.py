@@ -470,7 +470,12 @@ class RunLauncher:
         for run_id in names:
             if self.journal.has(run_id) or not self.store_has(run_id, None):
                 continue
-            (folder / run_id).unlink(missing_ok=True)
+            try:
+                (folder / run_id).unlink(missing_ok=True)
+            except OSError as exc:  # e.g. a folder of that name: never stops the start
+                logger.warning("run %s: its webhook payload %s cannot be removed: %s", run_id,
+                               folder / run_id, exc)
+                continue
             removed.append(run_id)
         if removed:
             logger.info("removed the webhook payloads of %d run(s) already recorded: %s",
