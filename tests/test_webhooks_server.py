@@ -38,7 +38,8 @@ pytestmark = pytest.mark.timeout(60)
 
 KEY, PROD_KEY, OFF_KEY = "k-hook-3f9a", "k-prod-77c1", "k-off-0b2e"
 PIPELINES = {
-    "pipelines/hook/main.py": "import os\nprint('trigger', os.environ['FASTFLOW_TRIGGER'])\n",
+    "pipelines/hook/main.py": "import os\nprint('trigger', os.environ['FASTFLOW_TRIGGER'], 'source',"
+                              " os.environ.get('SOURCE'), 'stage', os.environ.get('STAGE'))\n",
     "pipelines/hook/pipeline.json": json.dumps({
         "webhook_key": KEY, "webhook_env": ["SOURCE"],
         "schedules": [{"id": "prod", "webhook_key": PROD_KEY, "default_env": {"STAGE": "prod"}},
@@ -119,14 +120,16 @@ def served(origin, tmp_path):
 
 def test_accepted_repeated_not_found_and_the_run_it_starts(served, caplog):
     s = served()
-    status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="delivery-1")
+    sent = b'{"env": {"SOURCE": "github", "STAGE": "not allowed", "PATH": "/evil"}}'
+    status, body = s.post(f"/api/webhooks/hook/{KEY}", sent, Idempotency_Key="delivery-1")
     assert status == 202 and body == {"run_id": body["run_id"],
                                       "status_url": f"/api/runs/{body['run_id']}"}
     assert s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="delivery-1") == (200, body)
     record = s.finished(body["run_id"])
     assert record.status is RunStatus.SUCCEEDED and record.trigger.kind == "webhook"
     assert record.trigger.delivery_id == "delivery-1" and record.run_config is None
-    assert "trigger webhook" in s.daemon.store.read_log(body["run_id"])
+    # only what webhook_env allows: SOURCE; STAGE and PATH are not set from the body
+    assert "trigger webhook source github stage None" in s.daemon.store.read_log(body["run_id"])
     status, data, _ = s.request("GET", body["status_url"])
     shown = json.loads(data)
     assert status == 200 and shown["status"] == "succeeded" and shown["trigger"]["kind"] == "webhook"
@@ -213,6 +216,25 @@ def test_the_queue_cap_answers_429_and_nothing_accepted_is_lost(origin, tmp_path
         assert again.post(f"/api/webhooks/hook/{KEY}")[0] == 202  # room again
     finally:
         again.close()
+
+
+def test_a_standby_daemon_answers_503_so_the_lease_holder_gets_the_requests(origin, tmp_path):
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    holder = Served(origin, tmp_path / "holder")
+    standby = Served(origin, tmp_path / "standby")
+    try:
+        assert standby.daemon.lease.held is False
+        status, data, headers = standby.request("POST", f"/api/webhooks/hook/{KEY}", b"{}")
+        assert (status, json.loads(data), headers["Retry-After"]) == (503, {"error": "standby"}, "30")
+        wait_for(lambda: standby.daemon.last_tick_at is not None, 10, "the standby's first tick")
+        status, data, _ = standby.request("GET", "/healthz")
+        assert status == 503 and json.loads(data)["status"] == "standby"
+        assert not list((tmp_path / "standby" / "inbox").glob("run-*.json"))
+        status, body = holder.post(f"/api/webhooks/hook/{KEY}")
+        assert status == 202 and holder.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+    finally:
+        standby.close()
+        holder.close()
 
 
 def test_a_delivery_replayed_after_a_restart_starts_nothing(origin, tmp_path):

@@ -314,7 +314,8 @@ class Daemon:
         looks = DaemonLooks(state_dir=self.state_dir, deployment=lambda: self.deployment,
                             repository=self.repository, snapshots=self.snapshots,
                             store=self.store, environ=self.environ,
-                            last_tick_at=lambda: self.last_tick_at)
+                            last_tick_at=lambda: self.last_tick_at,
+                            standby=lambda: not self.lease.held)
         source = "--webhooks" if self.options.webhooks_listen else f"{CONFIG_FILE}: webhooks.listen"
         self.webhooks = start_webhooks(replace(settings, listen=listen), looks,
                                        state_dir=self.state_dir, clock=self.clock, source=source)

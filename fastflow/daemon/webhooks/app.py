@@ -12,7 +12,8 @@ body), 400 a malformed delivery id or query, 401 a bad signature (one body for e
 failure), 404 for everything that does not start a run (unknown pipeline, wrong key, disabled,
 no key/secret: one body, nothing to probe), 405 a known route with another method, 413 a body
 over `max_body` (waitress answers it), 429 rate limited or queue full (`Retry-After`), 503
-the pipeline's secrets cannot be read or the daemon's loop is stale. A request that fails
+the pipeline's secrets cannot be read, the daemon's loop is stale, or it is a standby (another
+daemon holds the lease: docs/serve.md, "Two daemons on one repository"). A request that fails
 inside is logged without a traceback and answered 500; the tests keep it from happening.
 """
 from __future__ import annotations
@@ -62,6 +63,8 @@ class DaemonView(Protocol):
     def run_status(self, run_id: str) -> dict | None: ...
 
     def last_tick_at(self) -> datetime | None: ...
+
+    def standby(self) -> bool: ...
 
 
 class Answer(Exception):
@@ -125,9 +128,11 @@ class WebhookApp:
             return found
         if len(parts) == 4 and parts[:2] == ["api", "webhooks"] and parts[2] and parts[3]:
             self._method(method, "POST")
+            self._working()
             return self.fastflow_form(environ, parts[2], parts[3])
         if len(parts) == 2 and parts[0] == "hooks" and parts[1]:
             self._method(method, "POST")
+            self._working()
             return self.signed_form(environ, parts[1])
         raise Answer(404, NOT_FOUND)
 
@@ -136,6 +141,12 @@ class WebhookApp:
         if method != allowed:
             raise Answer(405, {"error": f"method not allowed; use {allowed}"},
                          [("Allow", allowed)])
+
+    def _working(self) -> None:
+        """A standby daemon (another holds the lease) queues nothing: its inbox would wait
+        until a takeover. 503, so the sender (or a load balancer) tries the holder."""
+        if self.view.standby():
+            raise Answer(503, {"error": "standby"}, [("Retry-After", "30")])
 
     def _limit_client(self, client: str) -> None:
         wait = self.clients.take(client, self.monotonic())
@@ -149,7 +160,7 @@ class WebhookApp:
         if target is None:
             raise Answer(404, NOT_FOUND)
         body = _body(environ)
-        env = allowed_env(body, tuple(getattr(target.pipeline, "webhook_env", ()) or ()))
+        env = allowed_env(body, target.pipeline.webhook_env)
         return self._queue(target, environ, body, env)
 
     def signed_form(self, environ: dict, pipeline: str) -> dict | Answer:
@@ -208,12 +219,14 @@ class WebhookApp:
     # --- health ----------------------------------------------------------------------------
 
     def health(self) -> dict | Answer:
-        """`GET /healthz`: 200 while the loop ticked within the stale limit, else 503."""
+        """`GET /healthz`: 200 while the loop ticked within the stale limit and this daemon
+        holds the lease, else 503 (`stale`, `standby`)."""
         last = self.view.last_tick_at()
         age = None if last is None else round((self.clock() - last).total_seconds(), 1)
         stale = age is None or age > HEARTBEAT_STALE_FACTOR * HEARTBEAT_INTERVAL
-        body = {"status": "stale" if stale else "ok", "last_tick_age_s": age}
-        return Answer(503, body) if stale else body
+        status = "stale" if stale else "standby" if self.view.standby() else "ok"
+        body = {"status": status, "last_tick_age_s": age}
+        return body if status == "ok" else Answer(503, body)
 
 
 def _headers(environ: dict) -> dict[str, str]:

@@ -36,7 +36,8 @@ class DaemonLooks:
 
     def __init__(self, *, state_dir: Path, deployment: Callable[[], Deployment | None],
                  repository: git.GitRepo, snapshots: Path, store: ResultsStore,
-                 environ: Mapping[str, str], last_tick_at: Callable[[], datetime | None]) -> None:
+                 environ: Mapping[str, str], last_tick_at: Callable[[], datetime | None],
+                 standby: Callable[[], bool]) -> None:
         self.state_dir = Path(state_dir)
         self._deployment = deployment
         self.repository = repository
@@ -44,6 +45,7 @@ class DaemonLooks:
         self.store = store
         self.environ = dict(environ)
         self._last_tick_at = last_tick_at
+        self._standby = standby
         self._secrets: dict[tuple[str, str], tuple[str, ...]] = {}
         self._failures: dict[tuple[str, str], tuple[float, FastflowError]] = {}
         self._lock = threading.Lock()
@@ -53,6 +55,10 @@ class DaemonLooks:
 
     def last_tick_at(self) -> datetime | None:
         return self._last_tick_at()
+
+    def standby(self) -> bool:
+        """Another daemon holds the lease on the repository (this one executes nothing)."""
+        return self._standby()
 
     def webhook_secrets(self, pipeline: Pipeline) -> tuple[str, ...]:
         """The values of `pipeline`'s `webhook_secret`s at the deployed commit (cached per
