@@ -9,9 +9,12 @@ Until the HTTP intake queues them, the requests here are written the way it writ
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import re
 import subprocess
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -365,3 +368,53 @@ def test_the_daemon_start_sweeps_payloads_of_runs_already_recorded(origin, tmp_p
     assert not left.exists()
     assert waiting.exists() and odd.is_dir()
     assert f"run {runs[1]}: its webhook payload {odd} cannot be removed: " in caplog.text
+
+
+@pytest.mark.slow
+def test_a_request_through_the_http_intake_gives_its_run_the_body_headers_and_allowed_env(
+        origin, tmp_path):
+    """The whole way: POST to the real server, the daemon's loop, the run, the record."""
+    key = "k-hook-e2e-51"
+    origin.push({"pipelines/hook/main.py": READER, "pipelines/hook/pipeline.json": json.dumps(
+        {"webhook_key": key, "webhook_env": ["SOURCE", "API_REGION"],
+         "default_env": {"API_REGION": "eu", "SOURCE": "default"}})})
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state, webhooks_listen="127.0.0.1:0")
+    daemon.start()
+    serving = threading.Thread(target=daemon.serve, name="serve")
+    serving.start()
+    marker = f"MARKER-{os.urandom(8).hex()}"
+    body = json.dumps({"ref": "refs/heads/main", "note": marker,
+                       "env": {"SOURCE": "github", "PATH": "/evil"}}).encode()
+    sent = {"Content-Type": "application/json", "User-Agent": "GitHub-Hookshot/abc",
+            "X-GitHub-Event": "push", "X-GitHub-Delivery": "d-1",
+            "Authorization": "Bearer not-for-the-run", "X-Other": "not selected"}
+    try:
+        wait_for(lambda: daemon.webhooks is not None, 10, "the webhook server")
+        host, port = daemon.webhooks.address
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("POST", f"/api/webhooks/hook/{key}", body=body, headers=sent)
+        answer = conn.getresponse()
+        status, data = answer.status, json.loads(answer.read())
+        conn.close()
+        assert status == 202, data
+        run_id = data["run_id"]
+        record = wait_for(lambda: daemon.store.read_run(run_id, pipeline="hook")
+                          if daemon.launcher.store_has(run_id, "hook") else None, 60,
+                          f"the record of {run_id}")
+        log = daemon.store.read_log(run_id, pipeline="hook")
+    finally:
+        daemon.request_stop()
+        serving.join(30)
+        daemon.stop(grace=20)
+    assert record.status is RunStatus.SUCCEEDED, log
+    assert record.trigger == Trigger(kind="webhook", delivery_id="d-1")
+    assert f"payload at {webhook_payload_file(state, run_id)}\n" in log
+    assert f"payload sha256 {hashlib.sha256(body).hexdigest()}" in log  # byte for byte
+    selected = {k: v for k, v in sent.items() if k not in ("Authorization", "X-Other")}
+    headers = json.loads(re.search(r"stdout \| headers (.*)\n", log).group(1))
+    assert {k.lower(): v for k, v in headers.items()} == \
+        {k.lower(): v for k, v in selected.items()}
+    assert "env SOURCE github" in log and "env API_REGION eu" in log
+    assert "PATH poisoned False" in log
+    check_payload_gone(origin, state, run_id, marker)
