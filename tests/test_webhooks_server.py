@@ -18,6 +18,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
 
 from fastflow.config.repo import read_repo_config
 from fastflow.daemon.webhooks.intake import Intake
+from fastflow.daemon.webhooks.limits import RateLimit, retry_after
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
 from fastflow.results.store import ResultsStore
@@ -278,6 +280,38 @@ def test_a_claimed_delivery_never_posted_is_posted_at_the_next_start(origin, tmp
         assert Intake(state, utc_now, 100).recover() == 0
     finally:
         again.close()
+
+
+def test_a_full_state_dir_answers_503_leaves_nothing_and_the_retry_is_accepted(origin, tmp_path):
+    """A real full filesystem (a 16 MiB tmpfs as the state dir; needs root for mount): the
+    request cannot be made durable, so it is not accepted, and nothing of it stays behind."""
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)], check=True)
+    s, filler = None, state / "filler"
+    try:
+        s = Served(origin, state)
+        fd, size = os.open(filler, os.O_WRONLY | os.O_CREAT), 1 << 20
+        while size >= 512:  # smaller and smaller writes, to the last free block
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError:
+                size //= 2
+        os.close(fd)
+        status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}", b"x" * 65536,
+                                          {"Idempotency-Key": "full-1"})
+        assert (status, json.loads(data), headers["Retry-After"]) == (503, {"error": "unavailable"}, "60")
+        assert not list((state / "webhooks" / "payload").iterdir())
+        assert not list((state / "webhooks" / "deliveries").iterdir())
+        filler.unlink()
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"x" * 65536, Idempotency_Key="full-1")
+        assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+    finally:
+        filler.unlink(missing_ok=True)
+        if s is not None:
+            s.close()
+        subprocess.run(["umount", "-l", str(state)], check=False)
 
 
 def test_a_slow_loris_client_holds_no_worker_and_is_cut_off(origin, tmp_path):
@@ -635,3 +669,35 @@ def test_secrets_that_cannot_be_read_answer_503_and_say_why_in_the_log(signed, c
         "webhook: the secrets of pipeline gh cannot be read: SOPS_AGE_KEY_FILE: the identity "
         "file /nonexistent does not exist; fix the variable or create the file with `fastflow "
         "secrets keygen`; signed requests to it are answered 503"]
+
+
+def test_a_token_bucket_refills_at_its_rate_with_the_clock_given():
+    limit = RateLimit(per_minute=60, burst=2)  # one a second, two at once
+    assert [limit.take("a", 100.0) for _ in range(2)] == [0.0, 0.0]
+    assert limit.take("a", 100.0) == pytest.approx(1.0)  # refused: one refills in 1 s
+    assert limit.take("a", 100.5) == pytest.approx(0.5)  # refused again, takes nothing
+    assert limit.take("a", 101.0) == 0.0
+    assert limit.take("b", 101.0) == 0.0  # every key has its own bucket
+    assert limit.take("a", 1000.0) == 0.0 and limit.take("a", 1000.0) == 0.0  # full, not more
+    assert limit.take("a", 1000.0) > 0
+    assert retry_after(0.01) == "1" and retry_after(2.2) == "3"
+
+
+def test_x_forwarded_for_names_the_client_only_from_the_trusted_proxy(origin, tmp_path):
+    origin.push({**PIPELINES, **config(rate_limit_per_client=1, burst_per_client=2,
+                                       trusted_proxy="127.0.0.1")}, "pipelines")
+    s = Served(origin, tmp_path / "state", loop=False)
+    try:
+        for client in ("10.0.0.1", "10.0.0.1", "10.0.0.2", "10.0.0.2"):
+            assert s.post("/api/webhooks/hook/wrong", X_Forwarded_For=client)[0] == 404
+        assert s.post("/api/webhooks/hook/wrong", X_Forwarded_For="10.0.0.1")[0] == 429
+        assert s.post("/api/webhooks/hook/wrong", X_Forwarded_For="10.0.0.3")[0] == 404
+    finally:
+        s.close()
+    origin.push(config(rate_limit_per_client=1, burst_per_client=2), "no proxy")
+    s = Served(origin, tmp_path / "state2", loop=False)
+    try:  # without trusted_proxy the header is the client's word: ignored
+        assert [s.post("/api/webhooks/hook/wrong", X_Forwarded_For=f"10.0.0.{i}")[0]
+                for i in range(3)] == [404, 404, 429]
+    finally:
+        s.close()

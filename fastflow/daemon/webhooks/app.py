@@ -207,7 +207,12 @@ class WebhookApp:
         wait = self.pipelines.take(target.pipeline.name, self.monotonic())
         if wait:
             raise Answer(429, {"error": "rate limited"}, [("Retry-After", retry_after(wait))])
-        accepted = self.intake.accept(target, delivery, body, selected_headers(headers), env)
+        try:
+            accepted = self.intake.accept(target, delivery, body, selected_headers(headers), env)
+        except OSError as exc:  # nothing was queued: the sender retries
+            logger.error("webhook: a request to %s cannot be queued: %s (state dir %s)",
+                         target.pipeline.name, exc, self.intake.state_dir)
+            raise Answer(503, {"error": "unavailable"}, [("Retry-After", "60")]) from None
         if accepted is None:
             raise Answer(429, {"error": "queue full"}, [("Retry-After", "10")])
         return Answer(200 if accepted.repeat else 202, self._accepted(accepted.run_id))

@@ -199,7 +199,8 @@ class Intake:
                headers: Mapping[str, str], env: Mapping[str, str]) -> Accepted | None:
         """Queue the run `target` asks for, durably (fsynced) before returning; None when the
         pipeline has `max_queued_per_pipeline` webhook runs waiting already (a 429: nothing is
-        written). A delivery seen before returns its run id with `repeat` and queues nothing."""
+        written). A delivery seen before returns its run id with `repeat` and queues nothing.
+        `OSError` (a full disk) when it cannot be written: then nothing of it is left."""
         name = target.pipeline.name
         if delivery is not None:
             known = self.known(name, delivery)
@@ -213,21 +214,30 @@ class Intake:
             request_id = f"{run_stamp(now)}-{_SUFFIX}{digest}"
             run_id = request_run_id(name, request_id)
             payload = webhook_payload_file(self.state_dir, run_id)
-            write_atomic(payload, body, durable=True, mode=0o600)
             webhook = WebhookInput(delivery, str(payload), dict(headers), dict(env))
             message = {"pipeline": name, "run_config": target.run_config_id,
                        "request_id": request_id, "requested_at": now.isoformat(),
                        "webhook": webhook.to_json(), "run_id": run_id, "posted": False}
-            if delivery is not None:
+            claim = self._claim(name, delivery) if delivery is not None else None
+            try:
+                write_atomic(payload, body, durable=True, mode=0o600)
+                if claim is not None:
+                    write_atomic(claim, json.dumps(message), durable=True, exclusive=True)
+                self._post(message, now)
+            except FileExistsError:  # the same delivery, at the same moment
+                payload.unlink(missing_ok=True)
+                return Accepted(self.known(name, delivery) or run_id, repeat=True)
+            except OSError:  # e.g. a full disk: undo, so that the sender's retry starts afresh
+                payload.unlink(missing_ok=True)
+                if claim is not None and self.known(name, delivery) == run_id:
+                    claim.unlink(missing_ok=True)
+                raise
+            if claim is not None:
                 try:
-                    write_atomic(self._claim(name, delivery), json.dumps(message), durable=True,
-                                 exclusive=True)
-                except FileExistsError:  # the same delivery, at the same moment
-                    payload.unlink(missing_ok=True)
-                    return Accepted(self.known(name, delivery) or run_id, repeat=True)
-            self._post(message, now)
-            if delivery is not None:
-                write_atomic(self._claim(name, delivery), json.dumps({**message, "posted": True}))
+                    write_atomic(claim, json.dumps({**message, "posted": True}))
+                except OSError as exc:  # posted all the same; the next start posts it again,
+                    logger.warning("webhook: delivery claim %s not updated (%s); harmless",
+                                   claim, exc)  # and the daemon knows the run id
         logger.info("webhook: queued %s (%s%s)", run_id, name,
                     f", delivery {delivery}" if delivery else "")
         return Accepted(run_id, repeat=False)
