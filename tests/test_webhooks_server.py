@@ -492,6 +492,32 @@ def test_fastflow_serve_webhooks_sigterm_stops_listening_and_exits(origin, tmp_p
     assert "webhooks: stopped listening" in text and "Traceback" not in text
 
 
+def test_a_stop_closes_the_listener_first_and_answers_the_request_in_flight(served):
+    s = served()
+    intake = s.daemon.webhooks.app.intake
+    answers = []
+    with intake._lock:  # the request is read and in the intake, held there
+        sender = threading.Thread(target=lambda: answers.append(s.post(f"/api/webhooks/hook/{KEY}")))
+        sender.start()
+        wait_for(lambda: s.daemon.webhooks.in_flight() == 1, 5, "the request in a worker")
+        stopper = threading.Thread(target=s.daemon.webhooks.stop)
+        stopper.start()
+
+        def refused() -> bool:
+            try:
+                socket.create_connection((s.host, s.port), timeout=1).close()
+            except OSError:
+                return True
+            return False
+
+        wait_for(refused, 5, "the listener closed")
+        assert answers == [] and stopper.is_alive()
+    sender.join(10)
+    stopper.join(20)
+    assert answers[0][0] == 202
+    assert s.finished(answers[0][1]["run_id"]).status is RunStatus.SUCCEEDED
+
+
 def test_a_listen_address_in_use_is_an_error_naming_it(origin, tmp_path):
     origin.push({**PIPELINES, **config()}, "pipelines")
     with socket.socket() as taken:

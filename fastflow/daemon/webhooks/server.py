@@ -106,9 +106,7 @@ class WebhookServer:
         except OSError:
             pass
         deadline = time.monotonic() + self._grace
-        while time.monotonic() < deadline and any(
-                getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)
-                for ch in list(self._map.values()) if ch is not server.trigger):
+        while time.monotonic() < deadline and self.in_flight():
             wasyncore.loop(timeout=0.05, map=self._map, count=1)
         for channel in list(self._map.values()):
             if channel is not server.trigger:
@@ -118,6 +116,12 @@ class WebhookServer:
                     pass
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=self._grace)
         server.trigger.close()
+
+    def in_flight(self) -> int:
+        """Connections with a request read and not yet answered (or an answer not yet sent)."""
+        trigger = self._server.trigger if self._server is not None else None
+        return sum(1 for ch in list(self._map.values()) if ch is not trigger and (
+            getattr(ch, "requests", None) or getattr(ch, "total_outbufs_len", 0)))
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Close the listener, give in-flight requests up to `grace` seconds, then close all.
