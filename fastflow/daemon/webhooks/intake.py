@@ -48,6 +48,7 @@ MAX_HEADER_VALUE = 1000  # a selected header longer than this is cut
 DELIVERY_KEEP_S = 30 * 86_400  # claims older than 30 days are dropped when the intake starts
 _SUFFIX = "wh"  # every webhook run id ends in -wh<hex>: the queue cap counts them by name
 _VISIBLE = re.compile(r"[\x21-\x7e]+")
+_NO_KEY = b"\0" * 32
 
 
 class BadDelivery(ValueError):
@@ -123,9 +124,10 @@ def find_by_key(deployment: Deployment | None, pipeline: str, key: str) -> Targe
     `start_refusal` refuses it (unknown, disabled pipeline or run configuration). Every key is
     compared in constant time."""
     active = deployment.active.get(pipeline) if deployment else None
-    if active is None:
-        return None
     given = key.encode("utf-8", "surrogateescape")
+    if active is None:  # compared all the same: the time does not tell the pipeline is unknown
+        hmac.compare_digest(given, _NO_KEY)
+        return None
     found: Target | None = None
     candidates = [(active.pipeline.webhook_key, None)]
     candidates += [(rc.webhook_key, rc.id) for rc in active.pipeline.run_configs]
