@@ -2,7 +2,9 @@
 
 `send` talks to a recording HTTP server on loopback (a test double of the intake: it keeps the
 raw request and answers what the test says); the signatures it received are checked here by
-hand with hmac/hashlib/base64, not with the module that made them.
+hand with hmac/hashlib/base64, not with the module that made them. The last tests send to the
+real intake of a daemon serving on loopback (SOPS secrets, real records): what `send` signs
+and what `url` prints is what the server accepts.
 """
 from __future__ import annotations
 
@@ -10,15 +12,21 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import socket
 import threading
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import make_daemon, wait_for
 
 from fastflow.cli import main
+from fastflow.errors import RepositoryError
+from fastflow.secrets.age import X25519Identity
+from fastflow.secrets.store import grant_secret, init_secrets, set_secret
 
 GH_SECRET = "It's a Secret to Everybody"
 SW_KEY = b"\x8a\x10standard-key-bytes\x00\xff"
@@ -260,3 +268,103 @@ def test_url_without_a_listen_address_says_what_to_set(repo):
         "no webhooks; set it (e.g. listen: 127.0.0.1:8787) or pass --url\n")
     missing = invoke("webhook", "url", "nope", "--repo", str(repo))
     assert missing.exit_code == 1 and missing.stderr.startswith("Error: ")
+
+
+# -- against the real intake (a daemon serving on loopback) ------------------------------------
+
+E2E_KEY = "k-e2e-5b1d"
+
+
+@pytest.fixture()
+def intake(origin, tmp_path):
+    """A daemon (host executor) following `origin`, its intake on a free loopback port;
+    pipeline `gh` is signed with the SOPS secret GH_HOOK, `std` with a whsec_ one, `keyed`
+    has a webhook_key. Yields (base URL, daemon, the work tree)."""
+    now = datetime(2026, 12, 1, 23, 0, tzinfo=timezone.utc)
+    identity = X25519Identity.generate()
+    path = origin.work / ".fastflow" / "secrets.enc.yaml"
+    init_secrets(path, [identity.recipient], now, origin.work)
+    set_secret(path, "GH_HOOK", GH_SECRET, [identity], now)
+    set_secret(path, "STD_HOOK", SW_SECRET, [identity], now)
+    grant_secret(path, "GH_HOOK", ["gh"], [identity], now)
+    grant_secret(path, "STD_HOOK", ["std"], [identity], now)
+    origin.push({
+        ".fastflow/config.yaml": "webhooks:\n  listen: 127.0.0.1:0\n",
+        "pipelines/gh/main.py": "print('gh')\n",
+        "pipelines/gh/pipeline.json": json.dumps({"webhook_secret": "GH_HOOK",
+                                                  "schedules": [{"id": "prod"}]}),
+        "pipelines/std/main.py": "print('std')\n",
+        "pipelines/std/pipeline.json": json.dumps({"webhook_secret": "STD_HOOK"}),
+        "pipelines/keyed/main.py": "print('keyed')\n",
+        "pipelines/keyed/pipeline.json": json.dumps({"webhook_key": E2E_KEY}),
+    }, "webhook pipelines")
+    environ = {**os.environ, "SOPS_AGE_KEY": identity.to_string(), "SOPS_AGE_KEY_FILE": "",
+               "SOPS_AGE_KEY_CMD": ""}
+    daemon = make_daemon(origin.bare, tmp_path / "state", webhooks_listen="127.0.0.1:0",
+                         environ=environ)
+    daemon.start()
+    thread = threading.Thread(target=daemon.serve, name="serve")
+    thread.start()
+    try:
+        wait_for(lambda: daemon.webhooks is not None, 10, "the webhook server")
+        host, port = daemon.webhooks.address
+        yield f"http://{host}:{port}", daemon, origin.work
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+        daemon.stop(grace=20)
+
+
+def recorded(daemon, run_id: str, pipeline: str):
+    def read():
+        try:
+            return daemon.store.read_run(run_id, pipeline=pipeline)
+        except RepositoryError:
+            return None
+
+    return wait_for(read, 30, f"the record of {run_id}")
+
+
+def test_send_github_signed_to_the_real_intake_starts_one_run_and_a_repeat_none(intake):
+    base, daemon, _ = intake
+    args = ("webhook", "send", "gh", "--url", base, "--secret-env", "GH", "--idempotency-key",
+            "cli-delivery-1", "--run-config", "prod")
+    first = invoke(*args, env={"GH": GH_SECRET})
+    assert first.exit_code == 0, first.output
+    status, body = first.stdout.split("\n", 1)
+    answer = json.loads(body)
+    assert status == "202" and answer["status_url"] == f"/api/runs/{answer['run_id']}"
+    repeat = invoke(*args, env={"GH": GH_SECRET})
+    assert repeat.exit_code == 0 and repeat.stdout == "200\n" + body
+    record = recorded(daemon, answer["run_id"], "gh")
+    assert (record.trigger.kind, record.trigger.delivery_id, record.run_config) == \
+        ("webhook", "cli-delivery-1", "prod")
+    wrong = invoke("webhook", "send", "gh", "--url", base, "--secret-env", "GH",
+                   env={"GH": "not the secret"})
+    assert wrong.exit_code == 1 and wrong.stdout == '401\n{"error": "bad signature"}\n'
+
+
+def test_send_standard_signed_to_the_real_intake(intake):
+    base, daemon, _ = intake
+    result = invoke("webhook", "send", "std", "--url", base, "--secret-env", "STD",
+                    "--data", '{"hello": 1}', env={"STD": SW_SECRET})
+    assert result.exit_code == 0, result.output
+    status, body = result.stdout.split("\n", 1)
+    assert status == "202"
+    record = recorded(daemon, json.loads(body)["run_id"], "std")
+    assert record.trigger.kind == "webhook" and record.trigger.delivery_id.startswith("msg_")
+
+
+def test_the_key_url_that_url_prints_is_the_one_the_intake_answers(intake):
+    base, daemon, work = intake
+    printed = invoke("webhook", "url", "keyed", "--repo", str(work), "--url", base,
+                     "--show-keys")
+    assert printed.exit_code == 0, printed.output
+    (line,) = printed.stdout.splitlines()
+    url = line.split("  ")[0]
+    assert url == f"{base}/api/webhooks/keyed/{E2E_KEY}"
+    sent = invoke("webhook", "send", "keyed", "--url", url)
+    assert sent.exit_code == 0 and sent.stdout.startswith("202\n")
+    masked = invoke("webhook", "url", "keyed", "--repo", str(work), "--url", base)
+    wrong = invoke("webhook", "send", "keyed", "--url", masked.stdout.split("  ")[0])
+    assert wrong.exit_code == 1 and wrong.stdout == '404\n{"error": "not found"}\n'

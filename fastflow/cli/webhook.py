@@ -60,7 +60,7 @@ def send(pipeline: str, url: str, secret_env: str | None, data: str, scheme: str
     answer = send_request(request, timeout=timeout)
     click.echo(answer.status)
     if answer.body:
-        click.echo(answer.body)
+        click.echo(answer.body, nl=not answer.body.endswith("\n"))
     if not answer.ok:
         sys.exit(1)
 
