@@ -534,6 +534,51 @@ def test_a_listen_address_in_use_is_an_error_naming_it(origin, tmp_path):
                 "a free port and an address of this machine (e.g. 127.0.0.1:8787)")
         finally:
             daemon.stop(grace=5)
+        origin.push(config(listen=f"127.0.0.1:{port}"), "listen from config.yaml")
+        daemon = make_daemon(origin.bare, tmp_path / "state")
+        daemon.start()
+        try:
+            with pytest.raises(Exception) as caught:
+                daemon.serve()
+            assert str(caught.value).startswith(
+                f".fastflow/config.yaml: webhooks.listen: cannot listen on '127.0.0.1:{port}': ")
+        finally:
+            daemon.stop(grace=5)
+
+
+def test_config_yaml_webhooks_listen_starts_the_intake_and_no_address_starts_none(origin,
+                                                                                  tmp_path):
+    origin.push({**PIPELINES, **config(listen="127.0.0.1:0",
+                                       public_url="https://ci.example.org")}, "pipelines")
+    daemon = make_daemon(origin.bare, tmp_path / "state")
+    daemon.start()
+    thread = threading.Thread(target=daemon.serve)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.webhooks is not None, 10, "the webhook server")
+        host, port = daemon.webhooks.address
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("POST", f"/api/webhooks/hook/{KEY}", b"{}")
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 202
+        assert body["status_url"] == f"https://ci.example.org/api/runs/{body['run_id']}"
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+        daemon.stop(grace=20)
+    origin.push(config(), "no listen")  # neither config.yaml nor --webhooks: nothing listens
+    daemon = make_daemon(origin.bare, tmp_path / "state")
+    daemon.start()
+    thread = threading.Thread(target=daemon.serve)
+    thread.start()
+    try:
+        wait_for(lambda: daemon.last_tick_at is not None, 10, "a tick")
+        assert daemon.webhooks is None
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+        daemon.stop(grace=20)
 
 
 @pytest.mark.slow
