@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -221,13 +224,16 @@ def served(migrated, runner_image, shared_cache, tmp_path_factory):
     user, env = migrated
     root = tmp_path_factory.mktemp("served")
     state = root / "state"
-    proc = start_serve(user.bare, state, root / "serve.log", "--poll-interval", "1",
+    log = root / "serve.log"
+    proc = start_serve(user.bare, state, log, "--poll-interval", "1", "--webhooks", "127.0.0.1:0",
                        env={**env, "FASTFLOW_CACHE_DIR": str(shared_cache)})
     deployment = state / "deployment.json"
     wait_for(lambda: deployment.exists() and "extract" in deployment.read_text(), timeout=90,
-             what=f"the first deployment:\n{(root / 'serve.log').read_text()}")
+             what=f"the first deployment:\n{log.read_text()}")
+    listening = wait_for(lambda: re.search(r"webhooks: listening on (http://\S+)", log.read_text()),
+                         timeout=30, what=f"the webhook intake:\n{log.read_text()}")
     store = ResultsStore(user.bare, root / "reader-journal", utc_now)
-    yield user, env, state, store, root / "serve.log"
+    yield user, env, state, store, log, listening.group(1)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(60)
@@ -236,31 +242,31 @@ def served(migrated, runner_image, shared_cache, tmp_path_factory):
 
 
 def queue(served, name: str, *args: str) -> str:
-    user, env, state, _, _ = served
+    user, env, state, _, _, _ = served
     result = fastflow("run", name, "--remote", "--state-dir", state, *args, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.split()[1]  # "queued <run id> on the daemon of <state>"
 
 
-def ended(served, pipeline: str, count: int = 1, timeout: float = 120.0) -> list:
-    """The first `count` recorded runs of `pipeline` (oldest first): for runs whose id the test
-    does not know (those a downstream trigger started)."""
-    _, _, _, store, log = served
+def child_of(served, pipeline: str, parent_run_id: str, timeout: float = 120.0):
+    """The recorded run of `pipeline` that run `parent_run_id` started (a downstream run, whose
+    id the test does not know; transform's own schedules may add runs of it meanwhile)."""
+    _, _, _, store, log, _ = served
 
-    def runs():
+    def find():
         try:
-            found = list(reversed(store.list_runs(pipeline)))
+            runs = store.list_runs(pipeline)
         except RepositoryError:
             return None
-        return found[:count] if len(found) >= count else None
+        return next((r for r in runs if r.trigger.parent_run_id == parent_run_id), None)
 
-    return wait_for(runs, timeout=timeout, interval=0.5,
-                    what=f"{count} recorded run(s) of {pipeline}:\n{log.read_text()[-4000:]}")
+    return wait_for(find, timeout=timeout, interval=0.5,
+                    what=f"the run of {pipeline} {parent_run_id} started:\n{log.read_text()[-4000:]}")
 
 
 def record_of(served, pipeline: str, run_id: str, timeout: float = 120.0):
     """The record of run `run_id` of `pipeline` once it is on the results branch."""
-    _, _, _, store, log = served
+    _, _, _, store, log, _ = served
 
     def read():
         try:
@@ -277,13 +283,13 @@ def test_extract_triggers_transform_with_prod_which_triggers_load(served):
     extract_id = queue(served, "extract")
     extract = record_of(served, "extract", extract_id)
     assert extract.status is RunStatus.SUCCEEDED
-    (transform,) = ended(served, "transform")
+    transform = child_of(served, "transform", extract_id)
     assert transform.status is RunStatus.SUCCEEDED, store.read_log(transform.run_id, "transform")
     assert transform.run_config == "prod"
     assert (transform.trigger.kind, transform.trigger.parent_run_id) == ("downstream", extract_id)
     log = store.read_log(transform.run_id, "transform")
     assert "transform: ENVIRONMENT=production DRY_RUN=false LOG_LEVEL=INFO" in log
-    (load,) = ended(served, "load")
+    load = child_of(served, "load", transform.run_id)
     assert load.status is RunStatus.SUCCEEDED
     assert (load.trigger.kind, load.trigger.parent_run_id) == ("downstream", transform.run_id)
     assert load.run_config is None
@@ -341,10 +347,32 @@ def test_a_short_retry_strategy_retries_at_once(served):
 
 
 def test_a_disabled_pipeline_is_refused_by_run_remote(served):
-    user, env, state, store, _ = served
+    user, env, state, store, _, _ = served
     result = fastflow("run", "disabled", "--remote", "--state-dir", state, env=env)
     assert result.returncode == 1
     assert result.stderr == (
         f"Error: {state}: pipeline 'disabled' is disabled (\"enabled\": false in its "
         "pipeline.json); enable it and push, or run it here with `fastflow run disabled`\n")
     assert store.list_runs("disabled") == []
+
+
+def post(url: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_fast_flows_webhook_url_starts_the_run_configuration_of_its_key(served):
+    store, intake = served[3], served[5]
+    assert post(f"{intake}/api/webhooks/transform/wrong-key") == (404, {"error": "not found"})
+    status, body = post(f"{intake}/api/webhooks/transform/staging-hook-7c1f3a9e")
+    assert status == 202, body
+    record = record_of(served, "transform", body["run_id"])
+    log = store.read_log(record.run_id, "transform")
+    assert (record.status, record.run_config, record.trigger.kind) == (
+        RunStatus.SUCCEEDED, "staging", "webhook"), log
+    assert "transform: ENVIRONMENT=staging DRY_RUN=true LOG_LEVEL=INFO" in log
