@@ -7,9 +7,9 @@ tokens, `restart_interval` as cron). It is copied into a fresh git repository an
 the steps of docs/migrating-from-fastflow.md with the real CLI (`python -m fastflow`): validate
 (only the `encrypted_env` errors, naming the import), list, `secrets import-fernet`, validate
 again, `schedule list`; then pushed to a bare repository that a real `fastflow serve` with the
-Docker executor follows, where extract -> transform (prod) -> load, the notebook's cell retry,
-the secrets at both levels, a fast retry and the refusal of a disabled pipeline are checked on
-the results branch.
+Docker executor (and its webhook intake) follows, where extract -> transform (prod) -> load, the
+notebook's cell retry, the secrets at both levels, a fast retry, Fast-Flow's webhook URL and the
+refusal of a disabled pipeline are checked on the results branch.
 """
 from __future__ import annotations
 
