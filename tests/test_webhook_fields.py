@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from fastflow.cli import main
 from fastflow.config import default_repo_config
 from fastflow.config.pipeline import parse_pipeline_metadata
 from fastflow.deploy.workspace import open_workspace, validate_workspace
@@ -177,3 +179,16 @@ def test_webhook_secrets_without_the_file_says_how_to_make_one(repo, owner):
         ".fastflow/secrets.enc.yaml: does not exist, but pipeline 'hook' asks for secrets "
         "HOOK_NEW, HOOK_OLD; create it with `fastflow secrets init` and `fastflow secrets set "
         "NAME`")
+
+
+def test_show_prints_the_webhook_fields_names_only(make_repo):
+    repo = make_repo({"pipelines/hook/main.py": "print(1)\n",
+                      "pipelines/hook/pipeline.json": json.dumps({
+                          "webhook_key": "k-1", "webhook_secret": "GH_HOOK",
+                          "webhook_env": ["DATE"]})})
+    result = CliRunner().invoke(main, ["show", "hook", "--repo", str(repo), "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["webhook_secret"] == {"value": ["GH_HOOK"], "source": FILE}
+    assert shown["webhook_env"] == {"value": ["DATE"], "source": FILE}
+    assert shown["webhook_key"]["value"] == "***" and "k-1" not in result.stdout
