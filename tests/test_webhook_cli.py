@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import threading
+import urllib.request
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -336,6 +337,9 @@ def test_send_github_signed_to_the_real_intake_starts_one_run_and_a_repeat_none(
     assert status == "202" and answer["status_url"] == f"/api/runs/{answer['run_id']}"
     repeat = invoke(*args, env={"GH": GH_SECRET})
     assert repeat.exit_code == 0 and repeat.stdout == "200\n" + body
+    # Queued, running or recorded: /api/runs names the delivery, as fastflow history --json does.
+    with urllib.request.urlopen(base + answer["status_url"], timeout=10) as response:
+        assert json.loads(response.read())["trigger"]["delivery_id"] == "cli-delivery-1"
     record = recorded(daemon, answer["run_id"], "gh")
     assert (record.trigger.kind, record.trigger.delivery_id, record.run_config) == \
         ("webhook", "cli-delivery-1", "prod")

@@ -142,6 +142,7 @@ def _pending_row(run_id: str, trigger: dict, status: str, started_at: str | None
     return {"pipeline": pipeline, "run_id": run_id, "status": status,
             "trigger": {"kind": trigger.get("kind", "webhook"),
                         "schedule_id": trigger.get("schedule_id"),
-                        "parent_run_id": trigger.get("parent_run_id")},
+                        "parent_run_id": trigger.get("parent_run_id"),
+                        "delivery_id": trigger.get("delivery_id")},
             "started_at": started_at, "finished_at": None, "duration_s": None, "attempts": 0,
             "exit_code": None, "error": None, "downstream": []}
