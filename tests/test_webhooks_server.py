@@ -21,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,10 +29,13 @@ import pytest
 from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
 
 from fastflow.config.repo import read_repo_config
-from fastflow.daemon.webhooks.intake import Intake
+from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.runs import RunJournal, RunOrder
+from fastflow.daemon.webhooks.intake import Intake, QueueCount
 from fastflow.daemon.webhooks.limits import RateLimit, retry_after
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
+from fastflow.record import Trigger, WebhookInput
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.age import X25519Identity
 from fastflow.secrets.store import grant_secret, init_secrets, set_secret
@@ -772,3 +776,27 @@ def test_x_forwarded_for_names_the_client_only_from_the_trusted_proxy(origin, tm
                 for i in range(3)] == [404, 404, 429]
     finally:
         s.close()
+
+
+def test_the_queue_count_follows_the_journal_and_the_inbox(tmp_path):
+    count = QueueCount(tmp_path)
+    journal, inbox = RunJournal(tmp_path), Inbox(tmp_path)
+    now = utc_now()
+    waiting = RunOrder(run_id="20261201T120000Z-my-hook-wh0123456789abcdef", pipeline="my-hook",
+                       commit="c", root_tree="r", tree="t", queued_at=now,
+                       trigger=Trigger(kind="webhook"))
+    journal.create(waiting)
+    journal.create(replace(waiting, run_id="20261201T120000Z-other-wh0123456789abcdef",
+                           pipeline="other"))
+    journal.create(replace(waiting, run_id="20261201T120000Z-my-hook-7f3a09c2"))  # not a webhook's
+    webhook = WebhookInput(None, str(tmp_path / "payload"))
+    inbox.post_run_request("my-hook", {}, None, now, webhook=webhook)
+    inbox.post_run_request("my-hook", {}, None, now)  # `fastflow run --remote`: not counted
+    assert count.count("my-hook") == 2 and count.count("other") == 1
+    journal.write(replace(waiting, started_at=now))  # it started: its place is free
+    assert count.count("my-hook") == 1
+    for message in inbox.read():
+        inbox.acknowledge(message)
+    assert count.count("my-hook") == 0
+    journal.remove(waiting.run_id)
+    assert count.count("my-hook") == 0 and count.count("other") == 1

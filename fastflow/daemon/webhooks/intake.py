@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
 import threading
@@ -49,6 +50,10 @@ DELIVERY_KEEP_S = 30 * 86_400  # claims older than 30 days are dropped when the 
 _SUFFIX = "wh"  # every webhook run id ends in -wh<hex>: the queue cap counts them by name
 _VISIBLE = re.compile(r"[\x21-\x7e]+")
 _NO_KEY = b"\0" * 32
+# The run ids the intake gives: `<stamp>-<pipeline>-wh<16 hex>`; the pipeline is what lies
+# between, whatever '-' its name holds.
+WEBHOOK_RUN_ID = re.compile(
+    rf"\d{{8}}T\d{{6}}Z-(?P<pipeline>[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})-{_SUFFIX}[0-9a-f]{{16}}")
 
 
 class BadDelivery(ValueError):
@@ -151,6 +156,81 @@ def find_signed(deployment: Deployment | None, pipeline: str,
     return Target(active.pipeline, run_config_id)
 
 
+class QueueCount:
+    """Webhook runs per pipeline accepted but not started: the webhook requests in the inbox and
+    the webhook runs journalled without a start time, counted from the files at every call (a
+    restart loses nothing). Each file is read once: an inbox message never changes once in
+    place, and a journal entry is read again only when it was replaced (its start)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.inbox_dir = Path(state_dir) / STATE_INBOX
+        self.active_dir = Path(state_dir) / STATE_ACTIVE
+        self._inbox: dict[str, str | None] = {}  # name -> pipeline of a webhook request
+        self._active: dict[str, tuple[tuple[int, int, int], bool]] = {}  # name -> (stat, waiting)
+
+    def count(self, pipeline: str) -> int:
+        """How many webhook runs of `pipeline` wait (not thread-safe: the caller holds a lock)."""
+        found = 0
+        names = set()
+        for entry in _entries(self.inbox_dir):
+            if entry.name.startswith("run-") and entry.name.endswith(".json"):
+                names.add(entry.name)
+                if entry.name not in self._inbox:
+                    self._inbox[entry.name] = _webhook_pipeline(entry.path)
+                found += self._inbox[entry.name] == pipeline
+        for gone in self._inbox.keys() - names:
+            del self._inbox[gone]
+        names = set()
+        for entry in _entries(self.active_dir):
+            match = WEBHOOK_RUN_ID.fullmatch(entry.name.removesuffix(".json"))
+            if match is None or not entry.name.endswith(".json"):
+                continue
+            names.add(entry.name)
+            if match["pipeline"] != pipeline:
+                continue
+            try:
+                stat = entry.stat()
+            except OSError:
+                continue
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._active.get(entry.name)
+            if cached is None or cached[0] != key:
+                cached = self._active[entry.name] = (key, _not_started(entry.path))
+            found += cached[1]
+        for gone in self._active.keys() - names:
+            del self._active[gone]
+        return found
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _webhook_pipeline(path: str) -> str | None:
+    """The pipeline of the inbox request at `path` when it is a webhook's, else None."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("webhook") and isinstance(data.get("pipeline"), str):
+        return data["pipeline"]
+    return None
+
+
+def _not_started(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("started_at") is None
+
+
 class Intake:
     """Queues accepted webhook requests in the inbox of `state_dir`; see the module doc."""
 
@@ -164,31 +244,18 @@ class Intake:
         self.deliveries.mkdir(parents=True, exist_ok=True)
         self.payloads = webhook_payload_dir(self.state_dir)
         self.payloads.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._lock = threading.Lock()  # one accept at a time: the queue cap counts exactly
+        self._count = QueueCount(self.state_dir)
+        # Accepts being written right now, per pipeline: counted with the files, so the cap
+        # holds while the writes (and their fsyncs) run outside the lock, in parallel.
+        self._writing: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     # --- queueing ------------------------------------------------------------------------
 
     def queued(self, pipeline: str) -> int:
-        """Webhook runs of `pipeline` accepted but not started: requests in the inbox and runs
-        journalled without a start time. Counted from the files, so a restart loses nothing."""
-        count = 0
-        for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if isinstance(data, dict) and data.get("pipeline") == pipeline and data.get("webhook"):
-                count += 1
-        pattern = re.compile(rf"\d{{8}}T\d{{6}}Z-{re.escape(pipeline)}-{_SUFFIX}[0-9a-f]+\.json")
-        for path in (self.state_dir / STATE_ACTIVE).glob(f"*-{pipeline}-{_SUFFIX}*.json"):
-            if not pattern.fullmatch(path.name):
-                continue
-            try:
-                started = json.loads(path.read_text(encoding="utf-8")).get("started_at")
-            except (OSError, ValueError, AttributeError):
-                continue
-            count += started is None
-        return count
+        """Webhook runs of `pipeline` accepted (or being accepted) but not started."""
+        with self._lock:
+            return self._count.count(pipeline) + self._writing.get(pipeline, 0)
 
     def known(self, pipeline: str, delivery: str) -> str | None:
         """The run id a delivery of `pipeline` was given already, or None."""
@@ -197,49 +264,69 @@ class Intake:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def _reserve(self, pipeline: str) -> bool:
+        """Take a place in `pipeline`'s queue cap; False when it is full."""
+        with self._lock:
+            if self._count.count(pipeline) + self._writing.get(pipeline, 0) >= self.max_queued:
+                return False
+            self._writing[pipeline] = self._writing.get(pipeline, 0) + 1
+            return True
+
+    def _release(self, pipeline: str) -> None:
+        with self._lock:
+            self._writing[pipeline] -= 1
+            if not self._writing[pipeline]:
+                del self._writing[pipeline]
+
     def accept(self, target: Target, delivery: str | None, body: bytes,
                headers: Mapping[str, str], env: Mapping[str, str]) -> Accepted | None:
         """Queue the run `target` asks for, durably (fsynced) before returning; None when the
         pipeline has `max_queued_per_pipeline` webhook runs waiting already (a 429: nothing is
-        written). A delivery seen before returns its run id with `repeat` and queues nothing.
+        kept). A delivery seen before returns its run id with `repeat` and queues nothing.
         `OSError` (a full disk) when it cannot be written: then nothing of it is left."""
         name = target.pipeline.name
         if delivery is not None:
             known = self.known(name, delivery)
             if known is not None:
                 return Accepted(known, repeat=True)
-        with self._lock:
-            if self.queued(name) >= self.max_queued:
-                return None
-            now = self.clock()
-            digest = _digest(name, delivery) if delivery is not None else secrets.token_hex(8)
-            request_id = f"{run_stamp(now)}-{_SUFFIX}{digest}"
-            run_id = request_run_id(name, request_id)
-            payload = webhook_payload_file(self.state_dir, run_id)
-            webhook = WebhookInput(delivery, str(payload), dict(headers), dict(env))
-            message = {"pipeline": name, "run_config": target.run_config_id,
-                       "request_id": request_id, "requested_at": now.isoformat(),
-                       "webhook": webhook.to_json(), "run_id": run_id, "posted": False}
-            claim = self._claim(name, delivery) if delivery is not None else None
-            try:
-                write_atomic(payload, body, durable=True, mode=0o600)
-                if claim is not None:
-                    write_atomic(claim, json.dumps(message), durable=True, exclusive=True)
-                self._post(message, now)
-            except FileExistsError:  # the same delivery, at the same moment
-                payload.unlink(missing_ok=True)
-                return Accepted(self.known(name, delivery) or run_id, repeat=True)
-            except OSError:  # e.g. a full disk: undo, so that the sender's retry starts afresh
-                payload.unlink(missing_ok=True)
-                if claim is not None and self.known(name, delivery) == run_id:
-                    claim.unlink(missing_ok=True)
-                raise
+        if not self._reserve(name):
+            return None
+        try:
+            return self._write(target, delivery, body, headers, env)
+        finally:
+            self._release(name)  # written (the files count now) or undone
+
+    def _write(self, target: Target, delivery: str | None, body: bytes,
+               headers: Mapping[str, str], env: Mapping[str, str]) -> Accepted:
+        name, now = target.pipeline.name, self.clock()
+        digest = _digest(name, delivery) if delivery is not None else secrets.token_hex(8)
+        request_id = f"{run_stamp(now)}-{_SUFFIX}{digest}"
+        run_id = request_run_id(name, request_id)
+        payload = webhook_payload_file(self.state_dir, run_id)
+        webhook = WebhookInput(delivery, str(payload), dict(headers), dict(env))
+        message = {"pipeline": name, "run_config": target.run_config_id,
+                   "request_id": request_id, "requested_at": now.isoformat(),
+                   "webhook": webhook.to_json(), "run_id": run_id, "posted": False}
+        claim = self._claim(name, delivery) if delivery is not None else None
+        try:
+            write_atomic(payload, body, durable=True, mode=0o600)
             if claim is not None:
-                try:
-                    write_atomic(claim, json.dumps({**message, "posted": True}))
-                except OSError as exc:  # posted all the same; the next start posts it again,
-                    logger.warning("webhook: delivery claim %s not updated (%s); harmless",
-                                   claim, exc)  # and the daemon knows the run id
+                write_atomic(claim, json.dumps(message), durable=True, exclusive=True)
+            self._post(message, now)
+        except FileExistsError:  # the same delivery, at the same moment
+            payload.unlink(missing_ok=True)
+            return Accepted(self.known(name, delivery) or run_id, repeat=True)
+        except OSError:  # e.g. a full disk: undo, so that the sender's retry starts afresh
+            payload.unlink(missing_ok=True)
+            if claim is not None and self.known(name, delivery) == run_id:
+                claim.unlink(missing_ok=True)
+            raise
+        if claim is not None:
+            try:
+                write_atomic(claim, json.dumps({**message, "posted": True}))
+            except OSError as exc:  # posted all the same; the next start posts it again,
+                logger.warning("webhook: delivery claim %s not updated (%s); harmless",
+                               claim, exc)  # and the daemon knows the run id
         logger.info("webhook: queued %s (%s%s)", run_id, name,
                     f", delivery {delivery}" if delivery else "")
         return Accepted(run_id, repeat=False)

@@ -8,7 +8,6 @@ deployed commit once per (commit, pipeline) and kept in memory until the deploym
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from datetime import datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
+from fastflow.daemon.webhooks.intake import WEBHOOK_RUN_ID
 from fastflow.defaults import STATE_ACTIVE, STATE_INBOX
 from fastflow.deploy.deployment import Deployment
 from fastflow.errors import FastflowError, RepositoryError
@@ -25,9 +25,8 @@ from fastflow.results.read import history_row
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.runtime import webhook_secrets
 
-# The run ids the intake gives (`intake`): `<stamp>-<pipeline>-wh<16 hex>`; /api/runs answers
-# for those only, and never touches a file for an id of another shape.
-WEBHOOK_RUN_ID = re.compile(r"\d{8}T\d{6}Z-(?P<pipeline>[A-Za-z0-9][A-Za-z0-9_.-]{0,62})-wh[0-9a-f]{16}")
+# /api/runs answers for the run ids the intake gives (`intake.WEBHOOK_RUN_ID`) only, and never
+# touches a file for an id of another shape.
 SECRETS_RETRY_S = 30.0
 
 
