@@ -135,3 +135,13 @@ def test_validate_and_run_local_in_a_pipelines_repository(venv, tmp_path):
     record = json.loads((repo / "run.json").read_text())
     assert (record["pipeline"], record["status"], record["exit_code"]) == ("hello", "succeeded", 0)
     assert record["run_id"] in lines[-1]
+
+
+def test_the_wheel_brings_the_webhook_server_and_its_http_library(venv, tmp_path):
+    # waitress comes from the wheel's own dependencies (pyproject), not from this environment.
+    result = run_in(venv, "python", "-c", "import waitress, fastflow.daemon.webhooks.server; "
+                    "print(waitress.__file__)", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).resolve().is_relative_to(venv.resolve())
+    result = run_in(venv, "fastflow", "serve", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--webhooks HOST:PORT" in result.stdout, result.stderr
