@@ -319,7 +319,7 @@ def test_a_full_state_dir_answers_503_leaves_nothing_and_the_retry_is_accepted(o
 
 
 def test_a_slow_loris_client_holds_no_worker_and_is_cut_off(origin, tmp_path):
-    origin.push({**PIPELINES, **config(threads=1, read_timeout=2)}, "pipelines")
+    origin.push({**PIPELINES, **config(threads=1, read_timeout=4)}, "pipelines")
     s = Served(origin, tmp_path / "state")
     slow = []
     try:
@@ -330,9 +330,9 @@ def test_a_slow_loris_client_holds_no_worker_and_is_cut_off(origin, tmp_path):
         silent = socket.create_connection((s.host, s.port), timeout=10)
         started = time.monotonic()
         status, body = s.post(f"/api/webhooks/hook/{KEY}")
-        assert status == 202 and time.monotonic() - started < 1.0
+        assert status == 202 and time.monotonic() - started < 2.5  # not after read_timeout
         assert silent.recv(1) == b""  # closed by the server after read_timeout
-        assert 1.5 < time.monotonic() - started < 8
+        assert 3.5 < time.monotonic() - started < 12
         s.finished(body["run_id"])
     finally:
         for sock in slow:
@@ -464,7 +464,7 @@ def test_a_burst_of_200_in_5_seconds_is_202_or_429_and_each_202_recorded_once(or
             t.start()
         for t in threads:
             t.join(30)
-        assert time.monotonic() - started < 10 and len(answers) == 200
+        assert time.monotonic() - started < 15 and len(answers) == 200
         assert {status for status, _ in answers} <= {202, 429}
         accepted = [body["run_id"] for status, body in answers if status == 202]
         assert len(accepted) == len(set(accepted)) >= 40
