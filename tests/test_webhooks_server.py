@@ -210,15 +210,28 @@ def test_rate_limits_answer_429_with_retry_after_and_failures_count(origin, tmp_
 def test_the_queue_cap_answers_429_and_nothing_accepted_is_lost(origin, tmp_path):
     origin.push({**PIPELINES, **config(max_queued_per_pipeline=3)}, "pipelines")
     s = Served(origin, tmp_path / "state", loop=False)  # nobody reads the inbox yet
-    accepted = [s.post(f"/api/webhooks/hook/{KEY}")[1]["run_id"] for _ in range(3)]
+    accepted = [s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key=f"q-{i}")[1]["run_id"]
+                for i in range(3)]
     status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}", b"{}")
     assert status == 429 and json.loads(data) == {"error": "queue full"} and "Retry-After" in headers
     assert s.post(f"/api/webhooks/hook/{PROD_KEY}")[0] == 429  # per pipeline, every key
+    assert s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="q-0")[0] == 200  # a repeat: fine
+    status, data, _ = s.request("GET", f"/api/runs/{accepted[0]}")
+    waiting = json.loads(data)
+    assert status == 200 and waiting == {
+        "pipeline": "hook", "run_id": accepted[0], "status": "queued",
+        "trigger": {"kind": "webhook", "schedule_id": None, "parent_run_id": None,
+                    "delivery_id": "q-0"},
+        "started_at": None, "finished_at": None, "duration_s": None, "attempts": 0,
+        "exit_code": None, "error": None, "downstream": []}
     s.close()
     again = Served(origin, tmp_path / "state")  # the loop takes them up
     try:
         for run_id in accepted:
             assert again.finished(run_id).status is RunStatus.SUCCEEDED
+        done = json.loads(again.request("GET", f"/api/runs/{accepted[0]}")[1])
+        assert done.keys() == waiting.keys() and done["status"] == "succeeded"
+        assert done["trigger"] == waiting["trigger"] and done["attempts"] == 1
         assert again.post(f"/api/webhooks/hook/{KEY}")[0] == 202  # room again
     finally:
         again.close()

@@ -108,8 +108,11 @@ class DaemonLooks:
             started = entry.get("started_at")
             return _pending_row(run_id, entry.get("trigger") or {}, "running" if started else "queued",
                                 started)
-        if self._in_inbox(run_id, pipeline):
-            return _pending_row(run_id, {"kind": "webhook"}, "queued", None)
+        message = self._in_inbox(run_id, pipeline)
+        if message is not None:
+            webhook = message.get("webhook") or {}
+            return _pending_row(run_id, {"kind": "webhook",
+                                         "delivery_id": webhook.get("delivery_id")}, "queued", None)
         try:
             record = self.store.read_run(run_id, pipeline=pipeline)
         except RepositoryError:
@@ -123,16 +126,17 @@ class DaemonLooks:
             return None
         return data if isinstance(data, dict) else None
 
-    def _in_inbox(self, run_id: str, pipeline: str) -> bool:
+    def _in_inbox(self, run_id: str, pipeline: str) -> dict | None:
+        """The inbox request of `run_id` (not read by the daemon yet), or None."""
         for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 if data.get("pipeline") == pipeline and \
                         request_run_id(pipeline, data["request_id"]) == run_id:
-                    return True
+                    return data
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-        return False
+        return None
 
 
 def _pending_row(run_id: str, trigger: dict, status: str, started_at: str | None) -> dict:
