@@ -364,6 +364,12 @@ MALFORMED = [
     b"POST /api/webhooks/hook/" + KEY.encode() + b" HTTP/1.1\r\nIdempotency-Key: \xff\xfe\r\n"
     b"Content-Length: 0\r\n\r\n",
     b"BREW /healthz HTCPCP/1.0\r\n\r\n",
+    # pipelined on one connection: a valid request, then garbage, then another
+    b"POST /api/webhooks/hook/" + KEY.encode() + b" HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    b"\x16\x03\x01\x02\x00\x01\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+    # a valid chunked body
+    b"POST /api/webhooks/hook/" + KEY.encode() + b" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+    b"\r\n2\r\n{}\r\n0\r\n\r\n",
     b"POST /api/webhooks/hook/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nX: " + b"y" * 70000 + b"\r\n\r\n",
 ]
 
