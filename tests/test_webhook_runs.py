@@ -25,6 +25,7 @@ from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
+from fastflow.daemon.webhooks.intake import Intake, Target
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
 from fastflow.record import RunRecord, Trigger, WebhookInput, request_run_id, run_stamp
@@ -418,3 +419,33 @@ def test_a_request_through_the_http_intake_gives_its_run_the_body_headers_and_al
     assert "env SOURCE github" in log and "env API_REGION eu" in log
     assert "PATH poisoned False" in log
     check_payload_gone(origin, state, run_id, marker)
+
+
+def test_two_concurrent_deliveries_of_one_id_in_one_second_keep_the_runs_payload(tmp_path):
+    """Both look before either claims (a sender retrying at once): one is queued, the other
+    is a repeat, and the repeat must not remove the payload, which has the same run id."""
+    intake = Intake(tmp_path, lambda: NOW, 100)
+    target = Target(hook_pipeline(tmp_path / "hook"), None)
+    looked = threading.Barrier(2)
+    real_known, calls = intake.known, []
+
+    def known(pipeline: str, delivery: str) -> str | None:
+        found = real_known(pipeline, delivery)
+        calls.append(delivery)
+        if len(calls) <= 2:  # the first look of each: neither has claimed yet
+            looked.wait(timeout=10)
+        return found
+
+    intake.known = known
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        intake.accept(target, "d-1", payload_body("race"), {}, {}))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(a.repeat for a in answers) == [False, True]
+    assert answers[0].run_id == answers[1].run_id
+    assert webhook_payload_file(tmp_path, answers[0].run_id).read_bytes() == payload_body("race")
+    [request] = Inbox(tmp_path).read()
+    assert request.webhook.payload_file == str(webhook_payload_file(tmp_path, answers[0].run_id))

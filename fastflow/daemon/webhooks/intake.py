@@ -313,8 +313,10 @@ class Intake:
                 write_atomic(claim, json.dumps(message), durable=True, exclusive=True)
             self._post(message, now)
         except FileExistsError:  # the same delivery, at the same moment
-            payload.unlink(missing_ok=True)
-            return Accepted(self.known(name, delivery) or run_id, repeat=True)
+            known = self.known(name, delivery)
+            if known != run_id:  # in the same second the payload is the claimed run's own
+                payload.unlink(missing_ok=True)
+            return Accepted(known or run_id, repeat=True)
         except OSError:  # e.g. a full disk: undo, so that the sender's retry starts afresh
             payload.unlink(missing_ok=True)
             if claim is not None and self.known(name, delivery) == run_id:
