@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -33,6 +34,7 @@ from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.webhooks.intake import Intake, QueueCount
 from fastflow.daemon.webhooks.limits import RateLimit, retry_after
+from fastflow.daemon.webhooks.server import SWITCH_INTERVAL
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
 from fastflow.record import Trigger, WebhookInput
@@ -164,6 +166,7 @@ def test_a_run_configurations_key_starts_that_run_configuration(served):
 
 def test_malformed_delivery_ids_methods_and_healthz(served):
     s = served()
+    assert sys.getswitchinterval() <= SWITCH_INTERVAL  # short GIL waits for the HTTP threads
     for value in ("x" * 201, "with space", "tab\tin"):
         status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key=value)
         assert status == 400 and "Idempotency-Key must be 1 to 200 visible ASCII" in body["error"]
