@@ -204,3 +204,39 @@ def test_a_kill_just_after_a_run_ended_records_its_real_outcome(setup, tmp_path)
     assert [r.run_id for r in store.list_runs("slow")] == [run_id]
     assert containers_of(run_id) == []
     assert "Traceback" not in serve.output()
+
+
+def test_a_kill_between_the_start_line_and_the_container_runs_the_attempt_after_the_restart(
+        setup, tmp_path):
+    """Found by the chaos test: the daemon died after writing "attempt 1 ... started" and before
+    the attempt's container started. The container is held until the attempt's summary line is
+    written (AttemptSpec.hold), so no container and nothing of the attempt in the live log means
+    the pipeline never ran: the next daemon runs it, once, instead of recording it `lost`."""
+    import pygit2
+
+    from fastflow.daemon.runs import LiveLogs, RunJournal, RunOrder
+    from fastflow.executors.base import OutputLine
+    from fastflow.record import Trigger, new_run_id
+
+    user, serve = setup
+    push_slow(user, "print('ran once', flush=True)\n")
+    serve.start()
+    done = queue_remote_run(serve.state, "slow", {}, None, utc_now())
+    _, first = recorded(serve, done, tmp_path)
+    serve.kill()
+    now = utc_now()
+    root_tree = str(pygit2.Repository(str(serve.bare))[first.commit.sha].tree_id)
+    order = RunOrder(run_id=new_run_id("slow", now), pipeline="slow", commit=first.commit.sha,
+                     root_tree=root_tree, tree=first.commit.tree, queued_at=now,
+                     trigger=Trigger("manual"), started_at=now)
+    RunJournal(serve.state).write(order)
+    LiveLogs(serve.state).sink(order.run_id)(OutputLine("runner", "attempt 1 of 1 started", now))
+    serve.start()
+    store, record = recorded(serve, order.run_id, tmp_path)
+    assert (record.status, record.exit_code) == (RunStatus.SUCCEEDED, 0), serve.output()
+    log = store.read_log(order.run_id, pipeline="slow")
+    assert stdout_lines(log) == ["ran once"]
+    assert f"run {order.run_id}: attempt 1 never ran (the daemon stopped before its container " \
+           "started); it starts now" in serve.output()
+    assert [r.run_id for r in store.list_runs("slow")].count(order.run_id) == 1
+    assert containers_of(order.run_id) == []

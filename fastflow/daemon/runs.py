@@ -45,7 +45,12 @@ from fastflow.record import (
 from fastflow.results.layout import log_path
 from fastflow.results.store import ResultsStore
 from fastflow.run.capture import LiveLog, Masker, format_line, read_log_text
-from fastflow.run.recovery import capped_log, ended_outcome, recover_run
+from fastflow.run.recovery import (
+    capped_log,
+    ended_outcome,
+    first_attempt_never_ran,
+    recover_run,
+)
 from fastflow.run.runner import (
     RunOutcome,
     RunRequest,
@@ -525,6 +530,14 @@ class RunLauncher:
 
         def execute(permit: Permit) -> None:
             outcome = self._recover(order, context, permit.cancel)
+            live = self.live.dir / f"{order.run_id}.log"
+            if outcome is None and context is not None \
+                    and first_attempt_never_ran(read_log_text(live)):
+                logger.info("run %s: attempt 1 never ran (the daemon stopped before its "
+                            "container started); it starts now", order.run_id)
+                self._contexts[order.run_id] = context
+                self._execute(replace(order, started_at=None), permit)
+                return
             self.finish(order, outcome or self._lost(order, _log_cap(context)))
 
         self.dispatcher.submit(Job(run_id=order.run_id, pipeline=order.pipeline,

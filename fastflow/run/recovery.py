@@ -134,6 +134,17 @@ def earlier_attempts(live_text: str) -> tuple[dict[int, Attempt], int | None]:
     return attempts, total
 
 
+def first_attempt_never_ran(live_text: str) -> bool:
+    """Whether the live log shows attempt 1 announced as started and nothing else of it: no
+    output and no summary line. Asked once no container of the run was found: an executor that
+    holds its attempts (`AttemptSpec.hold`) keeps the container until the summary line is
+    written, so the daemon died between the start line and the container's start, and the
+    pipeline never ran (it may run now, once)."""
+    earlier, _ = earlier_attempts(live_text)
+    return (list(earlier) == [1] and earlier[1].status is RunStatus.RUNNING
+            and not attempt_lines(live_text, 1))
+
+
 def capped_log(live: str | Path, cap_bytes: int) -> LogCapture:
     """The live log (already masked; its text, or its file, then streamed) replayed into a
     capture: the run log with its cap (what the live log's own cap dropped counts as omitted)."""
