@@ -4,8 +4,11 @@
    repository's `pipelines/` and `.fastflow/` to it with git, as a user would.
 2. Starts `fastflow serve` on it (Docker executor when an engine answers) and installs the
    post-receive hook.
-3. Queues one run of every example with `fastflow run NAME --remote` and waits until the daemon
-   has committed each record to the results branch (downstream runs of `chain_start` included).
+3. Queues one run of every example with `fastflow run NAME --remote`, except the examples with a
+   `webhook_key`, which are started over HTTP as another system would (`POST
+   /api/webhooks/NAME/KEY` to `fastflow serve --webhooks`, a JSON body `{"env": {...}}`), and
+   waits until the daemon has committed each record to the results branch (downstream runs of
+   `chain_start` included).
 4. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
    published on the results branch to `artifacts/site/`, and stops the daemon.
 
@@ -19,10 +22,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +110,43 @@ def copy_site() -> None:
         tar.extractall(ART, filter="data")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def webhook_key(name: str) -> str | None:
+    meta = ROOT / "pipelines" / name / "pipeline.json"
+    return json.loads(meta.read_text()).get("webhook_key") if meta.exists() else None
+
+
+def wait_listening(port: int, daemon: subprocess.Popen) -> None:
+    """Until the daemon's webhook intake answers GET /healthz."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                return
+        except OSError:
+            if daemon.poll() is not None:
+                raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/serve.log")
+            time.sleep(0.2)
+    raise SystemExit(f"the webhook intake on 127.0.0.1:{port} did not answer within 60 s")
+
+
+def post_webhook(port: int, name: str, key: str) -> str:
+    """Start `name` through its Fast-Flow webhook URL; returns the run id of the 202 answer."""
+    body = json.dumps({"env": {"SOURCE": "scripts/run-examples"}, "rows": 42}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/webhooks/{name}/{key}", data=body, method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": f"examples-{time.time_ns()}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        if answer.status != 202:
+            raise SystemExit(f"webhook of {name}: HTTP {answer.status}, expected 202")
+        return json.loads(answer.read())["run_id"]
+
+
 def main(argv: list[str]) -> int:
     expected = json.loads((ROOT / "pipelines" / "expected.json").read_text())
     names = argv or list(expected)
@@ -112,17 +154,25 @@ def main(argv: list[str]) -> int:
     fastflow("hooks", "install", str(BARE), "--state-dir", str(STATE), check=True,
              stdout=subprocess.DEVNULL)
     log = open(DEMO / "serve.log", "w")
+    port = free_port()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "fastflow", "serve", "--repo", str(BARE), "--state-dir", str(STATE),
-         "--poll-interval", "5"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+         "--poll-interval", "5", "--webhooks", f"127.0.0.1:{port}"], cwd=ROOT, stdout=log,
+        stderr=subprocess.STDOUT)
     try:
         while not (STATE / "inbox").is_dir() or not (STATE / "deployment.json").exists():
             if daemon.poll() is not None:
                 raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/serve.log")
             time.sleep(0.2)
         print(f"fastflow serve follows {BARE.relative_to(ROOT)} (log {DEMO.relative_to(ROOT)}/serve.log)")
+        wait_listening(port, daemon)
         run_ids = {}
         for name in names:
+            key = webhook_key(name)
+            if key:
+                run_ids[name] = post_webhook(port, name, key)
+                print(f"started {name} by webhook (127.0.0.1:{port}): {run_ids[name]}", flush=True)
+                continue
             queued = fastflow("run", name, "--remote", "--state-dir", str(STATE), check=True,
                               capture_output=True)
             run_ids[name] = queued.stdout.split()[1]  # "queued <run id> on the daemon of ..."
