@@ -822,3 +822,28 @@ def test_the_queue_count_follows_the_journal_and_the_inbox(tmp_path):
     assert count.count("my-hook") == 0
     journal.remove(waiting.run_id)
     assert count.count("my-hook") == 0 and count.count("other") == 1
+
+
+def test_an_accept_far_below_the_cap_reads_no_queued_request(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fastflow.daemon.webhooks.intake import Target
+
+    intake = Intake(tmp_path, utc_now, 5)
+    hook = Target(SimpleNamespace(name="my-hook"), None)
+    other = Target(SimpleNamespace(name="other"), None)
+    read = []
+    exact = QueueCount.count
+    monkeypatch.setattr(QueueCount, "count", lambda self, p: read.append(p) or exact(self, p))
+    for n in range(3):  # 3 inbox messages < the cap of 5: the cheap bound is enough
+        assert intake.accept(other, f"o-{n}", b"{}", {}, {}).repeat is False
+    assert read == []
+    # At the cap the count is exact: the other pipeline's requests do not fill my-hook's queue.
+    for n in range(2):  # 3, then 4 messages: still below
+        assert intake.accept(hook, f"h-{n}", b"{}", {}, {}) is not None
+    assert read == []
+    for n in range(2, 5):  # 5 messages and more: counted exactly, my-hook's own 5 fill it
+        assert intake.accept(hook, f"h-{n}", b"{}", {}, {}) is not None
+    assert read == ["my-hook"] * 3
+    assert intake.accept(hook, "h-5", b"{}", {}, {}) is None  # my-hook's queue is full
+    assert intake.accept(other, "o-3", b"{}", {}, {}) is not None  # 3 of other's < 5

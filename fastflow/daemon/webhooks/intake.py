@@ -200,6 +200,12 @@ class QueueCount:
             del self._active[gone]
         return found
 
+    def bound(self) -> int:
+        """At least `count` of any pipeline, cheaply: the entries of both folders (every
+        message, every journalled run), listed without a look at one of them. Below the cap,
+        an accept needs no more than this."""
+        return _size(self.inbox_dir) + _size(self.active_dir)
+
 
 def _entries(folder: Path) -> list[os.DirEntry]:
     try:
@@ -207,6 +213,13 @@ def _entries(folder: Path) -> list[os.DirEntry]:
             return list(entries)
     except FileNotFoundError:
         return []
+
+
+def _size(folder: Path) -> int:
+    try:
+        return len(os.listdir(folder))
+    except FileNotFoundError:
+        return 0
 
 
 def _webhook_pipeline(path: str) -> str | None:
@@ -264,9 +277,13 @@ class Intake:
             return None
 
     def _reserve(self, pipeline: str) -> bool:
-        """Take a place in `pipeline`'s queue cap; False when it is full."""
+        """Take a place in `pipeline`'s queue cap; False when it is full. Counted exactly
+        only when the cheap bound (every inbox message, every journalled run, every accept
+        being written) reaches the cap: the exact count reads new files, under the lock."""
         with self._lock:
-            if self._count.count(pipeline) + self._writing.get(pipeline, 0) >= self.max_queued:
+            if (self._count.bound() + sum(self._writing.values()) >= self.max_queued
+                    and self._count.count(pipeline) + self._writing.get(pipeline, 0)
+                    >= self.max_queued):
                 return False
             self._writing[pipeline] = self._writing.get(pipeline, 0) + 1
             return True
