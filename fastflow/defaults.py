@@ -8,6 +8,9 @@ DEFAULT_PIPELINES_DIR = "pipelines"
 DEFAULT_BRANCH = "main"
 DEFAULT_RESULTS_BRANCH = "fastflow/results"
 DEFAULT_PYTHON = "3.11"
+# Environment variables starting so are Fast-Flow's (the run context): no user layer, secret or
+# webhook may set one.
+RESERVED_ENV_PREFIX = "FASTFLOW_"
 DEFAULT_IMAGE = "fastflow-runner:py{python}"  # one runner image per Python: {python} is e.g. 3.13
 DEFAULT_MAX_CONCURRENT_RUNS = 2
 DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout

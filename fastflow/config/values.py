@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 from fastflow.config.sizes import parse_size
+from fastflow.defaults import RESERVED_ENV_PREFIX
 from fastflow.errors import Invalid
 from fastflow.humanize import closest, did_you_mean, show
 from fastflow.model import PipelineType, Problem, Severity
@@ -192,7 +193,7 @@ def env_name(value: Any) -> str:
             f"{show(value)} is not a valid environment variable name; use letters, digits and "
             "'_', not starting with a digit"
         )
-    if value.startswith("FASTFLOW_"):
+    if value.startswith(RESERVED_ENV_PREFIX):
         raise Invalid(f'{show(value)} is reserved: FASTFLOW_* variables are set by Fast-Flow')
     return value
 
@@ -218,7 +219,7 @@ def secret_requests(value: Any) -> dict[str, str]:
 def secret_name(value: Any) -> str:
     """The name of a secret in the secrets file: a variable name, not FASTFLOW_*."""
     if not isinstance(value, str) or not ENV_NAME_RE.fullmatch(value) or value.startswith(
-            "FASTFLOW_"):
+            RESERVED_ENV_PREFIX):
         raise Invalid(f"{show(value)} is not a valid secret name; use letters, digits and '_', "
                       "not starting with a digit or FASTFLOW_")
     return value
@@ -238,7 +239,7 @@ def webhook_secret(value: Any) -> tuple[str, ...]:
 # What the runner sets or what steers the interpreter, uv and the loader: a webhook request may
 # never set them (FASTFLOW_* is refused by env_name already). Run start refuses them again.
 RUNNER_VARIABLES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "VIRTUAL_ENV"})
-RUNNER_PREFIXES = ("FASTFLOW_", "PYTHON", "UV_", "LD_")
+RUNNER_PREFIXES = (RESERVED_ENV_PREFIX, "PYTHON", "UV_", "LD_")
 
 
 def is_runner_variable(name: str) -> bool:

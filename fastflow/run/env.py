@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from fastflow.config.values import is_runner_variable
+from fastflow.defaults import RESERVED_ENV_PREFIX
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig
 from fastflow.record import WebhookInput
 
-RESERVED_PREFIX = "FASTFLOW_"
 NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/executors/notebook.py
 WEBHOOK_HEADERS_ENV = "FASTFLOW_WEBHOOK_HEADERS"  # JSON of a webhook request's selected headers
 
@@ -30,7 +30,7 @@ class RunContext:
 
 def _check_user_env(env: Mapping[str, object], where: str) -> None:
     for key in env:
-        if str(key).startswith(RESERVED_PREFIX):
+        if str(key).startswith(RESERVED_ENV_PREFIX):
             raise ConfigError(
                 f"{where}: {key} cannot be set: variables starting with FASTFLOW_ are set by "
                 "Fast-Flow for every run and cannot be overridden; rename the variable"
@@ -49,7 +49,7 @@ def webhook_env(pipeline: Pipeline, webhook: WebhookInput,
     for name, value in webhook.env.items():
         if name in secrets:
             reason = "it would override a secret"
-        elif name.startswith(RESERVED_PREFIX):
+        elif name.startswith(RESERVED_ENV_PREFIX):
             reason = "variables starting with FASTFLOW_ are set by Fast-Flow"
         elif is_runner_variable(name):
             reason = "it is set by the runner (PATH, HOME, PYTHON*, UV_*, LD_* and the like)"

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fastflow.defaults import RESERVED_ENV_PREFIX
 from fastflow.errors import SecretsError
 from fastflow.files import write_atomic
 from fastflow.secrets.age import X25519Identity
@@ -95,7 +96,7 @@ def validate(documents: list[YMap], source: str, encrypts: Any = None) -> None:
 def valid_secret_name(name: str) -> bool:
     """Whether `name` can be a secret of the file (it becomes an environment variable)."""
     return bool(SECRET_NAME_RE.match(name)) and not name.endswith("_unencrypted") and \
-        not name.startswith("FASTFLOW_") and name != "sops"
+        not name.startswith(RESERVED_ENV_PREFIX) and name != "sops"
 
 
 def _check_name(name: str, source: str) -> None:
