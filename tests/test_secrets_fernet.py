@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from fastflow.cli.secrets import secrets
+from fastflow.config import check_repo_config
+from fastflow.deploy.discovery import metadata_files
 from fastflow.deploy.workspace import validate_workspace
 from fastflow.model import Severity
 from fastflow.secrets import age, store
@@ -96,6 +98,11 @@ def run(args, env):
     return CliRunner().invoke(secrets, ["import-fernet", *map(str, args)], env=env)
 
 
+def found(root: Path) -> list[tuple[str, Path]]:
+    """The metadata files of `root` as `fastflow secrets import-fernet` gives them."""
+    return metadata_files(root, check_repo_config(root)[0])
+
+
 def snapshot(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -170,7 +177,7 @@ def test_a_name_holding_the_same_value_is_reused_a_different_one_is_not(repo, en
     path = repo / ".fastflow" / "secrets.enc.yaml"
     store.set_secret(path, "API_KEY", "someone-elses-key", [owner], NOW)
     store.set_secret(path, "DB_PASSWORD", "db-pw", [owner], NOW)
-    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
+    plan = plan_import(repo, fernet_key(KEY), env, found(repo))
     assert [(a.entry.pipeline, a.entry.run_config, a.entry.variable, a.secret, a.new)
             for a in plan.assignments] == [
         ("etl", None, "API_KEY", "ETL_API_KEY", True),
@@ -213,7 +220,7 @@ def test_clash_names_are_upper_case_valid_secret_names(make_repo, env, owner):
     store.init_secrets(path, [owner.recipient], NOW, repo)
     store.set_secret(path, "token", "taken", [owner], NOW)
     store.set_secret(path, "A_TOKEN", "taken too", [owner], NOW)
-    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
+    plan = plan_import(repo, fernet_key(KEY), env, found(repo))
     assert [(a.entry.pipeline, a.secret) for a in plan.assignments] == [
         ("9lives", "_9LIVES_TOKEN"), ("a", "A_TOKEN_2"), ("daily-etl.v2", "DAILY_ETL_V2_TOKEN"),
         ("fastflow", "_FASTFLOW_TOKEN")]
@@ -325,7 +332,7 @@ def test_values_fast_flow_never_injected_are_listed_not_imported(make_repo, env,
         "schedules": [{"encrypted_env": {"T": token("c")}}],
     })})
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    plan = plan_import(repo, fernet_key(KEY), env, "pipelines")
+    plan = plan_import(repo, fernet_key(KEY), env, found(repo))
     assert plan.assignments == ()
     assert [str(s) for s in plan.skipped] == [
         "pipelines/etl/pipeline.json: encrypted_env.API_KEY (API_KEY): API_KEY is also in "
@@ -345,7 +352,7 @@ def test_values_fast_flow_never_injected_are_listed_not_imported(make_repo, env,
 def test_a_file_that_is_not_json_is_listed(make_repo, env, owner):
     repo = make_repo({"pipelines/etl/pipeline.json": '{"encrypted_env": {"A": "gAAAA",}}'})
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, found(repo)).skipped
     assert str(skipped) == ("pipelines/etl/pipeline.json: is not valid JSON (Expecting property "
                             "name enclosed in double quotes: line 1 column 33 (char 32)); fix it "
                             "first")
@@ -404,7 +411,7 @@ def test_a_metadata_file_that_cannot_be_read_is_listed(make_repo, env, owner):
     repo = make_repo({"pipelines/etl/main.py": "print(1)\n"})
     (repo / "pipelines/etl/pipeline.json").mkdir()  # a folder: reading it fails
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, found(repo)).skipped
     assert str(skipped) == "pipelines/etl/pipeline.json: cannot be read: Is a directory"
 
 
@@ -425,5 +432,5 @@ def test_a_metadata_file_that_cannot_be_read_is_listed(make_repo, env, owner):
 def test_every_reason_a_value_is_not_imported(make_repo, env, owner, text, field, reason):
     repo = make_repo({"pipelines/etl/pipeline.json": text})
     store.init_secrets(repo / ".fastflow/secrets.enc.yaml", [owner.recipient], NOW, repo)
-    (skipped,) = plan_import(repo, fernet_key(KEY), env, "pipelines").skipped
+    (skipped,) = plan_import(repo, fernet_key(KEY), env, found(repo)).skipped
     assert str(skipped) == f"pipelines/etl/pipeline.json: {field}: {reason}"

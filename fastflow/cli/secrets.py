@@ -15,8 +15,8 @@ import click
 from fastflow import secrets as lib
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
 from fastflow.config import check_repo_config
-from fastflow.defaults import DEFAULT_PIPELINES_DIR, DEFAULT_SECRETS_FILE
-from fastflow.deploy.discovery import pipelines_dir_of
+from fastflow.defaults import DEFAULT_SECRETS_FILE
+from fastflow.deploy.discovery import metadata_files
 from fastflow.errors import SecretsError
 
 
@@ -183,7 +183,7 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
                            "secrets import-fernet` with the key of the Fast-Flow server (from its "
                            ".env); it is never taken as an argument")
     plan = lib.plan_import(repo, lib.fernet_key(environ[lib.KEY_VARIABLE]), environ,
-                           _pipelines_dir(repo))
+                           _metadata_files(repo))
     if not plan.assignments and not plan.skipped:
         click.echo("Nothing to import: no pipeline metadata file has encrypted_env values")
         return
@@ -204,10 +204,11 @@ def import_fernet(repo: Path, dry_run: bool, partial: bool) -> None:
                f"git commit {' '.join(plan.changed_files)}")
 
 
-def _pipelines_dir(repo: Path) -> str:
-    """The folder discovery searches for pipelines (config.yaml, pipelines/, else the root)."""
+def _metadata_files(repo: Path) -> list[tuple[str, Path]]:
+    """(pipeline, metadata file) of every pipeline discovery finds (none when config.yaml is
+    invalid: `plan_import` then says why)."""
     config, _ = check_repo_config(repo)
-    return pipelines_dir_of(repo, config)[0] if config is not None else DEFAULT_PIPELINES_DIR
+    return metadata_files(repo, config) if config is not None else []
 
 
 def _echo_plan(plan: lib.ImportPlan, done: bool) -> None:

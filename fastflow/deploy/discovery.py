@@ -196,13 +196,8 @@ def _inspect(
                                                        pipeline=shown),))
     if not folder.is_dir():
         return None
-    files = {
-        key: folder / key
-        for key in ("main.py", "main.ipynb", "pipeline.json", f"{name}.json", REQUIREMENTS)
-    }
-    present = {key for key, path in files.items() if os.path.lexists(path)}
-    markers = {"main.py", "main.ipynb", "pipeline.json"} | (set() if at_root else {f"{name}.json"})
-    if not present & markers:
+    files, present = _folder_files(folder)
+    if not _is_pipeline(name, present, at_root):
         return None
     rel_folder = _rel(root, folder)
     if without_surrogates(name) != name:  # never a lone surrogate in a name: it stops writes
@@ -226,6 +221,47 @@ def _inspect(
         return InvalidPipeline(name, folder, tuple(problems))
     unsafe = {key for key in present if _bad_link(root, files[key], name, problems)}
     return _build(root, folder, files, present, unsafe, problems, config)
+
+
+def _folder_files(folder: Path) -> tuple[dict[str, Path], set[str]]:
+    """The files discovery looks at in a pipeline folder, and those of them that exist."""
+    name = folder.name
+    files = {
+        key: folder / key
+        for key in ("main.py", "main.ipynb", "pipeline.json", f"{name}.json", REQUIREMENTS)
+    }
+    return files, {key for key, path in files.items() if os.path.lexists(path)}
+
+
+def _is_pipeline(name: str, present: set[str], at_root: bool) -> bool:
+    """Whether a folder holding `present` is a pipeline: an entry point or a metadata file (at
+    the repository root `<name>.json` alone is data, not a pipeline)."""
+    markers = {"main.py", "main.ipynb", "pipeline.json"} | (set() if at_root else {f"{name}.json"})
+    return bool(present & markers)
+
+
+def metadata_files(root: Path, config: RepoConfig) -> list[tuple[str, Path]]:
+    """(pipeline, metadata file) of every folder discovery takes for a pipeline, as it finds
+    them, without parsing them (`fastflow secrets import-fernet` reads them raw: they are
+    invalid while they hold encrypted_env). Links leaving the repository are left out (they are
+    validate's error)."""
+    root = Path(root).resolve()
+    pipelines_dir, _ = pipelines_dir_of(root, config)
+    base = root / pipelines_dir
+    if not base.is_dir() or link_problem(root, base) is not None:
+        return []
+    at_root = base.resolve() == root
+    found = []
+    for folder in sorted(base.iterdir(), key=lambda p: p.name):
+        name = folder.name
+        if name.startswith((".", "_")) or not folder.is_dir() or link_problem(root, folder):
+            continue
+        files, present = _folder_files(folder)
+        key = _metadata_key(name, present)
+        if _is_pipeline(name, present, at_root) and key is not None \
+                and link_problem(root, files[key]) is None:
+            found.append((name, files[key]))
+    return found
 
 
 def _bad_link(root: Path, path: Path, name: str, problems: list[Problem]) -> bool:

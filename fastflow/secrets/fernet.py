@@ -16,12 +16,11 @@ everything and changes nothing; `apply_import` writes the plan. Reference: docs/
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -134,10 +133,9 @@ def fernet_key(text: str) -> Fernet:
 
 
 def plan_import(root: Path, key: Fernet, environ: Mapping[str, str],
-                pipelines_dir: str) -> ImportPlan:
-    """Decrypt every `encrypted_env` value of the pipelines in folder `pipelines_dir` of the
-    repository at `root` (the folder discovery searches: `deploy.discovery.pipelines_dir_of`)
-    and decide, without changing anything, the secret name of each, the grants and the
+                metadata: Iterable[tuple[str, Path]]) -> ImportPlan:
+    """Decrypt every `encrypted_env` value of the `metadata` files ((pipeline, file) of the
+    repository at `root`, as discovery finds them: `deploy.discovery.metadata_files`) and decide, without changing anything, the secret name of each, the grants and the
     rewritten metadata files.
 
     A value that cannot be imported (wrong key, corrupt token, ...) is listed in `skipped`. The
@@ -154,7 +152,7 @@ def plan_import(root: Path, key: Fernet, environ: Mapping[str, str],
         raise SecretsError(f"{config.secrets_file}: {link}")
     existing, grants, recipients = _open_target(root, path, config.secrets_file, environ)
     scan = _Scan(root, key)
-    for pipeline, meta in _metadata_files(root, pipelines_dir):
+    for pipeline, meta in metadata:
         scan.read(pipeline, meta)
     assignments = _assign(scan.decrypted, existing)
     new_grants: dict[str, list[str]] = {}
@@ -204,28 +202,6 @@ def _open_target(root: Path, path: Path, shown: str, environ: Mapping[str, str]
             "with `fastflow secrets init --recipient age1...` (an identity comes from "
             "`fastflow secrets keygen`), then run the import again")
     return {}, {}, list(creation_rule_for(config, path).recipients)
-
-
-def _metadata_files(root: Path, pipelines_dir: str) -> Iterator[tuple[str, Path]]:
-    """(pipeline, metadata file) of every pipeline folder, as discovery finds them (at the
-    repository root, a folder with only `<name>.json` is data, not a pipeline)."""
-    base = root / pipelines_dir
-    if not base.is_dir() or link_problem(root, base) is not None:
-        return
-    at_root = base.resolve() == root.resolve()
-    for folder in sorted(base.iterdir(), key=lambda p: p.name):
-        name = folder.name
-        if name.startswith((".", "_")) or not folder.is_dir() or link_problem(root, folder):
-            continue
-        if at_root and not any(os.path.lexists(folder / marker)
-                               for marker in ("main.py", "main.ipynb", "pipeline.json")):
-            continue
-        for candidate in ("pipeline.json", f"{name}.json"):
-            meta = folder / candidate
-            if os.path.lexists(meta):
-                if link_problem(root, meta) is None:  # a linked one is validate's error
-                    yield name, meta
-                break
 
 
 # --- naming ---------------------------------------------------------------------------------
