@@ -350,11 +350,7 @@ class RunLauncher:
 
     def _request(self, order: RunOrder, context: LaunchContext, pipeline: Pipeline,
                  workdir: Path) -> RunRequest:
-        loader = None
-        if requested_secrets(pipeline, order.run_config_id):
-            root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
-            loader = secrets_loader(root, context.config, pipeline, self.environ,
-                                    order.run_config_id)
+        loader = self._secrets_loader(order, context.config, pipeline)
         return RunRequest(
             pipeline=pipeline,
             run_config_id=order.run_config_id,
@@ -579,19 +575,22 @@ class RunLauncher:
             pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel, cap_bytes=cap,
         )
 
+    def _secrets_loader(self, order: RunOrder, config: RepoConfig, pipeline: Pipeline):
+        """What decrypts the secrets of run `order` (its pipeline's and its run
+        configuration's) from the snapshot of its commit; None when it asks for none."""
+        if not requested_secrets(pipeline, order.run_config_id):
+            return None
+        root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
+        return secrets_loader(root, config, pipeline, self.environ, order.run_config_id)
+
     def _masker(self, order: RunOrder, context: LaunchContext | None) -> Masker | None:
         """The masker of a re-attached run's output: the secrets of its pipeline and run
         configuration, loaded again; None (withhold the output) when they cannot be, or the
         pipeline is unknown."""
         if context is None:
             return None
-        pipeline = context.active.pipeline
-        if not requested_secrets(pipeline, order.run_config_id):
-            return Masker()
         try:
-            root = git.snapshot_tree(self.repository, order.root_tree, "", self.snapshots)
-            loader = secrets_loader(root, context.config, pipeline, self.environ,
-                                    order.run_config_id)
+            loader = self._secrets_loader(order, context.config, context.active.pipeline)
             return Masker(loader().values() if loader else ())
         except FastflowError as exc:
             logger.warning("run %s: its secrets cannot be loaded to mask its output: %s",
