@@ -11,6 +11,7 @@ DEFAULT_PYTHON = "3.11"
 # Environment variables starting so are Fast-Flow's (the run context): no user layer, secret or
 # webhook may set one.
 RESERVED_ENV_PREFIX = "FASTFLOW_"
+IMAGE_PYTHON_PLACEHOLDER = "{python}"  # in `image`: the major.minor of a run's Python
 DEFAULT_IMAGE = "fastflow-runner:py{python}"  # one runner image per Python: {python} is e.g. 3.13
 DEFAULT_MAX_CONCURRENT_RUNS = 2
 DEFAULT_TIMEOUT = 0.0  # seconds; 0 = no timeout

@@ -51,7 +51,8 @@ def image_name(value: Any) -> str:
     """The runner image: a name, where `{python}` (the only placeholder) stands for the major.minor
     of a run's Python (one image per Python; docs/docker.md)."""
     name = nonempty_text(value)
-    if "{" in name.replace("{python}", "") or "}" in name.replace("{python}", ""):
+    rest = name.replace(defaults.IMAGE_PYTHON_PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
         raise Invalid(f"{show(value)} has a placeholder other than {{python}}; write {{python}} "
                       "(replaced by a run's Python version, e.g. fastflow-runner:py{python}) or "
                       "no braces (one image for every Python)")

@@ -40,7 +40,7 @@ try:  # the `uv` Python package ships the binary (a dependency of fastflow, but 
 except ImportError:  # pragma: no cover - depends on the installation
     uv_package = None
 
-from fastflow.defaults import CONFIG_FILE, DEFAULT_PYTHON
+from fastflow.defaults import CONFIG_FILE, DEFAULT_PYTHON, IMAGE_PYTHON_PLACEHOLDER
 from fastflow.errors import EngineUnavailable, ExecutorError
 from fastflow.executors.docker.aptsources import DEFAULT_APT_DIR, host_debian_mirror
 from fastflow.executors.docker.engine import (
@@ -63,7 +63,7 @@ DEFAULT_MIRROR: str | None = None
 # can build. Another version needs `--base IMAGE` (a registry image such as python:3.12-slim).
 SUITE_PYTHON = {"bookworm": "3.11", "trixie": "3.13", "bullseye": "3.9"}
 # Replaced in `image` of config.yaml by the major.minor of a run's Python.
-PYTHON_PLACEHOLDER = "{python}"
+PYTHON_PLACEHOLDER = IMAGE_PYTHON_PLACEHOLDER
 BOOTSTRAP_PACKAGES = ("python3", "ca-certificates")
 # Trimmed from the debootstrapped tree before import: not needed to run Python.
 _TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
