@@ -75,15 +75,19 @@ class StartEvents:
         self.stream.close()
 
 
-def setup(root: Path) -> tuple[Path, Path, Path]:
+def setup(root: Path, files: dict[str, str] | None = None) -> tuple[Path, Path, Path]:
+    """A bare repository with the post-receive hook, its clone and a state dir; the first commit
+    holds `files` (path -> text), by default the `bench` pipeline (`run_on_change`)."""
     bare, work, state = root / "origin.git", root / "work", root / "state"
     git("init", "-q", "--bare", "-b", "main", str(bare), cwd=root)
     git("clone", "-q", str(bare), str(work), cwd=root)
     git("checkout", "-q", "-b", "main", cwd=work)
-    pipeline = work / "pipelines" / "bench"
-    pipeline.mkdir(parents=True)
-    (pipeline / "main.py").write_text(MAIN.format(n=0))
-    (pipeline / "pipeline.json").write_text('{"run_on_change": true}\n')
+    if files is None:
+        files = {"pipelines/bench/main.py": MAIN.format(n=0),
+                 "pipelines/bench/pipeline.json": '{"run_on_change": true}\n'}
+    for path, text in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(text)
     git("add", "-A", cwd=work)
     git("commit", "-qm", "bench v0", cwd=work)
     git("push", "-q", "origin", "main", cwd=work)

@@ -37,7 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from push_to_start import StartEvents, git, push_once  # noqa: E402
+from push_to_start import StartEvents, push_once  # noqa: E402
+from push_to_start import setup as push_to_start_setup  # noqa: E402
 
 from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PYTHON  # noqa: E402
 from fastflow.executors.docker import runner_image  # noqa: E402
@@ -61,27 +62,14 @@ def free_port() -> int:
 
 
 def setup(root: Path) -> tuple[Path, Path, Path]:
-    bare, work, state = root / "origin.git", root / "work", root / "state"
-    git("init", "-q", "--bare", "-b", "main", str(bare), cwd=root)
-    git("clone", "-q", str(bare), str(work), cwd=root)
-    git("checkout", "-q", "-b", "main", cwd=work)
-    files = {
+    return push_to_start_setup(root, {
         ".fastflow/config.yaml": CONFIG,
         "pipelines/bench/main.py": "import time\nprint(repr(time.time()), flush=True)  # v0\n",
         "pipelines/bench/pipeline.json": json.dumps({"run_on_change": True,
                                                      "webhook_key": BENCH_KEY}),
         "pipelines/load/main.py": "print('load')\n",
         "pipelines/load/pipeline.json": json.dumps({"webhook_key": LOAD_KEY}),
-    }
-    for path, text in files.items():
-        (work / path).parent.mkdir(parents=True, exist_ok=True)
-        (work / path).write_text(text)
-    git("add", "-A", cwd=work)
-    git("commit", "-qm", "bench v0", cwd=work)
-    git("push", "-q", "origin", "main", cwd=work)
-    subprocess.run([sys.executable, "-m", "fastflow", "hooks", "install", str(bare),
-                    "--state-dir", str(state)], check=True, capture_output=True)
-    return bare, work, state
+    })
 
 
 class Client:
