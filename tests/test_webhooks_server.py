@@ -847,3 +847,22 @@ def test_an_accept_far_below_the_cap_reads_no_queued_request(tmp_path, monkeypat
     assert read == ["my-hook"] * 3
     assert intake.accept(hook, "h-5", b"{}", {}, {}) is None  # my-hook's queue is full
     assert intake.accept(other, "o-3", b"{}", {}, {}) is not None  # 3 of other's < 5
+
+
+def test_api_runs_of_a_journalled_webhook_run_says_running_from_the_journal(tmp_path):
+    from fastflow.daemon.webhooks.view import DaemonLooks
+
+    now = utc_now()
+    run_id = "20261201T000000Z-hook-wh0123456789abcdef"
+    RunJournal(tmp_path).write(RunOrder(
+        run_id=run_id, pipeline="hook", commit="c" * 40, root_tree="d" * 40, tree="e" * 40,
+        queued_at=now, trigger=Trigger("webhook", delivery_id="d-1"), started_at=now))
+    view = DaemonLooks(state_dir=tmp_path, deployment=lambda: None, repository=None,
+                       snapshots=tmp_path / "snapshots", store=None, environ={},
+                       last_tick_at=lambda: None, standby=lambda: False)
+    assert view.run_status(run_id) == {
+        "pipeline": "hook", "run_id": run_id, "status": "running",
+        "trigger": {"kind": "webhook", "schedule_id": None, "parent_run_id": None,
+                    "delivery_id": "d-1"},
+        "started_at": now.isoformat(), "finished_at": None, "duration_s": None, "attempts": 0,
+        "exit_code": None, "error": None, "downstream": []}

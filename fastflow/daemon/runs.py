@@ -127,6 +127,15 @@ class RunJournal:
     def has(self, run_id: str) -> bool:
         return (self.dir / f"{run_id}.json").exists()
 
+    def get(self, run_id: str) -> RunOrder | None:
+        """The journalled order of `run_id`; None when there is none or it cannot be read
+        (`orders` sets such an entry aside; this only looks)."""
+        try:
+            data = json.loads((self.dir / f"{run_id}.json").read_text(encoding="utf-8"))
+            return RunOrder.from_json(data)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
     def orders(self) -> list[RunOrder]:
         """Every journalled run; an entry that cannot be read is set aside in `active/bad/`
         with a warning (kept for a person to look at, never read again at each start)."""

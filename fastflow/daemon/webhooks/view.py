@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
+from fastflow.daemon.runs import RunJournal
 from fastflow.daemon.webhooks.intake import WEBHOOK_RUN_ID
-from fastflow.defaults import STATE_ACTIVE, STATE_INBOX
+from fastflow.defaults import STATE_INBOX
 from fastflow.deploy.deployment import Deployment
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.model import Pipeline
@@ -38,6 +39,7 @@ class DaemonLooks:
                  environ: Mapping[str, str], last_tick_at: Callable[[], datetime | None],
                  standby: Callable[[], bool]) -> None:
         self.state_dir = Path(state_dir)
+        self.journal = RunJournal(self.state_dir)
         self._deployment = deployment
         self.repository = repository
         self.snapshots = snapshots
@@ -103,11 +105,11 @@ class DaemonLooks:
         if match is None:
             return None
         pipeline = match["pipeline"]
-        entry = self._journalled(run_id)
-        if entry is not None:
-            started = entry.get("started_at")
-            return _pending_row(run_id, entry.get("trigger") or {}, "running" if started else "queued",
-                                started)
+        order = self.journal.get(run_id)
+        if order is not None:
+            started = order.started_at.isoformat() if order.started_at else None
+            return _pending_row(run_id, order.trigger.to_json(),
+                                "running" if started else "queued", started)
         message = self._in_inbox(run_id, pipeline)
         if message is not None:
             webhook = message.get("webhook") or {}
@@ -118,13 +120,6 @@ class DaemonLooks:
         except RepositoryError:
             return None
         return {"pipeline": pipeline, **history_row(record)}
-
-    def _journalled(self, run_id: str) -> dict | None:
-        try:
-            data = json.loads((self.state_dir / STATE_ACTIVE / f"{run_id}.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
 
     def _in_inbox(self, run_id: str, pipeline: str) -> dict | None:
         """The inbox request of `run_id` (not read by the daemon yet), or None."""
