@@ -7,7 +7,6 @@ deployed commit once per (commit, pipeline) and kept in memory until the deploym
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import datetime
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
+from fastflow.daemon.inbox import MalformedMessage, RunRequestMessage, parse_message
 from fastflow.daemon.runs import RunJournal
 from fastflow.daemon.webhooks.intake import WEBHOOK_RUN_ID
 from fastflow.defaults import STATE_INBOX
@@ -112,25 +112,26 @@ class DaemonLooks:
                                 "running" if started else "queued", started)
         message = self._in_inbox(run_id, pipeline)
         if message is not None:
-            webhook = message.get("webhook") or {}
-            return _pending_row(run_id, {"kind": "webhook",
-                                         "delivery_id": webhook.get("delivery_id")}, "queued", None)
+            delivery = message.webhook.delivery_id if message.webhook else None
+            return _pending_row(run_id, {"kind": "webhook", "delivery_id": delivery}, "queued",
+                                None)
         try:
             record = self.store.read_run(run_id, pipeline=pipeline)
         except RepositoryError:
             return None
         return {"pipeline": pipeline, **history_row(record)}
 
-    def _in_inbox(self, run_id: str, pipeline: str) -> dict | None:
-        """The inbox request of `run_id` (not read by the daemon yet), or None."""
+    def _in_inbox(self, run_id: str, pipeline: str) -> RunRequestMessage | None:
+        """The inbox request of `run_id` (not read by the daemon yet), or None; only looks
+        (`Inbox.read` sets bad files aside, which is the daemon's to do)."""
         for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if data.get("pipeline") == pipeline and \
-                        request_run_id(pipeline, data["request_id"]) == run_id:
-                    return data
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                message = parse_message(path.name, path.read_bytes())
+            except (OSError, MalformedMessage):
                 continue
+            if isinstance(message, RunRequestMessage) and message.pipeline == pipeline and \
+                    request_run_id(pipeline, message.request_id) == run_id:
+                return message
         return None
 
 
