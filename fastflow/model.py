@@ -51,6 +51,28 @@ class RetryStrategy(str, enum.Enum):
     CUSTOM_SCHEDULE = "custom_schedule"
 
 
+class TaskWhen(str, enum.Enum):
+    """When a flow task runs, judged by how its dependencies ended (docs/flows.md)."""
+
+    SUCCESS = "success"  # every dependency succeeded (the default)
+    FAILURE = "failure"  # at least one dependency failed
+    ALWAYS = "always"  # once every dependency has ended, however
+
+
+class NotifyEvent(str, enum.Enum):
+    """What a notification target can hear about (docs/notifications.md, "Events")."""
+
+    FAILURE = "failure"  # the first failed outcome after a success
+    RECOVERY = "recovery"  # the first success after failures
+    EVERY_FAILURE = "every_failure"
+    AFTER = "after"  # the Nth consecutive failure (`after: N`)
+    MISSED = "missed"  # a schedule slot with no run started within the grace period
+    STUCK = "stuck"  # running longer than a limit or k times its median duration
+    SOFT_LIMIT = "soft_limit"  # a run went over a soft limit
+    GIVEN_UP = "given_up"  # supervision stopped restarting a crashing pipeline
+    SCHEDULER_STALE = "scheduler_stale"  # the daemon's own heartbeat stopped
+
+
 class Severity(str, enum.Enum):
     ERROR = "error"
     WARNING = "warning"
@@ -305,3 +327,68 @@ class RepoConfig:
     lease_timeout: float | None = None  # seconds; None: DEFAULT_LEASE_TIMEOUT (config fills it in)
     tmp_size_bytes: int | None = None  # a container's tmpfs /tmp; None: DEFAULT_TMP_SIZE_BYTES
     webhooks: WebhookSettings | None = None  # config always fills it in
+    flows_dir: str | None = None  # None: .fastflow/flows and a Featherflow flows/ (docs/flows.md)
+    tasks_dir: str | None = None  # None: the tasks folder that goes with each flows folder
+
+
+@dataclass(frozen=True)
+class FlowTask:
+    """One task of a flow: a script of the flow's tasks folder or a pipeline, run as a run.
+
+    `args` and `env` are as written, `${params.NAME}` not yet substituted (`flow.plan` does).
+    For a script task the limits, timeout, retry and Python are resolved (config.yaml < the
+    flow's top level < the task); for a pipeline task only the keys the task writes itself
+    (`overrides`) replace the pipeline's own.
+    """
+
+    id: str
+    script: str | None = None  # path inside the tasks folder (posix)
+    pipeline: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    when: TaskWhen = TaskWhen.SUCCESS
+    requirements: str | None = None  # path inside the tasks folder (posix)
+    python_version: str | None = None
+    limits: Limits = Limits()
+    timeout: float = 0.0
+    retry: RetryPolicy = RetryPolicy()
+    network: NetworkMode = NetworkMode.BRIDGE
+    overrides: frozenset[str] = frozenset()  # keys the task itself sets
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A valid flow: a DAG of tasks read from `<flows folder>/<name>.json` (docs/flows.md).
+
+    `file` is the flow file relative to the repository root (what messages name), `path` the
+    file on disk, `tasks_dir` the folder its scripts live in. `params` maps each declared
+    parameter to its default (None: it must be given).
+    """
+
+    name: str
+    file: str
+    path: Path
+    tasks_dir: Path
+    tasks: tuple[FlowTask, ...]
+    description: str = ""
+    version: str | None = None
+    max_parallel: int | None = None  # None: only the daemon's max_concurrent_runs bounds it
+    requirements: str | None = None  # the flow's requirements for every script task (posix)
+    params: Mapping[str, str | None] = field(default_factory=dict)
+    warnings: tuple[Problem, ...] = ()
+
+    def task(self, task_id: str) -> FlowTask:
+        for task in self.tasks:
+            if task.id == task_id:
+                return task
+        raise KeyError(task_id)
+
+
+@dataclass(frozen=True)
+class InvalidFlow:
+    """A flow file that cannot be used; `problems` says why (errors and warnings)."""
+
+    name: str
+    file: str
+    problems: tuple[Problem, ...]

@@ -616,6 +616,8 @@ secrets_file: .fastflow/other.enc.yaml
 grace_period: 5
 lease_timeout: 30
 tmp_size: 512m
+flows_dir: wf
+tasks_dir: wf/scripts
 results_author:
   name: Bot
   email: bot@example.org
@@ -650,6 +652,7 @@ def test_repo_config_reads_every_key_with_sources():
     assert config.notifications == {"slack": {"webhook": "https://example.org/hook"}}
     assert config.lease_timeout == 30.0
     assert config.tmp_size_bytes == 512 * 1024**2
+    assert (config.flows_dir, config.tasks_dir) == ("wf", "wf/scripts")
     assert config.webhooks == WebhookSettings(
         "127.0.0.1:8787", "https://ci.example.org", 2 * 1024**2, 30, 5, 50, 7, 4.0, 2, "127.0.0.1")
     assert set(config.sources.values()) == {".fastflow/config.yaml"}

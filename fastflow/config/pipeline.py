@@ -136,7 +136,7 @@ def parse_pipeline_metadata(
     repository root, used in every problem. Never raises for bad input.
     """
     problems: list[Problem] = []
-    data: Any = {} if text_ is None else _load_json(text_, file, name, problems)
+    data: Any = {} if text_ is None else load_json(text_, file, name, problems)
     if data is MISSING:
         return PipelineMetadata(problems=tuple(problems))
     if not isinstance(data, dict):
@@ -149,7 +149,10 @@ def parse_pipeline_metadata(
     return PipelineMetadata(values, builder.sources, tuple(problems))
 
 
-def _load_json(text_: str, file: str, name: str, problems: list[Problem]) -> Any:
+def load_json(text_: str, file: str, name: str | None, problems: list[Problem]) -> Any:
+    """The JSON value of `text_`, or MISSING with the problem recorded (invalid JSON, NaN,
+    nesting deeper than MAX_DEPTH); duplicate keys are recorded too (the last one is kept).
+    `name` is the pipeline the problems belong to (None for a flow file)."""
     duplicates: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict:

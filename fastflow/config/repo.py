@@ -79,6 +79,8 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "grace_period": ("grace_period", seconds, defaults.DEFAULT_GRACE_PERIOD, False),
     "lease_timeout": ("lease_timeout", positive_seconds, defaults.DEFAULT_LEASE_TIMEOUT, False),
     "tmp_size": ("tmp_size_bytes", tmp_size, defaults.DEFAULT_TMP_SIZE_BYTES, False),
+    "flows_dir": ("flows_dir", nonempty_text, None, True),
+    "tasks_dir": ("tasks_dir", nonempty_text, None, True),
 }
 _LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,
@@ -311,17 +313,21 @@ def _webhooks(fields: Fields, sources: dict[str, str], file: str) -> WebhookSett
 
 
 def _check_pipelines_dir(fields: Fields, values: dict[str, Any]) -> None:
-    raw = values["pipelines_dir"]
-    normalized = posixpath.normpath(raw.replace("\\", "/"))
-    if raw.startswith("/") or normalized == ".." or normalized.startswith("../"):
-        fields.error(
-            "pipelines_dir",
-            f'{show(raw)} is outside the repository; use a path relative to the repository root '
-            'such as "pipelines" or "."',
-        )
-        values["pipelines_dir"] = defaults.DEFAULT_PIPELINES_DIR
-        return
-    values["pipelines_dir"] = normalized
+    examples = {"pipelines_dir": '"pipelines" or "."', "flows_dir": '"flows"', "tasks_dir": '"tasks"'}
+    for key, example in examples.items():
+        raw = values[key]
+        if raw is None:
+            continue
+        normalized = posixpath.normpath(raw.replace("\\", "/"))
+        if raw.startswith("/") or normalized == ".." or normalized.startswith("../"):
+            fields.error(
+                key,
+                f'{show(raw)} is outside the repository; use a path relative to the repository '
+                f"root such as {example}",
+            )
+            values[key] = _SCALARS[key][2]
+            continue
+        values[key] = normalized
 
 
 def _check_branches(fields: Fields, values: dict[str, Any]) -> None:

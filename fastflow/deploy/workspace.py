@@ -17,6 +17,7 @@ from fastflow.config.links import link_problem
 from fastflow.config.pipeline import run_config_field
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
+from fastflow.deploy.flows import discover_flows
 from fastflow.errors import ConfigError, SecretsError
 from fastflow.humanize import did_you_mean, without_surrogates
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
@@ -148,11 +149,18 @@ def _metadata_file(workspace: Workspace, name: str) -> str:
     return without_surrogates(Path(where).relative_to(workspace.root).as_posix())
 
 
+def _flow_problems(workspace: Workspace) -> list[Problem]:
+    """Every problem of the flows (`.fastflow/flows/`, a Featherflow `flows/`), each flow on its
+    own: an invalid flow never hides a pipeline or another flow."""
+    return discover_flows(workspace.root, workspace.config, workspace.discovery).all_problems()
+
+
 # What validate checks besides config.yaml and the pipelines' own files, each a function of the
 # workspace returning problems: add a check of another file the daemon reads here.
 WORKSPACE_CHECKS: tuple[Callable[[Workspace], list[Problem]], ...] = (
     _schedule_problems,
     _secrets_problems,
+    _flow_problems,
 )
 
 
