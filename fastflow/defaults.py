@@ -64,6 +64,12 @@ DEFAULT_WEBHOOK_MAX_QUEUED = 100  # webhook runs of one pipeline queued but not 
 DEFAULT_WEBHOOK_READ_TIMEOUT = 10.0  # seconds a connection may stay silent
 DEFAULT_WEBHOOK_THREADS = 4
 
+
+# Flow runs (docs/flows.md): a task's output (`$FASTFLOW_OUTPUT`) is at most this many bytes;
+# a failed flow run's workspace is kept this long for `fastflow flow rerun` (seconds).
+DEFAULT_FLOW_OUTPUT_MAX_BYTES = 64 * 1024
+DEFAULT_FLOW_WORKSPACE_KEEP = 7 * 24 * 3600.0
+
 CONFIG_DIR = ".fastflow"
 CONFIG_FILE = ".fastflow/config.yaml"
 SCHEDULES_FILE = ".fastflow/schedules.yaml"
@@ -82,3 +88,5 @@ STATE_MIRROR = "mirror.git"         # the mirror of a followed URL
 STATE_DEPLOYMENT = "deployment.json"  # the active commit and tree of each pipeline
 STATE_STATUS = "status.json"        # the daemon's state, written every heartbeat
 STATE_WEBHOOK_DELIVERIES = "webhooks/deliveries"  # a webhook delivery id -> its run id
+STATE_FLOWS = "flows"               # flows/<flow_run_id>.json: the journal of running flow runs
+STATE_WORKSPACES = "workspaces"     # workspaces/<flow_run_id>/: a flow run's shared folder

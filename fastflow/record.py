@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from fastflow.defaults import DEFAULT_FLOW_OUTPUT_MAX_BYTES
 from fastflow.model import RunStatus
 
 SCHEMA_VERSION = 1
@@ -94,11 +95,13 @@ def _parse_iso(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Trigger:
-    kind: str = "manual"  # manual | schedule | push | downstream | webhook | restart
+    kind: str = "manual"  # manual | schedule | push | downstream | webhook | restart | flow
     schedule_id: str | None = None
     slot: datetime | None = None
     parent_run_id: str | None = None
     delivery_id: str | None = None  # a webhook run: the sender's delivery id, when it gave one
+    flow_run_id: str | None = None  # a flow's task run (kind `flow`): its flow run, and
+    task: str | None = None  # the task's id in the flow
 
     def to_json(self) -> dict:
         return {
@@ -107,6 +110,8 @@ class Trigger:
             "slot": _iso(self.slot),
             "parent_run_id": self.parent_run_id,
             "delivery_id": self.delivery_id,
+            "flow_run_id": self.flow_run_id,
+            "task": self.task,
         }
 
     @classmethod
@@ -117,6 +122,8 @@ class Trigger:
             slot=_parse_iso(data.get("slot")),
             parent_run_id=data.get("parent_run_id"),
             delivery_id=data.get("delivery_id"),  # absent in records before webhooks
+            flow_run_id=data.get("flow_run_id"),  # absent in records before flows
+            task=data.get("task"),
         )
 
 
@@ -156,6 +163,37 @@ class WebhookInput:
                 raise ValueError(f"webhook.{key} must map strings to strings, got {value!r}")
             maps[key] = dict(value)
         return cls(delivery_id, payload_file, maps["headers"], maps["env"])
+
+
+@dataclass(frozen=True)
+class FlowTaskInput:
+    """What a flow run gives the run of one of its tasks (docs/flows.md): the flow, flow run
+    and task, the task's `args` (params substituted), the host folder of the flow run's
+    workspace, the outputs of the tasks it depends on (`FASTFLOW_INPUTS`), the params
+    (`FASTFLOW_PARAMS`) and the output cap. It travels in the run journal; the record keeps
+    `Trigger.flow_run_id` and `Trigger.task`."""
+
+    flow: str
+    flow_run_id: str
+    task: str
+    workspace: str
+    args: tuple[str, ...] = ()
+    inputs: Mapping[str, object] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
+    output_max_bytes: int = DEFAULT_FLOW_OUTPUT_MAX_BYTES
+
+    def to_json(self) -> dict:
+        return {"flow": self.flow, "flow_run_id": self.flow_run_id, "task": self.task,
+                "workspace": self.workspace, "args": list(self.args),
+                "inputs": dict(self.inputs), "params": dict(self.params),
+                "output_max_bytes": self.output_max_bytes}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FlowTaskInput":
+        return cls(flow=data["flow"], flow_run_id=data["flow_run_id"], task=data["task"],
+                   workspace=data["workspace"], args=tuple(data.get("args") or ()),
+                   inputs=dict(data.get("inputs") or {}), params=dict(data.get("params") or {}),
+                   output_max_bytes=int(data.get("output_max_bytes") or DEFAULT_FLOW_OUTPUT_MAX_BYTES))
 
 
 @dataclass(frozen=True)

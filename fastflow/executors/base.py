@@ -64,6 +64,14 @@ NOTEBOOK_RUNNER = Path(__file__).resolve().parent / "notebook.py"
 WEBHOOK_PAYLOAD_ENV = "FASTFLOW_WEBHOOK_PAYLOAD"  # the body of a webhook run's request
 CONTAINER_WEBHOOK_PAYLOAD = "/run/fastflow/webhook/payload"  # where a container finds it
 
+# A flow's task (docs/flows.md, "Workspace and outputs"): the flow run's workspace, the one
+# writable mount of its containers, at this path in a container (the host path on the host).
+CONTAINER_WORKSPACE = "/workspace"
+WORKSPACE_ENV = "FASTFLOW_WORKSPACE"
+WORKSPACE_TMP_ENV = "TMP_DIR"  # Featherflow's name for the shared folder, so its tasks run unchanged
+OUTPUT_ENV = "FASTFLOW_OUTPUT"  # the file a task may write its output (a JSON object) to
+OUTPUTS_DIR = ".fastflow/outputs"  # inside the workspace: one output file per attempt
+
 
 @dataclass(frozen=True)
 class PreheatJob:
@@ -181,6 +189,11 @@ class AttemptSpec:
     hold: bool = False
     # A webhook run: the host file holding its request's body (`WEBHOOK_PAYLOAD_ENV`).
     webhook_payload: Path | None = None
+    # Arguments after the entry (a flow task's `args`), passed as they are.
+    args: tuple[str, ...] = ()
+    # A flow's task: the host folder of its flow run's workspace, mounted read-write
+    # (`workspace_env`); None for a pipeline's run.
+    workspace: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -255,8 +268,25 @@ def uv_command(spec: AttemptSpec, notebook_runner: str, uv: str = "uv") -> list[
     if spec.type is PipelineType.NOTEBOOK:
         cmd += [notebook_runner, spec.entry]
     else:
-        cmd += [spec.entry]
+        cmd += [spec.entry, *spec.args]
     return cmd
+
+
+def output_name(run_id: str, attempt: int) -> str:
+    """Where attempt `attempt` of flow task run `run_id` writes its output, relative to the
+    workspace: one file per attempt, so a failed attempt's output never passes for a later
+    one's."""
+    return f"{OUTPUTS_DIR}/{run_id}.{attempt}.json"
+
+
+def workspace_env(spec: AttemptSpec, root: str) -> dict[str, str]:
+    """The variables of a flow task's workspace, `root` being the workspace as the attempt
+    sees it: `FASTFLOW_WORKSPACE` and `TMP_DIR` (the folder), `FASTFLOW_OUTPUT` (its output
+    file); empty for a pipeline's run."""
+    if spec.workspace is None:
+        return {}
+    return {WORKSPACE_ENV: root, WORKSPACE_TMP_ENV: root,
+            OUTPUT_ENV: f"{root.rstrip('/')}/{output_name(spec.run_id, spec.attempt)}"}
 
 
 def read_route(path: Path) -> str | None:

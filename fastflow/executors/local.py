@@ -67,6 +67,7 @@ from fastflow.executors.base import (
     requirements_problem,
     uv_command,
     with_uv_warnings,
+    workspace_env,
 )
 from fastflow.model import Limits, RunStatus
 from fastflow.record import Environment, ErrorInfo, Resources
@@ -216,6 +217,8 @@ class LocalExecutor(Executor):
         env = {**self.base_env, **spec.env, "FASTFLOW_ROUTE_FILE": str(route_file)}
         if spec.webhook_payload is not None:
             env[WEBHOOK_PAYLOAD_ENV] = str(spec.webhook_payload)
+        if spec.workspace is not None:
+            env.update(workspace_env(spec, str(spec.workspace)))
         cmd = uv_command(spec, str(NOTEBOOK_RUNNER), self.uv)
         # Under the reaper (see fastflow/executors/reaper.py): processes that leave the session
         # stay its descendants. It execs the program by path: find it as Popen would have.

@@ -45,6 +45,12 @@ def log_path(pipeline: str, run_id: str) -> str:
     return f"logs/{pipeline}/{year}/{month}/{run_id}.log"
 
 
+def flow_record_path(flow: str, flow_run_id: str) -> str:
+    """`flows/<flow>/<YYYY>/<MM>/<flow_run_id>.json` on the results branch."""
+    year, month, _ = run_month(flow_run_id)
+    return f"flows/{flow}/{year}/{month}/{flow_run_id}.json"
+
+
 def badge_json(pipeline: str, status: str) -> dict:
     """A shields.io endpoint badge for a pipeline's last status."""
     return {"schemaVersion": 1, "label": pipeline, "message": status.replace("_", " "),

@@ -39,6 +39,7 @@ from fastflow.results.layout import (
     commit_message,
     dump_json,
     dump_summary,
+    flow_record_path,
     log_path,
     record_path,
     refresh_summary_entry,
@@ -114,6 +115,15 @@ class ResultsStore:
         self._crash("after_journal")
         return self.flush() if commit else None
 
+    def record_flow(self, record: dict, commit: bool = True) -> str | None:
+        """Journal a flow run record (`flow.record.FlowRunRecord.to_json()`) at
+        `flows/<flow>/<YYYY>/<MM>/<flow_run_id>.json`, then commit it unless `commit` is False.
+        A flow run is recorded when it starts and again as it goes on: each write replaces the
+        file (the last one journalled wins)."""
+        flow_record_path(record["flow"], record["flow_run_id"])  # a bad id fails here, at once
+        self._journal({"kind": "flow", "record": record})
+        return self.flush() if commit else None
+
     def write_state(self, name: str, data: dict, commit: bool = False) -> str | None:
         """Journal `state/<name>.json` (watermarks, last synced commit, heartbeat); it goes into
         the next commit, or one of its own when `commit` is True."""
@@ -181,6 +191,8 @@ class ResultsStore:
             if entry["kind"] == "run":
                 apply_run_to_summary(summary, entry["record"])
                 runs.append(entry["record"])
+            elif entry["kind"] == "flow":
+                states.append(f"flow {entry['record']['flow_run_id']} {entry['record']['status']}")
             else:
                 states.append(entry["name"])
         if not changes:
@@ -197,6 +209,9 @@ class ResultsStore:
             _text(entry["name"])
             made = {_text(p): None if data is None else base64.b64decode(data, validate=True)
                     for p, data in entry["files"].items()}
+        elif entry["kind"] == "flow":
+            rec = entry["record"]
+            made = {_text(flow_record_path(rec["flow"], rec["flow_run_id"])): dump_json(rec)}
         elif entry["kind"] == "run":
             rec = entry["record"]
             path = _text(record_path(rec["pipeline"], rec["run_id"]))
@@ -307,12 +322,40 @@ class ResultsStore:
     def list_run_ids(self, pipeline: str, limit: int = 50, before: str | None = None) -> list[str]:
         """Run ids of `pipeline`, newest first, older than `before` when given; reads only the
         year/month folders needed to find `limit` of them."""
+        return self._list_ids(f"runs/{pipeline}", limit, before)
+
+    def list_flow_run_ids(self, flow: str, limit: int = 50, before: str | None = None) -> list[str]:
+        """Flow run ids of `flow`, newest first (like `list_run_ids`)."""
+        return self._list_ids(f"flows/{flow}", limit, before)
+
+    def read_flow(self, flow_run_id: str, flow: str | None = None) -> dict:
+        """The flow run record (JSON) of `flow_run_id`, the newest journalled one when a write
+        is pending; `flow` None: found from the id like a run's pipeline."""
+        for _, entry in reversed(self._journal_entries()):
+            if entry["kind"] == "flow" and entry["record"]["flow_run_id"] == flow_run_id:
+                return entry["record"]
+        head = self.head()
+        _, _, rest = run_month(flow_run_id)
+        if flow is not None:
+            candidates = [flow]
+        else:
+            names = [i.name for i in git.list_tree(self.repo, head, "flows")] if head else []
+            candidates = sorted((n for n in names if rest.startswith(n + "-")), key=len,
+                                reverse=True)
+        for name in candidates:
+            data = git.read_blob(self.repo, head, flow_record_path(name, flow_run_id))
+            if data is not None:
+                return json.loads(data)
+        raise RepositoryError(
+            f"no flow run {flow_run_id!r} on the results branch {self.branch!r} of "
+            f"{self.repo.path}; list flow runs with `fastflow flow history FLOW`")
+
+    def _list_ids(self, base: str, limit: int, before: str | None) -> list[str]:
         head = self.head()
         if head is None:
             return []
         ids: list[str] = []
         cut = run_month(before)[:2] if before else None
-        base = f"runs/{pipeline}"
         for year in sorted((i.name for i in git.list_tree(self.repo, head, base)), reverse=True):
             if cut and year > cut[0]:
                 continue

@@ -10,7 +10,7 @@ from fastflow.config.values import is_runner_variable
 from fastflow.defaults import RESERVED_ENV_PREFIX
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig
-from fastflow.record import WebhookInput
+from fastflow.record import FlowTaskInput, WebhookInput
 
 NOTEBOOK_CELLS_ENV = "FASTFLOW_NOTEBOOK_CELLS"  # read by fastflow/executors/notebook.py
 WEBHOOK_HEADERS_ENV = "FASTFLOW_WEBHOOK_HEADERS"  # JSON of a webhook request's selected headers
@@ -26,6 +26,20 @@ class RunContext:
     trigger: str
     run_config: str | None = None
     commit: str | None = None
+
+
+def flow_env(flow: FlowTaskInput) -> dict[str, str]:
+    """The `FASTFLOW_*` variables of a flow's task (docs/flows.md, "What a task gets"):
+    the flow, the flow run, the task, the params and the outputs of its dependencies as JSON.
+    The workspace variables (`FASTFLOW_WORKSPACE`, `TMP_DIR`, `FASTFLOW_OUTPUT`) come from
+    the executor, which knows where the workspace is mounted."""
+    return {
+        "FASTFLOW_FLOW": flow.flow,
+        "FASTFLOW_FLOW_RUN_ID": flow.flow_run_id,
+        "FASTFLOW_TASK": flow.task,
+        "FASTFLOW_PARAMS": json.dumps(dict(flow.params), sort_keys=True),
+        "FASTFLOW_INPUTS": json.dumps(dict(flow.inputs), sort_keys=True),
+    }
 
 
 def _check_user_env(env: Mapping[str, object], where: str) -> None:
@@ -70,6 +84,7 @@ def build_env(
     secrets: Mapping[str, str],
     context: RunContext,
     webhook: WebhookInput | None = None,
+    flow: FlowTaskInput | None = None,
 ) -> dict[str, str]:
     """The environment of one attempt, precedence applied (low to high): the pipeline's
     `default_env`, the run configuration's `default_env`, the trigger's env (`--env`), the
@@ -78,7 +93,8 @@ def build_env(
     `secrets.runtime.requested_secrets` maps them), then `FASTFLOW_*` (with
     `FASTFLOW_WEBHOOK_HEADERS` for a webhook run) and `PYTHONUNBUFFERED=1`.
     A user variable named `FASTFLOW_*` raises `ConfigError` naming where it came from.
-    `FASTFLOW_ROUTE_FILE` and `FASTFLOW_WEBHOOK_PAYLOAD` are added by the executor.
+    `FASTFLOW_ROUTE_FILE` and `FASTFLOW_WEBHOOK_PAYLOAD` are added by the executor; a flow's
+    task (`flow`) also gets `flow_env`.
     """
     metadata = pipeline.metadata_file.name if pipeline.metadata_file else "pipeline.json"
     layers = [(pipeline.default_env, f"pipeline {pipeline.name!r} ({metadata}): default_env")]
@@ -106,6 +122,8 @@ def build_env(
     )
     if webhook is not None:
         env[WEBHOOK_HEADERS_ENV] = json.dumps(dict(webhook.headers), sort_keys=True)
+    if flow is not None:
+        env.update(flow_env(flow))
     if pipeline.type is PipelineType.NOTEBOOK:
         env[NOTEBOOK_CELLS_ENV] = json.dumps(dict(pipeline.cells), sort_keys=True)
     return env

@@ -64,6 +64,7 @@ from fastflow.record import (
     CommitRef,
     Environment,
     ErrorInfo,
+    FlowTaskInput,
     LogInfo,
     Resources,
     RunRecord,
@@ -73,6 +74,7 @@ from fastflow.record import (
 )
 from fastflow.run.capture import LogCapture, Masker
 from fastflow.run.env import RunContext, build_env, webhook_env
+from fastflow.run.output import read_output
 
 logger = logging.getLogger(__name__)
 Wait = Callable[[float, threading.Event], bool]
@@ -153,6 +155,8 @@ class RunRequest:
     secrets_loader: Callable[[], Mapping[str, str]] | None = None
     # What a webhook request gives the run: payload file, headers, env (see the module doc).
     webhook: WebhookInput | None = None
+    # What a flow run gives one of its tasks: args, workspace, inputs, params (docs/flows.md).
+    flow: FlowTaskInput | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class RunOutcome:
 
     record: RunRecord
     log_text: str
+    output: dict | None = None  # a flow task's output ($FASTFLOW_OUTPUT), when it wrote one
 
 
 class UvFailureWatcher:
@@ -352,7 +357,8 @@ def run_pipeline(
         allowed, refused = webhook_env(pipeline, request.webhook, request.secrets)
         request = replace(request, webhook=replace(request.webhook, env=allowed))
     build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
-              _context(request, run_id, 1), request.webhook)  # validates it before anything runs
+              _context(request, run_id, 1), request.webhook,
+              request.flow)  # validates it before anything runs
     masker = Masker(request.secrets.values())
     capture = LogCapture(request.log_cap_bytes, forward=sink, masker=masker)
     for line in refused:
@@ -365,8 +371,27 @@ def run_pipeline(
         logger.exception("run %s failed inside Fast-Flow", run_id)
         progress.error = internal_error(exc, masker)
         capture.emit(f"the run failed inside Fast-Flow: {progress.error.message}", clock())
+    output = _judge_output(request, run_id, progress, capture, clock)
     record = _make_record(request, settings, run_id, started, clock(), progress, capture)
-    return RunOutcome(record, capture.text())
+    return RunOutcome(record, capture.text(), output)
+
+
+def _judge_output(request: RunRequest, run_id: str, progress: _Progress, capture: LogCapture,
+                  clock: Clock) -> dict | None:
+    """A flow task's output once its last attempt succeeded: read and checked
+    (`run.output`); a bad one turns the run `failed` with error kind `output`."""
+    last = progress.results[-1] if progress.results else None
+    if request.flow is None or last is None or last.status is not RunStatus.SUCCEEDED \
+            or progress.error is not None:
+        return None
+    output, error = read_output(Path(request.flow.workspace), run_id, len(progress.results),
+                                request.flow.output_max_bytes, request.flow.task)
+    if error is not None:
+        progress.results[-1] = replace(last, status=RunStatus.FAILED, error=error)
+        progress.attempts[-1] = replace(progress.attempts[-1], status=RunStatus.FAILED)
+        progress.error = error
+        capture.emit(f"the run failed: {error.message}", clock())
+    return output
 
 
 def internal_error(exc: BaseException, masker: Masker) -> ErrorInfo:
@@ -410,7 +435,7 @@ def _context(request: RunRequest, run_id: str, attempt: int) -> RunContext:
 def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> AttemptSpec:
     pipeline = request.pipeline
     env = build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,
-                    _context(request, run_id, n), request.webhook)
+                    _context(request, run_id, n), request.webhook, request.flow)
     return AttemptSpec(
         run_id=run_id,
         pipeline=pipeline.name,
@@ -429,6 +454,8 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
         log_cap_bytes=request.log_cap_bytes,
         webhook_payload=Path(request.webhook.payload_file) if request.webhook else None,
         hold=True,  # released once the attempt's summary line is written (see _attempts)
+        args=request.flow.args if request.flow else (),
+        workspace=Path(request.flow.workspace) if request.flow else None,
     )
 
 

@@ -3,7 +3,9 @@
 The container runs `uv run ...` (see `base.uv_command`) as uid 10001 with: the pipeline folder
 bind-mounted read-only at /work/<pipeline> (the working dir), the shared uv cache through a
 per-attempt copy-on-write overlay at /cache (see `cache`), a per-attempt host folder at
-/run/fastflow for `FASTFLOW_ROUTE_FILE`, for a webhook run a read-only bind mount of a copy of its
+/run/fastflow for `FASTFLOW_ROUTE_FILE`, for a flow's task its flow run's workspace read-write at
+/workspace (`FASTFLOW_WORKSPACE`, `TMP_DIR`, `FASTFLOW_OUTPUT`: the only writable bind mount
+besides the route folder), for a webhook run a read-only bind mount of a copy of its
 request's body at /run/fastflow/webhook/payload (`FASTFLOW_WEBHOOK_PAYLOAD`; the copy, readable by
 the runner user, lives in the scratch folder), a read-only root filesystem with a tmpfs /tmp (also
 HOME), `cap_drop=ALL`, `no-new-privileges`, a pids limit, an init process (signals, zombies),
@@ -32,10 +34,12 @@ from fastflow.defaults import DEFAULT_TMP_SIZE_BYTES
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     CONTAINER_WEBHOOK_PAYLOAD,
+    CONTAINER_WORKSPACE,
     NOTEBOOK_RUNNER,
     WEBHOOK_PAYLOAD_ENV,
     AttemptSpec,
     uv_command,
+    workspace_env,
 )
 from fastflow.executors.docker.cache import (
     CONTAINER_CA_BUNDLE,
@@ -144,6 +148,9 @@ class RunContainers:
         ]
         if spec.webhook_payload is not None:
             mounts.append(webhook_payload_mount(spec.webhook_payload, scratch))
+        if spec.workspace is not None:  # a flow's task: its flow run's workspace, read-write
+            mounts.append(docker.types.Mount(CONTAINER_WORKSPACE, str(spec.workspace.resolve()),
+                                             type="bind"))
         if spec.type is PipelineType.NOTEBOOK:
             if not NOTEBOOK_RUNNER.is_file():
                 raise ExecutorError(f"the notebook runner {NOTEBOOK_RUNNER} is missing; "
@@ -199,6 +206,7 @@ class RunContainers:
         )
         if spec.webhook_payload is not None:
             env[WEBHOOK_PAYLOAD_ENV] = CONTAINER_WEBHOOK_PAYLOAD
+        env.update(workspace_env(spec, CONTAINER_WORKSPACE))
         if offline or spec.network is NetworkMode.NONE:
             env["UV_OFFLINE"] = "1"
         if self.ca_bundle and spec.network is not NetworkMode.NONE:
