@@ -25,7 +25,7 @@ from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.daemon.webhooks.intake import Intake, Target
+from fastflow.daemon.webhooks.intake import Intake, Target, materialize_payload
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
 from fastflow.record import RunRecord, Trigger, WebhookInput, request_run_id, run_stamp
@@ -446,6 +446,7 @@ def test_two_concurrent_deliveries_of_one_id_in_one_second_keep_the_runs_payload
         thread.join(20)
     assert sorted(a.repeat for a in answers) == [False, True]
     assert answers[0].run_id == answers[1].run_id
-    assert webhook_payload_file(tmp_path, answers[0].run_id).read_bytes() == payload_body("race")
     [request] = Inbox(tmp_path).read()
     assert request.webhook.payload_file == str(webhook_payload_file(tmp_path, answers[0].run_id))
+    materialize_payload(tmp_path, request.request_id, request.webhook)  # as the daemon does
+    assert webhook_payload_file(tmp_path, answers[0].run_id).read_bytes() == payload_body("race")

@@ -280,26 +280,51 @@ def test_a_delivery_replayed_after_a_restart_starts_nothing(origin, tmp_path):
         again.close()
 
 
-def test_a_claimed_delivery_never_posted_is_posted_at_the_next_start(origin, tmp_path):
-    """The window between the delivery claim and the inbox request (a kill -9 there): the next
-    start posts it, and the daemon runs it once."""
+def test_an_accepted_request_the_daemon_never_took_is_posted_at_the_next_start(origin, tmp_path):
+    """The one durable write of an accept is its accepted file; the inbox request after it is
+    not fsynced. A stop before the daemon took the request (a kill -9, or a power cut that lost
+    the inbox file): the next start posts it again from the accepted file, the run gets the
+    body, and it runs once; the file then keeps the claim without the body."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state, loop=False)
-    status, body = s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="crash-window")
+    status, body = s.post(f"/api/webhooks/hook/{KEY}", b'{"env": {"SOURCE": "kept"}}',
+                          Idempotency_Key="crash-window")
     s.close()
+    assert status == 202
     claim = next((state / "webhooks" / "deliveries").glob("*.json"))
-    message = json.loads(claim.read_text())
-    claim.write_text(json.dumps({**message, "posted": False}))  # as if killed before the post
+    assert "body_base64" in json.loads(claim.read_text())
+    assert claim.stat().st_mode & 0o777 == 0o600  # it holds the body
+    assert not list((state / "webhooks" / "payload").iterdir())  # the daemon writes it
     for path in (state / "inbox").glob("run-*.json"):
-        path.unlink()
+        path.unlink()  # lost with the power
     again = Served(origin, state)
     try:
-        assert again.finished(body["run_id"]).status is RunStatus.SUCCEEDED
-        assert json.loads(claim.read_text())["posted"] is True
+        record = again.finished(body["run_id"])
+        assert record.status is RunStatus.SUCCEEDED
+        assert "source kept" in again.daemon.store.read_log(body["run_id"], "hook")
+        kept = json.loads(claim.read_text())
+        assert kept["run_id"] == body["run_id"] and "body_base64" not in kept
         assert Intake(state, utc_now, 100).recover() == 0
+        assert again.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="crash-window") == \
+            (200, body)
     finally:
         again.close()
+
+
+def test_a_request_without_delivery_id_leaves_no_accepted_file_once_journalled(origin, tmp_path):
+    """Without a delivery id nothing needs remembering: its accepted file goes once the run is
+    journalled, and its body is the run's payload file until the run is recorded."""
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state = tmp_path / "state"
+    s = Served(origin, state)
+    try:
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"plain")
+        assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+        assert not list((state / "webhooks" / "deliveries").iterdir())
+        assert not list((state / "webhooks" / "payload").iterdir())
+    finally:
+        s.close()
 
 
 def test_a_full_state_dir_answers_503_leaves_nothing_and_the_retry_is_accepted(origin, tmp_path):

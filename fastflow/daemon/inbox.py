@@ -197,11 +197,14 @@ class Inbox:
     def post_run_request(
         self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime,
         *, webhook: WebhookInput | None = None, request_id: str | None = None,
+        durable: bool = True,
     ) -> str:
         """Queue a run of `pipeline` on the daemon; returns the request id.
 
         `now` (aware) is the request time: it goes into the message and its file name, which is
-        what orders it among other messages. The file is fsynced: a request is a user's intent.
+        what orders it among other messages. The file is fsynced: a request is a user's intent;
+        `durable=False` only for a caller that keeps its own durable copy (the webhook intake's
+        accepted file, posted again at start) and wants the answer without a second fsync.
         `webhook`: what a webhook request gives the run (its trigger is then `webhook`).
         `request_id` (`<stamp>-<suffix>`, default a fresh one) makes the run id
         (`record.request_run_id`) deterministic, e.g. from a webhook's delivery id.
@@ -217,7 +220,7 @@ class Inbox:
         if webhook is not None:
             body["webhook"] = webhook.to_json()
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
-        self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
+        self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=durable)
         return request_id
 
     # -- reading ---------------------------------------------------------------------------------

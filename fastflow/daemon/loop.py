@@ -45,7 +45,12 @@ from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.sync import Follower, open_source, pushed_base
 from fastflow.daemon.timers import Alarm, Every, earliest
-from fastflow.daemon.webhooks import WebhookServer, start_webhooks
+from fastflow.daemon.webhooks import (
+    WebhookServer,
+    materialize_payload,
+    settle_accepted,
+    start_webhooks,
+)
 from fastflow.daemon.webhooks.view import DaemonLooks
 from fastflow.defaults import (
     BRANCH_HEARTBEAT_INTERVAL,
@@ -468,9 +473,16 @@ class Daemon:
         run_id = request_run_id(request.pipeline, request.request_id)
         if self.launcher.knows(run_id, request.pipeline):
             logger.info("request %s: %s was already accepted", request.request_id, run_id)
-            return
+        else:
+            self._queue_request(request, run_id, now)
+        if request.webhook is not None:  # journalled or recorded: the body may go
+            settle_accepted(self.state_dir, request.request_id)
+
+    def _queue_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
         try:
             check_request(request, self.deployment)
+            if request.webhook is not None:  # the body must be in place before the journal
+                materialize_payload(self.state_dir, request.request_id, request.webhook)
             run_id = self.submit(request.pipeline, request_trigger(request), now=now,
                                  env=request.env, run_config_id=request.run_config,
                                  run_id=run_id, webhook=request.webhook)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastflow.daemon.webhooks.app import DaemonView, WebhookApp
-from fastflow.daemon.webhooks.intake import Intake
+from fastflow.daemon.webhooks.intake import Intake, materialize_payload, settle_accepted
 from fastflow.daemon.webhooks.server import ListenError, WebhookServer
 from fastflow.model import WebhookSettings
 
@@ -21,7 +21,7 @@ def start_webhooks(settings: WebhookSettings, view: DaemonView, *, state_dir: Pa
                    clock: Callable[[], datetime], source: str = "webhooks.listen"
                    ) -> WebhookServer:
     """Listen at `settings.listen` and queue what arrives into the inbox of `state_dir`.
-    Claimed deliveries whose request was never posted are posted first (`Intake.recover`).
+    Accepted requests the daemon had not taken before a stop are posted first (`Intake.recover`).
     `ListenError` when the address cannot be bound."""
     intake = Intake(state_dir, clock, settings.max_queued_per_pipeline)
     intake.recover()
@@ -30,4 +30,5 @@ def start_webhooks(settings: WebhookSettings, view: DaemonView, *, state_dir: Pa
     return server
 
 
-__all__ = ["DaemonView", "ListenError", "WebhookApp", "WebhookServer", "start_webhooks"]
+__all__ = ["DaemonView", "ListenError", "WebhookApp", "WebhookServer", "materialize_payload",
+           "settle_accepted", "start_webhooks"]
