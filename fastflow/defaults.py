@@ -31,6 +31,12 @@ DEFAULT_AUTHOR_EMAIL = "fastflow@localhost"
 DEFAULT_NETWORK = "bridge"
 DEFAULT_PIDS_LIMIT = 512
 DEFAULT_RESTART_COOLDOWN = 60.0  # seconds before a supervised restart (Fast-Flow's default)
+# Supervision (docs/supervision.md), our fields: the cooldown doubles per consecutive crash up to
+# the cap; a run up this long resets the doubling; this many crashes within the window give up.
+DEFAULT_RESTART_COOLDOWN_MAX = 3600.0
+DEFAULT_RESTART_HEALTHY_AFTER = 600.0
+DEFAULT_RESTART_LIMIT = 5
+DEFAULT_RESTART_LIMIT_WINDOW = 600.0
 
 # Exponential backoff when a pipeline names the strategy but leaves a field out (Fast-Flow's
 # values: 60 s, 120 s, 240 s ... up to an hour).

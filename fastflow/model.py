@@ -224,6 +224,16 @@ class DaemonPolicy:
     restart_on_crash: bool = False
     restart_cooldown: float = 60.0  # seconds; defaults.DEFAULT_RESTART_COOLDOWN
     restart_interval: float | str | None = None  # seconds, or a 5-field cron (as in Fast-Flow)
+    # Ours (docs/supervision.md); defaults.DEFAULT_RESTART_*
+    restart_cooldown_max: float = 3600.0  # the doubled cooldown stops growing here
+    restart_healthy_after: float = 600.0  # up this long: the next crash waits the first cooldown
+    restart_limit: int = 5  # this many crashes within restart_limit_window: given up
+    restart_limit_window: float = 600.0
+
+    @property
+    def supervised(self) -> bool:
+        """Whether the daemon supervises the pipeline (restarts after a crash or planned)."""
+        return self.restart_on_crash or self.restart_interval is not None
 
 
 @dataclass(frozen=True)

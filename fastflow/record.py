@@ -5,6 +5,7 @@ Timestamps are timezone-aware datetimes, serialised as ISO 8601 with offset.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -61,6 +62,14 @@ def slot_run_id(pipeline: str, schedule_id: str, at: datetime) -> str:
     return f"{run_stamp(at)}-{slot_suffix(pipeline, schedule_id)}"
 
 
+def restart_run_id(pipeline: str, after_run_id: str, reason: str, at: datetime) -> str:
+    """The deterministic run id of a supervised restart (`daemon.supervision`):
+    `20261122T143100Z-consumer-restart-1c9e04ab`, from the restart's time and a digest of the
+    run it follows and why (`crash`, `interval`, `reset`), so queueing it twice is a no-op."""
+    digest = hashlib.sha1(f"{after_run_id}:{reason}".encode("utf-8")).hexdigest()[:8]
+    return f"{run_stamp(at)}-{pipeline}-restart-{digest}"
+
+
 def request_run_id(pipeline: str, request_id: str) -> str:
     """The run id of a queued request whose id is `<stamp>-<hex>` (`fastflow run --remote`):
     known to the client at once, and the same however often the request is seen."""
@@ -100,6 +109,7 @@ class Trigger:
     slot: datetime | None = None
     parent_run_id: str | None = None
     delivery_id: str | None = None  # a webhook run: the sender's delivery id, when it gave one
+    reason: str | None = None  # a restart: `crash`, `interval` or `reset` (daemon.supervision)
     flow_run_id: str | None = None  # a flow's task run (kind `flow`): its flow run, and
     task: str | None = None  # the task's id in the flow
 
@@ -110,6 +120,7 @@ class Trigger:
             "slot": _iso(self.slot),
             "parent_run_id": self.parent_run_id,
             "delivery_id": self.delivery_id,
+            "reason": self.reason,
             "flow_run_id": self.flow_run_id,
             "task": self.task,
         }
@@ -122,6 +133,7 @@ class Trigger:
             slot=_parse_iso(data.get("slot")),
             parent_run_id=data.get("parent_run_id"),
             delivery_id=data.get("delivery_id"),  # absent in records before webhooks
+            reason=data.get("reason"),  # absent in records before supervision
             flow_run_id=data.get("flow_run_id"),  # absent in records before flows
             task=data.get("task"),
         )

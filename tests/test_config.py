@@ -129,6 +129,10 @@ FULL = {
     "restart_on_crash": True,
     "restart_cooldown": 30,
     "restart_interval": 3600,
+    "restart_cooldown_max": 900,
+    "restart_healthy_after": 300,
+    "restart_limit": 3,
+    "restart_limit_window": 1200,
     "downstream_triggers": [
         {"pipeline": "report", "on_failure": True, "on_route": ["ok", "warn"], "run_config_id": "x"},
         {"pipeline": "alert", "on_success": False, "on_route": "alert"},
@@ -171,7 +175,9 @@ def test_every_field_round_trips():
     assert hourly.webhook_key == "k-hourly" and hourly.default_env == {"MODE": "fast"}
     assert manual.enabled is False and manual.limits is None and manual.retry is None
     assert manual.secrets == {"API_KEY": "MANUAL_API_KEY"} and hourly.secrets == {}
-    assert v["daemon"] == DaemonPolicy(2, True, 30.0, 3600.0)
+    assert v["daemon"] == DaemonPolicy(2, True, 30.0, 3600.0, restart_cooldown_max=900.0,
+                                        restart_healthy_after=300.0, restart_limit=3,
+                                        restart_limit_window=1200.0)
     assert v["downstream"] == (
         DownstreamTrigger("report", True, True, ("ok", "warn"), "x"),
         DownstreamTrigger("alert", False, False, ("alert",)),

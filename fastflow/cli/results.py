@@ -103,11 +103,29 @@ def print_status(report: dict) -> None:
         click.echo(visible_controls(line, lines=False))
     for message in report["errors"]:
         click.echo(visible_controls(f"configuration error: {message}", lines=False))
+    for name, view in (report.get("supervision") or {}).items():
+        click.echo(_supervision_line(name, view))
     click.echo(_daemon_line(report["daemon"]))
     if report["sync"]:
         click.echo(f"last sync: {report['sync']['commit']} at {_seconds(report['sync']['at'])}")
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
+
+
+def _supervision_line(name: str, view: dict) -> str:
+    """`supervised consumer: up since ..., 2 restarts in the last day, next restart ...`."""
+    if view["given_up"]:
+        return (f"supervised {name}: GIVEN UP {view['given_up_at']['ago']} "
+                f"({_seconds(view['given_up_at']['at'])}) after {view['given_up_after']}; "
+                f"restarts stopped until a push changes it or `fastflow supervise reset {name}`")
+    up = view["up_since"]
+    parts = [f"up since {_seconds(up['at'])} ({up['ago']})" if up else "down",
+             f"{view['restarts_last_day']} restart{'s' if view['restarts_last_day'] != 1 else ''} "
+             "in the last day"]
+    planned = view["next_restart"]
+    parts.append(f"next restart {planned['in']} ({_seconds(planned['at'])}, {planned['reason']})"
+                 if planned else "no restart pending")
+    return f"supervised {name}: " + ", ".join(parts)
 
 
 def _last_run(row: dict) -> str:

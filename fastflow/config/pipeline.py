@@ -26,6 +26,7 @@ from fastflow.config.values import (
     memory,
     nonempty_text,
     pipeline_type,
+    positive_seconds,
     python_version,
     restart_interval,
     seconds,
@@ -69,7 +70,9 @@ RETRY_KEYS = ("retry_attempts", "retry_strategy", "retry_on_exit_codes")
 SCHEDULE_KEYS = (
     "schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end", "run_once_at"
 )
-DAEMON_KEYS = ("max_instances", "restart_on_crash", "restart_cooldown", "restart_interval")
+DAEMON_KEYS = ("max_instances", "restart_on_crash", "restart_cooldown", "restart_interval",
+               "restart_cooldown_max", "restart_healthy_after", "restart_limit",
+               "restart_limit_window")  # the last four are ours (docs/supervision.md)
 PIPELINE_KEYS = (
     "description", "tags", "enabled", "type", "python_version", "cells", *LIMIT_CHECKS, "timeout",
     *RETRY_KEYS, "default_env", "encrypted_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
@@ -295,12 +298,37 @@ class _Builder:
         return replace(spec, cron=None, interval_seconds=None, start=None, end=None)
 
     def daemon(self) -> DaemonPolicy:
-        return DaemonPolicy(
+        policy = DaemonPolicy(
             max_instances=self.take("max_instances", integer(1), 1),
             restart_on_crash=self.take("restart_on_crash", boolean, False),
             restart_cooldown=self.take("restart_cooldown", seconds, defaults.DEFAULT_RESTART_COOLDOWN),
             restart_interval=self.take("restart_interval", restart_interval, None, True),
+            restart_cooldown_max=self.take("restart_cooldown_max", seconds,
+                                           defaults.DEFAULT_RESTART_COOLDOWN_MAX),
+            restart_healthy_after=self.take("restart_healthy_after", seconds,
+                                            defaults.DEFAULT_RESTART_HEALTHY_AFTER),
+            restart_limit=self.take("restart_limit", integer(1), defaults.DEFAULT_RESTART_LIMIT),
+            restart_limit_window=self.take("restart_limit_window", positive_seconds,
+                                           defaults.DEFAULT_RESTART_LIMIT_WINDOW),
         )
+        self.check_supervision(policy)
+        return policy
+
+    def check_supervision(self, policy: DaemonPolicy) -> None:
+        """Our supervision fields: the cap is at least the cooldown, and they need
+        `restart_on_crash` to mean anything (a warning, as an unused schedule field)."""
+        if self.f.has("restart_cooldown_max") and policy.restart_cooldown_max < policy.restart_cooldown:
+            self.f.error("restart_cooldown_max",
+                         f"{policy.restart_cooldown_max:g} is below restart_cooldown "
+                         f"({policy.restart_cooldown:g}); use a cap of at least "
+                         f"{policy.restart_cooldown:g} or lower restart_cooldown")
+        if policy.restart_on_crash:
+            return
+        for key in ("restart_cooldown_max", "restart_healthy_after", "restart_limit",
+                    "restart_limit_window"):
+            if self.f.has(key):
+                self.f.warn(key, 'has no effect without "restart_on_crash": true; add it or '
+                            "remove this field")
 
     def cells(self, kind: PipelineType) -> dict[str, dict[str, Any]]:
         data = self.f.get("cells", _cells)

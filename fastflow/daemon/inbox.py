@@ -12,6 +12,9 @@ half a message:
   request of the webhook intake also has `webhook` (`record.WebhookInput.to_json`: delivery id,
   payload file, selected headers, env), and its run's trigger is `webhook`. Requests written
   before webhooks have no `webhook` key and read as before.
+- `supervise-<time_ns>-<rand>.json`: a supervision request (`fastflow supervise reset NAME`), a
+  JSON object with `action` (`reset`), `pipeline` and `requested_at`; acknowledged once the
+  daemon journalled the new supervision state (docs/supervision.md).
 
 `Inbox.read()` returns every message in arrival order (by `time_ns`, then name) and leaves it
 in place; the daemon `acknowledge`s (deletes) a message only once what it asked for is durable:
@@ -46,10 +49,11 @@ log = logging.getLogger(__name__)
 
 # Seconds between directory scans when inotify is unavailable (the fallback observer).
 
-_NAME = re.compile(r"^(?P<kind>push|run)-(?P<ns>[0-9]{1,20})-(?P<rand>[A-Za-z0-9_]{1,32})(?P<ext>\.json)?$")
+_NAME = re.compile(r"^(?P<kind>push|run|supervise)-(?P<ns>[0-9]{1,20})-(?P<rand>[A-Za-z0-9_]{1,32})(?P<ext>\.json)?$")
 _SHA = r"[0-9a-f]{40}(?:[0-9a-f]{24})?"  # SHA-1 or SHA-256 object ids
 _REF_LINE = re.compile(rf"^(?P<old>{_SHA}) (?P<new>{_SHA}) (?P<ref>\S+)$")
 _RUN_KEYS = {"pipeline", "env", "run_config", "requested_at", "request_id"}
+_SUPERVISE_ACTIONS = ("reset",)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,18 @@ class RunRequestMessage:
     webhook: WebhookInput | None = None  # a request of the webhook intake
 
 
-Message = Union[PushMessage, RunRequestMessage]
+@dataclass(frozen=True)
+class SuperviseMessage:
+    """A request to the daemon's supervision (`fastflow supervise reset NAME`)."""
+
+    name: str
+    posted_ns: int
+    action: str
+    pipeline: str
+    requested_at: datetime
+
+
+Message = Union[PushMessage, RunRequestMessage, SuperviseMessage]
 
 
 class MalformedMessage(ValueError):
@@ -146,14 +161,36 @@ def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequestMessage:
                              webhook)
 
 
+def _parse_supervise(name: str, ns: int, raw: bytes) -> SuperviseMessage:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+    if data.get("action") not in _SUPERVISE_ACTIONS:
+        raise MalformedMessage(f"'action' must be one of {', '.join(_SUPERVISE_ACTIONS)}, "
+                               f"got {data.get('action')!r}")
+    if not isinstance(data.get("pipeline"), str) or not data["pipeline"]:
+        raise MalformedMessage(f"'pipeline' must be a non-empty string, got {data.get('pipeline')!r}")
+    try:
+        requested_at = datetime.fromisoformat(data["requested_at"])
+    except (KeyError, TypeError, ValueError):
+        raise MalformedMessage(f"'requested_at' is not an ISO 8601 time: {data.get('requested_at')!r}") from None
+    return SuperviseMessage(name, ns, data["action"], data["pipeline"], requested_at)
+
+
 def parse_message(name: str, raw: bytes) -> Message:
     """Parse one inbox file from its name and content; `MalformedMessage` says why it is not one."""
     match = _NAME.match(name)
-    if match is None or (match["kind"] == "run") != bool(match["ext"]):
-        raise MalformedMessage("the name is neither push-<time_ns>-<rand> nor run-<time_ns>-<rand>.json")
+    if match is None or (match["kind"] != "push") != bool(match["ext"]):
+        raise MalformedMessage("the name is neither push-<time_ns>-<rand> nor run-<time_ns>-<rand>.json "
+                               "nor supervise-<time_ns>-<rand>.json")
     ns = int(match["ns"])
     if match["kind"] == "run":
         return _parse_run_request(name, ns, raw)
+    if match["kind"] == "supervise":
+        return _parse_supervise(name, ns, raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -222,6 +259,15 @@ class Inbox:
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
         self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=durable)
         return request_id
+
+    def post_supervise(self, action: str, pipeline: str, now: datetime) -> Path:
+        """Ask the daemon's supervision to `action` (`reset`) `pipeline`; fsynced (a user's
+        intent), read at the daemon's next round or its next start."""
+        if action not in _SUPERVISE_ACTIONS:
+            raise ValueError(f"unknown supervision action {action!r}")
+        body = {"action": action, "pipeline": pipeline, "requested_at": now.isoformat()}
+        data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
+        return self._post(f"supervise-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
 
     # -- reading ---------------------------------------------------------------------------------
     def _names(self) -> list[str]:

@@ -32,7 +32,12 @@ from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
-from fastflow.daemon.inbox import Inbox, PushMessage, RunRequestMessage
+from fastflow.daemon.inbox import (
+    Inbox,
+    PushMessage,
+    RunRequestMessage,
+    SuperviseMessage,
+)
 from fastflow.daemon.lease import Holder, Lease
 from fastflow.daemon.requests import (
     check_request,
@@ -43,6 +48,8 @@ from fastflow.daemon.requests import (
 )
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
+from fastflow.daemon.supervision import STATE_NAME as SUPERVISION_STATE
+from fastflow.daemon.supervision import Supervisor, SupervisorHooks
 from fastflow.daemon.sync import Follower, open_source, pushed_base
 from fastflow.daemon.timers import Alarm, Every, earliest
 from fastflow.daemon.webhooks import (
@@ -170,13 +177,22 @@ class Daemon:
                                    cancel=self.dispatcher.cancel,
                                    save=lambda data: self.store.write_state("scheduler", data))
         self._load_watermarks()
+        self.supervisor = Supervisor(SupervisorHooks(
+            policy=self._supervision_policy, knows=lambda r, p: self.launcher.knows(r, p),
+            submit=lambda p, trigger, r: self.submit(p, trigger, now=self.clock(), run_id=r),
+            cancel=self.dispatcher.cancel, save=self._save_supervision,
+            active=lambda p, besides: any(o.pipeline == p and o.run_id != besides
+                                          for o in self.launcher.journal.orders())))
+        self._supervision_changed = False
+        self._load_supervision()
         self.heartbeat = Heartbeat(self.state_dir, self.store,
                                    refresh_site=lambda: self._publish_overview("site heartbeat"))
         self.publisher = SitePublisher(self.store, self.clock, lambda: self.deployment,
                                        schedule_info=self._schedule_info,
                                        heartbeat=lambda: self.heartbeat.last_at,
                                        heartbeat_interval_s=BRANCH_HEARTBEAT_INTERVAL,
-                                       stopped_at=lambda: self.heartbeat.stopped_at)
+                                       stopped_at=lambda: self.heartbeat.stopped_at,
+                                       supervision=self.supervisor.data)
         self.follower.attach(store=self.store, preheater=self.preheater, timetable=self.timetable,
                              publisher=self.publisher, submit=self.submit)
         self.launcher = RunLauncher(
@@ -184,7 +200,8 @@ class Daemon:
             store=self.store, executor=self.executor, preheater=self.preheater,
             dispatcher=self.dispatcher, clock=self.clock, environ=self.environ,
             on_finished=self.publisher.pages_for_run, after_record=self._after_record,
-            on_ended=self._run_ended, before_record=self._decide_downstream,
+            on_ended=self._run_ended, before_record=self._before_record,
+            on_started=self._run_started,
         )
         return config
 
@@ -195,6 +212,14 @@ class Daemon:
         except FastflowError as exc:
             # Not a silent default: every schedule starts from now, and the error says so.
             logger.error("%s; every schedule starts afresh from now", exc)
+
+    def _load_supervision(self) -> None:
+        source = f"state/{SUPERVISION_STATE}.json on {self.store.branch}"
+        try:
+            self.supervisor.load(self.store.read_state(SUPERVISION_STATE), source)
+        except ValueError as exc:
+            # Not a silent default: supervision starts afresh (no pending restart), and says so.
+            logger.error("%s; supervision starts afresh: no restart is pending", exc)
 
     def start(self) -> list[str]:
         """Open everything and take the lease on the repository, then take up work
@@ -349,10 +374,14 @@ class Daemon:
             if isinstance(message, RunRequestMessage):
                 self._accept_request(message, now)
                 self.inbox.acknowledge(message)
+            elif isinstance(message, SuperviseMessage):
+                self._supervise_request(message, now)
+                self.inbox.acknowledge(message)
         if self.timetable.plan is not None and self._slots.due(now):
             with self._lock:
                 self._slots.set(self.timetable.fire_due(now))
                 self.follower.write_schedule_state(now)
+        supervision_at = self._supervise(now)
         self.launcher.retry_unrecorded()  # records a fault kept from the results branch
         if self._retention.due(now):
             self.apply_retention(now)
@@ -362,7 +391,7 @@ class Daemon:
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
         return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
-                        self.lease.next_check_at, self.store.push_retry_at)
+                        self.lease.next_check_at, self.store.push_retry_at, supervision_at)
 
     def _hold_lease(self, now: datetime) -> bool:
         """Renew the lease when due, or try to take it; take up work at a takeover; stop when
@@ -373,6 +402,7 @@ class Daemon:
             logger.warning("taking over: %s", self.lease.reason)
             self.store.push_pending()  # a URL: the results branch as the remote has it now
             self._load_watermarks()  # the slots the previous holder handled
+            self._load_supervision()  # and its pending restarts
             for note in self._take_work():
                 logger.info("reconciled %s", note)
         elif self.lease.lost and not self.stopping.is_set():
@@ -543,6 +573,63 @@ class Daemon:
         for fired in record.downstream:
             if fired.get("run_id") and not fired.get("skipped"):
                 self.launcher.release(fired["run_id"])
+
+    # --- supervision (daemon.supervision) ---------------------------------------------------
+
+    def _supervision_policy(self, pipeline: str):
+        """The active pipeline's `DaemonPolicy` and tree (None: not active)."""
+        deployment = self.deployment
+        active = deployment.active.get(pipeline) if deployment else None
+        return (active.pipeline.daemon, active.tree) if active else None
+
+    def _save_supervision(self, data: dict) -> None:
+        self.store.write_state(SUPERVISION_STATE, data)
+        self._supervision_changed = True
+
+    def _publish_supervision(self) -> None:
+        """Commit a changed supervision state with a fresh overview (status and the site show
+        it at once); a fault is logged, and the next record or heartbeat commits it."""
+        if not self._supervision_changed:
+            return
+        self._supervision_changed = False
+        try:
+            self._publish_overview("site: supervision")
+        except Exception as exc:  # noqa: BLE001 - journalled: committed with the next record
+            logger.error("supervision state not committed yet: %s: %s", type(exc).__name__, exc)
+
+    def _supervise(self, now: datetime) -> datetime | None:
+        """Queue the supervised restarts due at `now`; returns when the next one is due."""
+        if self.deployment is None:
+            return None
+        with self._lock:
+            wake_at = self.supervisor.tick(now)
+        self._publish_supervision()
+        return wake_at
+
+    def _supervise_request(self, request: SuperviseMessage, now: datetime) -> None:
+        """`fastflow supervise reset NAME`: journalled before the request is acknowledged."""
+        with self._lock:
+            done = self.supervisor.reset(request.pipeline, now, "fastflow supervise reset")
+        if not done:
+            logger.warning("supervise reset %s: nothing to reset (no supervision state of that "
+                           "pipeline)", request.pipeline)
+        self._publish_supervision()
+
+    def _run_started(self, order: RunOrder) -> None:
+        self.supervisor.run_started(order.pipeline, order.run_id, order.started_at or self.clock())
+        self._publish_supervision()
+
+    def _before_record(self, record: RunRecord) -> RunRecord:
+        """Before a finished run is recorded: its downstream runs (`_decide_downstream`), and
+        supervision's decision (a restart planned, or given up), journalled before the record
+        so a kill -9 between them never loses it (`Supervisor.run_ended` is idempotent)."""
+        record = self._decide_downstream(record)
+        try:
+            self.supervisor.run_ended(record, self.clock())
+        except Exception as exc:  # noqa: BLE001 - the record is stored all the same
+            logger.error("run %s: supervision could not decide: %s: %s", record.run_id,
+                         type(exc).__name__, exc)
+        return record
 
     def _context_for_order(self, order: RunOrder) -> LaunchContext | None:
         """The pipeline as of an order's commit, for runs re-queued after a crash."""

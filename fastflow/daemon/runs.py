@@ -186,6 +186,7 @@ class _FinishFaults:
         "payload": "recorded; its webhook payload is removed at the next start",
         "before_record": "recorded without its downstream runs: none of them starts",
         "after_record": "recorded; its downstream runs were not all started",
+        "started": "it runs; its supervision does not know it is up",
     }
 
     def __init__(self) -> None:
@@ -234,7 +235,8 @@ class RunLauncher:
                  on_finished: Callable[[RunRecord, str], Mapping[str, bytes | None]] | None = None,
                  after_record: Callable[[RunRecord], None] | None = None,
                  on_ended: Callable[[str], None] | None = None,
-                 before_record: Callable[[RunRecord], RunRecord] | None = None) -> None:
+                 before_record: Callable[[RunRecord], RunRecord] | None = None,
+                 on_started: Callable[[RunOrder], None] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
@@ -250,6 +252,7 @@ class RunLauncher:
         self.before_record = before_record  # e.g. deciding downstream runs (idempotent)
         self.after_record = after_record  # e.g. downstream triggers
         self.on_ended = on_ended  # a run ended (recorded or not yet): overlap, waiting runs
+        self.on_started = on_started  # a run started (its start journalled): supervision
         self._faults = _FinishFaults()
         self._unrecorded: dict[str, tuple[RunRecord, str, str | None]] = {}
         self._flush_due: str | None = None  # the run whose commit failed, retried each round
@@ -314,6 +317,8 @@ class RunLauncher:
             logger.warning("run %s: its start is not journalled (%s); it runs all the same",
                            order.run_id, exc)
         logger.info("run %s: started", order.run_id)
+        if self.on_started is not None:
+            self._guard(order.run_id, "started", lambda: self.on_started(order))
         try:
             outcome = self._run(order, context, permit, permit.cancel)
         except Exception as exc:  # noqa: BLE001 - e.g. no room for its snapshot: record why

@@ -66,6 +66,27 @@ def queue_remote_run(state_dir: Path, pipeline: str, env: Mapping[str, str],
     return request_run_id(pipeline, request_id)
 
 
+def queue_supervise_reset(state_dir: Path, pipeline: str, now: datetime) -> Path:
+    """Ask the daemon of `state_dir` to reset the supervision of `pipeline` (its crash count
+    and given-up state; a given-up pipeline restarts at once): a request in its inbox, done
+    at its next round, or at its next start when no daemon runs. Returns the request file.
+    Refuses (`FastflowError`) a state dir without an inbox, or a pipeline the daemon's
+    `deployment.json` does not have."""
+    if not (Path(state_dir) / STATE_INBOX).is_dir():
+        raise FastflowError(
+            f"{state_dir}: no `fastflow serve` state dir here (no inbox/); pass the daemon's "
+            "--state-dir")
+    try:
+        active = json.loads((Path(state_dir) / STATE_DEPLOYMENT).read_text(encoding="utf-8"))["active"]
+    except (OSError, ValueError, KeyError, TypeError):
+        active = None  # no deployment yet: the daemon decides
+    if active is not None and pipeline not in active:
+        raise FastflowError(
+            f"{state_dir}: the daemon has no active pipeline named {pipeline!r}"
+            f"{did_you_mean(pipeline, active) or '.'} Check the name (`fastflow status`)")
+    return Inbox(state_dir).post_supervise("reset", pipeline, now)
+
+
 def check_remote_pipeline(state_dir: Path, pipeline: str, run_config: str | None = None) -> None:
     """Raise `FastflowError` when the daemon of `state_dir` would refuse to run `pipeline`
     (with `run_config`), as far as its `deployment.json` tells (none yet: nothing to check, the

@@ -17,7 +17,12 @@ from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.record import RunRecord
 from fastflow.results.publish import summaries_from_json
-from fastflow.results.read import Results, configuration_view, daemon_status
+from fastflow.results.read import (
+    Results,
+    configuration_view,
+    daemon_status,
+    supervision_status,
+)
 from fastflow.schedule.spec import Schedule
 from fastflow.site import SiteData, build_site
 
@@ -72,6 +77,7 @@ def site_data(results: Results, now: datetime) -> SiteData:
         heartbeat_interval_s=daemon["interval_s"] if daemon else HEARTBEAT_INTERVAL,
         stopped_at=datetime.fromisoformat(daemon["stopped_at"])
         if daemon and daemon.get("stopped_at") else None,
+        supervision=supervision_status(results, now),
     )
 
 

@@ -15,6 +15,8 @@ from fastflow.record import RUN_ID_FORM, run_id_month
 
 SUMMARY_PATH = "summary.json"
 RECENT_MAX = 30  # runs kept per pipeline in summary.json (success rate, sparkline)
+# state/supervision.json (daemon.supervision): also copied into summary.json as `supervision`
+SUPERVISION_STATE = "supervision"
 _COLORS = {
     "succeeded": "brightgreen", "failed": "red", "timed_out": "orange", "oom_killed": "red",
     "cancelled": "lightgrey", "lost": "yellow", "skipped": "lightgrey", "running": "blue",

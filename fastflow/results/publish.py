@@ -15,6 +15,7 @@ from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.deploy.deployment import Deployment
 from fastflow.model import RunStatus
 from fastflow.record import RunRecord
+from fastflow.results.read import supervision_views
 from fastflow.results.store import ResultsStore
 from fastflow.site import (
     DEFAULT_PAGE_SIZE,
@@ -60,7 +61,8 @@ class SitePublisher:
                  heartbeat: Callable[[], datetime | None] = lambda: None,
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL,
                  stopped_at: Callable[[], datetime | None] = lambda: None,
-                 title: str = "Fast-Flow") -> None:
+                 title: str = "Fast-Flow",
+                 supervision: Callable[[], Mapping | None] = lambda: None) -> None:
         self.store = store
         self.clock = clock
         self.deployment = deployment
@@ -69,6 +71,7 @@ class SitePublisher:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.stopped_at = stopped_at
         self.title = title
+        self.supervision = supervision  # state/supervision.json as the daemon holds it
         self.lock = threading.Lock()  # pages and the record they belong to commit in order
 
     def site_data(self, summary: Mapping) -> SiteData:
@@ -76,8 +79,9 @@ class SitePublisher:
         schedules, next_runs = ({}, {})
         if deployment is not None and self.schedule_info is not None:
             schedules, next_runs = self.schedule_info(deployment)
+        now = self.clock()
         return SiteData(
-            now=self.clock(),
+            now=now,
             pipelines=deployment.pipelines if deployment else {},
             invalid=dict(deployment.invalid) if deployment else {},
             config_problems=tuple(deployment.errors) if deployment else (),
@@ -88,6 +92,7 @@ class SitePublisher:
             heartbeat_interval_s=self.heartbeat_interval_s,
             stopped_at=self.stopped_at(),
             title=self.title,
+            supervision=supervision_views(self.supervision(), now),
         )
 
     def pages_for_run(self, record: RunRecord, log_text: str) -> dict[str, bytes]:

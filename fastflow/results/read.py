@@ -38,7 +38,7 @@ from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.humanize import format_ago, format_until
 from fastflow.model import RepoConfig, Severity
 from fastflow.record import RunRecord
-from fastflow.results.layout import run_month
+from fastflow.results.layout import SUPERVISION_STATE, run_month
 from fastflow.results.store import ResultsStore
 from fastflow.schedule.planner import next_slots
 
@@ -194,6 +194,42 @@ def daemon_status(results: Results, now: datetime, state_dir: Path | None) -> di
     }
 
 
+RESTARTS_COUNTED_S = 86400.0  # "restarts in the last day"
+
+
+def supervision_view(data: dict, now: datetime) -> dict:
+    """One pipeline's state of `state/supervision.json` (`daemon.supervision.Supervised`) as
+    `fastflow status` and the site show it: up since, restarts in the last day, the next
+    restart, given up (docs/supervision.md)."""
+    pending = data.get("pending") or None
+    restarts = [t for t in (_parse_time(r) for r in data.get("restarts") or ()) if t]
+    next_at = _parse_time(pending.get("at")) if pending and not pending.get("queued") else None
+    return {
+        "up_since": _when(_parse_time(data.get("up_since")), now),
+        "running": data.get("running"),
+        "restarts_last_day": sum(1 for t in restarts if (now - t).total_seconds() < RESTARTS_COUNTED_S),
+        "next_restart": {"at": next_at.isoformat(), "in": format_until(next_at, now),
+                         "reason": pending.get("reason"), "run_id": pending.get("run_id")}
+        if next_at else None,
+        "given_up": bool(data.get("given_up_at")),
+        "given_up_at": _when(_parse_time(data.get("given_up_at")), now),
+        "given_up_after": data.get("given_up_after"),
+        "crashes_in_a_row": int(data.get("consecutive") or 0),
+    }
+
+
+def supervision_views(data: dict | None, now: datetime) -> dict[str, dict]:
+    """Every supervised pipeline's `supervision_view`, from `state/supervision.json`."""
+    pipelines = (data or {}).get("pipelines") or {}
+    return {name: supervision_view(entry, now) for name, entry in sorted(pipelines.items())
+            if isinstance(entry, dict)}
+
+
+def supervision_status(results: Results, now: datetime) -> dict[str, dict]:
+    """The supervised pipelines of the results branch (`supervision_views`)."""
+    return supervision_views(results.store.read_state(SUPERVISION_STATE), now)
+
+
 def _lease_view(lease: dict | None, now: datetime) -> dict | None:
     """The lease as the daemon last saw it (see docs/serve.md, "Two daemons on one repository"),
     with its times in words."""
@@ -302,6 +338,7 @@ def status_report(results: Results, now: datetime, state_dir: Path | None = None
         notes.append(f"no daemon heartbeat on {results.branch!r} (state/daemon.json)"
                      + (f" or in {state_dir}" if state_dir else "") + "; is fastflow serve running?")
     sync = results.store.read_state("sync")
+    supervision = supervision_status(results, now)
     return {
         "repository": str(results.root), "branch": results.branch, "head": head,
         "now": now.isoformat(),
@@ -313,6 +350,7 @@ def status_report(results: Results, now: datetime, state_dir: Path | None = None
         "deployment" else None,
         "daemon": daemon,
         "sync": {"commit": sync.get("commit"), "at": sync.get("at")} if sync else None,
+        "supervision": supervision,
         "notes": notes,
     }
 

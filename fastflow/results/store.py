@@ -34,6 +34,7 @@ from fastflow.record import RunRecord, run_id_time
 from fastflow.results.backoff import PushBackoff
 from fastflow.results.layout import (
     SUMMARY_PATH,
+    SUPERVISION_STATE,
     apply_run_to_summary,
     badge_json,
     commit_message,
@@ -197,7 +198,9 @@ class ResultsStore:
                 states.append(entry["name"])
         if not changes:
             return None
-        self._add_summary(changes, summary, {r["pipeline"] for r in runs})
+        supervision = next((e["data"] for _, e in reversed(entries) if e["kind"] == "state"
+                            and e.get("name") == SUPERVISION_STATE), None)
+        self._add_summary(changes, summary, {r["pipeline"] for r in runs}, supervision)
         return changes, commit_message(runs, list(dict.fromkeys(states)))
 
     def _entry_changes(self, entry: dict, head: str | None) -> dict[str, bytes | None] | None:
@@ -235,9 +238,12 @@ class ResultsStore:
         log.warning("journal entry %s cannot be committed (%s); set aside in %s/",
                     path.name, reason, bad)
 
-    def _add_summary(self, changes: dict, summary: dict, pipelines: Iterable[str]) -> None:
+    def _add_summary(self, changes: dict, summary: dict, pipelines: Iterable[str],
+                     supervision: dict | None = None) -> None:
         pipelines = sorted(set(pipelines))
-        if not pipelines:
+        if supervision is not None:  # state/supervision.json, for readers of summary.json only
+            summary["supervision"] = dict(supervision.get("pipelines") or {})
+        elif not pipelines:
             return
         summary["schema"] = 1
         summary["updated_at"] = self.clock().isoformat()

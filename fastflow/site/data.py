@@ -70,6 +70,9 @@ class SiteData:
     heartbeat: datetime | None = None
     stopped_at: datetime | None = None  # the daemon exited cleanly then (not stale: stopped)
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL
+    # Supervised pipelines (`results.read.supervision_view`: up since, restarts in the last day,
+    # next restart, given up), by name
+    supervision: Mapping[str, Mapping] = field(default_factory=dict)
     title: str = "Fast-Flow"
     display_timezone: str = "UTC"
 

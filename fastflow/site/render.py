@@ -16,6 +16,7 @@ deterministic: the same input gives the same bytes, so unchanged pages make no g
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -129,6 +130,26 @@ def _schedule_words(data: SiteData, name: str) -> list[str]:
     return pipeline_schedule_words(data.pipelines.get(name), data.schedules.get(name, ()))
 
 
+def _supervision(data: SiteData, name: str) -> dict[str, Any] | None:
+    """A supervised pipeline's state in words (docs/supervision.md), None when it is not."""
+    view = data.supervision.get(name)
+    if view is None:
+        return None
+    up, planned, given_up = view.get("up_since"), view.get("next_restart"), view.get("given_up_at")
+    restarts = int(view.get("restarts_last_day") or 0)
+    return {
+        "given_up": bool(view.get("given_up")),
+        "given_up_when": format_time(datetime.fromisoformat(given_up["at"]), data.display_timezone)
+        if given_up else "",
+        "given_up_after": view.get("given_up_after") or "",
+        "up": f"up since {format_time(datetime.fromisoformat(up['at']), data.display_timezone)} "
+              f"({format_ago(datetime.fromisoformat(up['at']), data.now)})" if up else "down",
+        "restarts": f"{restarts} restart{'s' if restarts != 1 else ''} in the last day",
+        "next": f"next restart {format_until(datetime.fromisoformat(planned['at']), data.now)} "
+                f"({planned['reason']})" if planned else "",
+    }
+
+
 def _overview_row(data: SiteData, name: str) -> dict[str, Any]:
     summary = data.summaries.get(name)
     rate = summary.success_rate if summary else None
@@ -157,6 +178,7 @@ def _overview_row(data: SiteData, name: str) -> dict[str, Any]:
                   f"of {name}")),
         "next_run": _next_run(data, name),
         "schedules": _schedule_words(data, name),
+        "supervision": _supervision(data, name),
     }
 
 
@@ -172,7 +194,9 @@ def render_overview(data: SiteData) -> dict[str, bytes]:
     invalid = [{"name": name, "problems": data.invalid[name].problems,
                 "href": pipeline_path(name) if has_page(name) else None}
                for name in sorted(data.invalid)]
+    given_up = [r for r in rows if r["supervision"] and r["supervision"]["given_up"]]
     pages = _page("overview.html", "index.html", data, rows=rows, counts=counts, invalid=invalid,
+                  given_up=given_up,
                   problems=list(data.config_problems), heartbeat=_heartbeat(data),
                   generated=format_time(data.now, data.display_timezone))
     pages[STYLESHEET] = _stylesheet()
@@ -230,6 +254,7 @@ def render_pipeline_index(data: SiteData, name: str, recent_runs: Sequence[RunRe
         "config": views.config_rows(pipeline) if pipeline else [],
         "schedules": _schedule_words(data, name),
         "next_run": _next_run(data, name),
+        "supervision": _supervision(data, name),
         "runs": views.run_rows(window, data.display_timezone),
         "total_runs": total,
         "history": _history_links(name, blocks, page_size, total),
