@@ -10,7 +10,11 @@ import pytest
 from helpers import git, write_files
 
 from fastflow import repo as gitrepo
-from fastflow.config import default_repo_config, parse_pipeline_metadata, parse_repo_config
+from fastflow.config import (
+    default_repo_config,
+    parse_pipeline_metadata,
+    parse_repo_config,
+)
 from fastflow.config.flows import args_list, substitute_params
 from fastflow.deploy.discovery import discover
 from fastflow.deploy.flows import discover_flows, find_flow, flows_at_commit

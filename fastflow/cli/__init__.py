@@ -35,6 +35,7 @@ COMMANDS = {
     "site": "results:site_group",
     "results": "results:results_group",
     "webhook": "webhook:webhook",
+    "flow": "flow:flow_group",
     "supervise": "supervise:supervise",
 }
 

@@ -23,13 +23,14 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 
 
 def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, str],
-                    clock: Clock) -> Executor:
+                    clock: Clock, engine: bool = True) -> Executor:
     """`LocalExecutor` when `local`, else a `DockerExecutor` for the configured image (one
     runner image per Python when `image` holds `{python}`); its `preheat` fills the cache its
     runs use.
 
     Without a reachable engine this raises `EngineUnavailable`, which says how to start one
-    and mentions `--local`: it never falls back to the host silently.
+    and mentions `--local`: it never falls back to the host silently. `engine=False`: the
+    Docker executor connects only when it needs the engine (a dry run never does).
     """
     # The backends are imported here, not at the top: every `fastflow.executors.*` import runs
     # this package first, and the Docker SDK with its HTTP stack costs ~0.15 s of CLI start-up
@@ -44,6 +45,6 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
         image=config.image,
         default_python=config.default_python or DEFAULT_PYTHON,
         ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
-        client=connect(),
+        client=connect() if engine else None,
         tmp_size=config.tmp_size_bytes or DEFAULT_TMP_SIZE_BYTES,
     )

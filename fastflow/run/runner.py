@@ -432,6 +432,14 @@ def _context(request: RunRequest, run_id: str, attempt: int) -> RunContext:
     )
 
 
+def attempt_spec(request: RunRequest, run_id: str, attempt: int) -> AttemptSpec:
+    """The `AttemptSpec` attempt `attempt` of run `run_id` of `request` would execute, env and
+    settings resolved as `run_pipeline` resolves them (what `fastflow flow run --dry-run`
+    shows). `ConfigError` as at a run's start (an unknown run configuration, a FASTFLOW_ env)."""
+    return _spec(request, resolve_settings(request.pipeline, request.run_config_id), run_id,
+                 attempt)
+
+
 def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> AttemptSpec:
     pipeline = request.pipeline
     env = build_env(pipeline, settings.run_config, request.trigger_env, request.secrets,

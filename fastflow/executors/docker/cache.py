@@ -115,10 +115,15 @@ def create_overlay_volume(client, name: str, lower: Path, upper: Path, work: Pat
     so that it is removed even when someone else removed the container (`docker rm -f`
     without `-v` keeps anonymous volumes), and so that leftovers carry the run's labels.
     """
-    options = f"lowerdir={lower.resolve()},upperdir={upper.resolve()},workdir={work.resolve()}"
     client.api.create_volume(name=name, driver="local", labels=labels,
-                             driver_opts={"type": "overlay", "device": "overlay", "o": options})
+                             driver_opts=overlay_options(lower, upper, work))
     return docker.types.Mount(target=CONTAINER_CACHE, source=name, type="volume")
+
+
+def overlay_options(lower: Path, upper: Path, work: Path) -> dict[str, str]:
+    """The `local` driver options of an overlay of `lower` (read-only) with writes to `upper`."""
+    options = f"lowerdir={lower.resolve()},upperdir={upper.resolve()},workdir={work.resolve()}"
+    return {"type": "overlay", "device": "overlay", "o": options}
 
 
 def remove_volume(client, name: str, attempts: int = 50, pause: float = 0.1) -> None:

@@ -43,9 +43,11 @@ from fastflow.executors.base import (
 )
 from fastflow.executors.docker.cache import (
     CONTAINER_CA_BUNDLE,
+    CONTAINER_CACHE,
     CacheLayout,
     create_overlay_volume,
     give_to_runner,
+    overlay_options,
     remove_tree,
     remove_volume,
 )
@@ -141,9 +143,28 @@ class RunContainers:
             (scratch / sub).mkdir()
         give_to_runner(scratch / "upper")
         give_to_runner(scratch / "route")
-        workdir = f"/work/{spec.pipeline}"
+        mounts = self.mounts(spec, scratch)
+        client = self._client()
+        try:
+            mounts.append(create_overlay_volume(client, volume_name(name), self.cache.root,
+                                                scratch / "upper", scratch / "work", labels_of(spec)))
+            container = client.api.create_container(
+                image, **self.container_config(spec, name, offline),
+                host_config=client.api.create_host_config(**self.host_config(spec, mounts)),
+            )
+        except docker.errors.ImageNotFound as exc:  # removed since the executor looked
+            raise missing_image(image) from exc
+        except DockerError as exc:
+            raise ExecutorError(f"cannot create the container of {spec.pipeline!r} "
+                                f"attempt {spec.attempt}: {exc}") from exc
+        return container["Id"]
+
+    def mounts(self, spec: AttemptSpec, scratch: Path) -> list:
+        """The bind mounts of an attempt's container (the cache overlay is added by the
+        caller): the pipeline folder read-only, the route folder, and what the attempt asks
+        for (workspace, webhook payload, notebook runner, CA bundle)."""
         mounts = [
-            docker.types.Mount(workdir, str(spec.workdir.resolve()), type="bind", read_only=True),
+            docker.types.Mount(workdir_of(spec), str(spec.workdir.resolve()), type="bind", read_only=True),
             docker.types.Mount(CONTAINER_ROUTE_DIR, str(scratch / "route"), type="bind"),
         ]
         if spec.webhook_payload is not None:
@@ -160,23 +181,48 @@ class RunContainers:
         if self.ca_bundle and spec.network is not NetworkMode.NONE:
             mounts.append(docker.types.Mount(CONTAINER_CA_BUNDLE, str(self.ca_bundle.resolve()),
                                              type="bind", read_only=True))
-        client = self._client()
-        try:
-            mounts.append(create_overlay_volume(client, volume_name(name), self.cache.root,
-                                                scratch / "upper", scratch / "work", labels_of(spec)))
-            container = client.api.create_container(
-                image, command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER),
-                name=name, working_dir=workdir, user=f"{RUNNER_UID}:{RUNNER_UID}",
-                environment=self.env(spec, offline), labels=labels_of(spec),
-                stdin_open=False, tty=False,
-                host_config=client.api.create_host_config(**self.host_config(spec, mounts)),
-            )
-        except docker.errors.ImageNotFound as exc:  # removed since the executor looked
-            raise missing_image(image) from exc
-        except DockerError as exc:
-            raise ExecutorError(f"cannot create the container of {spec.pipeline!r} "
-                                f"attempt {spec.attempt}: {exc}") from exc
-        return container["Id"]
+        return mounts
+
+    def container_config(self, spec: AttemptSpec, name: str, offline: bool) -> dict:
+        """The engine's create-container keywords of an attempt but its image and host config."""
+        return dict(command=uv_command(spec, CONTAINER_NOTEBOOK_RUNNER), name=name,
+                    working_dir=workdir_of(spec), user=f"{RUNNER_UID}:{RUNNER_UID}",
+                    environment=self.env(spec, offline), labels=labels_of(spec),
+                    stdin_open=False, tty=False)
+
+    def docker_run_args(self, spec: AttemptSpec, *, image: str, scratch: Path, name: str,
+                        offline: bool = False) -> list[str]:
+        """The `docker run` command line of the container `create` would make for `spec`:
+        rendered from the same keywords (`container_config`, `mounts`, `host_config`), with
+        the cache overlay as the named volume `overlay_volume_args(...)` creates (its scratch
+        folders in `scratch`). What `fastflow flow run --dry-run` prints; nothing is created."""
+        mounts = self.mounts(spec, scratch)
+        mounts.append(docker.types.Mount(target=CONTAINER_CACHE, source=volume_name(name),
+                                         type="volume"))
+        config = self.container_config(spec, name, offline)
+        args = ["docker", "run", "--rm", "--name", config.pop("name"),
+                "--workdir", config.pop("working_dir"), "--user", config.pop("user")]
+        for key, value in sorted(config.pop("environment").items()):
+            args += ["--env", f"{key}={value}"]
+        for key, value in sorted(config.pop("labels").items()):
+            args += ["--label", f"{key}={value}"]
+        command = config.pop("command")
+        if config != {"stdin_open": False, "tty": False}:
+            raise AssertionError(f"container keywords without a docker run flag: {sorted(config)}")
+        for key, value in self.host_config(spec, mounts).items():
+            args += _host_flag(key, value)
+        return [*args, image, *command]
+
+    def overlay_volume_args(self, spec: AttemptSpec, scratch: Path, name: str) -> list[str]:
+        """The `docker volume create` command line of an attempt's cache overlay
+        (`create_overlay_volume`'s own options), its upper and work folders in `scratch`."""
+        args = ["docker", "volume", "create", "--driver", "local"]
+        for key, value in overlay_options(self.cache.root, scratch / "upper",
+                                          scratch / "work").items():
+            args += ["--opt", f"{key}={value}"]
+        for key, value in sorted(labels_of(spec).items()):
+            args += ["--label", f"{key}={value}"]
+        return [*args, volume_name(name)]
 
     def host_config(self, spec: AttemptSpec, mounts: list) -> dict:
         """The hardening and limits of an attempt's container (engine host config keywords)."""
@@ -213,6 +259,41 @@ class RunContainers:
             env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
             env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
         return env
+
+
+def workdir_of(spec: AttemptSpec) -> str:
+    """Where an attempt's pipeline folder is mounted and run from in its container."""
+    return f"/work/{spec.pipeline}"
+
+
+def _host_flag(key: str, value) -> list[str]:
+    """The `docker run` flags of one host-config keyword of `RunContainers.host_config`; a
+    keyword without a flag here is an error, so the dry run never omits a setting."""
+    if key == "mounts":
+        flags = []
+        for mount in value:
+            spec = f"type={mount['Type']},source={mount['Source']},target={mount['Target']}"
+            flags += ["--mount", spec + (",readonly" if mount.get("ReadOnly") else "")]
+        return flags
+    if key == "log_config":
+        flags = ["--log-driver", value["Type"]]
+        for option, setting in sorted(value["Config"].items()):
+            flags += ["--log-opt", f"{option}={setting}"]
+        return flags
+    if key == "tmpfs":
+        return [flag for target, options in value.items() for flag in ("--tmpfs", f"{target}:{options}")]
+    if key in ("cap_drop", "security_opt"):
+        name = "--cap-drop" if key == "cap_drop" else "--security-opt"
+        return [flag for item in value for flag in (name, item)]
+    if key in ("read_only", "init"):
+        return ["--read-only" if key == "read_only" else "--init"] if value else []
+    if key == "nano_cpus":
+        return ["--cpus", f"{value / 1e9:g}"]
+    simple = {"pids_limit": "--pids-limit", "network_mode": "--network", "ipc_mode": "--ipc",
+              "mem_limit": "--memory", "memswap_limit": "--memory-swap"}
+    if key in simple:
+        return [simple[key], str(value)]
+    raise AssertionError(f"host config keyword {key!r} has no docker run flag")
 
 
 def webhook_payload_mount(payload: Path, scratch: Path) -> docker.types.Mount:

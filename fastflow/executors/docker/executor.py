@@ -243,6 +243,20 @@ class DockerExecutor(Executor):
         )
         return env, offline
 
+    def dry_run_commands(self, spec: AttemptSpec, scratch: Path) -> tuple[list[list[str]], list[str]]:
+        """The shell commands that would run `spec` as `execute` does, nothing created: the
+        ones preparing its scratch folder `scratch` (the overlay's upper and work folders, the
+        route folder, the cache overlay volume) and its `docker run` (`RunContainers`' own
+        keywords rendered as flags). The cache is assumed cold (uv may download)."""
+        upper, work, route = scratch / "upper", scratch / "work", scratch / "route"
+        name = container_name(spec)
+        setup = [["mkdir", "-p", str(self.cache.root), str(upper), str(work), str(route)],
+                 ["chmod", "0777", str(upper), str(route)],
+                 self.containers.overlay_volume_args(spec, scratch, name)]
+        run = self.containers.docker_run_args(spec, image=self.runner_image(spec.python_version),
+                                              scratch=scratch, name=name)
+        return setup, run
+
     def runner_image(self, python_version: str | None) -> str:
         """The runner image of an attempt or pre-heat asking for `python_version` (None: the
         default Python)."""
