@@ -70,6 +70,18 @@ DEFAULT_WEBHOOK_MAX_QUEUED = 100  # webhook runs of one pipeline queued but not 
 DEFAULT_WEBHOOK_READ_TIMEOUT = 10.0  # seconds a connection may stay silent
 DEFAULT_WEBHOOK_THREADS = 4
 
+# Notifications (config.yaml `notifications:`, pipeline.json "notifications",
+# docs/notifications.md): what a target hears about when it lists no events, and the options.
+DEFAULT_NOTIFY_EVENTS = ("failure", "recovery", "given_up", "scheduler_stale")
+DEFAULT_NOTIFY_AFTER = 3  # consecutive failures for the `after` event
+DEFAULT_NOTIFY_STUCK_FACTOR = 3.0  # stuck: running longer than this times the median duration
+DEFAULT_NOTIFY_MISSED_GRACE = 300.0  # seconds a schedule slot may wait for its run
+DEFAULT_NOTIFY_GROUP_WINDOW = 30.0  # events within this many seconds: one message per target
+NOTIFY_TIMEOUT = 20.0  # seconds one delivery attempt may take before it counts as failed
+NOTIFY_ATTEMPTS = 4  # attempts per message (the first and three retries)
+NOTIFY_RETRY_DELAY = 5.0  # seconds before the first retry, doubling after each
+NOTIFY_LOG_LINES = 20  # last lines of the run's (masked) log in a message
+NOTIFY_RECENT = 50  # deliveries listed in state/notifications.json (the site shows them)
 
 # Flow runs (docs/flows.md): a task's output (`$FASTFLOW_OUTPUT`) is at most this many bytes;
 # a failed flow run's workspace is kept this long for `fastflow flow rerun` (seconds).

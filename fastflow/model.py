@@ -237,6 +237,26 @@ class DaemonPolicy:
 
 
 @dataclass(frozen=True)
+class NotificationTarget:
+    """One entry of `notifications:` (config.yaml) or `"notifications"` (pipeline.json): where
+    messages go (a URL of the notification library, or the name of a secret holding one), which
+    events, and the options of those events (defaults: `fastflow.defaults`, DEFAULT_NOTIFY_*)."""
+
+    name: str  # names it in `fastflow notify test --target` and in delivery records
+    url: str | None = None  # written in the file (then it holds no token)
+    secret: str | None = None  # or: the secrets-file entry holding the URL
+    events: tuple[NotifyEvent, ...] = ()
+    after: int = 3  # consecutive failures for the `after` event
+    repeat: float | None = None  # seconds: send again while the state lasts; None: never
+    stuck_after: float | None = None  # seconds running that count as stuck; None: by the median
+    stuck_factor: float = 3.0  # stuck when running longer than this times the median duration
+    missed_grace: float = 300.0  # seconds after a slot without a run before it counts as missed
+    group_window: float = 30.0  # events within this many seconds go out as one message
+    file: str = ""  # the file that declared it
+    pipeline: str | None = None  # the pipeline whose pipeline.json declared it (grants its secret)
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A valid pipeline: its folder, entry point and fully resolved metadata.
 
@@ -274,6 +294,9 @@ class Pipeline:
     webhook_env: tuple[str, ...] = ()
     network: NetworkMode = NetworkMode.BRIDGE
     run_on_change: bool = False
+    # Where this pipeline's events go: config.yaml's targets and its own, or only its own
+    # (`"inherit": false`); resolved by config.notifications.
+    notifications: tuple[NotificationTarget, ...] = ()
     warnings: tuple[Problem, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -332,11 +355,12 @@ class RepoConfig:
     grace_period: float
     author_name: str
     author_email: str
-    notifications: Mapping[str, object] = field(default_factory=dict)
+    notifications: tuple[NotificationTarget, ...] = ()  # the defaults of every pipeline
     sources: Mapping[str, str] = field(default_factory=dict)
     lease_timeout: float | None = None  # seconds; None: DEFAULT_LEASE_TIMEOUT (config fills it in)
     tmp_size_bytes: int | None = None  # a container's tmpfs /tmp; None: DEFAULT_TMP_SIZE_BYTES
     webhooks: WebhookSettings | None = None  # config always fills it in
+    site_url: str | None = None  # where the status site is served: messages link to run pages
     flows_dir: str | None = None  # None: .fastflow/flows and a Featherflow flows/ (docs/flows.md)
     tasks_dir: str | None = None  # None: the tasks folder that goes with each flows folder
 

@@ -420,3 +420,73 @@ def build_sample(tmp_path: Path, runs: int = 120):
         schedules=by_pipeline, heartbeat=SAMPLE_NOW - timedelta(seconds=30), title="Acme pipelines")
     logs = {r.run_id: SAMPLE_LOG for rs in runs_by_pipeline.values() for r in rs}
     return data, runs_by_pipeline, logs
+
+
+# --- notification receivers (loopback) -----------------------------------------------------------
+
+
+class JsonReceiver:
+    """A real HTTP server on loopback for the JSON-webhook URL form (`json://127.0.0.1:PORT/...`):
+    it keeps every POST (`received`: path and JSON body). `status` is what it answers; `stop()`
+    closes it (a receiver that is down refuses connections)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        receiver = self
+        self.received: list[tuple[str, dict]] = []
+        self.status = 200
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server spelling
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append((self.path, json.loads(body or b"{}")))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "hook") -> str:
+        return f"json://127.0.0.1:{self.port}/{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MailReceiver:
+    """A real SMTP server (aiosmtpd) on loopback: `messages` holds each mail as
+    (from, [to], the message text)."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        receiver = self
+        self.messages: list[tuple[str, list[str], str]] = []
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's
+                receiver.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
+                                          envelope.content.decode("utf-8", "replace")))
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def url(self, to: str = "ops@example.org") -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=fastflow@example.org&to={to}&mode=insecure"
+
+    def stop(self) -> None:
+        self.controller.stop()

@@ -25,6 +25,7 @@ from fastflow.model import (
     DownstreamTrigger,
     Limits,
     NetworkMode,
+    NotifyEvent,
     Pipeline,
     PipelineType,
     RetryPolicy,
@@ -142,6 +143,7 @@ FULL = {
     "webhook_env": ["DATE", "SOURCE"],
     "network": "none",
     "run_on_change": True,
+    "notifications": [{"secret": "OPS_HOOK", "events": ["every_failure"]}],
     "_comment": "keys starting with _ are comments",
 }
 
@@ -184,6 +186,8 @@ def test_every_field_round_trips():
     )
     assert (v["webhook_key"], v["network"], v["run_on_change"]) == ("k-main", NetworkMode.NONE, True)
     assert (v["webhook_secret"], v["webhook_env"]) == (("GH_HOOK",), ("DATE", "SOURCE"))
+    assert [(t.name, t.secret, t.events) for t in v["notifications"]] == [
+        ("OPS_HOOK", "OPS_HOOK", (NotifyEvent.EVERY_FAILURE,))]
     assert {k for k, v in meta.sources.items() if v != FILE} == {
         "schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end", "cells"}
 
@@ -628,7 +632,8 @@ results_author:
   name: Bot
   email: bot@example.org
 notifications:
-  slack: {webhook: "https://example.org/hook"}
+  - {url: "json://hooks.example.org/fastflow", name: ops}
+site_url: https://ci.example.org/fastflow/
 webhooks:
   listen: 127.0.0.1:8787
   public_url: https://ci.example.org/
@@ -655,7 +660,9 @@ def test_repo_config_reads_every_key_with_sources():
         "certs/ca.pem", ".fastflow/other.enc.yaml", 5.0
     )
     assert (config.author_name, config.author_email) == ("Bot", "bot@example.org")
-    assert config.notifications == {"slack": {"webhook": "https://example.org/hook"}}
+    assert [(t.name, t.url) for t in config.notifications] == [
+        ("ops", "json://hooks.example.org/fastflow")]
+    assert config.site_url == "https://ci.example.org/fastflow"
     assert config.lease_timeout == 30.0
     assert config.tmp_size_bytes == 512 * 1024**2
     assert (config.flows_dir, config.tasks_dir) == ("wf", "wf/scripts")

@@ -42,6 +42,7 @@ OWNERS = {
     "rich": ("fastflow.cli",),
     "jinja2": ("fastflow.site.render",),
     "waitress": ("fastflow.daemon.webhooks.server",),
+    "apprise": ("fastflow.notify.delivery",),
 }
 # The pure time layer reads no files and talks to no library with side effects.
 PURE_UNITS = {"schedule": {"yaml", "pygit2", "os", "io", "shutil", "tempfile", "pathlib", "subprocess"}}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from fastflow import defaults
+from fastflow.config.notifications import pipeline_targets
 from fastflow.config.sections import retry_policy, timing
 from fastflow.config.values import (
     MISSING,
@@ -77,7 +78,7 @@ PIPELINE_KEYS = (
     "description", "tags", "enabled", "type", "python_version", "cells", *LIMIT_CHECKS, "timeout",
     *RETRY_KEYS, "default_env", "encrypted_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
     "downstream_triggers", "webhook_key", "webhook_secret", "webhook_env", "network",
-    "run_on_change",
+    "run_on_change", "notifications",
 )
 RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
@@ -244,6 +245,9 @@ class _Builder:
         values["run_configs"] = self.run_configs(values["limits"], values["retry"])
         values["schedule"] = self.unused_schedule(values["schedule"])
         values["downstream"] = self.downstream()
+        values["notifications"] = pipeline_targets(f, self.config.notifications, self.name)
+        self.sources["notifications"] = self.file if f.has("notifications") else \
+            self.from_config("notifications")
         self.check_webhook_keys(values)
         self.check_webhook_env(values)
         return values

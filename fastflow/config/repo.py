@@ -12,6 +12,7 @@ from typing import Any
 
 from fastflow import defaults
 from fastflow.config.links import link_problem
+from fastflow.config.notifications import read_targets
 from fastflow.config.values import (
     MISSING,
     Fields,
@@ -88,7 +89,8 @@ _LIMIT_CHECKS = {
     "cpu_soft_limit": cpu,
     "mem_soft_limit": memory,
 }
-_SECTIONS = ("default_limits", "retention", "results_author", "notifications", "webhooks")
+_SECTIONS = ("default_limits", "retention", "results_author", "notifications", "webhooks",
+             "site_url")
 KNOWN_KEYS = (*_SCALARS, *_SECTIONS)
 
 
@@ -203,9 +205,11 @@ def _build(fields: Fields, file: str) -> RepoConfig:
     values["default_limits"] = _limits(fields, sources, file)
     values.update(_retention(fields, sources, file))
     values.update(_author(fields, sources, file))
-    notifications = fields.get("notifications", _mapping, nullable=True)
-    values["notifications"] = {} if notifications in (MISSING, None) else notifications
-    sources["notifications"] = DEFAULT if notifications is MISSING else file
+    values["notifications"] = read_targets(fields, "notifications")
+    sources["notifications"] = file if fields.has("notifications") else DEFAULT
+    site_url = fields.get("site_url", public_url, nullable=True)
+    values["site_url"] = None if site_url is MISSING else site_url
+    sources["site_url"] = DEFAULT if site_url is MISSING else file
     values["webhooks"] = _webhooks(fields, sources, file)
     return RepoConfig(**values, sources=sources)
 

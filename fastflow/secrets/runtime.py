@@ -80,3 +80,47 @@ def _resolve(repo_root: Path, config: RepoConfig, pipeline: Pipeline,
         if not message.startswith(f"{path}:"):
             raise
         raise SecretsError(config.secrets_file + message[len(str(path)):]) from None
+
+
+def notification_urls(repo_root: Path, config: RepoConfig, names: Mapping[str, str | None],
+                      environ: Mapping[str, str]) -> dict[str, str]:
+    """The URLs of notification targets kept in the secrets file: secret name -> value, for
+    `names` (secret name -> the pipeline whose pipeline.json names it, None for config.yaml's).
+
+    A target of config.yaml may name any secret of the file (config.yaml holds the
+    repository's own settings, and the URL never reaches a run); a target of a pipeline.json
+    only a secret granted to that pipeline, as for its runs. `SecretsError` names the file and
+    what is missing, not granted or untrusted; never a value."""
+    if not names:
+        return {}
+    from fastflow.secrets.store import identities_for, read_secrets
+
+    path = Path(repo_root) / config.secrets_file
+    link = link_problem(Path(repo_root), path)
+    if link is not None:
+        raise SecretsError(f"{config.secrets_file}: {link}")
+    listed = ", ".join(sorted(names))
+    if not path.is_file():
+        raise SecretsError(f"{config.secrets_file}: does not exist, but notifications name "
+                           f"secrets {listed}; create it with `fastflow secrets init` and "
+                           "`fastflow secrets set NAME`")
+    try:
+        values, grants = read_secrets(path, identities_for(path, environ))
+    except SecretsError as exc:
+        message = str(exc)
+        if message.startswith(f"{path}:"):
+            raise SecretsError(config.secrets_file + message[len(str(path)):]) from None
+        raise
+    missing = sorted(n for n in names if n not in values)
+    refused = sorted(n for n, p in names.items() if n in values and p is not None
+                     and p not in grants.get(n, ()))
+    if missing:
+        raise SecretsError(f"{config.secrets_file}: notifications name secrets that do not "
+                           f"exist: {', '.join(missing)} (create them with `fastflow secrets "
+                           "set NAME`)")
+    if refused:
+        shown = ", ".join(f"{n} (pipeline {names[n]})" for n in refused)
+        raise SecretsError(f"{config.secrets_file}: notifications of a pipeline name secrets "
+                           f"not granted to it: {shown} (grant with `fastflow secrets grant "
+                           "NAME PIPELINE`)")
+    return {n: values[n].strip() for n in names}

@@ -1,0 +1,519 @@
+"""When to notify whom: the daemon's side of notifications (docs/notifications.md).
+
+The decisions are pure functions of a pipeline's `Tally` (its last outcome, consecutive
+failures, recent durations, when each target last heard of it), the targets, what happened and
+`now`: `run_events` for a recorded run (failure, recovery, every_failure, after, soft_limit),
+`stuck_events` for a running one, `missed_slots` for schedule slots without a run. `Groups`
+holds the events of each target for its group window, so events close together go out as one
+message. `Alerts` does the I/O around them: it keeps the tallies in `state/notifications.json`
+on the results branch (so a daemon restart neither forgets a failure streak nor repeats a
+message), resolves each target's URL (a secret is decrypted from the deployed commit's secrets
+file), hands messages to the `notify` courier (a worker thread: delivery never blocks a run or
+the loop) and records every attempt under `notifications/` on the branch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import secrets as random
+import statistics
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from fastflow import defaults
+from fastflow.errors import FastflowError
+from fastflow.model import NotificationTarget, NotifyEvent, RepoConfig, RunStatus
+from fastflow.notify import delivery
+from fastflow.notify.courier import Courier, Parcel, entry
+from fastflow.notify.message import Event, compose, tail_lines
+from fastflow.record import RunRecord
+from fastflow.results.store import ResultsStore
+from fastflow.schedule.planner import iter_slots
+from fastflow.schedule.spec import Schedule
+from fastflow.secrets.runtime import notification_urls
+from fastflow.site.views import run_page_path
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "notifications"  # state/notifications.json on the results branch
+RECORDS_DIR = "notifications"  # notifications/<YYYY>/<MM>/<id>.json: one per message
+FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.OOM_KILLED, RunStatus.LOST})
+# A run matches at most one of these per target, the first that applies.
+RUN_KINDS = (NotifyEvent.RECOVERY, NotifyEvent.FAILURE, NotifyEvent.AFTER,
+             NotifyEvent.EVERY_FAILURE)
+DURATIONS_KEPT = 20  # succeeded runs' durations kept for the median of `stuck`
+MIN_DURATIONS = 3  # fewer than this: no median, `stuck` only by `stuck_after`
+MAX_SLOTS_CHECKED = 100  # schedule slots looked at per schedule and round
+
+
+# --- pure decisions -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the alerts remember of one pipeline."""
+
+    last: str | None = None  # "success" or "failure": the last outcome that counts
+    failures: int = 0  # consecutive failures up to now
+    durations: tuple[float, ...] = ()  # of the last succeeded runs, oldest first
+    sent: Mapping[str, str] = field(default_factory=dict)  # "target/kind" -> when last sent
+
+    def to_json(self) -> dict:
+        return {"last": self.last, "failures": self.failures, "durations": list(self.durations),
+                "sent": dict(self.sent)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Tally":
+        return cls(last=data.get("last"), failures=int(data.get("failures") or 0),
+                   durations=tuple(float(d) for d in data.get("durations") or ()),
+                   sent=dict(data.get("sent") or {}))
+
+
+def _sent_key(target: NotificationTarget, kind: str, about: str = "") -> str:
+    return f"{target.name}/{kind}" + (f"/{about}" if about else "")
+
+
+def _may_repeat(tally: Tally, key: str, target: NotificationTarget, now: datetime) -> bool:
+    """Whether a message already sent (`key`) may go again: only with `repeat`, once that many
+    seconds have passed."""
+    if target.repeat is None or key not in tally.sent:
+        return False
+    return (now - datetime.fromisoformat(tally.sent[key])).total_seconds() >= target.repeat
+
+
+def run_events(tally: Tally, record: RunRecord, targets: Sequence[NotificationTarget],
+               now: datetime) -> tuple[Tally, list[tuple[NotificationTarget, str, str]]]:
+    """The tally after `record` and what each target hears of it: (target, kind, detail).
+
+    `failure`: a failed outcome (failed, timed_out, oom_killed, lost) after a success or as
+    the first outcome known; while the failures go on, again only with `repeat`. `recovery`:
+    a success after failures. `every_failure`: each failed outcome. `after`: the `after`-th
+    consecutive failure (with `repeat`, each later one once `repeat` passed). Cancelled and
+    skipped runs change nothing. `soft_limit`: the run went over a soft limit."""
+    status = record.status
+    failed, succeeded = status in FAILURES, status is RunStatus.SUCCEEDED
+    failures = tally.failures + 1 if failed else 0 if succeeded else tally.failures
+    found: list[tuple[NotificationTarget, str, str]] = []
+    sent = dict(tally.sent)
+    for target in targets:
+        kind, detail = _run_kind(tally, target, failed, succeeded, failures, now)
+        if kind is not None:
+            found.append((target, kind, detail))
+            sent[_sent_key(target, kind)] = now.isoformat()
+            if kind == NotifyEvent.RECOVERY.value:  # a new streak starts afresh
+                for other in (NotifyEvent.FAILURE, NotifyEvent.AFTER):
+                    sent.pop(_sent_key(target, other.value), None)
+        events = record.resources.soft_limit_events if record.resources else ()
+        if NotifyEvent.SOFT_LIMIT in target.events and events:
+            found.append((target, NotifyEvent.SOFT_LIMIT.value, _soft_limit_detail(events)))
+    durations = tally.durations
+    if succeeded and record.duration_s is not None:
+        durations = (durations + (float(record.duration_s),))[-DURATIONS_KEPT:]
+    last = "failure" if failed else "success" if succeeded else tally.last
+    return Tally(last, failures, durations, sent), found
+
+
+def _run_kind(tally: Tally, target: NotificationTarget, failed: bool, succeeded: bool,
+              failures: int, now: datetime) -> tuple[str | None, str]:
+    wanted = set(target.events)
+    if succeeded and tally.last == "failure" and NotifyEvent.RECOVERY in wanted:
+        return NotifyEvent.RECOVERY.value, f"after {tally.failures} failed run" + \
+            ("s" if tally.failures != 1 else "")
+    if not failed:
+        return None, ""
+    streak = f"{failures} consecutive failures" if failures > 1 else ""
+    if NotifyEvent.FAILURE in wanted:
+        key = _sent_key(target, NotifyEvent.FAILURE.value)
+        if tally.last != "failure" or _may_repeat(tally, key, target, now):
+            return NotifyEvent.FAILURE.value, streak
+    if NotifyEvent.AFTER in wanted:
+        key = _sent_key(target, NotifyEvent.AFTER.value)
+        if failures == target.after or (failures > target.after
+                                        and _may_repeat(tally, key, target, now)):
+            return NotifyEvent.AFTER.value, f"{failures} consecutive failures"
+    if NotifyEvent.EVERY_FAILURE in wanted:
+        return NotifyEvent.EVERY_FAILURE.value, streak
+    return None, ""
+
+
+def _soft_limit_detail(events: Sequence) -> str:
+    """The first excess of a run, from its `soft_limit_events` ({t, kind, value, limit})."""
+    first = events[0] if isinstance(events[0], Mapping) else {}
+    kind, at = first.get("kind", "a"), first.get("t")
+    text = f"first over its {kind} soft limit"
+    if first.get("value") is not None and first.get("limit") is not None:
+        text += f" ({first['value']} > {first['limit']})"
+    if at is not None:
+        text += f" {at} s into the run"
+    return text + (f"; {len(events)} excesses in all" if len(events) > 1 else "")
+
+
+def stuck_limit(target: NotificationTarget, durations: Sequence[float]) -> float | None:
+    """Seconds after which a run counts as stuck for `target`: `stuck_after`, else
+    `stuck_factor` times the median of the recent successful durations (None without enough)."""
+    if target.stuck_after is not None:
+        return target.stuck_after
+    if len(durations) < MIN_DURATIONS:
+        return None
+    return target.stuck_factor * statistics.median(durations)
+
+
+def stuck_events(tally: Tally, run_id: str, started_at: datetime,
+                 targets: Sequence[NotificationTarget], now: datetime
+                 ) -> tuple[Tally, list[tuple[NotificationTarget, str, str]]]:
+    """What each target hears of run `run_id`, running since `started_at`: `stuck` once it
+    runs longer than the target's limit (again with `repeat`)."""
+    found, sent = [], dict(tally.sent)
+    running = (now - started_at).total_seconds()
+    for target in targets:
+        if NotifyEvent.STUCK not in target.events:
+            continue
+        limit = stuck_limit(target, tally.durations)
+        key = _sent_key(target, NotifyEvent.STUCK.value, run_id)
+        if limit is None or running <= limit:
+            continue
+        if key in tally.sent and not _may_repeat(tally, key, target, now):
+            continue
+        median = "" if target.stuck_after is not None else \
+            f", {target.stuck_factor:g} x the median of {statistics.median(tally.durations):.0f} s"
+        found.append((target, NotifyEvent.STUCK.value,
+                      f"running for {running:.0f} s, limit {limit:.0f} s{median}"))
+        sent[key] = now.isoformat()
+    return replace(tally, sent=sent), found
+
+
+def missed_slots(schedule: Schedule, checked_until: datetime, grace: float, now: datetime,
+                 started: Callable[[str], bool]) -> tuple[datetime, list[datetime]]:
+    """The slots of `schedule` after `checked_until` whose grace period ended by `now` and
+    whose run did not start (`started(run_id)`), and the instant checked up to."""
+    missed, until = [], checked_until
+    for count, slot in enumerate(iter_slots(schedule, checked_until)):
+        if count >= MAX_SLOTS_CHECKED or slot.at + timedelta(seconds=grace) > now:
+            break
+        until = slot.at
+        if not started(slot.run_id):
+            missed.append(slot.at)
+    return until, missed
+
+
+@dataclass
+class Group:
+    target: NotificationTarget
+    send_at: datetime
+    events: list[Event] = field(default_factory=list)
+
+
+class Groups:
+    """The events of each target waiting for its group window to end (pure: `now` in)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, Group] = {}
+
+    def add(self, target: NotificationTarget, event: Event, now: datetime) -> bool:
+        """Add `event` for `target`; True when it opened a new group (the caller may need to
+        wake up at `next_at`)."""
+        group = self.waiting.get(target.name)
+        if group is None:
+            send_at = now + timedelta(seconds=target.group_window)
+            self.waiting[target.name] = Group(target, send_at, [event])
+            return True
+        group.events.append(event)
+        return False
+
+    def due(self, now: datetime) -> list[Group]:
+        """The groups whose window ended by `now`, taken out."""
+        ready = [g for g in self.waiting.values() if g.send_at <= now]
+        for group in ready:
+            del self.waiting[group.target.name]
+        return ready
+
+    @property
+    def next_at(self) -> datetime | None:
+        return min((g.send_at for g in self.waiting.values()), default=None)
+
+
+# --- the daemon's alerts ------------------------------------------------------------------------
+
+
+def record_path(message_id: str) -> str:
+    """`notifications/<YYYY>/<MM>/<id>.json`, by the timestamp the id starts with."""
+    return f"{RECORDS_DIR}/{message_id[:4]}/{message_id[4:6]}/{message_id}.json"
+
+
+def new_message_id(target: str, now: datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{target}-{random.token_hex(2)}"
+
+
+def shown_target(target: NotificationTarget) -> str:
+    """What is recorded and shown of where a target's messages go: the URL's private form
+    (tokens masked by the library), or the name of the secret holding it."""
+    if target.secret is not None:
+        return f"secret {target.secret}"
+    try:
+        return delivery.describe(target.url or "")
+    except delivery.DeliveryFailed:
+        return target.url.split("://", 1)[0] + "://..." if target.url else "?"
+
+
+@dataclass
+class AlertSources:
+    """What the alerts need from the daemon: `targets(pipeline)` (its effective targets; the
+    defaults for one no longer active), `config()` (the active config.yaml), `secrets_root()`
+    (a checkout of the deployed commit, for the secrets file), `environ` (age identities),
+    `wake()` (the loop re-reads `next_at`)."""
+
+    targets: Callable[[str], tuple[NotificationTarget, ...]]
+    config: Callable[[], RepoConfig | None]
+    secrets_root: Callable[[], Path | None]
+    environ: Mapping[str, str]
+    wake: Callable[[], None] = lambda: None
+
+
+class Alerts:
+    """The daemon's notifications: see the module doc. Thread-safe: runs are recorded on
+    worker threads, the loop ticks, the courier reports from its own thread."""
+
+    def __init__(self, store: ResultsStore, clock: Callable[[], datetime], sources: AlertSources,
+                 courier: Courier | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.sources = sources
+        self.groups = Groups()
+        self.tallies: dict[str, Tally] = {}
+        self.checked: dict[str, str] = {}  # schedule id -> slots checked for `missed` up to
+        self.recent: list[dict] = []  # the last deliveries, newest first (for the site)
+        self._lock = threading.RLock()
+        self.courier = courier or Courier(self._report, clock)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read `state/notifications.json` (a damaged one is logged and starts afresh)."""
+        try:
+            data = self.store.read_state(STATE_NAME) or {}
+            with self._lock:
+                self.tallies = {n: Tally.from_json(t) for n, t in (data.get("pipelines") or {}).items()}
+                self.checked = dict(data.get("missed_checked") or {})
+                self.recent = list(data.get("recent") or [])
+        except (ValueError, TypeError, AttributeError, FastflowError) as exc:
+            logger.error("state/%s.json on %s is unreadable (%s); notifications start afresh",
+                         STATE_NAME, self.store.branch, exc)
+
+    def state_json(self) -> dict:
+        with self._lock:
+            return {"schema": 1, "pipelines": {n: t.to_json() for n, t in self.tallies.items()},
+                    "missed_checked": dict(self.checked), "recent": list(self.recent)}
+
+    def _save(self) -> None:
+        self.store.write_state(STATE_NAME, self.state_json())
+
+    # -- what happened ----------------------------------------------------------------------
+
+    def run_recorded(self, record: RunRecord, log: Callable[[], str]) -> None:
+        """A run's record is on the branch: decide and queue what its targets hear."""
+        if record.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+            return
+        now = self.clock()
+        targets = self.sources.targets(record.pipeline)
+        with self._lock:
+            tally, found = run_events(self.tallies.get(record.pipeline, Tally()), record,
+                                      targets, now)
+            changed = tally != self.tallies.get(record.pipeline)
+            self.tallies[record.pipeline] = tally
+            if changed:
+                self._save()
+        if not found:
+            return
+        tail = tail_lines(_safe(log), defaults.NOTIFY_LOG_LINES)
+        for target, kind, detail in found:
+            self._add(target, Event(
+                kind=kind, at=now, pipeline=record.pipeline, run_id=record.run_id,
+                status=record.status.value, commit=record.commit.sha if record.commit else None,
+                duration_s=record.duration_s, detail=detail,
+                log_tail=tail if kind != NotifyEvent.RECOVERY.value else (),
+                run_url=self._run_url(record.pipeline, record.run_id)), now)
+
+    def given_up(self, pipeline: str, run_id: str | None, detail: str) -> None:
+        """Supervision gave up restarting `pipeline` (sent once per give-up: supervision calls
+        this once)."""
+        now = self.clock()
+        for target in self.sources.targets(pipeline):
+            if NotifyEvent.GIVEN_UP in target.events:
+                self._add(target, Event(kind=NotifyEvent.GIVEN_UP.value, at=now,
+                                        pipeline=pipeline, run_id=run_id, detail=detail,
+                                        run_url=self._run_url(pipeline, run_id)), now)
+
+    def supervision(self, event) -> None:
+        """`SupervisorHooks.notify`: a supervision event (`given_up` is the one people hear)."""
+        if getattr(event, "kind", None) == NotifyEvent.GIVEN_UP.value:
+            self.given_up(event.pipeline, event.run_id, event.message)
+
+    def daemon_started(self, previous: Mapping | None, now: datetime) -> bool:
+        """At a daemon start: when the last heartbeat on the branch (`previous`, the state the
+        last daemon wrote) is stale and not a clean stop, `scheduler_stale` goes to the targets
+        of config.yaml. Returns whether it was stale."""
+        if not previous or previous.get("stopped_at") or not previous.get("heartbeat"):
+            return False
+        try:
+            beat = datetime.fromisoformat(previous["heartbeat"])
+        except (TypeError, ValueError):
+            return False
+        interval = float(previous.get("heartbeat_interval_s") or defaults.HEARTBEAT_INTERVAL)
+        age = (now - beat).total_seconds()
+        if age <= defaults.HEARTBEAT_STALE_FACTOR * interval:
+            return False
+        self.scheduler_stale(f"the last heartbeat was at {beat.isoformat(timespec='seconds')}, "
+                             f"{age:.0f} s before this start (no clean stop): the daemon was "
+                             "down or hung", now)
+        return True
+
+    def scheduler_stale(self, detail: str, now: datetime) -> int:
+        """Send `scheduler_stale` to config.yaml's targets that want it; returns how many."""
+        config = self.sources.config()
+        count = 0
+        for target in config.notifications if config else ():
+            if NotifyEvent.SCHEDULER_STALE in target.events:
+                self._add(target, Event(kind=NotifyEvent.SCHEDULER_STALE.value, at=now,
+                                        detail=detail), now)
+                count += 1
+        return count
+
+    # -- the loop's round ---------------------------------------------------------------------
+
+    def tick(self, now: datetime, running: Iterable[tuple[str, str, datetime]],
+             schedules: Iterable[Schedule], started: Callable[[str, str], bool]) -> None:
+        """One round at `now`: `stuck` for the `running` runs (run id, pipeline, started at),
+        `missed` for the slots of `schedules` (`started(run_id, pipeline)`), then send the
+        groups whose window ended."""
+        for run_id, pipeline, started_at in running:
+            self._check_stuck(run_id, pipeline, started_at, now)
+        for schedule in schedules:
+            self._check_missed(schedule, now, started)
+        with self._lock:
+            ready = self.groups.due(now)
+        for group in ready:
+            self._send(group, now)
+
+    @property
+    def next_at(self) -> datetime | None:
+        with self._lock:
+            return self.groups.next_at
+
+    def flush_all(self) -> None:
+        """Send every waiting group now (a stopping daemon), then wait a little for them."""
+        now = self.clock()
+        with self._lock:
+            ready = self.groups.due(datetime.max.replace(tzinfo=now.tzinfo))
+        for group in ready:
+            self._send(group, now)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.flush_all()
+        self.courier.wait_idle(timeout)
+        self.courier.stop(timeout)
+
+    def _check_stuck(self, run_id: str, pipeline: str, started_at: datetime, now: datetime) -> None:
+        targets = [t for t in self.sources.targets(pipeline) if NotifyEvent.STUCK in t.events]
+        if not targets:
+            return
+        with self._lock:
+            tally = self.tallies.get(pipeline, Tally())
+            tally, found = stuck_events(tally, run_id, started_at, targets, now)
+            if found:
+                self.tallies[pipeline] = tally
+                self._save()
+        for target, kind, detail in found:
+            self._add(target, Event(kind=kind, at=now, pipeline=pipeline, run_id=run_id,
+                                    status=RunStatus.RUNNING.value, detail=detail,
+                                    run_url=self._run_url(pipeline, run_id)), now)
+
+    def _check_missed(self, schedule: Schedule, now: datetime,
+                      started: Callable[[str, str], bool]) -> None:
+        targets = [t for t in self.sources.targets(schedule.pipeline)
+                   if NotifyEvent.MISSED in t.events]
+        if not targets or not schedule.enabled:
+            return
+        grace = min(t.missed_grace for t in targets)
+        with self._lock:
+            since = self.checked.get(schedule.id)
+        if since is None:  # first seen: slots from now on (no flood of old ones)
+            with self._lock:
+                self.checked[schedule.id] = now.isoformat()
+                self._save()
+            return
+        until, missed = missed_slots(schedule, datetime.fromisoformat(since), grace, now,
+                                     lambda run_id: started(run_id, schedule.pipeline))
+        if until.isoformat() != since:
+            with self._lock:
+                self.checked[schedule.id] = until.isoformat()
+                self._save()
+        for at in missed:
+            for target in targets:
+                self._add(target, Event(
+                    kind=NotifyEvent.MISSED.value, at=now, pipeline=schedule.pipeline,
+                    detail=f"schedule {schedule.id}: the slot of {at.isoformat()} had no run "
+                           f"started within {target.missed_grace:g} s"), now)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _add(self, target: NotificationTarget, event: Event, now: datetime) -> None:
+        with self._lock:
+            opened = self.groups.add(target, event, now)
+        if opened:
+            self.sources.wake()
+
+    def _run_url(self, pipeline: str, run_id: str | None) -> str | None:
+        config = self.sources.config()
+        if config is None or not config.site_url or not run_id:
+            return None
+        try:
+            return f"{config.site_url}/{run_page_path(pipeline, run_id)}"
+        except (ValueError, FastflowError):
+            return None
+
+    def _send(self, group: Group, now: datetime) -> None:
+        target, message = group.target, compose(group.events)
+        message_id = new_message_id(target.name, now)
+        shown = shown_target(target)
+        try:
+            url = self._url(target)
+        except FastflowError as exc:
+            attempt = {"n": 1, "at": now.isoformat(), "outcome": "failed", "error": str(exc),
+                       "took_s": 0.0}
+            parcel = Parcel(message_id, target.name, shown, "", message, now)
+            logger.warning("notification %s to %s not sent: %s", message_id, target.name, exc)
+            self._report(entry(parcel, [attempt], "failed"))
+            return
+        self.courier.post(Parcel(message_id, target.name, shown, url, message, now))
+
+    def _url(self, target: NotificationTarget) -> str:
+        if target.secret is None:
+            return target.url or ""
+        config, root = self.sources.config(), self.sources.secrets_root()
+        if config is None or root is None:
+            raise FastflowError(f"no deployed configuration to read secret {target.secret} "
+                                "from; push a valid .fastflow/ first")
+        found = notification_urls(root, config, {target.secret: target.pipeline},
+                                  self.sources.environ)
+        return found[target.secret]
+
+    def _report(self, data: dict) -> None:
+        """Record one delivery's state on the branch (its file, and the recent list)."""
+        with self._lock:
+            self.recent = [data] + [r for r in self.recent if r.get("id") != data["id"]]
+            self.recent = self.recent[:defaults.NOTIFY_RECENT]
+            self.store.write_files({record_path(data["id"]): json.dumps(data, indent=2).encode()},
+                                   f"notification {data['id']}: {data['outcome']}")
+            self._save()
+        self.store.flush()
+
+
+def _safe(log: Callable[[], str]) -> str:
+    try:
+        return log()
+    except (FastflowError, OSError, ValueError) as exc:
+        logger.warning("the log of a run could not be read for its notification: %s", exc)
+        return ""
