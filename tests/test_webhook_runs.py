@@ -25,7 +25,8 @@ from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.daemon.webhooks.intake import Intake, Target, materialize_payload
+from fastflow.daemon.payloads import materialize_payload
+from fastflow.daemon.webhooks.intake import Intake, Target
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
 from fastflow.record import RunRecord, Trigger, WebhookInput, request_run_id, run_stamp
@@ -448,5 +449,5 @@ def test_two_concurrent_deliveries_of_one_id_in_one_second_keep_the_runs_payload
     assert answers[0].run_id == answers[1].run_id
     [request] = Inbox(tmp_path).read()
     assert request.webhook.payload_file == str(webhook_payload_file(tmp_path, answers[0].run_id))
-    materialize_payload(tmp_path, request.request_id, request.webhook)  # as the daemon does
+    materialize_payload(tmp_path, answers[0].run_id, request.webhook)  # as the run start does
     assert webhook_payload_file(tmp_path, answers[0].run_id).read_bytes() == payload_body("race")

@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
@@ -32,7 +33,7 @@ from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
 from fastflow.config.repo import read_repo_config
 from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.runs import RunJournal, RunOrder
-from fastflow.daemon.webhooks.intake import Intake, QueueCount
+from fastflow.daemon.webhooks.intake import Intake, QueueCount, Target
 from fastflow.daemon.webhooks.limits import RateLimit, retry_after
 from fastflow.daemon.webhooks.server import SWITCH_INTERVAL
 from fastflow.errors import RepositoryError
@@ -284,7 +285,7 @@ def test_an_accepted_request_the_daemon_never_took_is_posted_at_the_next_start(o
     """The one durable write of an accept is its accepted file; the inbox request after it is
     not fsynced. A stop before the daemon took the request (a kill -9, or a power cut that lost
     the inbox file): the next start posts it again from the accepted file, the run gets the
-    body, and it runs once; the file then keeps the claim without the body."""
+    body, and it runs once; once recorded, the file keeps the claim without the body."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state, loop=False)
@@ -303,7 +304,11 @@ def test_an_accepted_request_the_daemon_never_took_is_posted_at_the_next_start(o
         record = again.finished(body["run_id"])
         assert record.status is RunStatus.SUCCEEDED
         assert "source kept" in again.daemon.store.read_log(body["run_id"], "hook")
-        kept = json.loads(claim.read_text())
+        for _ in range(100):  # the record is stored, then the body dropped
+            kept = json.loads(claim.read_text())
+            if "body_base64" not in kept:
+                break
+            time.sleep(0.05)
         assert kept["run_id"] == body["run_id"] and "body_base64" not in kept
         assert Intake(state, utc_now, 100).recover() == 0
         assert again.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="crash-window") == \
@@ -312,9 +317,47 @@ def test_an_accepted_request_the_daemon_never_took_is_posted_at_the_next_start(o
         again.close()
 
 
-def test_a_request_without_delivery_id_leaves_no_accepted_file_once_journalled(origin, tmp_path):
+def test_a_body_left_in_an_accepted_file_after_its_record_goes_at_the_next_start(origin, tmp_path):
+    """A stop between a run's record and the drop of its body (the file rewritten without it):
+    the next start sees the run recorded and drops the body; it does not post it again."""
+    origin.push({**PIPELINES, **config()}, "pipelines")
+    state = tmp_path / "state"
+    s = Served(origin, state)
+    try:
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"once", Idempotency_Key="late")
+        assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+    finally:
+        s.close()
+    claim = next((state / "webhooks" / "deliveries").glob("*.json"))
+    message = json.loads(claim.read_text())
+    claim.write_text(json.dumps({**message, "body_base64": base64.b64encode(b"once").decode()}))
+    again = Served(origin, state)
+    try:
+        assert "body_base64" not in json.loads(claim.read_text())
+        assert not list((state / "inbox").glob("run-*.json"))
+        assert again.daemon.store.list_run_ids("hook", 100) == [body["run_id"]]
+    finally:
+        again.close()
+
+
+def test_recover_leaves_a_journalled_request_alone(tmp_path):
+    """A queued or running webhook run keeps its body in its accepted file: the intake's start
+    must not post it again (it would count against the queue cap until the daemon drops it)."""
+    intake = Intake(tmp_path, utc_now, 100)
+    target = Target(SimpleNamespace(name="hook"), None)
+    accepted = intake.accept(target, "d-journalled", b"body", {}, {})
+    for path in (tmp_path / "inbox").glob("run-*.json"):
+        path.unlink()
+    (tmp_path / "active").mkdir(exist_ok=True)
+    (tmp_path / "active" / f"{accepted.run_id}.json").write_text("{}")
+    assert Intake(tmp_path, utc_now, 100).recover() == 0
+    (tmp_path / "active" / f"{accepted.run_id}.json").unlink()
+    assert Intake(tmp_path, utc_now, 100).recover() == 1
+
+
+def test_a_request_without_delivery_id_leaves_no_accepted_file_once_recorded(origin, tmp_path):
     """Without a delivery id nothing needs remembering: its accepted file goes once the run is
-    journalled, and its body is the run's payload file until the run is recorded."""
+    recorded, with the run's payload file."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state)
@@ -850,10 +893,6 @@ def test_the_queue_count_follows_the_journal_and_the_inbox(tmp_path):
 
 
 def test_an_accept_far_below_the_cap_reads_no_queued_request(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from fastflow.daemon.webhooks.intake import Target
-
     intake = Intake(tmp_path, utc_now, 5)
     hook = Target(SimpleNamespace(name="my-hook"), None)
     other = Target(SimpleNamespace(name="other"), None)

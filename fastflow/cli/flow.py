@@ -13,7 +13,13 @@ from pathlib import Path
 import click
 
 from fastflow.cli.common import echo_json, host_environment, repo_option
-from fastflow.cli.flowrun import read_params_option, run_flow_now
+from fastflow.cli.flowrun import (
+    flow_history_command,
+    queue_flow_remote,
+    read_params_option,
+    rerun_flow,
+    run_flow_now,
+)
 from fastflow.cli.render import print_table
 from fastflow.cli.run import utc_now
 from fastflow.daemon.flowdry import MASK, DryRun, dry_run_flow
@@ -169,3 +175,7 @@ def _command(spec: AttemptSpec) -> list[str]:
 def _shown(value: str) -> str:
     text = value.replace(SCRATCH_TOKEN, "$scratch").replace(WORKSPACE_TOKEN, "$workspace")
     return text if text == MASK or " " not in text else json.dumps(text)
+
+
+flow_group.add_command(rerun_flow)  # cli.flowrun: the daemon's side of flows
+flow_group.add_command(flow_history_command)

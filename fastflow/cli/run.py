@@ -10,6 +10,7 @@ import click
 
 from fastflow.cli.common import host_environment, repo_option
 from fastflow.cli.render import console, styled_status
+from fastflow.deploy.flows import discover_flows
 from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
@@ -121,6 +122,16 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
     1 when nothing could run (an `Error:` line says why), 2 for a usage error.
     """
     trigger_env = parse_env_pairs(env_pairs)
+    if _is_flow(repo, name):  # a flow's name runs the flow (`fastflow flow run NAME`)
+        # only here, as the statedir import below: a pipeline's run does not load the flow
+        # machinery (and cli.flowrun uses this module's utc_now)
+        from fastflow.cli.flowrun import queue_flow_remote, run_flow_now
+
+        if remote:
+            queue_flow_remote(repo, name, {}, state_dir)
+            return
+        run_flow_now(repo, name, {}, local, record_json)
+        return
     if remote:
         # only here: the inbox's file watcher (watchdog) is not needed to run a pipeline
         from fastflow.daemon.statedir import default_state_dir, queue_remote_run
@@ -157,6 +168,14 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
         log_file.write_text(outcome.log_text, encoding="utf-8")
     print_summary(outcome.record)
     raise SystemExit(EXIT_CODES.get(outcome.record.status, 1))
+
+
+def _is_flow(repo: Path, name: str) -> bool:
+    """Whether `name` is a flow of the working tree and not a pipeline (pipelines win)."""
+    workspace = open_workspace(repo)
+    if name in workspace.discovery.pipelines or name in workspace.discovery.invalid:
+        return False
+    return name in discover_flows(workspace.root, workspace.config, workspace.discovery).names
 
 
 def _install_cancel_handlers(cancel: threading.Event) -> dict:

@@ -90,6 +90,8 @@ class RunRequestMessage:
     run_config: str | None = None
     requested_at: datetime | None = None
     webhook: WebhookInput | None = None  # a request of the webhook intake
+    params: dict | None = None  # a flow's run: its params (docs/flows.md)
+    rerun_of: str | None = None  # `fastflow flow rerun`: the flow run to run again
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,13 @@ def _parse_run_request(name: str, ns: int, raw: bytes) -> RunRequestMessage:
             webhook = WebhookInput.from_json(data["webhook"])
         except ValueError as exc:
             raise MalformedMessage(str(exc)) from None
+    params, rerun_of = data.get("params"), data.get("rerun_of")
+    if params is not None and not isinstance(params, dict):
+        raise MalformedMessage(f"'params' must be an object or null, got {params!r}")
+    if rerun_of is not None and (not isinstance(rerun_of, str) or not rerun_of):
+        raise MalformedMessage(f"'rerun_of' must be a flow run id or null, got {rerun_of!r}")
     return RunRequestMessage(name, ns, data["request_id"], data["pipeline"], dict(env), data["run_config"], requested_at,
-                             webhook)
+                             webhook, params, rerun_of)
 
 
 def _parse_supervise(name: str, ns: int, raw: bytes) -> SuperviseMessage:
@@ -234,7 +241,7 @@ class Inbox:
     def post_run_request(
         self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime,
         *, webhook: WebhookInput | None = None, request_id: str | None = None,
-        durable: bool = True,
+        durable: bool = True, params: dict | None = None, rerun_of: str | None = None,
     ) -> str:
         """Queue a run of `pipeline` on the daemon; returns the request id.
 
@@ -256,6 +263,10 @@ class Inbox:
         }
         if webhook is not None:
             body["webhook"] = webhook.to_json()
+        if params is not None:  # a flow's run (`params`), or a rerun of a flow run
+            body["params"] = dict(params)
+        if rerun_of is not None:
+            body["rerun_of"] = rerun_of
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
         self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=durable)
         return request_id

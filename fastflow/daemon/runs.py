@@ -24,6 +24,12 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.daemon.dispatcher import Dispatcher, Job, Permit
+from fastflow.daemon.payloads import (
+    accepted_dir,
+    accepted_run_id,
+    materialize_payload,
+    settle_accepted,
+)
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
@@ -320,6 +326,8 @@ class RunLauncher:
         if self.on_started is not None:
             self._guard(order.run_id, "started", lambda: self.on_started(order))
         try:
+            if order.webhook is not None:  # its body, from the request's accepted file
+                materialize_payload(self.state_dir, order.run_id, order.webhook)
             outcome = self._run(order, context, permit, permit.cancel)
         except Exception as exc:  # noqa: BLE001 - e.g. no room for its snapshot: record why
             logger.error("run %s: could not run: %s: %s", order.run_id, type(exc).__name__, exc)
@@ -419,14 +427,17 @@ class RunLauncher:
         if journalled is not None:
             self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
         if record.trigger.kind == "webhook":  # refused requests too: they have no journal entry
-            self._guard(record.run_id, "payload",
-                        lambda: webhook_payload_file(self.state_dir, record.run_id).unlink(
-                            missing_ok=True))
+            self._guard(record.run_id, "payload", lambda: self._drop_payload(record.run_id))
         self._flush(record.run_id)
         logger.info("run %s: %s in %s", record.run_id, record.status.value,
                     format_elapsed(record.duration_s))
         if self.after_record is not None:
             self._guard(record.run_id, "after_record", lambda: self.after_record(record))
+
+    def _drop_payload(self, run_id: str) -> None:
+        """A recorded webhook run's body goes: its payload file and from its accepted file."""
+        webhook_payload_file(self.state_dir, run_id).unlink(missing_ok=True)
+        settle_accepted(self.state_dir, run_id)
 
     def _forget(self, run_id: str) -> None:
         self.journal.remove(run_id)
@@ -472,21 +483,26 @@ class RunLauncher:
             return sorted(self._unrecorded)
 
     def sweep_webhook_payloads(self) -> list[str]:
-        """Remove the stored webhook bodies (`statedir.webhook_payload_dir`) of runs already
-        recorded: a daemon that died between a run's record and the removal left them. A body
-        whose run is journalled, or not yet accepted (its request still in the inbox), stays.
-        Returns the run ids whose bodies were removed."""
+        """Remove the stored webhook bodies (`statedir.webhook_payload_dir`, and in the
+        accepted files of `daemon.payloads`) of runs already recorded: a daemon that died between
+        a run's record and the removal left them. A body whose run is journalled, or not yet
+        accepted (its request still in the inbox), stays. Returns the run ids whose bodies were
+        removed."""
         folder = webhook_payload_dir(self.state_dir)
         try:
-            names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
         except FileNotFoundError:
-            return []
+            names = set()
+        for path in accepted_dir(self.state_dir).glob("*.json"):
+            run_id = accepted_run_id(path)
+            if run_id is not None:
+                names.add(run_id)
         removed = []
-        for run_id in names:
+        for run_id in sorted(names):
             if self.journal.has(run_id) or not self.store_has(run_id, None):
                 continue
             try:
-                (folder / run_id).unlink(missing_ok=True)
+                self._drop_payload(run_id)
             except OSError as exc:  # e.g. a folder of that name: never stops the start
                 logger.warning("run %s: its webhook payload %s cannot be removed: %s", run_id,
                                folder / run_id, exc)

@@ -87,6 +87,22 @@ def queue_supervise_reset(state_dir: Path, pipeline: str, now: datetime) -> Path
     return Inbox(state_dir).post_supervise("reset", pipeline, now)
 
 
+def queue_remote_flow(state_dir: Path, flow: str, params: Mapping[str, object], now: datetime,
+                      rerun_of: str | None = None) -> str:
+    """Ask the daemon of `state_dir` to run flow `flow` with `params` (or, with `rerun_of`, to
+    rerun that flow run); returns the flow run id it will have. The daemon judges the flow at
+    its deployed commit (a refusal is in its log)."""
+    inbox_dir = Path(state_dir) / STATE_INBOX
+    if not inbox_dir.is_dir():
+        raise FastflowError(
+            f"{state_dir}: no `fastflow serve` state dir here (no inbox/); start the daemon, "
+            "or pass its --state-dir"
+        )
+    request_id = Inbox(state_dir).post_run_request(flow, {}, None, now, params=dict(params),
+                                                   rerun_of=rerun_of)
+    return rerun_of or request_run_id(flow, request_id)
+
+
 def check_remote_pipeline(state_dir: Path, pipeline: str, run_config: str | None = None) -> None:
     """Raise `FastflowError` when the daemon of `state_dir` would refuse to run `pipeline`
     (with `run_config`), as far as its `deployment.json` tells (none yet: nothing to check, the

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastflow.daemon.webhooks.app import DaemonView, WebhookApp
-from fastflow.daemon.webhooks.intake import Intake, materialize_payload, settle_accepted
+from fastflow.daemon.webhooks.intake import Intake
 from fastflow.daemon.webhooks.server import ListenError, WebhookServer
 from fastflow.model import WebhookSettings
 
@@ -30,5 +30,4 @@ def start_webhooks(settings: WebhookSettings, view: DaemonView, *, state_dir: Pa
     return server
 
 
-__all__ = ["DaemonView", "ListenError", "WebhookApp", "WebhookServer", "materialize_payload",
-           "settle_accepted", "start_webhooks"]
+__all__ = ["DaemonView", "ListenError", "WebhookApp", "WebhookServer", "start_webhooks"]

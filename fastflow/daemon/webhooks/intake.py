@@ -5,21 +5,20 @@ No HTTP here (that is `app`) and no daemon state: a request becomes a run reques
 daemon's inbox, which the daemon loop reads like every `fastflow run --remote` request and
 journals with trigger `webhook`.
 
-One durable write per accept: the request, its body included, is written to
-`<state_dir>/webhooks/deliveries/<hash>.json` (the *accepted file*, fsynced with its folder,
-created exclusively) before the answer; the inbox request that follows only wakes the daemon and
-is not fsynced. The daemon, before it journals the run, writes the body to the run's payload
-file durably (`materialize_payload`), and once the run is journalled drops the body from the
-accepted file (`settle_accepted`). A stop at any point loses nothing answered: an accepted file
-that still holds its body is posted to the inbox again when the intake starts (`recover`), and
-the daemon starts nothing twice, as the run id is known to its journal or the results branch.
+One durable write per accept: the request, its body included, is written to its accepted
+file (`daemon.payloads`, created exclusively, fsynced with its folder) before the answer; the
+inbox request that follows only wakes the daemon and is not fsynced. The body stays in that file
+until the run is recorded (the run's payload file is written from it when the run starts). A
+stop at any point loses nothing answered: an accepted file holding its body whose run is not
+journalled is posted to the inbox again when the intake starts (`recover`), and the daemon starts
+nothing twice, as the run id is known to its journal or the results branch.
 
 Idempotency: a request that names a delivery (`X-GitHub-Delivery`, `webhook-id` or
 `Idempotency-Key`) gets the run id `<stamp>-<pipeline>-wh<hash>`, `<hash>` from (pipeline,
 delivery id), and its accepted file is named by that hash, so a second one of the same delivery
 finds the file (or loses the exclusive create) and answers with the same run id; the file stays
 for `DELIVERY_KEEP_S`, so this survives a restart. A request without a delivery id gets a random
-hash, and its accepted file is removed once the run is journalled.
+hash, and its accepted file is removed once the run is recorded.
 """
 from __future__ import annotations
 
@@ -39,11 +38,16 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.payloads import (
+    BODY_KEY,
+    DELIVERY_KEEP_S,
+    accepted_dir,
+    accepted_run_id,
+)
 from fastflow.daemon.requests import start_refusal
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.defaults import STATE_ACTIVE, STATE_INBOX, STATE_WEBHOOK_DELIVERIES
+from fastflow.defaults import STATE_ACTIVE, STATE_INBOX
 from fastflow.deploy.deployment import Deployment
-from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
 from fastflow.model import Pipeline
 from fastflow.record import WebhookInput, request_run_id, run_stamp
@@ -56,19 +60,13 @@ SELECTED_HEADERS = ("Content-Type", "User-Agent", "X-GitHub-Event", "X-GitHub-De
                     "X-GitLab-Event", "webhook-id", "webhook-timestamp")
 MAX_DELIVERY_ID = 200  # characters; visible ASCII only
 MAX_HEADER_VALUE = 1000  # a selected header longer than this is cut
-DELIVERY_KEEP_S = 30 * 86_400  # claims older than 30 days are dropped when the intake starts
 _SUFFIX = "wh"  # every webhook run id ends in -wh<hex>: the queue cap counts them by name
 _VISIBLE = re.compile(r"[\x21-\x7e]+")
 _NO_KEY = b"\0" * 32
-_BODY = "body_base64"  # the key of the body in an accepted file, until the run is journalled
 # The run ids the intake gives: `<stamp>-<pipeline>-wh<16 hex>`; the pipeline is what lies
 # between, whatever '-' its name holds.
 WEBHOOK_RUN_ID = re.compile(
     rf"\d{{8}}T\d{{6}}Z-(?P<pipeline>[A-Za-z0-9][A-Za-z0-9_.-]{{0,62}})-{_SUFFIX}[0-9a-f]{{16}}")
-
-
-class UnreadableRequest(FastflowError):
-    """An accepted webhook request's file is damaged: its run cannot get its body."""
 
 
 class BadDelivery(ValueError):
@@ -267,7 +265,7 @@ class Intake:
         self.clock = clock
         self.max_queued = max_queued_per_pipeline
         self.inbox = Inbox(self.state_dir)
-        self.deliveries = self.state_dir / STATE_WEBHOOK_DELIVERIES
+        self.deliveries = accepted_dir(self.state_dir)
         self.deliveries.mkdir(parents=True, exist_ok=True)
         self.payloads = webhook_payload_dir(self.state_dir)
         self.payloads.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -339,7 +337,7 @@ class Intake:
             message = {"pipeline": name, "run_config": target.run_config_id,
                        "request_id": request_id, "requested_at": now.isoformat(),
                        "webhook": webhook.to_json(), "run_id": run_id,
-                       _BODY: base64.b64encode(body).decode("ascii")}
+                       BODY_KEY: base64.b64encode(body).decode("ascii")}
             accepted = self.deliveries / f"{digest}.json"
             try:  # the one durable write of an accept
                 write_atomic(accepted, json.dumps(message), durable=True, exclusive=True,
@@ -371,18 +369,22 @@ class Intake:
     # --- at start --------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Post again the accepted requests whose run was not journalled yet (their file still
-        holds the body: a stop came before the daemon took them); drop delivery claims older
+        """Post again the accepted requests the daemon had not journalled before a stop (their
+        file holds the body, and no journal entry has their run id); drop delivery claims older
         than `DELIVERY_KEEP_S`. Returns how many were posted."""
         posted = 0
         cutoff = time.time() - DELIVERY_KEEP_S
+        journalled = self.state_dir / STATE_ACTIVE
         for path in self.deliveries.glob("*.json"):
             try:
-                message = json.loads(path.read_text(encoding="utf-8"))
-                if _BODY not in message:
+                run_id = accepted_run_id(path)
+                if run_id is None:  # a claim (or damaged: the daemon's sweep says so)
                     if path.stat().st_mtime < cutoff:
                         path.unlink(missing_ok=True)
                     continue
+                if (journalled / f"{run_id}.json").exists():
+                    continue  # queued or running: its body goes when it is recorded
+                message = json.loads(path.read_text(encoding="utf-8"))
                 self._post(message, datetime.fromisoformat(message["requested_at"]))
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 logger.warning("webhook: accepted request %s cannot be read (%s); left alone",
@@ -392,65 +394,6 @@ class Intake:
             logger.info("webhook: posted %s again (the daemon had not taken it before a stop)",
                         message["run_id"])
         return posted
-
-
-def _accepted_file(state_dir: Path, request_id: str) -> Path | None:
-    """The accepted file of the webhook request `request_id` (`<stamp>-wh<hash>`), or None
-    when the id is not a webhook's."""
-    stamp, sep, digest = request_id.rpartition(f"-{_SUFFIX}")
-    if not sep or not stamp or not re.fullmatch(r"[0-9a-f]{16}", digest):
-        return None
-    return Path(state_dir) / STATE_WEBHOOK_DELIVERIES / f"{digest}.json"
-
-
-def _accepted_message(state_dir: Path, request_id: str) -> tuple[Path, dict] | None:
-    path = _accepted_file(state_dir, request_id)
-    if path is None:
-        return None
-    try:
-        message = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    if not isinstance(message, dict) or message.get("request_id") != request_id:
-        return None  # another request's file (a delivery claim made before this layout)
-    return path, message
-
-
-def materialize_payload(state_dir: Path, request_id: str, webhook: WebhookInput) -> None:
-    """Before the daemon journals the run of webhook request `request_id`: write the body
-    kept in its accepted file to the run's payload file (`webhook.payload_file`), durably.
-    Nothing to do when the file holds no body any more (the run was journalled before) or
-    there is none. `OSError` when it cannot be read or written (a full disk: the daemon leaves
-    the request in the inbox, to be taken again); `UnreadableRequest` when the file is not one
-    this intake wrote (the daemon refuses the run and records why)."""
-    try:
-        found = _accepted_message(state_dir, request_id)
-        if found is None or _BODY not in found[1]:
-            return
-        body = base64.b64decode(found[1][_BODY], validate=True)
-    except (ValueError, TypeError) as exc:
-        raise UnreadableRequest(
-            f"{_accepted_file(state_dir, request_id)}: the stored webhook request cannot be read "
-            f"({exc}); the sender must send it again") from None
-    payload = Path(webhook.payload_file)
-    payload.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_atomic(payload, body, durable=True, mode=0o600)
-
-
-def settle_accepted(state_dir: Path, request_id: str) -> None:
-    """Once the run of webhook request `request_id` is journalled (or refused and recorded):
-    its accepted file loses the body. A delivery's stays as its claim (`Intake.known`); one
-    without a delivery id is removed. Not fsynced: should it be lost, `recover` posts the
-    request again and the daemon, knowing the run id, settles it once more."""
-    found = _accepted_message(state_dir, request_id)
-    if found is None or _BODY not in found[1]:
-        return
-    path, message = found
-    if message.get("webhook", {}).get("delivery_id") is None:
-        path.unlink(missing_ok=True)
-        return
-    del message[_BODY]
-    write_atomic(path, json.dumps(message), mode=0o600)
 
 
 def _digest(pipeline: str, delivery: str) -> str:
