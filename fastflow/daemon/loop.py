@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.config import default_repo_config
+from fastflow.daemon.alerts import Alerts, AlertSources
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
 from fastflow.daemon.inbox import (
@@ -190,6 +191,8 @@ class Daemon:
                                        supervision=self.supervisor.data)
         self.follower.attach(store=self.store, preheater=self.preheater, timetable=self.timetable,
                              publisher=self.publisher, submit=self.submit)
+        self._open_alerts()
+        self.supervisor.hooks.notify = self.alerts.supervision  # given_up is heard (alerts)
         self.launcher = RunLauncher(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, executor=self.executor, preheater=self.preheater,
@@ -199,6 +202,14 @@ class Daemon:
             on_started=self._run_started,
         )
         return config
+
+    def _open_alerts(self) -> None:
+        """Notifications (`daemon.alerts`): their state from the results branch, a courier."""
+        self.alerts = Alerts(self.store, self.clock, AlertSources(
+            targets=self._notification_targets,
+            config=lambda: self.deployment.config if self.deployment else None,
+            secrets_root=self._secrets_root, environ=self.environ, wake=self._wake))
+        self.alerts.load()
 
     def _load_watermarks(self) -> None:
         source = f"state/scheduler.json on {self.store.branch}"
@@ -244,7 +255,9 @@ class Daemon:
             self.follower.adopt_pushed_range(base)  # the first start run as if it had been up
         restored = self.deployment
         now = self.clock()
+        last_beat = self.store.read_state("daemon")  # the last holder's, before ours replaces it
         self._sync(now, safe=True)
+        self.alerts.daemon_started(last_beat, now)
         self.follower.preheat_on_start(restored)
         if self.deployment is not None and self.timetable.plan is None:
             self.follower.activate_schedules(now)  # the branch did not move since last time
@@ -273,6 +286,7 @@ class Daemon:
         logger.info("stopping: %d queued runs stay journalled for the next start", len(dropped))
         if not self.dispatcher.wait_idle(self.options.stop_grace if grace is None else grace):
             logger.warning("runs still active after the grace period; the next start reconciles them")
+        self.alerts.stop()  # what waits in a group window goes now, for a few seconds at most
         now = self.clock()
         if self.lease.held:
             self.heartbeat.beat(now, self.status(now), stopped=True)
@@ -312,7 +326,7 @@ class Daemon:
             if not self.space.has_room():
                 return self.space.hit(OSError(), now)
         try:
-            wake_at = self.tick(now)
+            wake_at = earliest(self.tick(now), self.alerts.next_at)  # a group window's end
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -385,6 +399,8 @@ class Daemon:
             self.store.push_pending(now)  # a results push the remote refused or missed
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
+        self.alerts.tick(now, self._running_runs(), self.deployment.schedules
+                         if self.deployment else (), self._slot_started)
         return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
                         self.lease.next_check_at, self.store.push_retry_at, supervision_at)
 
@@ -556,7 +572,10 @@ class Daemon:
     def _after_record(self, record: RunRecord) -> None:
         """Downstream runs (journalled by `_decide_downstream`) are queued when their parent's
         record is stored; a schedule's waiting run (overlap queue/replace) starts when its
-        running one ended. A stopping daemon queues nothing: the next start finds them."""
+        running one ended. A stopping daemon queues nothing: the next start finds them. Its
+        targets hear of it (`alerts`) in any case."""
+        self.alerts.run_recorded(record, lambda: self.store.read_log(record.run_id,
+                                                                     record.pipeline))
         if self.stopping.is_set():
             return
         with self._lock:
@@ -634,6 +653,46 @@ class Daemon:
             return None
         active = at_commit.active.get(order.pipeline)
         return LaunchContext(active, at_commit.config) if active else None
+
+    # --- notifications (daemon.alerts) ----------------------------------------------------
+
+    def _notification_targets(self, pipeline: str) -> tuple:
+        """Where `pipeline`'s events go: its resolved targets while it is active, else
+        config.yaml's."""
+        deployment = self.deployment
+        if deployment is None:
+            return ()
+        active = deployment.active.get(pipeline)
+        if active is not None:
+            return active.pipeline.notifications
+        return deployment.config.notifications if deployment.config else ()
+
+    def _secrets_root(self) -> Path | None:
+        """A snapshot of the deployed commit's tree: its secrets file holds targets' URLs."""
+        deployment = self.deployment
+        if deployment is None:
+            return None
+        return git.snapshot_tree(self.repository, deployment.root_tree, "", self.snapshots)
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.wake()
+
+    def _running_runs(self) -> list[tuple[str, str, datetime]]:
+        """(run id, pipeline, started at) of the runs executing now."""
+        found = []
+        for job in self.dispatcher.running():
+            order = self.launcher.journal.get(job.run_id)
+            if order is not None and order.started_at is not None:
+                found.append((order.run_id, order.pipeline, order.started_at))
+        return found
+
+    def _slot_started(self, run_id: str, pipeline: str) -> bool:
+        """Whether the run of a schedule slot started: recorded, or journalled and started."""
+        order = self.launcher.journal.get(run_id)
+        if order is not None:
+            return order.started_at is not None
+        return self.launcher.store_has(run_id, pipeline)
 
     # --- status -----------------------------------------------------------------------------
 
