@@ -32,6 +32,7 @@ from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.alerts import Alerts, AlertSources
 from fastflow.daemon.dispatcher import Dispatcher
+from fastflow.daemon.flows import FlowRuns
 from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
 from fastflow.daemon.inbox import (
     Inbox,
@@ -201,6 +202,10 @@ class Daemon:
             on_ended=self._run_ended, before_record=self._before_record,
             on_started=self._run_started,
         )
+        self.flows = FlowRuns(
+            state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
+            store=self.store, launcher=self.launcher, clock=self.clock,
+            config_for=lambda commit: self.deployment.config if self.deployment else None)
         return config
 
     def _open_alerts(self) -> None:
@@ -262,7 +267,8 @@ class Daemon:
         if self.deployment is not None and self.timetable.plan is None:
             self.follower.activate_schedules(now)  # the branch did not move since last time
             self._slots.ring()
-        return self.launcher.reconcile(self._context_for_order, left)
+        notes = self.launcher.reconcile(self._context_for_order, left)
+        return notes + self.flows.resume()  # flow runs a previous daemon left: go on
 
     def sync_once(self) -> Deployment | None:
         """`fastflow sync`: one sync (pre-heats included, waited for), then release the state
@@ -394,6 +400,7 @@ class Daemon:
         self.launcher.retry_unrecorded()  # records a fault kept from the results branch
         if self._retention.due(now):
             self.apply_retention(now)
+            self.flows.sweep_workspaces(now)  # failed flow runs' workspaces past their time
             self._retention.done(now)
         if self.store.push_retry_at is not None and now >= self.store.push_retry_at:
             self.store.push_pending(now)  # a results push the remote refused or missed
@@ -484,11 +491,17 @@ class Daemon:
     def submit(self, pipeline: str, trigger: Trigger, *, now: datetime,
                env: Mapping[str, str] | None = None, run_config_id: str | None = None,
                run_id: str | None = None, hold: bool = False,
-               webhook: WebhookInput | None = None) -> str:
+               webhook: WebhookInput | None = None,
+               params: Mapping[str, object] | None = None) -> str:
         """Queue a run of `pipeline` at the current deployment's version of it; returns its id.
         With `hold`, only journal it (`RunLauncher.submit`); `webhook`: what a webhook request
-        gives the run (its payload, headers and env)."""
+        gives the run (its payload, headers and env). A flow's name starts a flow run
+        (`daemon.flows`, with `params`) and returns its flow run id."""
         deployment = self.deployment
+        if deployment is not None and pipeline not in deployment.active \
+                and self.flows.is_flow(pipeline, deployment.commit):
+            return self.flows.start(pipeline, commit=deployment.commit, trigger=trigger, now=now,
+                                    params=params, flow_run_id=run_id)
         if deployment is None or pipeline not in deployment.active:
             raise FastflowError(f"no active pipeline named {pipeline!r}")
         active = deployment.active[pipeline]
@@ -518,6 +531,9 @@ class Daemon:
             self._queue_request(request, run_id, now)
 
     def _queue_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
+        if self._is_flow(request.pipeline):
+            self._start_flow_request(request, run_id, now)
+            return
         try:
             check_request(request, self.deployment)
             run_id = self.submit(request.pipeline, request_trigger(request), now=now,
@@ -528,6 +544,24 @@ class Daemon:
             logger.warning("run request %s refused: %s", request.request_id, exc)
             if recordable(request.pipeline):  # the user sees why, by the run id they got
                 self.launcher.store_record(*refusal(request, run_id, str(exc), now))
+
+    def _start_flow_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
+        """A request naming a flow: a flow run (`run_id` is its flow run id), or a rerun."""
+        try:
+            if request.rerun_of:
+                self.flows.rerun(request.rerun_of, now)
+            else:
+                self.submit(request.pipeline, request_trigger(request), now=now, run_id=run_id,
+                            params=request.params or {})
+            logger.info("flow run %s queued (request %s)", request.rerun_of or run_id,
+                        request.request_id)
+        except FastflowError as exc:  # no run record: a flow has none; the log says why
+            logger.warning("flow request %s refused: %s", request.request_id, exc)
+
+    def _is_flow(self, name: str) -> bool:
+        deployment = self.deployment
+        return deployment is not None and name not in deployment.active \
+            and self.flows.is_flow(name, deployment.commit)
 
     def _run_ended(self, run_id: str) -> None:
         """A run ended, recorded or not yet (its record may wait for a full disk): its
@@ -583,6 +617,7 @@ class Daemon:
         for fired in record.downstream:
             if fired.get("run_id") and not fired.get("skipped"):
                 self.launcher.release(fired["run_id"])
+        self.flows.task_recorded(record)  # a flow's task ended: what is due next starts
 
     # --- supervision (daemon.supervision) ---------------------------------------------------
 
@@ -643,6 +678,8 @@ class Daemon:
 
     def _context_for_order(self, order: RunOrder) -> LaunchContext | None:
         """The pipeline as of an order's commit, for runs re-queued after a crash."""
+        if order.flow is not None:  # a flow's task: its script or pipeline at that commit
+            return self.flows.context_for(order)
         deployment = self.deployment
         if deployment is not None and order.pipeline in deployment.active \
                 and deployment.active[order.pipeline].tree == order.tree:

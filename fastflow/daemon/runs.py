@@ -43,6 +43,7 @@ from fastflow.record import (
     Attempt,
     CommitRef,
     ErrorInfo,
+    FlowTaskInput,
     LogInfo,
     RunRecord,
     Trigger,
@@ -88,13 +89,15 @@ class RunOrder:
     env: Mapping[str, str] = field(default_factory=dict)
     started_at: datetime | None = None
     webhook: WebhookInput | None = None  # what a webhook request gives the run
+    flow: FlowTaskInput | None = None  # a flow's task: what its flow run gives it
 
     def to_json(self) -> dict:
         data = asdict(self)
         data.update(trigger=self.trigger.to_json(), queued_at=self.queued_at.isoformat(),
                     started_at=self.started_at.isoformat() if self.started_at else None,
                     env=dict(self.env),
-                    webhook=self.webhook.to_json() if self.webhook else None)
+                    webhook=self.webhook.to_json() if self.webhook else None,
+                    flow=self.flow.to_json() if self.flow else None)
         return data
 
     @classmethod
@@ -107,6 +110,7 @@ class RunOrder:
             "queued_at": datetime.fromisoformat(data["queued_at"]),
             "started_at": datetime.fromisoformat(data["started_at"]) if data.get("started_at") else None,
             "webhook": WebhookInput.from_json(data["webhook"]) if data.get("webhook") else None,
+            "flow": FlowTaskInput.from_json(data["flow"]) if data.get("flow") else None,
         })
 
 
@@ -386,6 +390,7 @@ class RunLauncher:
             log_path=log_path(pipeline.name, order.run_id),
             secrets_loader=loader,
             webhook=order.webhook,
+            flow=order.flow,
         )
 
     def finish(self, order: RunOrder, outcome: RunOutcome) -> None:
