@@ -22,7 +22,7 @@ from fastflow.daemon.supervision import (
     states_to_json,
 )
 from fastflow.model import DaemonPolicy, RunStatus
-from fastflow.record import RunRecord, restart_run_id
+from fastflow.record import ErrorInfo, RunRecord, restart_run_id
 from fastflow.results.read import supervision_view
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=timezone.utc)
@@ -68,10 +68,10 @@ def test_consecutive_crashes_wait_longer_and_the_fifth_within_ten_minutes_gives_
         assert state.pending is None and state.restarts[-1] == now
         now += timedelta(seconds=5)  # the restart ran 5 s and crashed again
     assert waits == [60, 120, 240, 480]
-    # the fifth crash is 15:16 + ... : still within 10 minutes of the first? No: spread out
+    # these waits spread the crashes over more than the 10-minute window: older ones expire
     assert now - T0 > timedelta(minutes=10)
     state, events = ended(state, crashed(5, now), POLICY, "tree1", now)
-    assert not state.given_up and state.pending is not None  # crashes outside the window expire
+    assert not state.given_up and state.pending is not None
     assert len(state.crashes) < 5
 
     fast = DaemonPolicy(restart_on_crash=True, restart_cooldown=1, restart_cooldown_max=2)
@@ -207,3 +207,15 @@ def test_our_supervision_fields_are_parsed_with_file_field_and_fix():
     assert [(p.field, p.severity.value, p.message) for p in unused.problems] == [
         ("restart_limit", "warning",
          'has no effect without "restart_on_crash": true; add it or remove this field')]
+
+
+def test_a_refused_request_is_no_crash_and_a_restart_keeps_the_run_configuration():
+    refused = RunRecord(run_id="20261122T140000Z-worker-0000000f", pipeline="worker",
+                        status=RunStatus.FAILED, error=ErrorInfo("refused", "disabled"),
+                        finished_at=T0)
+    assert ended(Supervised(), refused, POLICY, "t", T0) == (Supervised(), ())
+    record = RunRecord(**{**crashed(1, T0).__dict__, "run_config": "prod"})
+    state, _ = ended(Supervised(), record, POLICY, "t", T0)
+    assert state.pending.run_config == "prod"
+    hourly = DaemonPolicy(restart_interval=3600.0)
+    assert started(Supervised(), "worker", "r1", T0, hourly, "prod").pending.run_config == "prod"

@@ -233,6 +233,47 @@ def test_a_kill_9_in_the_cooldown_neither_loses_nor_doubles_the_restart(
         serve.stop_all()
 
 
+def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
+        origin, tmp_path, runner_image, shared_cache, cleanup_containers):
+    origin.push({"pipelines/worker/main.py": "import time\nprint('up', flush=True)\n"
+                                            "while True:\n    time.sleep(0.2)\n",
+                 "pipelines/worker/pipeline.json": json.dumps({
+                     "restart_on_crash": True, "restart_cooldown": 1})}, "long-running worker")
+    serve = Serve(origin.bare, tmp_path / "state", shared_cache, tmp_path)
+    try:
+        serve.start()
+        run_id = queue_remote_run(tmp_path / "state", "worker", {}, None, utc_now())
+        wait_for(lambda: running_workers() == 1, timeout=120, what="the worker's container")
+        serve.kill()
+        serve.start()
+
+        def followed() -> bool:
+            status = json.loads((tmp_path / "state" / "status.json").read_text())
+            return run_id in status["running"]
+
+        wait_for(followed, timeout=60, what="the re-attached run in the daemon's status")
+        time.sleep(5)  # longer than the cooldown: a restart would have been queued by now
+        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        assert status["running"] == [run_id] and status["queued"] == []
+        assert branch_runs(origin.bare, tmp_path) == [] and running_workers() == 1
+        assert "re-attaching" in serve.output()
+        shown = json.loads(subprocess.run(
+            [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
+            capture_output=True, text=True, check=True).stdout)["supervision"]["worker"]
+        assert shown["running"] == run_id and shown["up_since"] is not None
+        assert (shown["next_restart"], shown["given_up"], shown["restarts_last_day"]) == \
+            (None, False, 0)
+        subprocess.run([sys.executable, "-m", "fastflow", "cancel", run_id, "--grace", "1"],
+                       check=True, capture_output=True)
+        (record,) = wait_for(lambda: branch_runs(origin.bare, tmp_path), timeout=60,
+                             what="the cancelled run's record")
+        assert (record.run_id, record.status) == (run_id, RunStatus.CANCELLED)
+        time.sleep(3)  # a cancel is no crash: nothing restarts
+        assert len(branch_runs(origin.bare, tmp_path)) == 1
+    finally:
+        serve.stop_all()
+
+
 def running_workers() -> int:
     return len(connect().containers.list(filters={"label": "org.fastflow.pipeline=worker",
                                                   "status": "running"}))

@@ -176,7 +176,8 @@ class Daemon:
         self._load_watermarks()
         self.supervisor = Supervisor(SupervisorHooks(
             policy=self._supervision_policy, knows=lambda r, p: self.launcher.knows(r, p),
-            submit=lambda p, trigger, r: self.submit(p, trigger, now=self.clock(), run_id=r),
+            submit=lambda p, trigger, r, rc: self.submit(p, trigger, now=self.clock(), run_id=r,
+                                                         run_config_id=rc),
             cancel=self.dispatcher.cancel, save=self._save_supervision,
             active=lambda p, besides: any(o.pipeline == p and o.run_id != besides
                                           for o in self.launcher.journal.orders())))
@@ -622,10 +623,13 @@ class Daemon:
     # --- supervision (daemon.supervision) ---------------------------------------------------
 
     def _supervision_policy(self, pipeline: str):
-        """The active pipeline's `DaemonPolicy` and tree (None: not active)."""
+        """The active pipeline's `DaemonPolicy` and tree (None: not active, or disabled: a
+        disabled pipeline is not restarted)."""
         deployment = self.deployment
         active = deployment.active.get(pipeline) if deployment else None
-        return (active.pipeline.daemon, active.tree) if active else None
+        if active is None or not active.pipeline.enabled:
+            return None
+        return active.pipeline.daemon, active.tree
 
     def _save_supervision(self, data: dict) -> None:
         self.store.write_state(SUPERVISION_STATE, data)
@@ -661,7 +665,8 @@ class Daemon:
         self._publish_supervision()
 
     def _run_started(self, order: RunOrder) -> None:
-        self.supervisor.run_started(order.pipeline, order.run_id, order.started_at or self.clock())
+        self.supervisor.run_started(order.pipeline, order.run_id, order.started_at or self.clock(),
+                                    order.run_config_id)
         self._publish_supervision()
 
     def _before_record(self, record: RunRecord) -> RunRecord:

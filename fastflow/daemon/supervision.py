@@ -62,22 +62,24 @@ def _time(value: str | None) -> datetime | None:
 class PendingRestart:
     """A restart the daemon will queue at `at`: its run id, why, and the run it follows
     (`crash`, `reset`) or replaces (`interval`: that run is stopped when this one is queued).
-    `queued`: an interval restart's run is journalled, its old instance being stopped."""
+    `queued`: an interval restart's run is journalled, its old instance being stopped.
+    `run_config`: the run configuration of the run it follows, which the restart uses too."""
 
     run_id: str
     at: datetime
     reason: str
     after: str
     queued: bool = False
+    run_config: str | None = None
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "at": self.at.isoformat(), "reason": self.reason,
-                "after": self.after, "queued": self.queued}
+                "after": self.after, "queued": self.queued, "run_config": self.run_config}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "PendingRestart":
         return cls(str(data["run_id"]), datetime.fromisoformat(data["at"]), str(data["reason"]),
-                   str(data["after"]), bool(data.get("queued", False)))
+                   str(data["after"]), bool(data.get("queued", False)), data.get("run_config"))
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Supervised:
     given_up_at: datetime | None = None
     given_up_after: str | None = None  # the run whose crash reached the start limit
     given_up_tree: str | None = None  # the pipeline's tree then: a push changing it resets
+    given_up_run_config: str | None = None  # the run configuration a reset restarts with
     running: str | None = None  # the run id of the instance that is up
     up_since: datetime | None = None
     handled: str | None = None  # the last run whose outcome was decided here
@@ -109,6 +112,7 @@ class Supervised:
             "given_up_at": _iso(self.given_up_at),
             "given_up_after": self.given_up_after,
             "given_up_tree": self.given_up_tree,
+            "given_up_run_config": self.given_up_run_config,
             "running": self.running,
             "up_since": _iso(self.up_since),
             "handled": self.handled,
@@ -125,6 +129,7 @@ class Supervised:
             given_up_at=_time(data.get("given_up_at")),
             given_up_after=data.get("given_up_after"),
             given_up_tree=data.get("given_up_tree"),
+            given_up_run_config=data.get("given_up_run_config"),
             running=data.get("running"),
             up_since=_time(data.get("up_since")),
             handled=data.get("handled"),
@@ -162,7 +167,7 @@ def planned_restart_at(interval: float | str, up_since: datetime) -> datetime:
 
 
 def started(state: Supervised, pipeline: str, run_id: str, at: datetime,
-            policy: DaemonPolicy) -> Supervised:
+            policy: DaemonPolicy, run_config: str | None = None) -> Supervised:
     """An instance of `pipeline` (run `run_id`) started at `at`: it is up; a pending crash or
     reset restart is superseded (the pipeline is up again); with `restart_interval` its
     planned restart is pending."""
@@ -172,7 +177,7 @@ def started(state: Supervised, pipeline: str, run_id: str, at: datetime,
     if policy.restart_interval is not None:
         planned = planned_restart_at(policy.restart_interval, at)
         pending = PendingRestart(restart_run_id(pipeline, run_id, INTERVAL, planned), planned,
-                                 INTERVAL, run_id)
+                                 INTERVAL, run_id, run_config=run_config)
     return replace(state, running=run_id, up_since=at, pending=pending)
 
 
@@ -181,8 +186,8 @@ def ended(state: Supervised, record: RunRecord, policy: DaemonPolicy, tree: str 
     """Decide after the final outcome of `record` (a run of the supervised pipeline whose
     tree is `tree` now); idempotent: a record seen before changes nothing."""
     if record.run_id == state.handled or not record.status.terminal \
-            or record.status is RunStatus.SKIPPED:
-        return state, ()
+            or record.status is RunStatus.SKIPPED or (record.error and record.error.kind == "refused"):
+        return state, ()  # a refused request never ran: it is no crash
     name = record.pipeline
     at = record.finished_at or now
     new = replace(state, handled=record.run_id)
@@ -208,12 +213,13 @@ def ended(state: Supervised, record: RunRecord, policy: DaemonPolicy, tree: str 
                    f"the last: {record.run_id} {record.status.value}. Push a change to the "
                    f"pipeline or run `fastflow supervise reset {name}`")
         return replace(new, consecutive=consecutive + 1, crashes=crashes, pending=None,
-                       given_up_at=at, given_up_after=record.run_id, given_up_tree=tree), (
+                       given_up_at=at, given_up_after=record.run_id, given_up_tree=tree,
+                       given_up_run_config=record.run_config), (
             Event("given_up", name, at, record.run_id, message),)
     consecutive += 1
     restart_at = at + timedelta(seconds=cooldown(policy, consecutive))
     planned = PendingRestart(restart_run_id(name, record.run_id, CRASH, restart_at), restart_at,
-                             CRASH, record.run_id)
+                             CRASH, record.run_id, run_config=record.run_config)
     message = (f"{name}: {record.run_id} {record.status.value}; restart {planned.run_id} at "
                f"{restart_at.isoformat()} (crash {consecutive} in a row)")
     return replace(new, consecutive=consecutive, crashes=crashes, pending=planned), (
@@ -227,9 +233,10 @@ def reset(state: Supervised, pipeline: str, now: datetime, why: str
     pending = state.pending
     if state.given_up and state.running is None:
         after = state.given_up_after or pipeline
-        pending = PendingRestart(restart_run_id(pipeline, after, RESET, now), now, RESET, after)
+        pending = PendingRestart(restart_run_id(pipeline, after, RESET, now), now, RESET, after,
+                                 run_config=state.given_up_run_config)
     new = replace(state, consecutive=0, crashes=(), given_up_at=None, given_up_after=None,
-                  given_up_tree=None, pending=pending)
+                  given_up_tree=None, given_up_run_config=None, pending=pending)
     message = f"{pipeline}: supervision reset by {why}" + (
         f"; restart {pending.run_id} now" if pending is not state.pending else "")
     return new, (Event("reset", pipeline, now, pending.run_id if pending else None, message),)
@@ -288,15 +295,16 @@ def states_from_json(data: Mapping | None, source: str) -> dict[str, Supervised]
 class SupervisorHooks:
     """What the supervisor needs from the daemon.
 
-    `policy(name)`: the active pipeline's `DaemonPolicy` and tree (None: not active);
-    `submit(name, trigger, run_id)`: queue a run (raises `FastflowError` when it cannot);
+    `policy(name)`: the active pipeline's `DaemonPolicy` and tree (None: not active, or
+    disabled); `submit(name, trigger, run_id, run_config)`: queue a run (raises
+    `FastflowError` when it cannot);
     `knows(run_id, name)`: journalled or recorded; `cancel(run_id)`: stop a running run;
     `active(name, besides)`: a run of the pipeline other than `besides` is queued or running
     (journalled); `save(data)`: journal
     `state/supervision.json`; `notify(event)`: alerts."""
 
     policy: Callable[[str], tuple[DaemonPolicy, str] | None]
-    submit: Callable[[str, Trigger, str], object]
+    submit: Callable[[str, Trigger, str, str | None], object]
     knows: Callable[[str, str], bool]
     cancel: Callable[[str], object]
     save: Callable[[dict], None]
@@ -338,14 +346,15 @@ class Supervisor:
                 logger.error("supervision: alert for %s of %s failed: %s", event.kind,
                              event.pipeline, exc)
 
-    def run_started(self, pipeline: str, run_id: str, at: datetime) -> None:
-        """A run of `pipeline` started (or was re-attached) at `at`."""
+    def run_started(self, pipeline: str, run_id: str, at: datetime,
+                    run_config: str | None = None) -> None:
+        """A run of `pipeline` (with `run_config`) started at `at`."""
         found = self.hooks.policy(pipeline)
         if found is None or not found[0].supervised:
             return
         with self._lock:
             self._set(pipeline, started(self.states.get(pipeline, Supervised()), pipeline,
-                                        run_id, at, found[0]))
+                                        run_id, at, found[0], run_config))
 
     def run_ended(self, record: RunRecord, now: datetime) -> None:
         """`record` is final (called before it is stored, so the decision is journalled
@@ -414,7 +423,7 @@ class Supervisor:
                 trigger = Trigger(kind="restart", reason=pending.reason,
                                   parent_run_id=pending.after)
                 try:
-                    self.hooks.submit(name, trigger, pending.run_id)
+                    self.hooks.submit(name, trigger, pending.run_id, pending.run_config)
                 except Exception as exc:  # noqa: BLE001 - e.g. a full disk: retried next tick
                     logger.error("supervision: %s: restart %s not queued: %s; retried",
                                  name, pending.run_id, exc)
