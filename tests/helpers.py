@@ -32,6 +32,7 @@ from fastflow.deploy.discovery import discover
 from fastflow.executors import choose_executor
 from fastflow.executors import docker as docker_executor
 from fastflow.executors.base import AttemptSpec, OutputLine
+from fastflow.flow.record import FlowRunRecord, TaskState
 from fastflow.model import PipelineType, Problem, RunStatus
 from fastflow.record import (
     Attempt,
@@ -420,6 +421,34 @@ def build_sample(tmp_path: Path, runs: int = 120):
         schedules=by_pipeline, heartbeat=SAMPLE_NOW - timedelta(seconds=30), title="Acme pipelines")
     logs = {r.run_id: SAMPLE_LOG for rs in runs_by_pipeline.values() for r in rs}
     return data, runs_by_pipeline, logs
+
+
+SAMPLE_FLOW_RUN = "20261202T083000Z-weather-7f3a09c2"
+
+
+def sample_flow_record(flow_run_id: str = SAMPLE_FLOW_RUN, status: str = "failed") -> dict:
+    """A flow run record (its JSON, as on the results branch) of flow `weather`: two parallel
+    tasks (one succeeded, one failed after a retry), a join skipped because of the failure and a
+    `when: always` report that ran."""
+    at = datetime(2026, 12, 2, 8, 30, tzinfo=timezone.utc)
+    stamp, suffix = flow_run_id[:16], flow_run_id.rsplit("-", 1)[1]
+
+    def run_id(task: str) -> str:
+        return f"{stamp}-weather.{task}-{suffix}"
+
+    tasks = (
+        TaskState("get_a", "weather.get_a", status="succeeded", run_id=run_id("get_a"),
+                  attempts=1, duration_s=3.2, started_at=at, finished_at=at),
+        TaskState("get_b", "weather.get_b", status="failed", run_id=run_id("get_b"),
+                  attempts=2, duration_s=65, error=ErrorInfo("exit", "exit code 1")),
+        TaskState("merge", "weather.merge", ("get_a", "get_b"), status="skipped",
+                  reason="get_b failed"),
+        TaskState("report", "weather.report", ("merge",), when="always", status="succeeded",
+                  run_id=run_id("report"), attempts=1, duration_s=1.0),
+    )
+    return FlowRunRecord(flow_run_id, "weather", tasks, status=status, trigger=Trigger("manual"),
+                         params={"day": "2026-12-01"}, started_at=at,
+                         finished_at=at + timedelta(seconds=70), duration_s=70.0).to_json()
 
 
 # --- notification receivers (loopback) -----------------------------------------------------------

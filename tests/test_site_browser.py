@@ -14,12 +14,13 @@ import os
 import shutil
 import subprocess
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, build_sample
+from helpers import ROOT, SAMPLE_FLOW_RUN, build_sample, sample_flow_record
 
-from fastflow.site import build_site
+from fastflow.site import SiteData, build_site, render_flow_pages, write_pages
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -184,3 +185,26 @@ def test_a_broken_link_would_be_reported(tmp_path):
     finally:
         browser.close()
     assert any("missing.css" in p or "ERR_FILE_NOT_FOUND" in p for p in problems), problems
+
+
+def test_flow_pages_load_in_chromium_without_errors(built_site, tmp_path):
+    """A flow run's page (the DAG as inline SVG) and its flow's page, light and dark."""
+    if CHROMIUM is None:
+        pytest.fail("Chromium is missing: apt-get install -y chromium")
+    now = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+    pages = render_flow_pages(SiteData(now=now), "weather", [sample_flow_record()])
+    write_pages(pages, built_site)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser = Browser(tmp_path / "profile")
+    try:
+        problems = {}
+        for name, rel in (("flow-run", f"flows/weather/2026/12/{SAMPLE_FLOW_RUN}.html"),
+                          ("flow", "flows/weather/index.html")):
+            for theme in ("light", "dark"):
+                shot = SCREENSHOTS / f"{name}-{theme}.png"
+                problems[f"{name}/{theme}"] = load(browser, (built_site / rel).as_uri(),
+                                                   theme == "dark", shot)
+                assert shot.stat().st_size > 10_000
+    finally:
+        browser.close()
+    assert problems == {key: [] for key in problems}

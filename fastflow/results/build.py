@@ -16,7 +16,7 @@ from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.record import RunRecord
-from fastflow.results.publish import summaries_from_json
+from fastflow.results.publish import flow_summaries, summaries_from_json
 from fastflow.results.read import (
     Results,
     configuration_view,
@@ -24,7 +24,7 @@ from fastflow.results.read import (
     supervision_status,
 )
 from fastflow.schedule.spec import Schedule
-from fastflow.site import SiteData, build_site
+from fastflow.site import SiteData, render_all, render_flow_pages, write_pages
 
 DEPLOYED = "deployed configuration"  # the `file` of problems known only as messages
 
@@ -78,6 +78,7 @@ def site_data(results: Results, now: datetime) -> SiteData:
         stopped_at=datetime.fromisoformat(daemon["stopped_at"])
         if daemon and daemon.get("stopped_at") else None,
         supervision=supervision_status(results, now),
+        flows=flow_summaries(results.store),
     )
 
 
@@ -97,7 +98,11 @@ def build_site_from_branch(results: Results, out_dir: Path, now: datetime) -> li
     """Render the whole site into `out_dir`; returns the relative paths written (or kept)."""
     results.require_branch()
     runs, logs = all_runs(results)
-    return build_site(site_data(results, now), runs, logs, Path(out_dir))
+    data = site_data(results, now)
+    pages = render_all(data, runs, logs)
+    for flow in results.store.flows_on_branch():
+        pages.update(render_flow_pages(data, flow, results.store.recent_flow_runs(flow, 10**9)))
+    return write_pages(pages, Path(out_dir))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -8,6 +8,7 @@ changes the configuration re-renders the overview and the index of each changed 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Iterable, Mapping
 
@@ -19,9 +20,12 @@ from fastflow.results.read import supervision_views
 from fastflow.results.store import ResultsStore
 from fastflow.site import (
     DEFAULT_PAGE_SIZE,
+    RECENT_FLOW_RUNS,
     PipelineSummary,
     SiteData,
     pages_for_new_run,
+    render_flow_page,
+    render_flow_run_page,
     render_overview,
     render_pipeline_index,
 )
@@ -50,6 +54,16 @@ def summaries_from_json(summary: Mapping) -> dict[str, PipelineSummary]:
 
 def runs_recorded(summary: Mapping, pipeline: str) -> int:
     return int(((summary.get("pipelines") or {}).get(pipeline) or {}).get("runs_recorded", 0))
+
+
+def flow_summaries(store: ResultsStore) -> dict[str, dict]:
+    """Each flow on the branch with its newest flow run record (for the overview): one read per
+    flow, whatever the number of runs."""
+    found = {}
+    for flow in store.flows_on_branch():
+        recent = store.recent_flow_runs(flow, limit=1)
+        found[flow] = {"last": recent[0] if recent else None}
+    return found
 
 
 class SitePublisher:
@@ -93,6 +107,7 @@ class SitePublisher:
             stopped_at=self.stopped_at(),
             title=self.title,
             supervision=supervision_views(self.supervision(), now),
+            flows=flow_summaries(self.store),
         )
 
     def pages_for_run(self, record: RunRecord, log_text: str) -> dict[str, bytes]:
@@ -109,6 +124,23 @@ class SitePublisher:
             total = len(recent)
         pages = pages_for_new_run(self.site_data(summary), record, log_text,
                                   recent[: DEFAULT_PAGE_SIZE + 1], total)
+        return {SITE_PREFIX + path: body for path, body in pages.items()}
+
+    def pages_for_flow_run(self, record: Mapping) -> dict[str, bytes]:
+        """The site pages a flow run record (its JSON) changes, as results-branch paths: its
+        page, its flow's page (the newest runs) and the overview. Call it each time the record
+        is written (started, a task ended, finished); `store.write_files` commits them."""
+        recent = [r for r in self.store.recent_flow_runs(record["flow"], RECENT_FLOW_RUNS)
+                  if r["flow_run_id"] != record["flow_run_id"]]
+        recent = sorted([dict(record), *recent], key=lambda r: r["flow_run_id"],
+                        reverse=True)[:RECENT_FLOW_RUNS]
+        data = self.site_data(self.store.read_summary())
+        flows = dict(data.flows)
+        flows[record["flow"]] = {**flows.get(record["flow"], {}), "last": recent[0]}
+        data = replace(data, flows=flows)
+        pages = render_overview(data)
+        pages.update(render_flow_run_page(data, record))
+        pages.update(render_flow_page(data, record["flow"], recent))
         return {SITE_PREFIX + path: body for path, body in pages.items()}
 
     def pages_for_pipelines(self, names: Iterable[str]) -> dict[str, bytes]:

@@ -334,6 +334,22 @@ class ResultsStore:
         """Flow run ids of `flow`, newest first (like `list_run_ids`)."""
         return self._list_ids(f"flows/{flow}", limit, before)
 
+    def flows_on_branch(self) -> list[str]:
+        """The flows with a `flows/<flow>/` folder on the branch (a pending write's too)."""
+        head = self.head()
+        names = {i.name for i in git.list_tree(self.repo, head, "flows") if i.kind == "tree"} \
+            if head else set()
+        names |= {e["record"]["flow"] for _, e in self._journal_entries() if e["kind"] == "flow"}
+        return sorted(names)
+
+    def recent_flow_runs(self, flow: str, limit: int = 50) -> list[dict]:
+        """The newest `limit` flow run records of `flow` (JSON), newest first, pending writes
+        included."""
+        ids = set(self.list_flow_run_ids(flow, limit))
+        ids |= {e["record"]["flow_run_id"] for _, e in self._journal_entries()
+                if e["kind"] == "flow" and e["record"]["flow"] == flow}
+        return [self.read_flow(i, flow) for i in sorted(ids, reverse=True)[:limit]]
+
     def read_flow(self, flow_run_id: str, flow: str | None = None) -> dict:
         """The flow run record (JSON) of `flow_run_id`, the newest journalled one when a write
         is pending; `flow` None: found from the id like a run's pipeline."""

@@ -12,6 +12,14 @@ from fastflow.site.data import (
     SiteData,
     summarize_runs,
 )
+from fastflow.site.flowpages import (
+    RECENT_FLOW_RUNS,
+    flow_path,
+    flow_run_path,
+    render_flow_page,
+    render_flow_pages,
+    render_flow_run_page,
+)
 from fastflow.site.render import (
     build_site,
     pages_for_new_run,
@@ -22,10 +30,18 @@ from fastflow.site.render import (
     render_pipeline_pages,
     render_run_page,
     run_path,
+    write_pages,
 )
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "RECENT_FLOW_RUNS",
+    "flow_path",
+    "flow_run_path",
+    "render_flow_page",
+    "render_flow_pages",
+    "render_flow_run_page",
+    "write_pages",
     "PipelineSummary",
     "SiteData",
     "build_site",

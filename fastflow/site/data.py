@@ -73,6 +73,8 @@ class SiteData:
     # Supervised pipelines (`results.read.supervision_view`: up since, restarts in the last day,
     # next restart, given up), by name
     supervision: Mapping[str, Mapping] = field(default_factory=dict)
+    # Flows by name: {"description": ..., "last": the newest flow run record (its JSON) or None}
+    flows: Mapping[str, Mapping] = field(default_factory=dict)
     title: str = "Fast-Flow"
     display_timezone: str = "UTC"
 

@@ -196,7 +196,7 @@ def render_overview(data: SiteData) -> dict[str, bytes]:
                for name in sorted(data.invalid)]
     given_up = [r for r in rows if r["supervision"] and r["supervision"]["given_up"]]
     pages = _page("overview.html", "index.html", data, rows=rows, counts=counts, invalid=invalid,
-                  given_up=given_up,
+                  given_up=given_up, flows=views.flow_rows(data.flows, data.display_timezone),
                   problems=list(data.config_problems), heartbeat=_heartbeat(data),
                   generated=format_time(data.now, data.display_timezone))
     pages[STYLESHEET] = _stylesheet()
@@ -435,7 +435,12 @@ def build_site(data: SiteData, runs_by_pipeline: Mapping[str, Sequence[RunRecord
     Files are only rewritten when their bytes change, so a rebuild keeps timestamps of
     unchanged pages (handy for rsync and static hosts).
     """
-    pages = render_all(data, runs_by_pipeline, logs, page_size)
+    return write_pages(render_all(data, runs_by_pipeline, logs, page_size), out_dir)
+
+
+def write_pages(pages: Mapping[str, bytes], out_dir: Path) -> list[str]:
+    """Write `pages` (relative path -> bytes) into `out_dir`, each file only when its bytes
+    change; returns the paths."""
     out_dir = Path(out_dir)
     for rel, content in sorted(pages.items()):
         target = out_dir / rel

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from fastflow.config.sizes import parse_size
 from fastflow.config.view import resolved_view
@@ -19,7 +19,7 @@ from fastflow.humanize import format_bytes, format_cores, format_seconds, format
 from fastflow.model import Pipeline, RunStatus
 from fastflow.record import RunRecord, run_id_month
 from fastflow.site import charts
-from fastflow.site.data import SiteData, check_name, run_time
+from fastflow.site.data import SiteData, check_name, has_page, run_time
 
 # status -> (label, family, glyph). The family picks the colour; label and glyph carry the meaning
 # without colour.
@@ -225,6 +225,46 @@ def run_page_path(pipeline: str, run_id: str) -> str:
     parts = run_id_month(run_id)
     month = f"{parts[0]}/{parts[1]}/" if parts else ""
     return f"runs/{pipeline}/{month}{run_id}.html"
+
+
+def flow_page_path(flow: str) -> str:
+    """The site path of a flow's page: `flows/<flow>/index.html`."""
+    check_name(flow, "flow")
+    return f"flows/{flow}/index.html"
+
+
+def flow_run_page_path(flow: str, flow_run_id: str) -> str:
+    """The site path of one flow run's page, sharded by month like run pages:
+    `flows/<flow>/<YYYY>/<MM>/<flow_run_id>.html`."""
+    check_name(flow, "flow")
+    check_name(flow_run_id, "flow run id")
+    parts = run_id_month(flow_run_id)
+    month = f"{parts[0]}/{parts[1]}/" if parts else ""
+    return f"flows/{flow}/{month}{flow_run_id}.html"
+
+
+def flow_rows(flows: Mapping[str, Mapping], zone: str) -> list[dict[str, Any]]:
+    """The overview's rows of flows (`SiteData.flows`): link, description, the last run."""
+    rows = []
+    for name in sorted(flows):
+        if not has_page(name):
+            continue
+        entry = flows[name]
+        last = entry.get("last") or None
+        when = None
+        if last:
+            stamp = last.get("finished_at") or last.get("started_at")
+            when = datetime.fromisoformat(stamp) if isinstance(stamp, str) and stamp else None
+        rows.append({
+            "name": name, "href": flow_page_path(name),
+            "description": str(entry.get("description") or ""),
+            "status": status_view(last.get("status") if last else None),
+            "last_href": flow_run_page_path(name, last["flow_run_id"])
+            if last and has_page(last.get("flow_run_id")) else None,
+            "last_when": format_time(when, zone) if when else "",
+            "last_duration": duration_text(last.get("duration_s")) if last else "",
+        })
+    return rows
 
 
 def run_rows(runs: Sequence[RunRecord], zone: str) -> list[dict[str, Any]]:
