@@ -19,6 +19,7 @@ PACKAGE = ROOT / "fastflow"
 ROWS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
     ("cli",),
+    ("api",),
     ("daemon",),
     ("results",),
     ("run", "deploy", "flow"),
@@ -141,8 +142,8 @@ def test_every_folder_is_a_unit_of_the_layout():
 
 @pytest.mark.parametrize("source, message", [
     ("from fastflow.daemon.inbox import Inbox\n",
-     "fastflow/deploy/zz_probe.py:1 imports fastflow.daemon.inbox: deploy (row 4) may import "
-     "only from rows below it; daemon is on row 2"),
+     "fastflow/deploy/zz_probe.py:1 imports fastflow.daemon.inbox: deploy (row 5) may import "
+     "only from rows below it; daemon is on row 3"),
     ("from fastflow.run import runner\n",
      "fastflow/deploy/zz_probe.py:1 imports fastflow.run: deploy and run are on the same row "
      "and never import each other"),
