@@ -106,5 +106,6 @@ STATE_MIRROR = "mirror.git"         # the mirror of a followed URL
 STATE_DEPLOYMENT = "deployment.json"  # the active commit and tree of each pipeline
 STATE_STATUS = "status.json"        # the daemon's state, written every heartbeat
 STATE_WEBHOOK_DELIVERIES = "webhooks/deliveries"  # a webhook delivery id -> its run id
+STATE_STALE_NOTIFIED = "stale-notified.json"  # the stale heartbeat `status --check` reported
 STATE_FLOWS = "flows"               # flows/<flow_run_id>.json: the journal of running flow runs
 STATE_WORKSPACES = "workspaces"     # workspaces/<flow_run_id>/: a flow run's shared folder

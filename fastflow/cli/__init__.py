@@ -37,6 +37,7 @@ COMMANDS = {
     "webhook": "webhook:webhook",
     "flow": "flow:flow_group",
     "supervise": "supervise:supervise",
+    "notify": "notify:notify",
 }
 
 

@@ -351,10 +351,12 @@ class Alerts:
         if getattr(event, "kind", None) == NotifyEvent.GIVEN_UP.value:
             self.given_up(event.pipeline, event.run_id, event.message)
 
-    def daemon_started(self, previous: Mapping | None, now: datetime) -> bool:
+    def daemon_started(self, previous: Mapping | None, now: datetime,
+                       notified: Callable[[str], bool] = lambda heartbeat: False) -> bool:
         """At a daemon start: when the last heartbeat on the branch (`previous`, the state the
         last daemon wrote) is stale and not a clean stop, `scheduler_stale` goes to the targets
-        of config.yaml. Returns whether it was stale."""
+        of config.yaml, unless `notified(heartbeat)` says `fastflow status --check` sent it
+        already. Returns whether it was stale."""
         if not previous or previous.get("stopped_at") or not previous.get("heartbeat"):
             return False
         try:
@@ -365,6 +367,8 @@ class Alerts:
         age = (now - beat).total_seconds()
         if age <= defaults.HEARTBEAT_STALE_FACTOR * interval:
             return False
+        if notified(previous["heartbeat"]):
+            return True
         self.scheduler_stale(f"the last heartbeat was at {beat.isoformat(timespec='seconds')}, "
                              f"{age:.0f} s before this start (no clean stop): the daemon was "
                              "down or hung", now)

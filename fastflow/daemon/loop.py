@@ -30,6 +30,7 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.config import default_repo_config
+from fastflow.daemon.alert_check import stale_already_notified
 from fastflow.daemon.alerts import Alerts, AlertSources
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.flows import FlowRuns
@@ -263,7 +264,8 @@ class Daemon:
         now = self.clock()
         last_beat = self.store.read_state("daemon")  # the last holder's, before ours replaces it
         self._sync(now, safe=True)
-        self.alerts.daemon_started(last_beat, now)
+        self.alerts.daemon_started(last_beat, now,
+                                   lambda beat: stale_already_notified(self.state_dir, beat))
         self.follower.preheat_on_start(restored)
         if self.deployment is not None and self.timetable.plan is None:
             self.follower.activate_schedules(now)  # the branch did not move since last time

@@ -17,6 +17,9 @@ from fastflow.errors import FastflowError
 from fastflow.notify.message import Message
 
 logger = logging.getLogger(__name__)
+# The library's own log lines become the reason of a failed delivery (`send`), said once by the
+# caller; they do not also go to the daemon's or the CLI's log on their own.
+logging.getLogger("apprise").propagate = False
 
 APP_ID = "Fast-Flow"
 TYPES = {"info": apprise.NotifyType.INFO, "success": apprise.NotifyType.SUCCESS,
