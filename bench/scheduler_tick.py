@@ -8,11 +8,15 @@ Measured in the same run, so the ratios hold on any machine:
 - baseline 2: a naive scheduler's tick, a bare croniter next-fire for every schedule;
 - worst case: all 10,000 schedules due in the same tick (cost per due schedule).
 
+Each tick is timed three times on the same plan (`decide` is pure) and the fastest counts, so
+other processes on a shared machine inflate the figures less.
+
 Run: python bench/scheduler_tick.py [--schedules 10000]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -23,6 +27,7 @@ from croniter import croniter
 from fastflow.schedule.cron import parse_cron
 from fastflow.schedule.planner import decide, plan_schedules
 from fastflow.schedule.spec import Catchup, Overlap, Schedule, ScheduleKind
+from fastflow.schedule.timetable import Timetable
 
 UTC = timezone.utc
 START = datetime(2026, 3, 28, 12, tzinfo=UTC)  # the next day includes Europe's spring-forward
@@ -52,34 +57,50 @@ def make_schedules(count: int, seed: int = 5) -> list[Schedule]:
     return out
 
 
-def busy_day(schedules: list[Schedule], hours: int = 24) -> tuple[list[float], int]:
-    """Follow every wake-up for `hours`; per-tick times in ms and the number of due runs."""
+def busy_day(schedules: list[Schedule], hours: int = 24, repeat: int = 3
+             ) -> tuple[list[float], int, int]:
+    """Follow every wake-up for `hours`; per-tick times in ms, the slots handled, the most in a tick.
+
+    `decide` is pure, so each tick is timed `repeat` times on the same plan and the fastest
+    counts: on a shared machine the slow repeats measure the neighbours, not the tick."""
     plan = plan_schedules(schedules, {}, START)
-    times, due = [], 0
+    times, due, most = [], 0, 0
     end = START + timedelta(hours=hours)
     while plan.next_wakeup is not None and plan.next_wakeup <= end:
-        now = plan.next_wakeup
-        began = time.perf_counter()
-        result = decide(plan, {}, now)
-        times.append((time.perf_counter() - began) * 1000)
+        now, best = plan.next_wakeup, float("inf")
+        for _ in range(repeat):
+            began = time.perf_counter()
+            result = decide(plan, {}, now)
+            best = min(best, (time.perf_counter() - began) * 1000)
+        times.append(best)
         due += len(result.runs) + len(result.skipped)
+        most = max(most, len(result.runs) + len(result.skipped))
         plan = result.plan
-    return times, due
+    return times, due, most
 
 
-def max_due(schedules: list[Schedule]) -> int:
-    plan, most = plan_schedules(schedules, {}, START), 0
-    while plan.next_wakeup is not None and plan.next_wakeup <= START + timedelta(hours=24):
-        result = decide(plan, {}, plan.next_wakeup)
-        most, plan = max(most, len(result.runs) + len(result.skipped)), result.plan
-    return most
-
-
-def timed(func, repeat: int = 1) -> float:
+def daemon_fire_all(schedules: list[Schedule]) -> float:
+    """ms of the daemon's side (`Timetable.fire_due`: decide, act, format the watermarks) when
+    every schedule is due, with callbacks that only count (no journal, no results branch)."""
+    started = []
+    table = Timetable(start=lambda due: started.append(due) is None, skip=lambda record: None,
+                      cancel=lambda run_id: None, save=lambda data: None)
+    table.activate(schedules, START)
     began = time.perf_counter()
-    for _ in range(repeat):
-        func()
-    return (time.perf_counter() - began) * 1000 / repeat
+    table.fire_due(table.plan.next_wakeup)
+    assert len(started) == len(schedules)
+    return (time.perf_counter() - began) * 1000
+
+
+def timed(func, repeat: int = 1, best_of: int = 3) -> float:
+    """Mean ms of `repeat` calls, the fastest of `best_of` such rounds (see `busy_day`)."""
+    best = float("inf")
+    for _ in range(best_of):
+        began = time.perf_counter()
+        for _ in range(repeat):
+            func()
+        best = min(best, (time.perf_counter() - began) * 1000 / repeat)
+    return best
 
 
 def main() -> None:
@@ -93,8 +114,8 @@ def main() -> None:
     idle_at = plan.next_wakeup - timedelta(microseconds=1)
     idle_ms = timed(lambda: decide(plan, {}, idle_at), repeat=200)
 
-    times, due = busy_day(schedules)
-    small_times, _ = busy_day(make_schedules(100))
+    times, due, most = busy_day(schedules)
+    small_times, _, _ = busy_day(make_schedules(100))
     p99 = statistics.quantiles(times, n=100)[98]
 
     def naive_tick() -> None:  # what a scheduler without a heap does at every tick
@@ -102,28 +123,32 @@ def main() -> None:
             expr = item.cron.text if item.cron else "* * * * *"
             croniter(expr, START).get_next(datetime)
 
-    naive_ms = timed(naive_tick)
+    naive_ms = timed(naive_tick, best_of=1)
 
     hourly = [Schedule(id=f"h{i}", pipeline="p", kind=ScheduleKind.CRON, cron=parse_cron("0 * * * *"),
                        timezone=ZONES[i % len(ZONES)]) for i in range(args.schedules)]
     worst_plan = plan_schedules(hourly, {}, START)
-    worst_ms = timed(lambda: decide(worst_plan, {}, worst_plan.next_wakeup))
+    worst_ms = timed(lambda: decide(worst_plan, {}, worst_plan.next_wakeup), best_of=5)
+    daemon_ms = min(daemon_fire_all(hourly) for _ in range(3))
 
     n = args.schedules
     print(f"schedules                         {n}")
     print(f"plan build                        {plan_ms:9.1f} ms  ({plan_ms * 1000 / n:.1f} us/schedule)")
     print(f"idle tick                         {idle_ms:9.3f} ms")
     print(f"busy ticks over a day             {len(times)} ticks, {due} slots handled "
-          f"({due / len(times):.0f} per tick, max {max_due(schedules)})")
+          f"({due / len(times):.0f} per tick, max {most})")
     print(f"  mean / p99 / max per tick       {statistics.mean(times):9.3f} / {p99:.3f} / {max(times):.3f} ms")
     print(f"baseline: 100 schedules, mean     {statistics.mean(small_times):9.3f} ms")
     print(f"baseline: naive croniter tick     {naive_ms:9.1f} ms")
     print(f"worst case: all {n} due at once   {worst_ms:9.1f} ms  ({worst_ms * 1000 / n:.1f} us/due schedule)")
+    print(f"  daemon side (Timetable.fire_due) {daemon_ms:9.1f} ms  (decide + act + watermarks JSON)")
     print(f"ratio mean tick {n} vs 100        {statistics.mean(times) / statistics.mean(small_times):9.2f}x")
     print(f"ratio naive croniter vs mean tick {naive_ms / statistics.mean(times):9.0f}x")
     mean = statistics.mean(times)
-    print(f"target mean tick < 20 ms          {'OK' if mean < 20 else 'OVER TARGET'}")
-    print(f"p99 tick < 20 ms                  {'OK' if p99 < 20 else 'NO: cost is per due slot, see above'}")
+    print(f"load average (2 cores shared)     {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"target mean tick < 20 ms          {'met' if mean < 20 else 'NOT met'}")
+    print(f"target p99 tick < 20 ms           {'met' if p99 < 20 else 'NOT met'}")
+    print(f"target all due at once < 100 ms   {'met' if worst_ms < 100 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -448,3 +448,43 @@ def test_every_guarantee_in_the_docs_names_a_test_that_exists(project_root):
     defined = set(re.findall(r"^def (test_\w+)", sources, re.M))
     assert named and named <= defined, named - defined
     assert {n for n in defined if n.startswith("test_guarantee")} <= named
+
+
+# --- the tick's cost: shared cron steps, the formatted watermarks cache -------------------------
+
+
+def test_schedules_due_at_the_same_hour_share_one_cron_step():
+    from fastflow.schedule.cron import first_instant_after
+    schedules = [cron("0 * * * *", "Europe/Berlin", sid=f"s{i}") for i in range(50)]
+    first_instant_after.cache_clear()
+    plan = plan_schedules(schedules, {}, utc(2026, 3, 29, 0, 30))
+    result = decide(plan, {}, utc(2026, 3, 29, 1, 0))  # 03:00 Berlin, just after spring-forward
+    assert [r.run_id for r in result.runs] == [slot_run_id(s, utc(2026, 3, 29, 1)) for s in
+                                               sorted(schedules, key=lambda s: s.id)]
+    assert {r.action for r in result.runs} == {Action.START}
+    assert result.next_wakeup == utc(2026, 3, 29, 2)
+    # One walk for the first slot at planning, one for the slot after it at the tick.
+    assert first_instant_after.cache_info().misses == 2
+    assert parse_cron("0 * * * *") is parse_cron(" 0 *  * * * ")  # one object per text
+
+
+@pytest.mark.parametrize("expr", ["30 2 * * *", "*/20 * * * *", "0 1,2,3 * * *", "15 * * * 0"])
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
+def test_slot_steps_agree_with_one_cron_walk_across_dst(expr, tz):
+    from fastflow.schedule.cron import cron_instants
+    schedule = cron(expr, tz)
+    for after in (utc(2026, 3, 27), utc(2026, 10, 23), utc(2026, 4, 3), utc(2026, 10, 30)):
+        walk = [(c.at, c.nominal) for c in itertools.islice(cron_instants(schedule.cron, zone(tz), after), 300)]
+        steps = [(s.at, s.nominal) for s in itertools.islice(iter_slots(schedule, after), 300)]
+        assert steps == walk
+
+
+def test_cached_watermarks_json_follows_changes_and_removals():
+    marks = {"a": Watermark(since=utc(2026, 1, 1)), "b": Watermark(since=utc(2026, 1, 2))}
+    cache: dict = {}
+    assert watermarks_to_json(marks, cache) == watermarks_to_json(marks)
+    moved = {"a": Watermark(since=utc(2026, 1, 1), last_slot=utc(2026, 1, 3))}
+    again = watermarks_to_json(moved, cache)
+    assert again == watermarks_to_json(moved)
+    assert again["schedules"]["a"]["last_slot"] == "2026-01-03T00:00:00Z"
+    assert set(cache) == {"a"}

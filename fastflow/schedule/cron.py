@@ -63,6 +63,11 @@ class CronExpr:
     day_list: tuple[int, ...] = ()  # `days`, sorted
     every_day: bool = False  # no day-of-month or day-of-week restriction
 
+    def __hash__(self) -> int:
+        # Equal expressions have equal text, and a str caches its hash: the slot memo
+        # (`first_instant_after`) hashes an expression per due slot.
+        return hash(self.text)
+
     def matches_day(self, day: date) -> bool:
         dom = day.day in self.days
         dow = day.isoweekday() % 7 in self.weekdays
@@ -136,10 +141,24 @@ def is_valid_cron(expression: str) -> bool:
 
 
 def parse_cron(value: Any) -> CronExpr:
-    """Parse a 5-field POSIX cron expression or @macro into a `CronExpr`; raises `Invalid`."""
+    """Parse a 5-field POSIX cron expression or @macro into a `CronExpr`; raises `Invalid`.
+
+    One text gives one shared object, so the slot memo compares expressions by identity."""
     if not isinstance(value, str):
         raise Invalid(f"{show(value)} is not a cron expression; {CRON_EXAMPLE}")
     text = " ".join(value.split())
+    known = _PARSED.get(text)
+    if known is None:
+        if len(_PARSED) >= 4096:  # expressions come from config: a few; never grow unbounded
+            _PARSED.clear()
+        known = _PARSED[text] = _parse_cron_text(text, value)
+    return known
+
+
+_PARSED: dict[str, CronExpr] = {}
+
+
+def _parse_cron_text(text: str, value: str) -> CronExpr:
     expanded = CRON_MACROS.get(text.lower(), text)
     if expanded.startswith("@"):
         raise Invalid(f"{show(value)} is not a cron macro; use one of {', '.join(CRON_MACROS)}")
@@ -245,6 +264,17 @@ def _transition(low: datetime, high: datetime, tz: ZoneInfo) -> datetime:
         else:
             lo = mid + 1
     return datetime.fromtimestamp(lo, UTC)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def first_instant_after(expr: CronExpr, tz: ZoneInfo, after: datetime) -> CronSlot:
+    """The first firing of `expr` in `tz` strictly after the instant `after` (`cron_instants`).
+
+    Memoized: schedules sharing an expression and a zone come due together (every `0 * * * *`
+    at the hour), and each due slot asks for the slot after it; the first asks computes it, the
+    rest find it. Keys are (expression, zone, instant), so a hit is the same answer.
+    """
+    return next(cron_instants(expr, tz, after))
 
 
 def cron_instants(expr: CronExpr, tz: ZoneInfo, after: datetime) -> Iterator[CronSlot]:

@@ -17,10 +17,11 @@ No I/O, no sleeping, no clock: the daemon passes `now` and persists what comes b
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import itertools
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -28,7 +29,7 @@ from fastflow.errors import FastflowError
 from fastflow.humanize import format_roughly
 from fastflow.model import RunStatus
 from fastflow.record import slot_run_id as _slot_run_id
-from fastflow.schedule.cron import CronSlot, cron_instants
+from fastflow.schedule.cron import first_instant_after
 from fastflow.schedule.spec import (
     EPOCH,
     Catchup,
@@ -46,6 +47,7 @@ ON_TIME_GRACE = 60.0
 MAX_SKIPPED_DETAIL = 100
 WATERMARKS_SCHEMA = 1
 _TINY = timedelta(microseconds=1)
+_Raw = tuple[datetime, "datetime | None"]  # a slot's instant and nominal wall time (DST moved)
 
 
 class Action(str, enum.Enum):
@@ -153,11 +155,15 @@ class SkippedSlot:
 
 @dataclass(frozen=True)
 class SchedulePlan:
-    """The scheduler's state between ticks: schedules, watermarks and the next-slot heap."""
+    """The scheduler's state between ticks: schedules, watermarks and the next-slot heap.
+
+    A heap entry is (timestamp, schedule id, instant, nominal wall time or None): each
+    schedule's first pending slot, kept whole so a due schedule's only cron step is to the slot
+    after it."""
 
     schedules: Mapping[str, Schedule]
     watermarks: Mapping[str, Watermark]
-    heap: tuple[tuple[float, str], ...] = ()
+    heap: tuple[tuple[float, str, datetime, datetime | None], ...] = ()
 
     @property
     def next_wakeup(self) -> datetime | None:
@@ -176,6 +182,7 @@ class Decision:
     plan: SchedulePlan
 
 
+@functools.lru_cache(maxsize=1024)  # a tick formats the same few instants thousands of times
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -199,34 +206,53 @@ def iter_slots(schedule: Schedule, after: datetime) -> Iterator[Slot]:
     """Every slot of `schedule` strictly after the instant `after`, in order, within its
     start/end window (cron in its zone with DST handled; interval anchored; at once)."""
     after = _aware(after)
+    while True:
+        slot = next_slot(schedule, after)
+        if slot is None:
+            return
+        yield slot
+        after = slot.at
+
+
+def next_slot(schedule: Schedule, after: datetime) -> Slot | None:
+    """The first slot of `schedule` strictly after the aware UTC instant `after`, or None.
+
+    The scheduler's step: a due schedule asks for its slot after the one it handled. A cron
+    step is memoized (`cron.first_instant_after`), so the schedules due together at the top of
+    an hour share their cron walks; an interval step is arithmetic.
+    """
+    raw = _next_in_window(schedule, after)
+    return None if raw is None else Slot(schedule, raw[0], raw[1])
+
+
+def _next_in_window(schedule: Schedule, after: datetime) -> _Raw | None:
     start, end = schedule.start, schedule.end
     if start is not None and after < start:
         after = start - _TINY
-    slots = _raw_slots(schedule, after)
-    while True:
-        try:
-            at, nominal = next(slots)
-        except (StopIteration, OverflowError):  # past the year 9999: the slots end there
-            return
-        if end is not None and at > end:
-            return
-        yield Slot(schedule, at, nominal)
+    try:
+        raw = _raw_next(schedule, after)
+    except OverflowError:  # past the year 9999: the slots end there
+        return None
+    if raw is None or (end is not None and raw[0] > end):
+        return None
+    return raw
 
 
-def _raw_slots(schedule: Schedule, after: datetime) -> Iterator[tuple[datetime, datetime | None]]:
+def _raw_next(schedule: Schedule, after: datetime) -> _Raw | None:
     if schedule.kind is ScheduleKind.CRON:
-        slot: CronSlot
-        for slot in cron_instants(schedule.cron, schedule.zone, after):  # type: ignore[arg-type]
-            yield slot.at, slot.nominal
-    elif schedule.kind is ScheduleKind.INTERVAL:
+        try:
+            found = first_instant_after(schedule.cron, schedule.zone, after)  # type: ignore[arg-type]
+        except StopIteration:
+            return None
+        return found.at, found.nominal
+    if schedule.kind is ScheduleKind.INTERVAL:
         step = timedelta(seconds=schedule.interval)  # type: ignore[arg-type]
         anchor = (schedule.start or EPOCH).astimezone(UTC)
         k = max((after - anchor) // step + 1, 0 if schedule.start else -(10**9))
-        while True:
-            yield (anchor + k * step).astimezone(UTC), None
-            k += 1
-    elif schedule.at is not None and schedule.at > after:
-        yield schedule.at.astimezone(UTC), None
+        return (anchor + k * step).astimezone(UTC), None
+    if schedule.at is not None and schedule.at > after:
+        return schedule.at.astimezone(UTC), None
+    return None
 
 
 def next_slots(schedule: Schedule, from_: datetime, n: int = 10) -> list[Slot]:
@@ -251,10 +277,10 @@ def plan_schedules(
     again starts afresh). `previous` lets unchanged schedules reuse their heap entry.
     """
     now = _aware(now)
-    reuse = {sid: ts for ts, sid in previous.heap} if previous else {}
+    reuse = {entry[1]: entry for entry in previous.heap} if previous else {}
     plan_schedules_: dict[str, Schedule] = {}
     marks: dict[str, Watermark] = {}
-    heap: list[tuple[float, str]] = []
+    heap: list[tuple[float, str, datetime, datetime | None]] = []
     for schedule in schedules:
         if not schedule.enabled:
             continue
@@ -271,14 +297,15 @@ def plan_schedules(
             and previous.watermarks.get(schedule.id) == mark and schedule.id in reuse
         first = reuse[schedule.id] if same else _first_pending(schedule, mark.horizon)
         if first is not None:
-            heap.append((first, schedule.id))
+            heap.append(first)
     heapq.heapify(heap)
     return SchedulePlan(plan_schedules_, marks, tuple(heap))
 
 
-def _first_pending(schedule: Schedule, after: datetime) -> float | None:
-    slot = next(iter_slots(schedule, after), None)
-    return None if slot is None else slot.at.timestamp()
+def _first_pending(schedule: Schedule, after: datetime
+                   ) -> tuple[float, str, datetime, datetime | None] | None:
+    raw = _next_in_window(schedule, after)
+    return None if raw is None else (raw[0].timestamp(), schedule.id, raw[0], raw[1])
 
 
 # --- ticking ------------------------------------------------------------------------------------
@@ -297,15 +324,15 @@ def decide(plan: SchedulePlan, active: Mapping[str, Sequence[ActiveRun]], now: d
     runs: list[DueRun] = []
     skipped: list[SkippedSlot] = []
     while heap and heap[0][0] <= now_ts:
-        _, sid = heapq.heappop(heap)
+        _, sid, at, nominal = heapq.heappop(heap)
         schedule, mark = plan.schedules[sid], marks[sid]
-        outcome = _decide(schedule, mark, active.get(sid, ()), now)
-        runs += outcome.runs
-        skipped += outcome.skipped
-        if outcome.last_slot is not None:
-            marks[sid] = Watermark(mark.since, outcome.last_slot, mark.fingerprint)
-        if outcome.next_slot is not None:
-            heapq.heappush(heap, (outcome.next_slot.timestamp(), sid))
+        due, skips, last_slot, following = _decide(schedule, (at, nominal), active.get(sid, ()), now)
+        runs += due
+        skipped += skips
+        if last_slot is not None:
+            marks[sid] = Watermark(mark.since, last_slot, mark.fingerprint)
+        if following is not None:
+            heapq.heappush(heap, (following[0].timestamp(), sid, following[0], following[1]))
     new_plan = SchedulePlan(plan.schedules, marks, tuple(heap))
     return Decision(tuple(runs), tuple(skipped), marks, new_plan.next_wakeup, new_plan)
 
@@ -318,14 +345,6 @@ def decide_once(
 ) -> Decision:
     """`plan_schedules` then `tick`, for callers that keep no plan between ticks."""
     return decide(plan_schedules(schedules, watermarks, now), active, now)
-
-
-@dataclass
-class _Outcome:
-    runs: list[DueRun] = field(default_factory=list)
-    skipped: list[SkippedSlot] = field(default_factory=list)
-    last_slot: datetime | None = None
-    next_slot: datetime | None = None
 
 
 class _Skips:
@@ -349,16 +368,25 @@ class _Skips:
         return self.ranges + list(self.detail)
 
 
-def _decide(schedule: Schedule, mark: Watermark, active: Sequence[ActiveRun],
-            now: datetime) -> _Outcome:
-    outcome, skips, eligible = _Outcome(), _Skips(), []
+def _decide(schedule: Schedule, raw: _Raw, active: Sequence[ActiveRun], now: datetime
+            ) -> tuple[Sequence[DueRun], Sequence[SkippedSlot], datetime | None, _Raw | None]:
+    """(runs, skipped slots, last slot handled, next pending slot) of a schedule whose first
+    pending slot `raw` (its heap entry) has come due."""
+    following = _next_in_window(schedule, raw[0])
     window, too_late = schedule.catchup_window, schedule.skip_if_late
-    for slot in iter_slots(schedule, mark.horizon):
-        if slot.at > now:
-            outcome.next_slot = slot.at
-            break
-        outcome.last_slot = slot.at
-        late = (now - slot.at).total_seconds()
+    late = (now - raw[0]).total_seconds()
+    if not active and (following is None or following[0] > now) and late <= ON_TIME_GRACE \
+            and (window is None or late <= window) and (too_late is None or late <= too_late):
+        # The common case and the whole cost of a tick where thousands come due at the same
+        # hour: one slot, on time, nothing of the schedule running; every policy starts it
+        # (what the general path below decides, without its lists and skip collector).
+        due = DueRun(Slot(schedule, raw[0], raw[1]), Action.START, (), late, False)
+        return (due,), (), raw[0], following
+    skips, eligible, last = _Skips(), [], None
+    while raw is not None and raw[0] <= now:
+        slot = Slot(schedule, raw[0], raw[1])
+        last = slot.at
+        late = (now - last).total_seconds()
         if window is not None and late > window:
             skips.add(slot, SkipReason.OUTSIDE_CATCHUP_WINDOW,
                       f"missed by {format_roughly(late)}, more than catchup_window {format_roughly(window)}")
@@ -367,17 +395,21 @@ def _decide(schedule: Schedule, mark: Watermark, active: Sequence[ActiveRun],
                       f"could start only {format_roughly(late)} late, more than skip_if_late {format_roughly(too_late)}")
         else:
             eligible.append(slot)
+        # The first step was taken above; later ones step from the slot just handled.
+        raw = following if following is not None and following[0] > last else \
+            _next_in_window(schedule, last)
     chosen = _apply_catchup(schedule, eligible, skips, now)
     if active:  # a slot another path (a duplicate hook, a second sync) already started
         already = {run.run_id for run in active}
         chosen = [slot for slot in chosen if slot.run_id not in already]
-    outcome.runs = _apply_overlap(schedule, chosen, active, skips, now)
-    outcome.skipped = skips.all()
-    return outcome
+    runs = _apply_overlap(schedule, chosen, active, skips, now)
+    return runs, skips.all(), last, raw
 
 
 def _apply_catchup(schedule: Schedule, eligible: list[Slot], skips: _Skips,
                    now: datetime) -> list[Slot]:
+    if len(eligible) == 1 and (now - eligible[0].at).total_seconds() <= ON_TIME_GRACE:
+        return eligible  # the common tick: one slot, on time; every policy runs it
     missed = [s for s in eligible if (now - s.at).total_seconds() > ON_TIME_GRACE]
     on_time = eligible[len(missed):]
     if schedule.catchup is Catchup.NONE:
@@ -405,6 +437,15 @@ def _apply_overlap(schedule: Schedule, chosen: list[Slot], active: Sequence[Acti
     if not chosen:
         return []
     policy = schedule.overlap
+    if not active:  # nothing running or waiting: every policy starts the first
+        late = max((now - chosen[0].at).total_seconds(), 0.0)
+        first = DueRun(chosen[0], Action.START, (), late, late > ON_TIME_GRACE)
+        if len(chosen) == 1:
+            return [first]
+        rest = Action.START if policy is Overlap.ALLOW else Action.QUEUE
+        return [first] + [DueRun(slot, rest, (), late_by, late_by > ON_TIME_GRACE)
+                          for slot in chosen[1:]
+                          for late_by in (max((now - slot.at).total_seconds(), 0.0),)]
     running = [r.run_id for r in active if r.status is RunStatus.RUNNING]
     waiting = [r.run_id for r in active if r.status is RunStatus.QUEUED]
 
@@ -435,10 +476,26 @@ def _apply_overlap(schedule: Schedule, chosen: list[Slot], active: Sequence[Acti
 # --- watermarks (de)serialisation ---------------------------------------------------------------
 
 
-def watermarks_to_json(watermarks: Mapping[str, Watermark]) -> dict[str, Any]:
-    """The watermarks as a JSON-able dict for the daemon to persist (`"schema": 1`)."""
-    return {"schema": WATERMARKS_SCHEMA,
-            "schedules": {sid: watermarks[sid].to_json() for sid in sorted(watermarks)}}
+def watermarks_to_json(watermarks: Mapping[str, Watermark],
+                       cache: dict[str, tuple[Watermark, dict]] | None = None) -> dict[str, Any]:
+    """The watermarks as a JSON-able dict for the daemon to persist (`"schema": 1`).
+
+    `cache`, kept by the caller between calls, holds each schedule's JSON while its watermark
+    is the same object: a tick that touched 200 of 10,000 schedules formats 200 watermarks, not
+    10,000 (formatting them all was most of the daemon's tick). Treat the result as read-only.
+    """
+    cache = {} if cache is None else cache
+    schedules: dict[str, dict] = {}
+    for sid in sorted(watermarks):
+        mark = watermarks[sid]
+        known = cache.get(sid)
+        if known is None or known[0] is not mark:
+            known = cache[sid] = (mark, mark.to_json())
+        schedules[sid] = known[1]
+    if len(cache) > len(schedules):  # removed schedules
+        for sid in cache.keys() - schedules.keys():
+            del cache[sid]
+    return {"schema": WATERMARKS_SCHEMA, "schedules": schedules}
 
 
 def watermarks_from_json(data: Any, source: str = "scheduler state") -> dict[str, Watermark]:

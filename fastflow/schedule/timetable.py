@@ -100,6 +100,7 @@ class Timetable:
         self.running: dict[str, set[str]] = {}  # schedule id -> run ids started, not ended
         self.waiting: dict[str, deque[DueRun]] = {}  # overlap queue/replace, in slot order
         self._schedule_of: dict[str, str] = {}  # run id -> schedule id
+        self._marks_json: dict = {}  # watermarks_to_json's cache: only changed ones are formatted
 
     def load(self, data: Mapping | None, source: str) -> None:
         """Watermarks from `state/scheduler.json` (None: none yet, schedules start now)."""
@@ -110,7 +111,7 @@ class Timetable:
         self.plan = plan_schedules(schedules, self.watermarks, now, previous=self.plan)
         if self.plan.watermarks != self.watermarks:
             self.watermarks = dict(self.plan.watermarks)
-            self._save(watermarks_to_json(self.watermarks))
+            self._save(watermarks_to_json(self.watermarks, self._marks_json))
         for sid in list(self.waiting):
             if sid not in self.plan.schedules:  # removed or disabled: its waiting runs go
                 for due in self.waiting.pop(sid):
@@ -146,7 +147,7 @@ class Timetable:
             self._act(due)
         if result.watermarks != self.watermarks:
             self.watermarks = dict(result.watermarks)
-            self._save(watermarks_to_json(self.watermarks))
+            self._save(watermarks_to_json(self.watermarks, self._marks_json))
         return result.next_wakeup
 
     def next_runs(self) -> list[NextRun]:
@@ -154,7 +155,7 @@ class Timetable:
         if self.plan is None:
             return []
         found = [NextRun(self.plan.schedules[sid], datetime.fromtimestamp(ts, UTC))
-                 for ts, sid in self.plan.heap]
+                 for ts, sid, *_ in self.plan.heap]
         return sorted(found, key=lambda n: (n.at, n.schedule.id))
 
     def _act(self, due: DueRun) -> None:
