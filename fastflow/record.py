@@ -222,10 +222,13 @@ class Environment:
     uv_version: str | None = None
     requirements_hash: str | None = None
     resolved: tuple[str, ...] = ()
+    node: str | None = None  # the engine's host that ran the last attempt (Swarm: the node)
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["resolved"] = list(self.resolved)
+        if data["node"] is None:  # only executors that know it name it (swarm, docker)
+            del data["node"]
         return data
 
     @classmethod

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from helpers import CA_BUNDLE, ROOT, Origin, require_docker, utc_now, write_files
+from helpers import (
+    CA_BUNDLE,
+    ROOT,
+    Origin,
+    one_node_swarm,
+    require_docker,
+    utc_now,
+    write_files,
+)
 
 from fastflow.defaults import DEFAULT_IMAGE, DEFAULT_PYTHON
 from fastflow.executors.docker import (
@@ -21,6 +29,7 @@ from fastflow.executors.docker import (
     uv_version,
 )
 from fastflow.executors.docker import runner_image as image_of_python
+from fastflow.executors.swarm import SwarmExecutor
 
 
 @pytest.fixture
@@ -80,6 +89,22 @@ def docker_executor_factory(runner_image, shared_cache) -> Callable[[], DockerEx
     """Fresh DockerExecutors on the runner image and the shared cache (the contract suite's)."""
     return lambda: DockerExecutor(clock=utc_now, cache_dir=shared_cache, image=runner_image,
                                   ca_bundle=CA_BUNDLE)
+
+
+@pytest.fixture(scope="session")
+def swarm_engine(runner_image):
+    """The CI engine as a one-node Swarm manager for the session: `docker swarm init` (an
+    engine already in a swarm is used as it is), and ALWAYS `docker swarm leave --force` at
+    the end, so the engine other tests share is never left in swarm mode."""
+    with one_node_swarm():
+        yield
+
+
+@pytest.fixture
+def swarm_executor_factory(swarm_engine, runner_image) -> Callable[[], SwarmExecutor]:
+    """Fresh SwarmExecutors on the runner image (the contract suite's), on the one-node swarm."""
+    return lambda: SwarmExecutor(clock=utc_now, image=runner_image, ca_bundle=CA_BUNDLE,
+                                 schedule_timeout=30)
 
 
 def pytest_collection_modifyitems(config, items):

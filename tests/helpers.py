@@ -9,6 +9,7 @@ Test modules import from here, never from each other.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -519,3 +520,28 @@ class MailReceiver:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+# --- Docker Swarm -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def one_node_swarm(advertise_addr: str = "127.0.0.1"):
+    """The CI engine as a one-node Swarm manager inside the block; it ALWAYS leaves swarm mode
+    afterwards (`docker swarm leave --force`). Test code may shell out to docker; other tests
+    keep using the same engine meanwhile, so nothing else about dockerd is changed."""
+    require_docker()
+    state = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if state != "active":
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", advertise_addr],
+                       capture_output=True, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, text=True)
+
+
+def services_of(run_id: str) -> list:
+    """Every Swarm service labelled with `run_id`."""
+    return docker_executor.connect().api.services(
+        filters={"label": f"org.fastflow.run_id={run_id}"})

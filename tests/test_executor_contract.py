@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,7 @@ from fastflow.model import RunStatus
 
 pytestmark = pytest.mark.slow
 
-EXECUTORS = ["local", "docker"]
+EXECUTORS = ["local", "docker", "swarm"]
 
 
 @pytest.fixture(params=EXECUTORS)
@@ -32,6 +33,8 @@ def executor_factory(request) -> Callable[[], Executor]:
         return lambda: LocalExecutor(host_base_env(os.environ), clock=utc_now)
     if request.param == "docker":
         return request.getfixturevalue("docker_executor_factory")
+    if request.param == "swarm":  # a one-node swarm on the CI engine (tests/conftest.py)
+        return request.getfixturevalue("swarm_executor_factory")
     raise AssertionError(f"unknown executor {request.param}")
 
 
@@ -250,6 +253,9 @@ def leave_behind(executor: Executor, spec: AttemptSpec, finished: bool) -> None:
     """Leave `spec`'s attempt behind as an owner killed by `kill -9` right after starting it
     does: created and started by the backend's own parts, then nobody supervises it (for
     `finished`, until it has ended). Only backends that can re-attach leave anything."""
+    if executor.name == "swarm":
+        leave_swarm_job_behind(executor, spec, finished)
+        return
     assert executor.name == "docker", f"no way to leave an attempt of {executor.name} behind"
     container = executor.containers.create(spec, offline=False)
     executor.client.api.start(container.id)
@@ -257,6 +263,20 @@ def leave_behind(executor: Executor, spec: AttemptSpec, finished: bool) -> None:
         executor.client.api.wait(container.id, timeout=120)
     else:
         assert executor.client.api.inspect_container(container.id)["State"]["Running"]
+
+
+def leave_swarm_job_behind(executor: Executor, spec: AttemptSpec, finished: bool) -> None:
+    """A Swarm job created by the executor's own parts, then left to itself (until it ran, or
+    until it ended)."""
+    service = executor.jobs.create(spec, executor.runner_image_of(spec))
+    deadline = time.monotonic() + 60
+    want = {"complete", "failed"} if finished else {"running"}
+    while time.monotonic() < deadline:
+        tasks = executor.api.tasks(filters={"service": service})
+        if tasks and tasks[0]["Status"]["State"] in want:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the Swarm job of {spec.run_id} never reached {want}")
 
 
 def test_reattach_with_nothing_left_is_none(executor_factory):

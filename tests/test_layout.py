@@ -34,7 +34,7 @@ ROW_OF = {unit: depth for depth, units in enumerate(ROWS) for unit in units}
 # Third-party libraries with exactly one owner (a unit, or one module inside a unit).
 OWNERS = {
     "pygit2": ("fastflow.repo",),
-    "docker": ("fastflow.executors.docker",),
+    "docker": ("fastflow.executors.docker", "fastflow.executors.swarm"),
     "croniter": ("fastflow.schedule.cron",),
     "yaml": ("fastflow.config.yamlfile", "fastflow.secrets.yamltree"),
     "cryptography": ("fastflow.secrets",),

@@ -189,6 +189,9 @@ class AttemptSpec:
     hold: bool = False
     # A webhook run: the host file holding its request's body (`WEBHOOK_PAYLOAD_ENV`).
     webhook_payload: Path | None = None
+    # Where a cluster backend may place the attempt (Swarm constraints such as
+    # `node.labels.gpu==true`, from pipeline.json's `placement`); single-host backends ignore it.
+    placement: tuple[str, ...] = ()
     # Arguments after the entry (a flow task's `args`), passed as they are.
     args: tuple[str, ...] = ()
     # A flow's task: the host folder of its flow run's workspace, mounted read-write

@@ -69,7 +69,12 @@ def labels_of(spec: AttemptSpec) -> dict[str, str]:
 def spec_from_container(attrs: dict) -> AttemptSpec:
     """The parts of an attempt's spec that supervising it needs, read back from its labels."""
     config = attrs.get("Config") or {}
-    labels = config.get("Labels") or {}
+    return spec_from_labels(config.get("Labels") or {}, Path(config.get("WorkingDir") or "/"))
+
+
+def spec_from_labels(labels: dict, workdir: Path = Path("/")) -> AttemptSpec:
+    """The spec of an attempt from the labels `labels_of` gave it (a container's, or a
+    Swarm service's)."""
     try:
         limits = Limits(**json.loads(labels.get(LABEL_LIMITS) or "{}"))
     except (ValueError, TypeError):
@@ -77,7 +82,7 @@ def spec_from_container(attrs: dict) -> AttemptSpec:
     return AttemptSpec(
         run_id=labels.get(LABEL_RUN_ID, ""), pipeline=labels.get(LABEL_PIPELINE, ""),
         attempt=int(labels.get(LABEL_ATTEMPT, "1") or 1),
-        workdir=Path(config.get("WorkingDir") or "/"), entry="", type=PipelineType.SCRIPT,
+        workdir=workdir, entry="", type=PipelineType.SCRIPT,
         python_version=None, requirements=None, env={}, limits=limits,
         timeout=float(labels.get(LABEL_TIMEOUT) or 0),
         grace_period=float(labels.get(LABEL_GRACE_PERIOD) or 10),

@@ -1,0 +1,10 @@
+"""The Swarm executor package: attempts as one-shot Swarm jobs (docs/swarm.md).
+
+- `executor`: `SwarmExecutor` (execute, re-attach, pre-heat), built from `service` (an
+  attempt's job: configs, hardening, limits, placement) and `logs` (its output through the
+  manager); `entry` is the step that runs first in every task (unpack, verify, drop root)
+- `nodes`: the runner image on every node (`push_image_to_nodes`)
+"""
+from fastflow.executors.swarm.executor import SwarmExecutor, check_manager
+
+__all__ = ["SwarmExecutor", "check_manager"]
