@@ -5,6 +5,7 @@ one function, print (a table on a terminal, tab-separated text otherwise, JSON w
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -14,7 +15,8 @@ import click
 from rich.text import Text
 
 from fastflow.cli.common import FastflowGroup, echo_json, host_environment, repo_option
-from fastflow.cli.render import print_table, status_cell
+from fastflow.cli.render import console, print_table, status_cell
+from fastflow.cli.watch import DEFAULT_WATCH_INTERVAL, key_reader, watch_status
 from fastflow.daemon.alert_check import heartbeat_problem, notify_stale
 from fastflow.daemon.statedir import default_state_dir
 from fastflow.defaults import STATE_MIRROR
@@ -152,11 +154,22 @@ def _error(error: dict | None) -> str:
 @repo_option
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--watch", is_flag=True,
+              help="A live view (running runs and flow tasks, queue, next runs, last results) "
+                   "refreshed in place; q or Ctrl-C leaves.")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=DEFAULT_WATCH_INTERVAL,
+              show_default=True, help="Seconds between the refreshes of --watch.")
 @click.option("--check", is_flag=True,
               help="Exit 1 when the daemon's heartbeat is stale or missing, or it stopped (for "
                    "a cron job or a monitor); a stale one also sends scheduler_stale, once.")
-def status(repo: Path, state_dir: Path | None, as_json: bool, check: bool) -> None:
+def status(repo: Path, state_dir: Path | None, as_json: bool, check: bool,
+           watch: bool, interval: float) -> None:
     """Every pipeline's last run, success rate and next run; problems; the daemon's heartbeat."""
+    if watch:
+        with key_reader() as read_key, contextlib.suppress(KeyboardInterrupt):
+            watch_status(repo, _state_dir(repo, state_dir), clock=utc_now, console=console(),
+                         read_key=read_key, interval=interval)
+        return
     state = _state_dir(repo, state_dir)
     with open_results(repo, utc_now) as results:
         report = status_report(results, utc_now(), state)

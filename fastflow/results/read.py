@@ -355,6 +355,31 @@ def status_report(results: Results, now: datetime, state_dir: Path | None = None
     }
 
 
+def flow_runs_view(results: Results) -> list[dict]:
+    """The newest run of each flow on the branch, newest first: flow, flow run id, status,
+    start, and each task's id, status and run id (what `fastflow status --watch` shows of
+    flows). One record read per flow, whatever the number of runs."""
+    found = []
+    for flow in results.store.flows_on_branch():
+        recent = results.store.recent_flow_runs(flow, limit=1)
+        if not recent:
+            continue
+        record = recent[0]
+        found.append({
+            "flow": flow, "flow_run_id": record["flow_run_id"], "status": record.get("status"),
+            "started_at": record.get("started_at"), "duration_s": record.get("duration_s"),
+            "tasks": [{"id": t["id"], "status": t.get("status"), "run_id": t.get("run_id")}
+                      for t in record.get("tasks") or ()],
+        })
+    return sorted(found, key=lambda f: f["flow_run_id"][:16], reverse=True)
+
+
+def watch_report(results: Results, now: datetime, state_dir: Path | None = None) -> dict:
+    """What `fastflow status --watch` shows at `now`: the status report (pipelines, the
+    daemon's running runs and queue, next runs, last results) and the newest run of each flow."""
+    return {**status_report(results, now, state_dir), "flows": flow_runs_view(results)}
+
+
 # --- history -----------------------------------------------------------------------------------
 
 
