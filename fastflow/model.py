@@ -293,6 +293,8 @@ class Pipeline:
     # The variables a Fast-Flow-form webhook body `{"env": {...}}` may set.
     webhook_env: tuple[str, ...] = ()
     network: NetworkMode = NetworkMode.BRIDGE
+    # Ours: Swarm placement constraints (`node.labels.gpu==true`); other executors ignore them.
+    placement: tuple[str, ...] = ()
     run_on_change: bool = False
     # Where this pipeline's events go: config.yaml's targets and its own, or only its own
     # (`"inherit": false`); resolved by config.notifications.
@@ -314,6 +316,16 @@ class InvalidPipeline:
     name: str
     path: Path
     problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class SwarmSettings:
+    """The `swarm:` section of config.yaml (docs/swarm.md), read when `executor: swarm`:
+    placement constraints of every run (a pipeline's `placement` adds to them) and how long a
+    task may wait for a node before its run fails."""
+
+    placement: tuple[str, ...] = ()
+    schedule_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -363,6 +375,8 @@ class RepoConfig:
     site_url: str | None = None  # where the status site is served: messages link to run pages
     flows_dir: str | None = None  # None: .fastflow/flows and a Featherflow flows/ (docs/flows.md)
     tasks_dir: str | None = None  # None: the tasks folder that goes with each flows folder
+    executor: str = "docker"  # "docker" | "swarm" (docs/swarm.md); --local runs on the host
+    swarm: SwarmSettings = SwarmSettings()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from fastflow.model import (
     RetryStrategy,
     ScheduleSpec,
     Severity,
+    SwarmSettings,
     WebhookSettings,
 )
 
@@ -143,6 +144,7 @@ FULL = {
     "webhook_env": ["DATE", "SOURCE"],
     "network": "none",
     "run_on_change": True,
+    "placement": ["node.labels.gpu==true", "node.role != manager"],
     "notifications": [{"secret": "OPS_HOOK", "events": ["every_failure"]}],
     "_comment": "keys starting with _ are comments",
 }
@@ -185,6 +187,7 @@ def test_every_field_round_trips():
         DownstreamTrigger("alert", False, False, ("alert",)),
     )
     assert (v["webhook_key"], v["network"], v["run_on_change"]) == ("k-main", NetworkMode.NONE, True)
+    assert v["placement"] == ("node.labels.gpu==true", "node.role != manager")
     assert (v["webhook_secret"], v["webhook_env"]) == (("GH_HOOK",), ("DATE", "SOURCE"))
     assert [(t.name, t.secret, t.events) for t in v["notifications"]] == [
         ("OPS_HOOK", "OPS_HOOK", (NotifyEvent.EVERY_FAILURE,))]
@@ -496,6 +499,8 @@ BAD = [
     ({"downstream_triggers": ["b"]}, 'downstream_triggers[0]: "b" is not an object; write {"pipeline": "other"}'),
     ({"network": "host"}, 'network: "host" is not one of "bridge" or "none"'),
     ({"run_on_change": 1}, "run_on_change: 1 is not a boolean; use true or false (without quotes)"),
+    ({"placement": ["gpu"]}, 'placement: item 0: "gpu" is not a Swarm placement constraint; write '
+     'e.g. "node.labels.gpu==true", "node.role!=manager" or "node.hostname==box-2"'),
     ({"type": "notebook", "cells": {"fetch": {"retry_attempts": -1}}},
      "cells.fetch.retry_attempts: -1 is not a whole number >= 0"),
     ({"type": "notebook", "cells": {"3": 2}},
@@ -628,6 +633,10 @@ lease_timeout: 30
 tmp_size: 512m
 flows_dir: wf
 tasks_dir: wf/scripts
+executor: swarm
+swarm:
+  placement: ["node.labels.pool==batch"]
+  schedule_timeout: 20
 results_author:
   name: Bot
   email: bot@example.org
@@ -666,6 +675,7 @@ def test_repo_config_reads_every_key_with_sources():
     assert config.lease_timeout == 30.0
     assert config.tmp_size_bytes == 512 * 1024**2
     assert (config.flows_dir, config.tasks_dir) == ("wf", "wf/scripts")
+    assert (config.executor, config.swarm) == ("swarm", SwarmSettings(("node.labels.pool==batch",), 20.0))
     assert config.webhooks == WebhookSettings(
         "127.0.0.1:8787", "https://ci.example.org", 2 * 1024**2, 30, 5, 50, 7, 4.0, 2, "127.0.0.1")
     assert set(config.sources.values()) == {".fastflow/config.yaml"}

@@ -16,15 +16,14 @@ from fastflow.errors import FastflowError
 from fastflow.executors.docker import (
     ImageStatus,
     build_image,
-    cancel_run,
     check_image,
     check_runner_image,
     check_runner_images,
     find_uv_binary,
-    list_running,
     runner_image,
     uv_version,
 )
+from fastflow.executors.swarm import cancel_anywhere, running_runs
 
 
 @click.group(cls=FastflowGroup)
@@ -123,20 +122,22 @@ def _used_by(pipelines: tuple[str, ...], asked: str | None) -> str:
 @click.command("ps")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def ps(as_json: bool) -> None:
-    """List the runs whose containers are running now."""
-    runs = list_running()
+    """List the runs running now: containers of this engine, and on a Swarm manager the Swarm
+    jobs of every node (NODE names it; `-`: this engine)."""
+    runs = running_runs()
     if as_json:
         echo_json([{"run_id": r.run_id, "pipeline": r.pipeline, "attempt": r.attempt,
-                    "started": r.started.isoformat() if r.started else None} for r in runs])
+                    "started": r.started.isoformat() if r.started else None,
+                    "node": r.node} for r in runs])
         return
     if not runs:
         click.echo("no runs are running")
         return
     now = datetime.now(timezone.utc)
-    click.echo(f"{'RUN ID':<44} {'PIPELINE':<24} {'ATTEMPT':>7} {'RUNNING':>9}")
+    click.echo(f"{'RUN ID':<44} {'PIPELINE':<24} {'ATTEMPT':>7} {'RUNNING':>9}  NODE")
     for r in runs:
         age = f"{(now - r.started).total_seconds():.0f}s" if r.started else "-"
-        click.echo(f"{r.run_id:<44} {r.pipeline:<24} {r.attempt:>7} {age:>9}")
+        click.echo(f"{r.run_id:<44} {r.pipeline:<24} {r.attempt:>7} {age:>9}  {r.node or '-'}")
 
 
 @click.command("cancel")
@@ -145,5 +146,5 @@ def ps(as_json: bool) -> None:
               help="Seconds between SIGTERM and SIGKILL.")
 def cancel(run_id: str, grace: float) -> None:
     """Cancel a running run: stop its container (SIGTERM, grace, SIGKILL); it ends `cancelled`."""
-    cancel_run(run_id, grace_period=grace)
+    cancel_anywhere(run_id, grace_period=grace)
     click.echo(f"cancelled {run_id}")

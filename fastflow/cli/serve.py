@@ -46,7 +46,8 @@ def source_options(func):
 
 def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
             poll_interval: float, max_concurrent: int | None,
-            lease_timeout: float | None = None, webhooks: str | None = None) -> Daemon:
+            lease_timeout: float | None = None, webhooks: str | None = None,
+            executor: str | None = None) -> Daemon:
     environ = host_environment()
     options = ServeOptions(
         source=source, state_dir=state_dir or default_state_dir(source, environ), branch=branch,
@@ -57,7 +58,7 @@ def _daemon(source: str, branch: str, state_dir: Path | None, local: bool,
     # read it; until then we need one for reconciliation, so build it lazily.
     return Daemon(options, clock=utc_now, environ=environ,
                   executor_factory=lambda config: choose_executor(
-                      config, local=local, environ=environ, clock=utc_now),
+                      config, local=local, environ=environ, clock=utc_now, kind=executor),
                   credentials=git.credentials_from_env(environ))
 
 
@@ -83,11 +84,14 @@ def _listen_option(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--webhooks", metavar="HOST:PORT", default=None, callback=_listen_option,
               help="Listen for webhooks there (e.g. 127.0.0.1:8787; port 0: any free one) "
                    "[default: webhooks.listen of .fastflow/config.yaml, else off].")
+@click.option("--executor", type=click.Choice(["docker", "swarm"]), default=None,
+              help="Where runs go: containers on this engine, or one-shot jobs on its Swarm "
+                   "(docs/swarm.md) [default: executor of .fastflow/config.yaml, else docker].")
 @verbosity_options
 @click.pass_context
 def serve(ctx: click.Context, source: str, branch: str, state_dir: Path | None, local: bool,
           poll_interval: float, max_concurrent_runs: int | None, lease_timeout: float | None,
-          webhooks: str | None, verbose: int, quiet: bool) -> None:
+          webhooks: str | None, executor: str | None, verbose: int, quiet: bool) -> None:
     """Follow a branch of a repository: sync on every push, pre-heat, run pipelines on time.
 
     It logs to stderr, one timestamped line for its start, each sync, each run queued, started
@@ -98,9 +102,9 @@ def serve(ctx: click.Context, source: str, branch: str, state_dir: Path | None, 
     configure_logging(verbose + given.get("verbose", 0), quiet or given.get("quiet", False),
                       default=logging.INFO, timestamps=True)
     daemon = _daemon(source, branch, state_dir, local, poll_interval, max_concurrent_runs,
-                     lease_timeout, webhooks)
+                     lease_timeout, webhooks, executor)
     logger.info("following %s of %s (state dir %s, executor %s)", branch, source,
-                daemon.state_dir, "local" if local else "docker")
+                daemon.state_dir, "local" if local else executor or "from config.yaml")
     logger.debug("poll interval %gs, max concurrent runs %s, lease timeout %s", poll_interval,
                  max_concurrent_runs or "from config.yaml", lease_timeout or "from config.yaml")
     for note in daemon.start():

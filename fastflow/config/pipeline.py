@@ -27,6 +27,7 @@ from fastflow.config.values import (
     memory,
     nonempty_text,
     pipeline_type,
+    placement_constraint,
     positive_seconds,
     python_version,
     restart_interval,
@@ -78,7 +79,7 @@ PIPELINE_KEYS = (
     "description", "tags", "enabled", "type", "python_version", "cells", *LIMIT_CHECKS, "timeout",
     *RETRY_KEYS, "default_env", "encrypted_env", "secrets", *SCHEDULE_KEYS, "schedules", *DAEMON_KEYS,
     "downstream_triggers", "webhook_key", "webhook_secret", "webhook_env", "network",
-    "run_on_change", "notifications",
+    "run_on_change", "notifications", "placement",
 )
 RUN_CONFIG_TIMING = ("schedule_cron", "schedule_interval_seconds", "schedule_start", "schedule_end")
 RUN_CONFIG_KEYS = (
@@ -236,6 +237,7 @@ class _Builder:
                 self.take("network", choice(n.value for n in NetworkMode), defaults.DEFAULT_NETWORK)
             ),
             "run_on_change": self.take("run_on_change", boolean, False),
+            "placement": self.take("placement", string_list(placement_constraint), ()),
         }
         values["cells"] = self.cells(values["type"])
         values["limits"] = self.limits()

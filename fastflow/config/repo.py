@@ -16,20 +16,30 @@ from fastflow.config.notifications import read_targets
 from fastflow.config.values import (
     MISSING,
     Fields,
+    choice,
     cpu,
     hard_memory,
     integer,
     memory,
     nonempty_text,
+    placement_constraint,
     positive_seconds,
     python_version,
     seconds,
     size,
+    string_list,
 )
 from fastflow.config.yamlfile import load_yaml
 from fastflow.errors import ConfigError, Invalid
 from fastflow.humanize import show
-from fastflow.model import Limits, Problem, RepoConfig, Severity, WebhookSettings
+from fastflow.model import (
+    Limits,
+    Problem,
+    RepoConfig,
+    Severity,
+    SwarmSettings,
+    WebhookSettings,
+)
 
 CONFIG_FILE = defaults.CONFIG_FILE
 DEFAULT = "default"
@@ -82,6 +92,7 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "tmp_size": ("tmp_size_bytes", tmp_size, defaults.DEFAULT_TMP_SIZE_BYTES, False),
     "flows_dir": ("flows_dir", nonempty_text, None, True),
     "tasks_dir": ("tasks_dir", nonempty_text, None, True),
+    "executor": ("executor", choice(("docker", "swarm")), "docker", False),
 }
 _LIMIT_CHECKS = {
     "cpu_hard_limit": cpu,
@@ -90,7 +101,7 @@ _LIMIT_CHECKS = {
     "mem_soft_limit": memory,
 }
 _SECTIONS = ("default_limits", "retention", "results_author", "notifications", "webhooks",
-             "site_url")
+             "site_url", "swarm")
 KNOWN_KEYS = (*_SCALARS, *_SECTIONS)
 
 
@@ -211,6 +222,7 @@ def _build(fields: Fields, file: str) -> RepoConfig:
     values["site_url"] = None if site_url is MISSING else site_url
     sources["site_url"] = DEFAULT if site_url is MISSING else file
     values["webhooks"] = _webhooks(fields, sources, file)
+    values["swarm"] = _swarm(fields, sources, file)
     return RepoConfig(**values, sources=sources)
 
 
@@ -314,6 +326,23 @@ def _webhooks(fields: Fields, sources: dict[str, str], file: str) -> WebhookSett
         values[attr] = default if value is MISSING else value
         sources[f"webhooks.{key}"] = DEFAULT if value is MISSING else file
     return WebhookSettings(**values)
+
+
+# key -> (SwarmSettings attribute, checker, default)
+_SWARM_KEYS: dict[str, tuple[str, Any, Any]] = {
+    "placement": ("placement", string_list(placement_constraint), ()),
+    "schedule_timeout": ("schedule_timeout", positive_seconds, SwarmSettings().schedule_timeout),
+}
+
+
+def _swarm(fields: Fields, sources: dict[str, str], file: str) -> SwarmSettings:
+    section = _section(fields, "swarm", tuple(_SWARM_KEYS))
+    values: dict[str, Any] = {}
+    for key, (attr, check, default) in _SWARM_KEYS.items():
+        value = MISSING if section is None else section.get(key, check)
+        values[attr] = default if value is MISSING else value
+        sources[f"swarm.{key}"] = DEFAULT if value is MISSING else file
+    return SwarmSettings(**values)
 
 
 def _check_pipelines_dir(fields: Fields, values: dict[str, Any]) -> None:

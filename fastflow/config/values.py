@@ -280,6 +280,18 @@ def restart_interval(value: Any) -> float | str:
                   'such as "0 3 * * *" or seconds such as 86400')
 
 
+_CONSTRAINT = re.compile(r"^\s*(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9_.-]+)"
+                         r"|engine\.labels\.[A-Za-z0-9_.-]+)\s*(==|!=)\s*\S+\s*$")
+
+
+def placement_constraint(value: Any) -> str:
+    """A Swarm placement constraint, as `docker service create --constraint` takes it."""
+    if not isinstance(value, str) or not _CONSTRAINT.match(value):
+        raise Invalid(f"{show(value)} is not a Swarm placement constraint; write e.g. "
+                      '"node.labels.gpu==true", "node.role!=manager" or "node.hostname==box-2"')
+    return value.strip()
+
+
 def string_list(item: Checker = nonempty_text) -> Checker:
     """A list of values checked by `item`, duplicates dropped (first one kept)."""
 

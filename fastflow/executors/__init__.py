@@ -23,7 +23,7 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 
 
 def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, str],
-                    clock: Clock, engine: bool = True) -> Executor:
+                    clock: Clock, engine: bool = True, kind: str | None = None) -> Executor:
     """`LocalExecutor` when `local`, else a `DockerExecutor` for the configured image (one
     runner image per Python when `image` holds `{python}`); its `preheat` fills the cache its
     runs use.
@@ -31,6 +31,8 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
     Without a reachable engine this raises `EngineUnavailable`, which says how to start one
     and mentions `--local`: it never falls back to the host silently. `engine=False`: the
     Docker executor connects only when it needs the engine (a dry run never does).
+    `kind` ("docker" | "swarm", default `executor` of config.yaml): "swarm" is a
+    `SwarmExecutor` on the engine's Swarm (it must be a manager; docs/swarm.md).
     """
     # The backends are imported here, not at the top: every `fastflow.executors.*` import runs
     # this package first, and the Docker SDK with its HTTP stack costs ~0.15 s of CLI start-up
@@ -38,6 +40,14 @@ def choose_executor(config: RepoConfig, *, local: bool, environ: Mapping[str, st
     if local:
         from fastflow.executors.local import LocalExecutor, host_base_env
         return LocalExecutor(host_base_env(environ), clock=clock)
+    if (kind or config.executor) == "swarm" and engine:
+        from fastflow.executors.swarm import SwarmExecutor
+        return SwarmExecutor(
+            clock=clock, image=config.image, default_python=config.default_python or DEFAULT_PYTHON,
+            ca_bundle=Path(config.ca_bundle) if config.ca_bundle else None,
+            tmp_size=config.tmp_size_bytes or DEFAULT_TMP_SIZE_BYTES,
+            placement=config.swarm.placement, schedule_timeout=config.swarm.schedule_timeout,
+        )
     from fastflow.executors.docker import DockerExecutor, connect
     return DockerExecutor(
         clock=clock,

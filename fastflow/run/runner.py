@@ -458,6 +458,7 @@ def _spec(request: RunRequest, settings: RunSettings, run_id: str, n: int) -> At
         timeout=settings.timeout,
         grace_period=request.grace_period,
         network=pipeline.network,
+        placement=pipeline.placement,
         cells=pipeline.cells,
         log_cap_bytes=request.log_cap_bytes,
         webhook_payload=Path(request.webhook.payload_file) if request.webhook else None,

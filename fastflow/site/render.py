@@ -363,7 +363,8 @@ def render_run_page(data: SiteData, record: RunRecord, log_text: str) -> dict[st
         soft_events=[views.soft_event(e) for e in record.resources.soft_limit_events],
         environment=[(k, v) for k, v in (("Image", env.image), ("Image id", env.image_id),
                                           ("Python", env.python), ("uv", env.uv_version),
-                                          ("Requirements hash", env.requirements_hash)) if v],
+                                          ("Requirements hash", env.requirements_hash),
+                                          ("Node", env.node)) if v],
         log=views.parse_log(log_text), log_bytes=format_bytes(record.log.bytes),
         when=format_time(run_time(record), zone))
 

@@ -30,6 +30,7 @@ LABEL_TIMEOUT = "org.fastflow.timeout"
 LABEL_GRACE_PERIOD = "org.fastflow.grace_period"
 LABEL_LIMITS = "org.fastflow.limits"
 KIND_RUN = "run"
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.id"  # the engine's label on a task container
 KIND_PREHEAT = "preheat"
 
 ENGINE_HINT = (
@@ -48,6 +49,7 @@ class RunningRun:
     attempt: int
     started: datetime | None
     container_id: str
+    node: str | None = None  # the Swarm node of a Swarm job (`swarm.jobs`); None: this engine
 
 
 def connect(client: docker.DockerClient | None = None,
@@ -82,7 +84,8 @@ def list_running(client: docker.DockerClient | None = None) -> list[RunningRun]:
     """The runs whose containers are running now, oldest first (by the labels we set)."""
     client = connect(client)
     containers = client.containers.list(filters={"label": f"{LABEL_KIND}={KIND_RUN}"})
-    runs = [_running_run(c) for c in containers]
+    # a Swarm job's task container carries the run's labels too: `swarm.jobs` lists those
+    runs = [_running_run(c) for c in containers if SWARM_SERVICE_LABEL not in c.labels]
     return sorted(runs, key=lambda r: (r.started is None, r.started or datetime.min, r.run_id))
 
 

@@ -73,7 +73,12 @@ from fastflow.executors.docker.supervisor import note
 from fastflow.executors.swarm.entry import EXIT_ENTRY
 from fastflow.executors.swarm.logs import ServiceOutput
 from fastflow.executors.swarm.preheat import preheat_on_nodes
-from fastflow.executors.swarm.service import LABEL_NONCE, SwarmJobs, service_name
+from fastflow.executors.swarm.service import (
+    LABEL_NONCE,
+    SwarmJobs,
+    service_name,
+    stop_job,
+)
 from fastflow.model import RunStatus
 from fastflow.record import Environment, ErrorInfo
 
@@ -270,24 +275,8 @@ class SwarmExecutor(Executor):
             return None
 
     def _stop(self, service_id: str, why: RunStatus) -> RunStatus:
-        """Stop the job's task on whatever node it runs: the service is updated to a command
-        that does nothing, so Swarm shuts the running task down (SIGTERM; the entry step stops
-        the pipeline's group: grace, SIGKILL; the engine kills what is left after the stop
-        grace period) and runs the no-op instead, which completes at once. Removing the
-        service instead would leave the task running (Docker 20.10, moby/moby#44312)."""
-        try:
-            info = self.api.inspect_service(service_id)
-            spec = info["Spec"]
-            template = spec["TaskTemplate"]
-            template["ContainerSpec"]["Command"] = ["true"]
-            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
-            self.api.update_service(service_id, info["Version"]["Index"], task_template=template,
-                                    name=spec["Name"], labels=spec.get("Labels"),
-                                    mode=spec["Mode"], fetch_current_spec=False)
-        except docker.errors.NotFound:
-            pass
-        except DockerError as exc:
-            logger.warning("cannot stop the Swarm job %s: %s", service_id[:12], exc)
+        """Stop the job's task wherever it runs (`service.stop_job`); `why` is the verdict."""
+        stop_job(self.api, service_id)
         return why
 
     def _verdict(self, task: dict | None, stopped: RunStatus | None, outcome: dict | None,

@@ -265,6 +265,27 @@ class SwarmJobs:
             _retry(lambda: self.api.remove_network(network["Id"]), f"network {network['Id']}")
 
 
+def stop_job(api, service_id: str) -> None:
+    """Stop a job's running task on whatever node it runs: the service is updated to a command
+    that does nothing, so Swarm shuts the task down (SIGTERM; the entry step stops the
+    pipeline's group: grace, SIGKILL; the engine kills what is left after the stop grace
+    period) and runs the no-op instead, which completes at once; the output stays readable.
+    Removing the service instead would leave the task running (Docker 20.10, moby/moby#44312)."""
+    try:
+        info = api.inspect_service(service_id)
+        spec = info["Spec"]
+        template = spec["TaskTemplate"]
+        template["ContainerSpec"]["Command"] = ["true"]
+        template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        api.update_service(service_id, info["Version"]["Index"], task_template=template,
+                           name=spec["Name"], labels=spec.get("Labels"), mode=spec["Mode"],
+                           fetch_current_spec=False)
+    except docker.errors.NotFound:
+        pass
+    except DockerError as exc:
+        logger.warning("cannot stop the Swarm job %s: %s", service_id[:12], exc)
+
+
 def _retry(remove, what: str, attempts: int = 100) -> None:
     """Remove something the engine may still hold for a stopping task (`in use`: 409/400)."""
     for n in range(attempts):
