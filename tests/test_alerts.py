@@ -24,6 +24,8 @@ from fastflow.model import NotificationTarget, NotifyEvent, RunStatus
 from fastflow.notify.message import Event, compose, tail_lines
 from fastflow.record import Resources
 from fastflow.schedule.spec import Schedule, ScheduleKind
+from fastflow.site import SiteData
+from fastflow.site.render import render_overview
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 E = NotifyEvent
@@ -307,3 +309,21 @@ def test_pipeline_json_adds_to_the_defaults_or_replaces_them():
 def test_pipeline_json_notification_errors(value, message):
     meta, _ = pipeline_targets({"notifications": value}, DEFAULTS)
     assert [str(p) for p in meta.problems] == [f"pipelines/etl/pipeline.json: {message}"]
+
+
+def test_the_overview_lists_the_last_deliveries():
+    deliveries = [
+        {"id": "20261123T090000Z-ops-ab12", "target": "ops", "to": "secret OPS_HOOK",
+         "outcome": "failed", "queued_at": NOW.isoformat(),
+         "events": [{"kind": "failure", "pipeline": "etl"}],
+         "attempts": [{"n": 1, "outcome": "failed", "error": "no answer within 20 s"}] * 4},
+        {"id": "20261123T085900Z-mail-cd34", "target": "mail", "to": "mailto://h/<x>",
+         "outcome": "delivered", "queued_at": NOW.isoformat(),
+         "events": [{"kind": "recovery", "pipeline": "etl"}], "attempts": [{"n": 1}]}]
+    html = render_overview(SiteData(now=NOW, notifications=deliveries))["index.html"].decode()
+    section = html[html.index('id="notifications-title"'):]
+    assert section.index(">ops<") < section.index(">mail<")
+    assert '<span class="tag tag-bad">failed</span> <span class="muted">4 attempts</span>' in section
+    assert "no answer within 20 s" in section and "etl failure" in section
+    assert "mailto://h/&lt;x&gt;" in section and "1 attempt<" in section
+    assert "notifications-title" not in render_overview(SiteData(now=NOW))["index.html"].decode()

@@ -183,6 +183,8 @@ def test_failure_then_recovery_sends_exactly_two_messages_to_each_target(setup):
     listed = run_git("ls-tree", "-r", "--name-only", "fastflow/results", "notifications/",
                      cwd=s.origin.bare).stdout.split()
     assert sorted(p.rsplit("/", 1)[1][:-5] for p in listed) == sorted(d["id"] for d in deliveries)
+    overview = run_git("show", "fastflow/results:site/index.html", cwd=s.origin.bare).stdout
+    assert "Notifications" in overview and "secret OPS_HOOK" in overview
     assert_no_secret_anywhere(s, [json.dumps([body for _, body in s.json.received])] +
                               [m[2] for m in s.mail.messages] + [s.output()])
 

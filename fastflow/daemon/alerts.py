@@ -263,13 +263,15 @@ class AlertSources:
     """What the alerts need from the daemon: `targets(pipeline)` (its effective targets; the
     defaults for one no longer active), `config()` (the active config.yaml), `secrets_root()`
     (a checkout of the deployed commit, for the secrets file), `environ` (age identities),
-    `wake()` (the loop re-reads `next_at`)."""
+    `wake()` (the loop re-reads `next_at`), `pages()` (site pages a delivery record changes:
+    the overview lists the last deliveries)."""
 
     targets: Callable[[str], tuple[NotificationTarget, ...]]
     config: Callable[[], RepoConfig | None]
     secrets_root: Callable[[], Path | None]
     environ: Mapping[str, str]
     wake: Callable[[], None] = lambda: None
+    pages: Callable[[], Mapping[str, bytes | None]] = lambda: {}
 
 
 class Alerts:
@@ -301,6 +303,11 @@ class Alerts:
         except (ValueError, TypeError, AttributeError, FastflowError) as exc:
             logger.error("state/%s.json on %s is unreadable (%s); notifications start afresh",
                          STATE_NAME, self.store.branch, exc)
+
+    def recent_deliveries(self) -> list[dict]:
+        """The last deliveries, newest first (what the site's overview lists)."""
+        with self._lock:
+            return list(self.recent)
 
     def state_json(self) -> dict:
         with self._lock:
@@ -509,9 +516,14 @@ class Alerts:
         with self._lock:
             self.recent = [data] + [r for r in self.recent if r.get("id") != data["id"]]
             self.recent = self.recent[:defaults.NOTIFY_RECENT]
-            self.store.write_files({record_path(data["id"]): json.dumps(data, indent=2).encode()},
-                                   f"notification {data['id']}: {data['outcome']}")
             self._save()
+        files = {record_path(data["id"]): json.dumps(data, indent=2).encode()}
+        try:  # outside the lock: rendering reads the recent list (and the runs' summary)
+            files.update(self.sources.pages())
+        except Exception as exc:  # noqa: BLE001 - a page that fails to render is left out
+            logger.warning("the site's overview was not refreshed for notification %s: %s",
+                           data["id"], exc)
+        self.store.write_files(files, f"notification {data['id']}: {data['outcome']}")
         self.store.flush()
 
 

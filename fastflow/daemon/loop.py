@@ -31,6 +31,7 @@ from typing import Callable, Mapping
 from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.alert_check import stale_already_notified
+from fastflow.daemon.alert_check import stale_already_notified
 from fastflow.daemon.alerts import Alerts, AlertSources
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.flows import FlowRuns
@@ -191,7 +192,8 @@ class Daemon:
                                        heartbeat=lambda: self.heartbeat.last_at,
                                        heartbeat_interval_s=BRANCH_HEARTBEAT_INTERVAL,
                                        stopped_at=lambda: self.heartbeat.stopped_at,
-                                       supervision=self.supervisor.data)
+                                       supervision=self.supervisor.data,
+                                       notifications=lambda: self.alerts.recent_deliveries())
         self.follower.attach(store=self.store, preheater=self.preheater, timetable=self.timetable,
                              publisher=self.publisher, submit=self.submit)
         self._open_alerts()
@@ -215,7 +217,8 @@ class Daemon:
         self.alerts = Alerts(self.store, self.clock, AlertSources(
             targets=self._notification_targets,
             config=lambda: self.deployment.config if self.deployment else None,
-            secrets_root=self._secrets_root, environ=self.environ, wake=self._wake))
+            secrets_root=self._secrets_root, environ=self.environ, wake=self._wake,
+            pages=lambda: self.publisher.pages_for_pipelines(())))
         self.alerts.load()
 
     def _load_watermarks(self) -> None:

@@ -78,6 +78,8 @@ def site_data(results: Results, now: datetime) -> SiteData:
         stopped_at=datetime.fromisoformat(daemon["stopped_at"])
         if daemon and daemon.get("stopped_at") else None,
         supervision=supervision_status(results, now),
+        notifications=tuple((results.store.read_state("notifications") or {}).get("recent")
+                            or ()),
         flows=flow_summaries(results.store),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 from fastflow.defaults import HEARTBEAT_INTERVAL
 from fastflow.deploy.deployment import Deployment
@@ -76,7 +76,8 @@ class SitePublisher:
                  heartbeat_interval_s: float = HEARTBEAT_INTERVAL,
                  stopped_at: Callable[[], datetime | None] = lambda: None,
                  title: str = "Fast-Flow",
-                 supervision: Callable[[], Mapping | None] = lambda: None) -> None:
+                 supervision: Callable[[], Mapping | None] = lambda: None,
+                 notifications: Callable[[], Sequence[Mapping]] = lambda: ()) -> None:
         self.store = store
         self.clock = clock
         self.deployment = deployment
@@ -86,6 +87,7 @@ class SitePublisher:
         self.stopped_at = stopped_at
         self.title = title
         self.supervision = supervision  # state/supervision.json as the daemon holds it
+        self.notifications = notifications  # the last deliveries (daemon.alerts)
         self.lock = threading.Lock()  # pages and the record they belong to commit in order
 
     def site_data(self, summary: Mapping) -> SiteData:
@@ -107,6 +109,7 @@ class SitePublisher:
             stopped_at=self.stopped_at(),
             title=self.title,
             supervision=supervision_views(self.supervision(), now),
+            notifications=tuple(self.notifications()),
             flows=flow_summaries(self.store),
         )
 

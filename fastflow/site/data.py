@@ -73,6 +73,9 @@ class SiteData:
     # Supervised pipelines (`results.read.supervision_view`: up since, restarts in the last day,
     # next restart, given up), by name
     supervision: Mapping[str, Mapping] = field(default_factory=dict)
+    # The last notification deliveries, newest first (`recent` of state/notifications.json,
+    # docs/notifications.md): {id, target, to, outcome, queued_at, events, attempts}
+    notifications: Sequence[Mapping] = ()
     # Flows by name: {"description": ..., "last": the newest flow run record (its JSON) or None}
     flows: Mapping[str, Mapping] = field(default_factory=dict)
     title: str = "Fast-Flow"

@@ -182,6 +182,31 @@ def _overview_row(data: SiteData, name: str) -> dict[str, Any]:
     }
 
 
+OVERVIEW_NOTIFICATIONS = 10  # deliveries listed on the overview, newest first
+
+
+def _notification_rows(data: SiteData) -> list[dict[str, Any]]:
+    """The last deliveries of notifications in words (docs/notifications.md, "Delivery")."""
+    rows = []
+    for entry in list(data.notifications)[:OVERVIEW_NOTIFICATIONS]:
+        attempts = list(entry.get("attempts") or [])
+        errors = [a.get("error") for a in attempts if a.get("error")]
+        try:
+            when = format_time(datetime.fromisoformat(entry["queued_at"]), data.display_timezone)
+        except (KeyError, TypeError, ValueError):
+            when = ""
+        events = [" ".join(filter(None, (e.get("pipeline"), e.get("kind"))))
+                  for e in entry.get("events") or []]
+        rows.append({
+            "when": when, "target": str(entry.get("target") or ""), "to": str(entry.get("to") or ""),
+            "events": ", ".join(events), "outcome": str(entry.get("outcome") or ""),
+            "bad": entry.get("outcome") in ("failed", "dropped"),
+            "attempts": f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}",
+            "error": errors[-1] if errors else "",
+        })
+    return rows
+
+
 def render_overview(data: SiteData) -> dict[str, bytes]:
     """The overview page (`index.html`) and the stylesheet: every pipeline, problems, heartbeat."""
     rows = [_overview_row(data, name) for name in data.pipeline_names()]
@@ -196,7 +221,7 @@ def render_overview(data: SiteData) -> dict[str, bytes]:
                for name in sorted(data.invalid)]
     given_up = [r for r in rows if r["supervision"] and r["supervision"]["given_up"]]
     pages = _page("overview.html", "index.html", data, rows=rows, counts=counts, invalid=invalid,
-                  given_up=given_up, flows=views.flow_rows(data.flows, data.display_timezone),
+                  given_up=given_up, notifications=_notification_rows(data), flows=views.flow_rows(data.flows, data.display_timezone),
                   problems=list(data.config_problems), heartbeat=_heartbeat(data),
                   generated=format_time(data.now, data.display_timezone))
     pages[STYLESHEET] = _stylesheet()
