@@ -23,7 +23,7 @@ from fastflow.executors.docker import (
     runner_image,
     uv_version,
 )
-from fastflow.executors.swarm import cancel_anywhere, running_runs
+from fastflow.executors.swarm import cancel_anywhere, push_image_to_nodes, running_runs
 
 
 @click.group(cls=FastflowGroup)
@@ -117,6 +117,26 @@ def _used_by(pipelines: tuple[str, ...], asked: str | None) -> str:
         return " (default_python)"
     shown = ", ".join(pipelines[:5]) + (f" and {len(pipelines) - 5} more" if len(pipelines) > 5 else "")
     return f" (pipelines: {shown})"
+
+
+@image.command("push-to-nodes")
+@click.option("--engine", "engines", metavar="URL", multiple=True, required=True,
+              help="The Docker engine of a Swarm node (tcp://HOST:2376, ssh://USER@HOST, "
+                   "unix:///PATH); repeat for every node.")
+@click.option("--tag", "tags", multiple=True, help="Push this image only (repeatable; default: "
+              "the runner image of every Python the pipelines use).")
+@repo_option
+def push_to_nodes(engines: tuple[str, ...], tags: tuple[str, ...], repo: Path) -> None:
+    """Copy the runner images from this engine to the engines of Swarm nodes (docker save /
+    load through their APIs, no registry); images already there are left alone."""
+    if not tags:
+        workspace = open_workspace(repo)
+        tags = tuple(sorted({c.status.tag for c in check_runner_images(
+            workspace.config, workspace.discovery.pipelines.values(), None)}))
+    for pushed in push_image_to_nodes(list(tags), list(engines)):
+        state = "loaded" if pushed.loaded else "already there"
+        click.echo(f"{pushed.node} ({pushed.engine}): {pushed.image} {state} "
+                   f"({pushed.image_id[:19]})")
 
 
 @click.command("ps")

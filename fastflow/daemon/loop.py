@@ -31,7 +31,6 @@ from typing import Callable, Mapping
 from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.alert_check import stale_already_notified
-from fastflow.daemon.alert_check import stale_already_notified
 from fastflow.daemon.alerts import Alerts, AlertSources
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.flows import FlowRuns

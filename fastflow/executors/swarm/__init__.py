@@ -9,5 +9,7 @@
 """
 from fastflow.executors.swarm.executor import SwarmExecutor, check_manager
 from fastflow.executors.swarm.jobs import cancel_anywhere, running_runs
+from fastflow.executors.swarm.nodes import PushedImage, push_image_to_nodes
 
-__all__ = ["SwarmExecutor", "cancel_anywhere", "check_manager", "running_runs"]
+__all__ = ["PushedImage", "SwarmExecutor", "cancel_anywhere", "check_manager",
+           "push_image_to_nodes", "running_runs"]

@@ -122,14 +122,15 @@ class SwarmJobs:
         self.ca_bundle = ca_bundle
         self.placement_default = placement_default
 
-    def create(self, spec: AttemptSpec, image: str) -> str:
+    def create(self, spec: AttemptSpec, image: str, shipment: Shipment | None = None) -> str:
         """Create the attempt's service (configs and network first); its id. `ExecutorError`
-        (having removed what it made) when it cannot."""
+        (having removed what it made) when it cannot. `shipment`: the code as packed
+        (default: `pack(spec)`)."""
         if spec.workspace is not None:
             raise ExecutorError(f"pipeline {spec.pipeline!r}: a flow's task needs its flow run's "
                                 "workspace on the same filesystem, which the swarm executor "
                                 "does not have; run flows with `executor: docker`")
-        shipment = pack(spec)
+        shipment = shipment or pack(spec)
         name = service_name(spec.run_id, spec.attempt)
         nonce = os.urandom(8).hex()
         labels = {**labels_of(spec), LABEL_TREE: shipment.tree, LABEL_NONCE: nonce}
