@@ -277,3 +277,24 @@ def test_flow_run_here_streams_each_task_prefixed_and_exits_non_zero_on_a_failur
     assert "fastflow: [bad] retry 1: attempt 2 of 2 starts in 0s" in done.stderr
     assert "fastflow: [after_bad] skipped: dependency 'bad' failed" in done.stderr
     assert "flow run " in done.stderr and ": failed" in done.stderr
+
+
+def test_a_schedule_starts_flow_runs_with_its_params(setup, tmp_path):
+    user, serve = setup
+    user.push({
+        ".fastflow/flows/tick.json": json.dumps({"name": "tick", "params": {"who": None}, "tasks": [
+            {"id": "hello", "script": "hello.py", "args": ["${params.who}"]}]}),
+        ".fastflow/flows/tasks/hello.py": "import sys\nprint('hello', sys.argv[1])\n",
+        ".fastflow/schedules.yaml": ("schedules:\n  - flow: tick\n    interval: 5s\n"
+                                     "    params: {who: schedule}\n"),
+    }, "a scheduled flow")
+    serve.start()
+    store = store_of(serve, tmp_path)
+    ids = wait_for(lambda: store.list_flow_run_ids("tick", 2) if len(
+        store.list_flow_run_ids("tick", 2)) >= 2 else None, timeout=90,
+        what=f"two flow runs of the schedule:\n{serve.output()}")
+    data = flow_record(serve, tmp_path, ids[-1])  # the older: ended
+    assert data["status"] == "succeeded" and data["trigger"]["kind"] == "schedule"
+    assert data["trigger"]["schedule_id"] == "tick"
+    assert data["params"] == {"who": "schedule"}
+    assert "hello schedule" in log_of(serve, tmp_path, data["tasks"][0])

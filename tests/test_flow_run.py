@@ -181,3 +181,26 @@ def test_workspaces_are_removed_after_success_and_kept_for_a_while_after_a_failu
     assert kept.workspace_kept_until == NOW + timedelta(seconds=60) and folder.is_dir()
     assert spaces.sweep(NOW + timedelta(seconds=30)) == [] and folder.is_dir()
     assert spaces.sweep(NOW + timedelta(seconds=61)) == [FLOW_RUN] and not folder.exists()
+
+
+def test_a_schedule_names_a_flow_with_params_and_a_wrong_one_is_an_error():
+    from fastflow.config.schedules import check_schedules
+
+    text = ("schedules:\n"
+            "  - flow: diamond\n    interval: 1h\n    params: {day: today}\n"
+            "  - flow: nope\n    interval: 1h\n"
+            "  - flow: diamond\n    pipeline: x\n    interval: 1h\n"
+            "  - flow: diamond\n    env: {A: b}\n    interval: 1h\n")
+    found = check_schedules(text, {}, flows=("diamond",))
+    (schedule,) = found.schedules
+    assert (schedule.id, schedule.pipeline, dict(schedule.env)) == \
+        ("diamond", "diamond", {"day": "today"})
+    messages = [str(p) for p in found.problems]
+    assert len(messages) == 3, messages
+    assert any('"nope" is not a valid flow; use the name of a flow file' in m for m in messages)
+    assert any("cannot be combined with pipeline; a schedule runs either a pipeline or a flow"
+               in m for m in messages)
+    assert any("env: is not used by a flow schedule (a flow takes `params`); remove it" in m
+               for m in messages)
+    slot = task_run_id("20261202T030000Z-diamond", "diamond", "diamond.a")
+    assert slot == "20261202T030000Z-diamond.a"  # a slot of the schedule named after the flow

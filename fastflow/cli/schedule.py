@@ -14,7 +14,7 @@ from fastflow.config.schedules import (
     disabled_reason,
     read_schedules_file,
 )
-from fastflow.deploy.workspace import open_workspace
+from fastflow.deploy.workspace import flow_names, open_workspace
 from fastflow.errors import ConfigError, FastflowError
 from fastflow.humanize import did_you_mean, visible_controls
 from fastflow.model import Pipeline, Severity
@@ -27,7 +27,8 @@ def _schedule_set(repo: Path) -> tuple[ScheduleSet, Mapping[str, Pipeline]]:
     workspace = open_workspace(repo)
     discovery = workspace.discovery
     found = check_schedules(read_schedules_file(workspace.root), discovery.pipelines,
-                            root=workspace.root, invalid_pipelines=tuple(discovery.invalid))
+                            root=workspace.root, invalid_pipelines=tuple(discovery.invalid),
+                            flows=flow_names(workspace))
     return found, discovery.pipelines
 
 

@@ -50,7 +50,7 @@ from fastflow.schedule.timevalues import (
 )
 
 ENTRY_KEYS = (
-    "pipeline", "id", "cron", "interval", "at", "timezone", "env", "run_config", "start", "end",
+    "pipeline", "flow", "params", "id", "cron", "interval", "at", "timezone", "env", "run_config", "start", "end",
     "catchup", "catchup_window", "max_catchup", "skip_if_late", "overlap", "enabled",
 )
 
@@ -64,6 +64,7 @@ class _Entry:
 
     schedule: Schedule
     explicit_id: bool
+    flow: bool = False  # `flow: NAME`: the schedule starts flow runs (its `params` in `env`)
 
 
 def parse_schedules_yaml(text: str, file: str = SCHEDULES_FILE) -> tuple[list[_Entry], list[Problem]]:
@@ -108,8 +109,22 @@ def _parse_entry(f: Fields, default_tz: str) -> _Entry | None:
     before = len([p for p in f.problems if p.severity is Severity.ERROR])
     f.warn_unknown(ENTRY_KEYS)
     pipeline = f.get("pipeline", name)
-    if not f.has("pipeline"):
-        f.error(None, "has no `pipeline`; name the pipeline folder to run, e.g. `pipeline: report`")
+    flow = f.get("flow", name)
+    if f.has("flow") and f.has("pipeline"):
+        f.error("flow", "cannot be combined with pipeline; a schedule runs either a pipeline or "
+                "a flow, choose one")
+    elif f.has("flow"):
+        pipeline = flow
+        for key, why in (("env", "a flow takes `params`"), ("run_config", "flows have none")):
+            if f.has(key):
+                f.error(key, f"is not used by a flow schedule ({why}); remove it")
+    elif not f.has("pipeline"):
+        f.error(None, "has no `pipeline`; name the pipeline folder to run, e.g. `pipeline: report`"
+                " (or a flow: `flow: weather`)")
+    if f.has("params") and not f.has("flow"):
+        f.error("params", "is only for a flow schedule (`flow: NAME`); a pipeline's schedule "
+                "takes `env`")
+    params = f.get("params", env_mapping)
     schedule_id = f.get("id", name)
     tz_name = f.get("timezone", check_zone)
     tz_name = default_tz if tz_name is MISSING else tz_name
@@ -141,11 +156,13 @@ def _parse_entry(f: Fields, default_tz: str) -> _Entry | None:
         return None
     kind = ScheduleKind(triggers[0])
     given = {k: v for k, v in values.items() if v is not MISSING}
+    if params is not MISSING:
+        given["env"] = params  # a flow schedule's params travel as the schedule's env
     given["catchup"] = Catchup(given.get("catchup", Catchup.LATEST))
     given["overlap"] = Overlap(given.get("overlap", Overlap.SKIP))
     schedule = Schedule(id=schedule_id if schedule_id is not MISSING else "", pipeline=pipeline,
                         kind=kind, timezone=tz_name, source=f.file, field=f.prefix, **given)
-    return _Entry(schedule, explicit_id=schedule_id is not MISSING)
+    return _Entry(schedule, explicit_id=schedule_id is not MISSING, flow=f.has("flow"))
 
 
 def _check_window(f: Fields, start: Any, end: Any) -> None:
@@ -226,6 +243,7 @@ def combine_schedules(
     *,
     root: Path | None = None,
     invalid_pipelines: Collection[str] = (),
+    flows: Collection[str] = (),
 ) -> tuple[list[Schedule], list[Problem]]:
     """Merge schedules.yaml entries with the pipelines' own schedules into one id namespace.
 
@@ -243,8 +261,10 @@ def combine_schedules(
         problems += found_problems
         for schedule in found:
             _claim(schedule, owners, problems)
-    kept = [_follow_pipeline(e, pipelines[e.schedule.pipeline]) for e in entries
-            if _pipeline_ok(e.schedule, pipelines, invalid_pipelines, problems)]
+    kept = [e if e.flow else _follow_pipeline(e, pipelines[e.schedule.pipeline])
+            for e in entries if (_flow_ok(e.schedule, flows, problems) if e.flow
+                                 else _pipeline_ok(e.schedule, pipelines, invalid_pipelines,
+                                                   problems))]
     for entry in (e for e in kept if e.explicit_id):
         _claim(entry.schedule, owners, problems)
     for entry in (e for e in kept if not e.explicit_id):
@@ -311,6 +331,16 @@ def _pipeline_ok(schedule: Schedule, pipelines: Mapping[str, Pipeline], invalid:
     return True
 
 
+def _flow_ok(schedule: Schedule, flows: Collection[str], problems: list[Problem]) -> bool:
+    if schedule.pipeline in flows:
+        return True
+    problems.append(Problem(schedule.source, f"{schedule.field}.flow", f'"{schedule.pipeline}" '
+                            "is not a valid flow; use the name of a flow file (`fastflow flow "
+                            f"list` shows them){did_you_mean(schedule.pipeline, flows)}",
+                            pipeline=schedule.pipeline))
+    return False
+
+
 def _follow_pipeline(entry: _Entry, pipeline: Pipeline) -> _Entry:
     """A schedules.yaml entry of a disabled pipeline, or of a disabled run configuration, is
     disabled too: listed, never fired (`disabled_reason` says why)."""
@@ -359,6 +389,7 @@ def check_schedules(
     file: str = SCHEDULES_FILE,
     root: Path | None = None,
     invalid_pipelines: Collection[str] = (),
+    flows: Collection[str] = (),
 ) -> ScheduleSet:
     """Validate the schedules.yaml text (None: no file) with the pipelines' schedules.
 
@@ -367,7 +398,7 @@ def check_schedules(
     """
     entries, problems = parse_schedules_yaml(text or "", file)
     schedules, more = combine_schedules(entries, pipelines, root=root,
-                                        invalid_pipelines=invalid_pipelines)
+                                        invalid_pipelines=invalid_pipelines, flows=flows)
     return ScheduleSet(tuple(schedules), tuple(problems + more))
 
 

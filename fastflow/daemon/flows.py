@@ -103,13 +103,15 @@ class FlowRuns:
 
     def __init__(self, *, state_dir: Path, repository: git.GitRepo, snapshots: Path,
                  store: ResultsStore, launcher: RunLauncher, clock: Callable[[], datetime],
-                 config_for: Callable[[str], RepoConfig | None]) -> None:
+                 config_for: Callable[[str], RepoConfig | None],
+                 on_ended: Callable[[str], None] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
         self.launcher = launcher
         self.clock = clock
         self.config_for = config_for  # the RepoConfig a commit's runs use
+        self.on_ended = on_ended  # a flow run ended (its schedule slot is free again)
         self.journal = FlowJournal(state_dir)
         self.workspaces = Workspaces(Path(state_dir) / STATE_WORKSPACES)
         self._running: dict[str, _Running] = {}
@@ -343,6 +345,8 @@ class FlowRuns:
         self.journal.remove(record.flow_run_id)
         self._running.pop(record.flow_run_id, None)
         logger.info("flow run %s: %s", record.flow_run_id, record.status)
+        if self.on_ended is not None:
+            self.on_ended(record.flow_run_id)
 
     def _save(self, running: _Running, *, commit: bool) -> None:
         """Journal the flow run (while it goes on) and write its record to the results branch."""

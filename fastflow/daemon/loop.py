@@ -208,7 +208,8 @@ class Daemon:
         self.flows = FlowRuns(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, launcher=self.launcher, clock=self.clock,
-            config_for=lambda commit: self.deployment.config if self.deployment else None)
+            config_for=lambda commit: self.deployment.config if self.deployment else None,
+            on_ended=self._run_ended)  # a flow run's schedule slot ends with it
         return config
 
     def _open_alerts(self) -> None:
@@ -506,7 +507,8 @@ class Daemon:
         if deployment is not None and pipeline not in deployment.active \
                 and self.flows.is_flow(pipeline, deployment.commit):
             return self.flows.start(pipeline, commit=deployment.commit, trigger=trigger, now=now,
-                                    params=params, flow_run_id=run_id)
+                                    params=params if params is not None else env,
+                                    flow_run_id=run_id)  # a flow schedule's env: its params
         if deployment is None or pipeline not in deployment.active:
             raise FastflowError(f"no active pipeline named {pipeline!r}")
         active = deployment.active[pipeline]
@@ -536,7 +538,7 @@ class Daemon:
             self._queue_request(request, run_id, now)
 
     def _queue_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
-        if self._is_flow(request.pipeline):
+        if request.rerun_of or self._is_flow(request.pipeline):
             self._start_flow_request(request, run_id, now)
             return
         try:

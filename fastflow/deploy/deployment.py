@@ -30,6 +30,7 @@ from fastflow.config import check_repo_config
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.deploy.discovery import discover
+from fastflow.deploy.flows import discover_flows
 from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
@@ -113,7 +114,8 @@ def deploy_commit(
             active[name] = old_active[name]
             note = f"the last valid version (commit {old_active[name].commit[:10]}) stays active"
             errors.extend(_kept(p, note) for p in invalid.problems if p.severity is Severity.ERROR)
-    schedules = _schedules(root, active, discovery.invalid, previous, errors, warnings)
+    schedules = _schedules(root, active, discovery.invalid, previous, errors, warnings,
+                           flows=tuple(discover_flows(root, config, discovery).flows))
     return Deployment(
         commit=commit,
         root_tree=info.tree,
@@ -131,14 +133,15 @@ def deploy_commit(
 
 def _schedules(root: Path, active: Mapping[str, ActivePipeline], invalid: Mapping[str, object],
                previous: Deployment | None, errors: list[Problem],
-               warnings: list[Problem]) -> tuple[Schedule, ...]:
+               warnings: list[Problem], flows: tuple[str, ...] = ()) -> tuple[Schedule, ...]:
     """The schedule set to activate (see the module doc); appends its problems."""
     text, unreadable = read_schedules_text(root)  # the verdict `validate` reaches, same code
     if unreadable is not None:
         found = ScheduleSet((), (unreadable,))
     else:
         found = check_schedules(text, {n: a.pipeline for n, a in active.items()}, root=root,
-                                invalid_pipelines=[n for n in invalid if n not in active])
+                                invalid_pipelines=[n for n in invalid if n not in active],
+                                flows=flows)
     warnings.extend(p for p in found.problems if p.severity is Severity.WARNING)
     if not found.errors:
         return found.schedules
@@ -146,7 +149,7 @@ def _schedules(root: Path, active: Mapping[str, ActivePipeline], invalid: Mappin
         errors.extend(found.errors)
         return found.schedules
     errors.extend(_kept(p, "the last valid schedules stay active") for p in found.errors)
-    return tuple(s for s in previous.schedules if s.pipeline in active)
+    return tuple(s for s in previous.schedules if s.pipeline in active or s.pipeline in flows)
 
 
 def _kept(problem: Problem, note: str) -> Problem:

@@ -62,6 +62,12 @@ def validate_workspace(root: Path) -> list[Problem]:
     return _ordered(found)
 
 
+def flow_names(workspace: Workspace) -> tuple[str, ...]:
+    """The valid flows of the working tree: what a schedule's `flow:` may name."""
+    return tuple(sorted(discover_flows(workspace.root, workspace.config,
+                                       workspace.discovery).flows))
+
+
 def _schedule_problems(workspace: Workspace) -> list[Problem]:
     """The problems of schedules.yaml with the pipelines' own schedules, as the daemon sees them."""
     discovery = workspace.discovery
@@ -69,7 +75,7 @@ def _schedule_problems(workspace: Workspace) -> list[Problem]:
     if unreadable is not None:
         return [unreadable]
     found = check_schedules(text, discovery.pipelines, root=workspace.root,
-                            invalid_pipelines=tuple(discovery.invalid))
+                            invalid_pipelines=tuple(discovery.invalid), flows=flow_names(workspace))
     return list(found.problems)
 
 

@@ -38,10 +38,11 @@ def task_run_id(flow_run_id: str, flow: str, pipeline: str, generation: int = 0)
     run's timestamp and suffix around the task's pipeline name; `generation` n > 0 (the n-th
     rerun) appends `r<n>`."""
     parts = run_id_month(flow_run_id)
-    if parts is None or not parts[2].startswith(flow + "-"):
+    if parts is None or not (parts[2] == flow or parts[2].startswith(flow + "-")):
         raise ValueError(f"flow run id {flow_run_id!r} is not `{RUN_ID_FORM}` of flow {flow!r}")
-    suffix = parts[2][len(flow) + 1:]
-    return f"{flow_run_id[:16]}-{pipeline}-{suffix}" + (f"r{generation}" if generation else "")
+    suffix = parts[2][len(flow) + 1:]  # none for a schedule slot whose id is the flow's name
+    rerun = f"r{generation}" if generation else ""
+    return f"{flow_run_id[:16]}-{pipeline}" + (f"-{suffix}{rerun}" if suffix or rerun else "")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastflow.config.schedules import check_schedules, read_schedules_file
 from fastflow.defaults import HEARTBEAT_INTERVAL
+from fastflow.deploy.workspace import flow_names
 from fastflow.model import InvalidPipeline, Problem, Severity
 from fastflow.record import RunRecord
 from fastflow.results.publish import flow_summaries, summaries_from_json
@@ -35,7 +36,8 @@ def _schedules(results: Results) -> dict[str, list[Schedule]]:
         return {}
     discovery = workspace.discovery
     found = check_schedules(read_schedules_file(workspace.root), discovery.pipelines,
-                            root=workspace.root, invalid_pipelines=tuple(discovery.invalid))
+                            root=workspace.root, invalid_pipelines=tuple(discovery.invalid),
+                            flows=flow_names(workspace))
     by_pipeline: dict[str, list[Schedule]] = {}
     for schedule in found.schedules:
         by_pipeline.setdefault(schedule.pipeline, []).append(schedule)

@@ -33,7 +33,7 @@ from fastflow.defaults import (
     STATE_LIVE,
     STATE_STATUS,
 )
-from fastflow.deploy.workspace import Workspace, open_workspace
+from fastflow.deploy.workspace import Workspace, flow_names, open_workspace
 from fastflow.errors import ConfigError, FastflowError, RepositoryError
 from fastflow.humanize import format_ago, format_until
 from fastflow.model import RepoConfig, Severity
@@ -265,7 +265,8 @@ def _next_runs_from_deployment(deployment: dict, now: datetime) -> dict[str, dic
 def _next_runs_from_workspace(workspace: Workspace, now: datetime) -> dict[str, dict]:
     discovery = workspace.discovery
     found_set = check_schedules(read_schedules_file(workspace.root), discovery.pipelines,
-                                root=workspace.root, invalid_pipelines=tuple(discovery.invalid))
+                                root=workspace.root, invalid_pipelines=tuple(discovery.invalid),
+                                flows=flow_names(workspace))
     found: dict[str, dict] = {}
     for schedule in found_set.schedules:
         slots = next_slots(schedule, now, 1) if schedule.enabled else []

@@ -362,8 +362,8 @@ class ResultsStore:
             candidates = [flow]
         else:
             names = [i.name for i in git.list_tree(self.repo, head, "flows")] if head else []
-            candidates = sorted((n for n in names if rest.startswith(n + "-")), key=len,
-                                reverse=True)
+            candidates = sorted((n for n in names if rest == n or rest.startswith(n + "-")),
+                                key=len, reverse=True)
         for name in candidates:
             data = git.read_blob(self.repo, head, flow_record_path(name, flow_run_id))
             if data is not None:
