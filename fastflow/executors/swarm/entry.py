@@ -12,7 +12,8 @@ stderr) before the pipeline starts:
 2. compute the git tree hash of what was unpacked and compare it with the expected one: a
    mismatch (wrong commit, corrupted transfer) stops here;
 3. give up root for good: no-new-privileges, an empty capability bounding set, then uid/gid
-   10001 (the task starts as root with only SETUID, SETGID, SETPCAP for exactly this);
+   10001 (the task starts as root with only SETUID, SETGID, SETPCAP for exactly this, and
+   KILL for the init to forward signals);
 4. run the pipeline's command in its own session, follow the timeout (SIGTERM to the whole
    group, the grace period, SIGKILL), sample the cgroup's memory and CPU once a second;
 5. print the outcome on one marked stderr line (`MARK` + nonce + JSON: exit code, OOM kills

@@ -12,7 +12,8 @@ run's payload. The image must be on the node (`nodes.push_image`).
 
 Hardening as far as Swarm 20.10 (API 1.41) allows: read-only root filesystem, tmpfs for /tmp,
 the code and the route folder, `cap_drop ALL` (the entry step keeps SETUID, SETGID, SETPCAP
-until it drops root, see `entry`), an init process, a pids limit, no Docker socket, CPU and
+until it drops root, see `entry`; the init keeps KILL to forward signals to it), an init
+process, a pids limit, no Docker socket, CPU and
 memory limits, the engine's bounded json-file copy of the output (`log_config`), and for
 `network: none` a per-attempt internal overlay network (no route out, nobody else on it).
 """
@@ -214,7 +215,11 @@ class SwarmJobs:
         return docker.types.ContainerSpec(
             image, ["python3", "-I", CONTAINER_ENTRY, json.dumps(order)], env=self.env(spec),
             workdir="/", user="0:0", labels=labels, mounts=mounts, configs=configs,
-            read_only=True, init=True, cap_drop=["ALL"], cap_add=["SETUID", "SETGID", "SETPCAP"],
+            # SETUID, SETGID, SETPCAP: for the entry step to drop root (it then drops them all);
+            # KILL: for the init (uid 0) to forward the engine's SIGTERM to the entry step (uid
+            # 10001 by then); the pipeline has none of them (empty bounding set)
+            read_only=True, init=True, cap_drop=["ALL"],
+            cap_add=["SETUID", "SETGID", "SETPCAP", "KILL"],
             # the entry step stops the pipeline itself (SIGTERM, grace, SIGKILL) on the
             # engine's SIGTERM; the engine's own SIGKILL comes a little later
             stop_grace_period=int((spec.grace_period + 5) * 1e9),

