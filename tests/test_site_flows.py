@@ -2,16 +2,26 @@
 the overview's flows, and the pages published from a real results branch."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from helpers import SAMPLE_FLOW_RUN, sample_flow_record
+import pytest
+from helpers import SAMPLE_FLOW_RUN, make_daemon, sample_flow_record, utc_now, wait_for
 
 from fastflow import repo as g
+from fastflow.daemon.statedir import queue_remote_flow
+from fastflow.errors import FastflowError
 from fastflow.results.publish import SitePublisher
 from fastflow.results.store import ResultsStore
-from fastflow.site import SiteData, render_flow_pages, render_overview
+from fastflow.site import (
+    SiteData,
+    flow_run_path,
+    render_flow_pages,
+    render_overview,
+    views,
+)
 from fastflow.site.dag import DagNode, dag_svg, layout
 
 NOW = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
@@ -85,3 +95,42 @@ def test_flow_pages_published_from_a_real_results_branch(tmp_path: Path):
     store.write_files(pages, "site")
     assert store.flows_on_branch() == ["weather"]
     assert [r["flow_run_id"] for r in store.recent_flow_runs("weather")] == [ID, older]
+
+
+@pytest.mark.slow
+def test_the_daemon_commits_a_flow_runs_pages_with_its_record(tmp_path: Path, origin):
+    origin.push({
+        "pipelines/hello/main.py": "print('hello')\n",
+        ".fastflow/flows/two.json": json.dumps({"tasks": [
+            {"id": "first", "script": "t.py"},
+            {"id": "second", "script": "t.py", "depends_on": ["first"]}]}),
+        ".fastflow/flows/tasks/t.py": "print('task')\n",
+    })
+    state = tmp_path / "state"
+    daemon = make_daemon(origin.bare, state)
+    daemon.start()
+    try:
+        flow_run_id = queue_remote_flow(state, "two", {}, utc_now())
+        store = ResultsStore(origin.bare, tmp_path / "reader", utc_now)
+
+        def ended() -> dict | None:
+            daemon.tick(utc_now())  # the loop's round: the inbox, due tasks, finished runs
+            try:
+                record_ = store.read_flow(flow_run_id, "two")
+            except FastflowError:
+                return None
+            return record_ if record_["status"] == "succeeded" else None
+
+        done = wait_for(ended, timeout=120, what=f"flow run {flow_run_id} to succeed")
+    finally:
+        daemon.stop(grace=30)
+    head = store.head()
+    page = g.read_blob(store.repo, head, "site/" + flow_run_path("two", flow_run_id)).decode()
+    assert '<g class="ff-dag-node" data-task="second" data-status="succeeded">' in page
+    second = next(t for t in done["tasks"] if t["id"] == "second")
+    assert views.run_page_path("two.second", second["run_id"]) in page
+    assert g.read_blob(store.repo, head, "site/" + views.run_page_path("two.second",
+                                                                        second["run_id"]))
+    index = g.read_blob(store.repo, head, "site/flows/two/index.html").decode()
+    assert flow_run_id in index
+    assert 'href="flows/two/index.html"' in g.read_blob(store.repo, head, "site/index.html").decode()

@@ -104,7 +104,8 @@ class FlowRuns:
     def __init__(self, *, state_dir: Path, repository: git.GitRepo, snapshots: Path,
                  store: ResultsStore, launcher: RunLauncher, clock: Callable[[], datetime],
                  config_for: Callable[[str], RepoConfig | None],
-                 on_ended: Callable[[str], None] | None = None) -> None:
+                 on_ended: Callable[[str], None] | None = None,
+                 pages: Callable[[dict], Mapping[str, bytes]] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
@@ -112,6 +113,7 @@ class FlowRuns:
         self.clock = clock
         self.config_for = config_for  # the RepoConfig a commit's runs use
         self.on_ended = on_ended  # a flow run ended (its schedule slot is free again)
+        self.pages = pages  # a flow record's site pages (`SitePublisher.pages_for_flow_run`)
         self.journal = FlowJournal(state_dir)
         self.workspaces = Workspaces(Path(state_dir) / STATE_WORKSPACES)
         self._running: dict[str, _Running] = {}
@@ -353,8 +355,14 @@ class FlowRuns:
         record = running.engine.record
         if record.status == RunStatus.RUNNING.value:
             self.journal.write(record)
+        data = record.to_json()
         try:
-            self.store.record_flow(record.to_json(), commit=commit)
+            pages = self.pages(data) if self.pages is not None else None
+        except Exception:  # noqa: BLE001 - a page that cannot be rendered never stops a record
+            logger.exception("flow run %s: its site pages cannot be rendered", record.flow_run_id)
+            pages = None
+        try:
+            self.store.record_flow(data, commit=commit, extra_files=pages)
         except Exception as exc:  # noqa: BLE001 - the journal holds it; the next change writes it
             logger.warning("flow run %s: its record is not written yet: %s", record.flow_run_id,
                            exc)

@@ -209,7 +209,8 @@ class Daemon:
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
             store=self.store, launcher=self.launcher, clock=self.clock,
             config_for=lambda commit: self.deployment.config if self.deployment else None,
-            on_ended=self._run_ended)  # a flow run's schedule slot ends with it
+            on_ended=self._run_ended,  # a flow run's schedule slot ends with it
+            pages=self.publisher.pages_for_flow_run)
         return config
 
     def _open_alerts(self) -> None:

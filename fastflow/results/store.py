@@ -116,13 +116,16 @@ class ResultsStore:
         self._crash("after_journal")
         return self.flush() if commit else None
 
-    def record_flow(self, record: dict, commit: bool = True) -> str | None:
+    def record_flow(self, record: dict, commit: bool = True,
+                    extra_files: Mapping[str, bytes | None] | None = None) -> str | None:
         """Journal a flow run record (`flow.record.FlowRunRecord.to_json()`) at
-        `flows/<flow>/<YYYY>/<MM>/<flow_run_id>.json`, then commit it unless `commit` is False.
-        A flow run is recorded when it starts and again as it goes on: each write replaces the
-        file (the last one journalled wins)."""
+        `flows/<flow>/<YYYY>/<MM>/<flow_run_id>.json` with `extra_files` (its site pages), then
+        commit it unless `commit` is False. A flow run is recorded when it starts and again as
+        it goes on: each write replaces the file (the last one journalled wins)."""
         flow_record_path(record["flow"], record["flow_run_id"])  # a bad id fails here, at once
-        self._journal({"kind": "flow", "record": record})
+        extra = {p: (None if b is None else base64.b64encode(b).decode()) for p, b in
+                 (extra_files or {}).items()}
+        self._journal({"kind": "flow", "record": record, "extra": extra})
         return self.flush() if commit else None
 
     def write_state(self, name: str, data: dict, commit: bool = False) -> str | None:
@@ -215,6 +218,8 @@ class ResultsStore:
         elif entry["kind"] == "flow":
             rec = entry["record"]
             made = {_text(flow_record_path(rec["flow"], rec["flow_run_id"])): dump_json(rec)}
+            for extra, data in (entry.get("extra") or {}).items():
+                made[_text(extra)] = None if data is None else base64.b64decode(data, validate=True)
         elif entry["kind"] == "run":
             rec = entry["record"]
             path = _text(record_path(rec["pipeline"], rec["run_id"]))
