@@ -4,7 +4,8 @@
    repository's `pipelines/` and `.fastflow/` to it with git, as a user would.
 2. Starts `fastflow serve` on it (Docker executor when an engine answers) and installs the
    post-receive hook.
-3. Queues one run of every example with `fastflow run NAME --remote`, except the examples with a
+3. Queues one run of every example with `fastflow run NAME --remote` (a gallery flow of
+   `.fastflow/flows/` too: a flow run, whose flow record it waits for), except the examples with a
    `webhook_key`, which are started over HTTP as another system would (`POST
    /api/webhooks/NAME/KEY` to `fastflow serve --webhooks`, a JSON body `{"env": {...}}`), and
    waits until the daemon has committed each record to the results branch (downstream runs of
@@ -73,13 +74,20 @@ def results_file(path: str) -> str | None:
         return None
 
 
+def is_flow(name: str) -> bool:
+    """A gallery flow (`.fastflow/flows/<name>.json`) rather than a pipeline."""
+    return (ROOT / ".fastflow" / "flows" / f"{name}.json").is_file()
+
+
 def recorded(run_ids: dict[str, str]) -> dict[str, dict]:
-    """The records of `run_ids` (pipeline -> run id) already on the results branch."""
+    """The records of `run_ids` (pipeline or flow -> run id or flow run id) already on the
+    results branch; a flow run's counts once it ended (its record says `running` before)."""
     found = {}
     for name, run_id in run_ids.items():
         month = f"{run_id[:4]}/{run_id[4:6]}"
-        text = results_file(f"runs/{name}/{month}/{run_id}.json")
-        if text:
+        folder = "flows" if is_flow(name) else "runs"
+        text = results_file(f"{folder}/{name}/{month}/{run_id}.json")
+        if text and json.loads(text).get("status") not in ("running", "queued"):
             found[name] = json.loads(text)
     return found
 
@@ -196,9 +204,14 @@ def report(names: list[str], expected: dict, records: dict[str, dict]) -> int:
         record = records[name]
         status = record["status"]
         mark = "ok " if status == expected[name] else "BAD"
-        attempts = len(record.get("attempts") or [])
-        print(f"{mark} {name:16} {status:11} {record.get('duration_s') or 0:6.1f}s  "
-              f"{attempts} attempt(s)  {record['run_id']}")
+        if "flow_run_id" in record:  # a flow: its tasks instead of attempts
+            tasks = ", ".join(f"{t['id']} {t['status']}" for t in record["tasks"])
+            print(f"{mark} {name:16} {status:11} {record.get('duration_s') or 0:6.1f}s  "
+                  f"flow run {record['flow_run_id']}: {tasks}")
+        else:
+            attempts = len(record.get("attempts") or [])
+            print(f"{mark} {name:16} {status:11} {record.get('duration_s') or 0:6.1f}s  "
+                  f"{attempts} attempt(s)  {record['run_id']}")
         if status != expected[name]:
             mismatches.append(f"{name}: expected {expected[name]}, got {status}")
     print(f"\nResults branch: {RESULTS} of {BARE.relative_to(ROOT)} "

@@ -197,7 +197,7 @@ def queue_flow_remote(repo: Path, name: str, params: dict, state_dir: Path | Non
     """`--remote`: queue a run of flow `name` on the daemon (at its deployed commit)."""
     state = state_dir or default_state_dir(str(repo), host_environment())
     flow_run_id = queue_remote_flow(state, name, params, utc_now())
-    click.echo(f"queued flow run {flow_run_id} on the daemon of {state}")
+    click.echo(f"queued {flow_run_id} (a flow run) on the daemon of {state}")
 
 
 def _flow_of(flow_run_id: str) -> str:
