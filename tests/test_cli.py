@@ -202,6 +202,15 @@ def test_show_prints_restart_interval_and_cooldown(make_repo):
     assert "restart_interval" in text and "0 3 * * *" in text and "restart_cooldown" in text
 
 
+def test_a_pipeline_run_imports_neither_git_nor_cron_libraries():
+    # `fastflow run` start-up (bench/run_overhead.py): pygit2 and croniter cost ~70 ms and a
+    # run of a pipeline from the working tree, without a schedule, needs neither.
+    probe = ("import sys, fastflow.cli.run; "
+             "print(sorted(m for m in ('pygit2', 'croniter') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_run_env_must_be_key_value():
     result = fastflow("run", "minimal", "--env", "BAD", "--local", "--repo", str(ROOT))
     assert result.returncode == 2

@@ -11,7 +11,7 @@ import click
 from fastflow.cli.common import host_environment, repo_option
 from fastflow.cli.render import console, styled_status
 from fastflow.deploy.flows import discover_flows
-from fastflow.deploy.workspace import open_workspace
+from fastflow.deploy.workspace import Workspace, open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
 from fastflow.humanize import format_bytes, format_elapsed, visible_controls
@@ -122,7 +122,8 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
     1 when nothing could run (an `Error:` line says why), 2 for a usage error.
     """
     trigger_env = parse_env_pairs(env_pairs)
-    if _is_flow(repo, name):  # a flow's name runs the flow (`fastflow flow run NAME`)
+    workspace = open_workspace(repo)  # once: config and discovery serve both checks below
+    if _is_flow(workspace, name):  # a flow's name runs the flow (`fastflow flow run NAME`)
         # only here, as the statedir import below: a pipeline's run does not load the flow
         # machinery (and cli.flowrun uses this module's utc_now)
         from fastflow.cli.flowrun import queue_flow_remote, run_flow_now
@@ -140,7 +141,6 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
         run_id = queue_remote_run(state, name, trigger_env, run_config, utc_now())
         click.echo(f"queued {run_id} on the daemon of {state}")
         return
-    workspace = open_workspace(repo)
     pipeline = workspace.pipeline(name)
     executor = choose_executor(workspace.config, local=local, environ=host_environment(), clock=utc_now)
     request = RunRequest(
@@ -170,9 +170,8 @@ def run(repo: Path, name: str, env_pairs: tuple[str, ...], run_config: str | Non
     raise SystemExit(EXIT_CODES.get(outcome.record.status, 1))
 
 
-def _is_flow(repo: Path, name: str) -> bool:
+def _is_flow(workspace: Workspace, name: str) -> bool:
     """Whether `name` is a flow of the working tree and not a pipeline (pipelines win)."""
-    workspace = open_workspace(repo)
     if name in workspace.discovery.pipelines or name in workspace.discovery.invalid:
         return False
     return name in discover_flows(workspace.root, workspace.config, workspace.discovery).names

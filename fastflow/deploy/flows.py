@@ -15,9 +15,8 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from fastflow import repo as git
 from fastflow.config import CONFIG_FILE, check_repo_config
 from fastflow.config.flows import parse_flow, task_field
 from fastflow.config.links import link_problem
@@ -26,6 +25,9 @@ from fastflow.deploy.discovery import Discovery, discover
 from fastflow.errors import ConfigError, PipelineNotFound
 from fastflow.humanize import did_you_mean, visible_controls, without_surrogates
 from fastflow.model import Flow, InvalidFlow, Problem, RepoConfig, Severity
+
+if TYPE_CHECKING:
+    from fastflow import repo as git
 
 FASTFLOW_FLOWS = (".fastflow/flows", ".fastflow/flows/tasks")
 FEATHERFLOW_FLOWS = ("flows", "tasks")
@@ -143,6 +145,10 @@ def find_flow(found: FlowDiscovery, name: str) -> Flow:
 def flows_at_commit(repository: git.GitRepo, commit: str, snapshots: Path) -> FlowDiscovery:
     """The flows of `commit`, read from its immutable snapshot as `deploy_commit` reads its
     pipelines (with that commit's config.yaml; `ConfigError` when that one is invalid)."""
+    # Imported here, not at the top: pygit2 costs ~60 ms of start-up, and `fastflow run` and
+    # `fastflow validate` (which find flows in the working tree) never read a commit.
+    from fastflow import repo as git
+
     info = git.commit_info(repository, commit)
     root = git.snapshot_tree(repository, info.tree, "", snapshots)
     config, problems = check_repo_config(root)

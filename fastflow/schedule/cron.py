@@ -22,8 +22,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from fastflow.errors import Invalid
 from fastflow.humanize import show
 
@@ -137,6 +135,8 @@ class CronExpr:
 
 def is_valid_cron(expression: str) -> bool:
     """Whether croniter accepts `expression` (the check pipeline.json's cron fields use)."""
+    from croniter import croniter  # see _parse_cron_text
+
     return bool(croniter.is_valid(expression))
 
 
@@ -159,6 +159,10 @@ _PARSED: dict[str, CronExpr] = {}
 
 
 def _parse_cron_text(text: str, value: str) -> CronExpr:
+    # croniter (~12 ms to import) only when a cron is read: `fastflow run` of a pipeline
+    # without one, and every command that reads no schedule, start without it.
+    from croniter import croniter
+
     expanded = CRON_MACROS.get(text.lower(), text)
     if expanded.startswith("@"):
         raise Invalid(f"{show(value)} is not a cron macro; use one of {', '.join(CRON_MACROS)}")
