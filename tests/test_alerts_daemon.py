@@ -1,0 +1,82 @@
+"""Alerts wired into the daemon (in process, host executor, real receivers on loopback): a
+supervised pipeline that is given up is heard once (`given_up`, from daemon.supervision), a run
+that runs past `stuck_after` is heard once while it runs (`stuck`), and a pipeline that replaces
+config.yaml's targets (`"inherit": false`) is heard only by its own."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from helpers import JsonReceiver, make_daemon, utc_now, wait_for
+
+from fastflow.model import RunStatus
+from fastflow.record import Trigger
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def hooks():
+    shared, own = JsonReceiver(), JsonReceiver()
+    yield shared, own
+    shared.stop()
+    own.stop()
+
+
+def serve(daemon, until, what: str, timeout: float = 60):
+    """Tick the daemon (as `serve` would) until `until()` holds."""
+    def ticked():
+        daemon.tick(utc_now())
+        return until()
+    return wait_for(ticked, timeout=timeout, interval=0.2, what=what)
+
+
+def test_given_up_and_stuck_are_heard_once_and_inherit_false_keeps_the_defaults_out(
+        origin, hooks, tmp_path):
+    shared, own = hooks
+    origin.push({
+        ".fastflow/config.yaml": "notifications:\n"
+                                 f"  - {{url: '{shared.url()}', name: ops, group_window: 0, "
+                                 "events: [given_up, stuck, every_failure], stuck_after: 1}\n",
+        "pipelines/crashy/main.py": "import sys; print('crash'); sys.exit(3)\n",
+        "pipelines/crashy/pipeline.json": json.dumps(
+            {"restart_on_crash": True, "restart_limit": 1}),
+        "pipelines/sleepy/main.py": "import time; time.sleep(4); print('done')\n",
+        "pipelines/own/main.py": "import sys; sys.exit(1)\n",
+        "pipelines/own/pipeline.json": json.dumps({"notifications": {"inherit": False, "targets": [
+            {"url": own.url("own"), "name": "own-hook", "group_window": 0,
+             "events": ["failure"]}]}}),
+    }, "alerts")
+    daemon = make_daemon(origin.bare, tmp_path / "state", environ=dict(os.environ))
+    daemon.start()
+    try:
+        crashed = daemon.submit("crashy", Trigger(kind="manual"), now=utc_now())
+        sleeping = daemon.submit("sleepy", Trigger(kind="manual"), now=utc_now())
+        failed = daemon.submit("own", Trigger(kind="manual"), now=utc_now())
+
+        def heard(target: str) -> list[tuple[str, str]]:
+            return sorted((e["pipeline"], e["kind"]) for d in daemon.alerts.recent_deliveries()
+                          if d["target"] == target and d["outcome"] == "delivered"
+                          for e in d["events"])
+
+        serve(daemon, lambda: len(heard("ops")) >= 3 and heard("own-hook"),
+              f"given_up, every_failure and stuck; heard {heard('ops')}")
+        assert daemon.dispatcher.wait_idle(60)
+        for _ in range(10):  # a few more rounds: nothing is sent twice
+            daemon.tick(utc_now())
+        assert daemon.alerts.courier.wait_idle(10)
+    finally:
+        daemon.stop(grace=10)
+    assert heard("ops") == [("crashy", "every_failure"), ("crashy", "given_up"),
+                            ("sleepy", "stuck")]
+    assert heard("own-hook") == [("own", "failure")]
+    text = "\n".join(body["message"] for _, body in shared.received)
+    assert "crashy: given up (no more restarts) (crashy: given up after 1 crashes" in text
+    assert "sleepy: is stuck (running for " in text and f"run {sleeping}" in text
+    assert f"run {crashed}" in text and "status running" in text and ", limit 1 s)" in text
+    [(path, body)] = own.received
+    assert (path, body["title"]) == ("/own", "Fast-Flow: own: failed")
+    assert f"run {failed}" in body["message"] and "own: failed" not in text
+    record = daemon.store.read_run(sleeping, "sleepy")
+    assert record.status is RunStatus.SUCCEEDED  # being stuck is heard, never acted on
