@@ -160,3 +160,22 @@ def test_the_next_daemon_start_sends_scheduler_stale(origin, receivers, tmp_path
     [delivery] = store.read_state("notifications")["recent"]
     assert (delivery["target"], delivery["outcome"]) == ("ops", "delivered")
     assert [e["kind"] for e in delivery["events"]] == ["scheduler_stale"]
+
+
+def test_validate_warns_about_a_url_the_library_knows_no_service_for(make_repo):
+    repo = make_repo({".fastflow/config.yaml": "notifications:\n"
+                                               "  - {url: 'nope://hooks/x', name: bad}\n"
+                                               "  - {url: 'json://hooks/x'}\n",
+                      "pipelines/etl/main.py": "print(1)\n",
+                      "pipelines/etl/pipeline.json": json.dumps(
+                          {"notifications": [{"url": "slack://", "name": "etl-slack"}]})})
+    result = invoke("validate", "--repo", str(repo))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        'warning: .fastflow/config.yaml: notifications (name "bad").url: the notification '
+        'library knows no service for this URL (scheme "nope" or its form); see '
+        "docs/notifications.md for the URL of each service",
+        'warning: pipelines/etl/pipeline.json: notifications (name "etl-slack").url: the '
+        'notification library knows no service for this URL (scheme "slack" or its form); see '
+        "docs/notifications.md for the URL of each service",
+        "ok: the repository is valid (2 warnings)"]

@@ -91,6 +91,7 @@ def validate(repo: Path, as_json: bool) -> None:
     secrets file without its key) and the references between them."""
     problems = validate_workspace(repo)
     problems = _with_image_problems(repo, problems)
+    problems = _with_notification_problems(repo, problems)
     errors = [p for p in problems if p.severity is Severity.ERROR]
     if as_json:
         echo_json({"ok": not errors, "problems": [p.to_json() for p in problems]})
@@ -119,6 +120,15 @@ def _with_image_problems(repo: Path, problems: list[Problem]) -> list[Problem]:
     found = problems + missing_runner_images(workspace.config,
                                              workspace.discovery.pipelines.values(), workspace.root)
     return sorted(found, key=lambda p: p.severity is not Severity.ERROR)
+
+
+def _with_notification_problems(repo: Path, problems: list[Problem]) -> list[Problem]:
+    """`problems` and a warning for each notification URL the library knows no service for."""
+    if any(p.file == CONFIG_FILE and p.severity is Severity.ERROR for p in problems):
+        return problems
+    # Imported here: the notification library costs ~0.1 s, which `list` and `show` never pay.
+    from fastflow.daemon.alert_check import url_problems
+    return problems + url_problems(repo)
 
 
 @click.command("show")

@@ -25,7 +25,7 @@ from fastflow.daemon.alerts import shown_target
 from fastflow.deploy.discovery import discover
 from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
-from fastflow.model import NotificationTarget, NotifyEvent
+from fastflow.model import NotificationTarget, NotifyEvent, Problem, Severity
 from fastflow.notify import delivery
 from fastflow.notify.message import TEST, Event, Message, compose
 from fastflow.secrets.runtime import notification_urls
@@ -58,6 +58,26 @@ def repository_targets(root: Path) -> list[NotificationTarget]:
     for name, pipeline in sorted(discover(root, config).pipelines.items()):
         found += [t for t in pipeline.notifications if t.pipeline == name]
     return found
+
+
+def url_problems(root: Path) -> list[Problem]:
+    """A warning for each target whose URL the notification library knows no service for
+    (`fastflow validate`): config.yaml stays valid, as for the daemon, which records each such
+    delivery as failed. [] when config.yaml is invalid (its errors say why)."""
+    try:
+        targets = repository_targets(root)
+    except FastflowError:
+        return []
+    problems = []
+    for target in targets:
+        if target.url is None:
+            continue
+        try:
+            delivery.describe(target.url)
+        except delivery.DeliveryFailed as exc:
+            problems.append(Problem(target.file, f'notifications (name "{target.name}").url',
+                                    str(exc), Severity.WARNING, target.pipeline))
+    return problems
 
 
 def send_test_message(root: Path, environ: Mapping[str, str], now: datetime,

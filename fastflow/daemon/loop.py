@@ -267,6 +267,7 @@ class Daemon:
         restored = self.deployment
         now = self.clock()
         last_beat = self.store.read_state("daemon")  # the last holder's, before ours replaces it
+        self.alerts.load()  # at a takeover: what the previous holder's alerts remembered
         self._sync(now, safe=True)
         self.alerts.daemon_started(last_beat, now,
                                    lambda beat: stale_already_notified(self.state_dir, beat))
