@@ -6,12 +6,18 @@ is skipped and why, `max_parallel`, cancel, reruns. The Docker tests run flows a
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import utc_now
 
+from fastflow.daemon.flowhere import run_flow_here
+from fastflow.deploy.flows import discover_flows, find_flow
+from fastflow.deploy.workspace import open_workspace
 from fastflow.errors import ConfigError
+from fastflow.executors import choose_executor
 from fastflow.flow.record import FlowRunRecord, task_run_id
 from fastflow.flow.run import (
     FlowEngine,
@@ -204,3 +210,33 @@ def test_a_schedule_names_a_flow_with_params_and_a_wrong_one_is_an_error():
                for m in messages)
     slot = task_run_id("20261202T030000Z-diamond", "diamond", "diamond.a")
     assert slot == "20261202T030000Z-diamond.a"  # a slot of the schedule named after the flow
+
+
+@pytest.mark.parametrize("written, message", [
+    pytest.param("[1, 2]", "task 'a': its output ($FASTFLOW_OUTPUT) is a JSON list, not an object; write "
+               "one JSON object, e.g. {\"rows\": 12}", id="a list"),
+    pytest.param("x" * 70000, "task 'a': its output ($FASTFLOW_OUTPUT) is larger than 64 KiB; "
+                 "write a small JSON object there and put bigger data in a file of the "
+                 "workspace ($FASTFLOW_WORKSPACE)", id="too big"),
+])
+def test_a_bad_output_fails_the_task_run_with_a_clear_error(tmp_path, written, message):
+    repo = tmp_path / "repo"
+    tasks = repo / ".fastflow" / "flows" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "a.py").write_text(f"import os\nopen(os.environ['FASTFLOW_OUTPUT'], 'w').write({written!r})\n")
+    (tasks / "b.py").write_text("print('never')\n")
+    (repo / ".fastflow" / "flows" / "out.json").write_text(json.dumps({"tasks": [
+        {"id": "a", "script": "a.py"}, {"id": "b", "script": "b.py", "depends_on": ["a"]}]}))
+    workspace = open_workspace(repo)
+    flow = find_flow(discover_flows(workspace.root, workspace.config, workspace.discovery), "out")
+    outcome = run_flow_here(
+        flow, pipelines={}, config=workspace.config,
+        executor=choose_executor(workspace.config, local=True, environ=dict(os.environ),
+                                 clock=utc_now),
+        params={}, workspaces=Workspaces(tmp_path / "ws"), clock=utc_now,
+        sink_for=lambda task: (lambda line: None), events=lambda *a: None)
+    a, b = outcome.record.tasks
+    assert (a.status, a.error.kind, a.error.message) == ("failed", "output", message)
+    assert outcome.runs["a"].record.error.message == message  # the task's run record says it
+    assert "the run failed: " + message in outcome.runs["a"].log_text
+    assert (b.status, b.reason) == ("skipped", "dependency 'a' failed")

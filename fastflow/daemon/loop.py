@@ -676,6 +676,7 @@ class Daemon:
         self.supervisor.run_started(order.pipeline, order.run_id, order.started_at or self.clock(),
                                     order.run_config_id)
         self._publish_supervision()
+        self.flows.task_started(order)  # a flow's task: `running` in its flow record
 
     def _before_record(self, record: RunRecord) -> RunRecord:
         """Before a finished run is recorded: its downstream runs (`_decide_downstream`), and
