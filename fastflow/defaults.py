@@ -11,6 +11,9 @@ DEFAULT_PYTHON = "3.11"
 # Environment variables starting so are Fast-Flow's (the run context): no user layer, secret or
 # webhook may set one.
 RESERVED_ENV_PREFIX = "FASTFLOW_"
+# Featherflow's name of a flow run's shared folder, set to the workspace for every flow task (so its
+# scripts run unchanged); a task's env may not set it (docs/flows.md).
+FLOW_TMP_DIR_ENV = "TMP_DIR"
 IMAGE_PYTHON_PLACEHOLDER = "{python}"  # in `image`: the major.minor of a run's Python
 DEFAULT_IMAGE = "fastflow-runner:py{python}"  # one runner image per Python: {python} is e.g. 3.13
 DEFAULT_MAX_CONCURRENT_RUNS = 2

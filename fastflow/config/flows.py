@@ -64,7 +64,7 @@ TASK_KEYS = (
     "id", "script", "pipeline", "args", "env", "depends_on", "when", "requirements", *RUN_KEYS,
 )
 # Variables every task is given by Fast-Flow (docs/flows.md): a task's env may not set them.
-WORKSPACE_ENV = "TMP_DIR"  # Featherflow's name of the shared folder, kept for its scripts
+WORKSPACE_ENV = defaults.FLOW_TMP_DIR_ENV  # set by Fast-Flow for every task (the workspace)
 PARAM_RE = re.compile(r"\$\{params\.([^}]*)\}")
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

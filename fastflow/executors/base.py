@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-from fastflow.defaults import DEFAULT_LOG_CAP_BYTES
+from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, FLOW_TMP_DIR_ENV
 from fastflow.errors import ExecutorError
 from fastflow.humanize import show
 from fastflow.model import Limits, NetworkMode, PipelineType, RunStatus
@@ -68,7 +68,7 @@ CONTAINER_WEBHOOK_PAYLOAD = "/run/fastflow/webhook/payload"  # where a container
 # writable mount of its containers, at this path in a container (the host path on the host).
 CONTAINER_WORKSPACE = "/workspace"
 WORKSPACE_ENV = "FASTFLOW_WORKSPACE"
-WORKSPACE_TMP_ENV = "TMP_DIR"  # Featherflow's name for the shared folder, so its tasks run unchanged
+WORKSPACE_TMP_ENV = FLOW_TMP_DIR_ENV  # Featherflow's name for the shared folder
 OUTPUT_ENV = "FASTFLOW_OUTPUT"  # the file a task may write its output (a JSON object) to
 OUTPUTS_DIR = ".fastflow/outputs"  # inside the workspace: one output file per attempt
 
