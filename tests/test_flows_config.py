@@ -253,3 +253,31 @@ def test_the_flows_of_a_commit_are_read_from_its_snapshot(tmp_path: Path):
     later = flows_at_commit(repository, git("rev-parse", "HEAD", cwd=work), snapshots)
     assert later.flows == {} and list(later.invalid) == ["weather"]
     assert later.flows == {} and str(snapshots) in str(later.root)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[1]", ["must be a JSON object {...}, not [1]"]),
+    ("{}", ['tasks: is missing; a flow needs a list of tasks such as [{"id": "fetch", '
+            '"script": "fetch.py"}]']),
+    ('{"tasks": []}', ['tasks: [] is not a non-empty list; write [{"id": "fetch", '
+                       '"script": "fetch.py"}]']),
+    ('{"tasks": ["a", {"script": "a.py"}]}', [
+        'tasks[0]: "a" is not an object; write {"id": "fetch", "script": "fetch.py"}',
+        'tasks[1].id: is missing; every task needs a unique id such as "fetch"']),
+    ('{"tasks": [{"id": "a", "pipeline": "p", "requirements": "r.txt"}]}', [
+        'tasks[0] (id "a").requirements: is not used by a pipeline task (its pipeline '
+        "folder's requirements.txt is); remove it"]),
+    ('{"max_parallel": 0, "params": [], "tasks": [{"id": "a", "script": "a.py", '
+     '"args": {"": 1}, "depends_on": "b"}]}', [
+        "max_parallel: 0 is not a whole number >= 1",
+        'params: [] is not an object; write {"date": null, "region": "eu"}',
+        'tasks[0] (id "a").args: key "" is not an option name; write it without dashes or '
+        'spaces, e.g. {"station": "A"} for --station=A',
+        'tasks[0] (id "a").depends_on: "b" is not a list; write ["a", "b"]']),
+    ('{"requirements": "req.txt", "tasks": [{"id": "a", "script": "a.py"}]}', [
+        'requirements: "req.txt" does not exist in .fastflow/flows/tasks/; add it or remove '
+        "the key"]),
+])
+def test_every_structural_error_names_its_place(repo: Path, text: str, expected: list[str]):
+    write_files(repo, {".fastflow/flows/s.json": text})
+    assert messages(scan(repo), "s") == [f".fastflow/flows/s.json: {m}" for m in expected]
