@@ -13,9 +13,11 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -524,12 +526,24 @@ class MailReceiver:
 
 # --- Docker Swarm -------------------------------------------------------------------------------
 
+def host_address() -> str:
+    """The host's address on its default route (no packet is sent), else 127.0.0.1: the Swarm
+    manager advertises it, so a second engine in its own network namespace reaches it too."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
 @contextlib.contextmanager
-def one_node_swarm(advertise_addr: str = "127.0.0.1"):
+def one_node_swarm(advertise_addr: str | None = None):
     """The CI engine as a one-node Swarm manager inside the block; it ALWAYS leaves swarm mode
     afterwards (`docker swarm leave --force`). Test code may shell out to docker; other tests
     keep using the same engine meanwhile, so nothing else about dockerd is changed."""
     require_docker()
+    advertise_addr = advertise_addr or host_address()
     state = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
                            capture_output=True, text=True, check=True).stdout.strip()
     if state != "active":
@@ -545,3 +559,102 @@ def services_of(run_id: str) -> list:
     """Every Swarm service labelled with `run_id`."""
     return docker_executor.connect().api.services(
         filters={"label": f"org.fastflow.run_id={run_id}"})
+
+
+_CONTAINERD_CONFIG = """version = 2
+root = "{base}/c-root"
+state = "{base}/c-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{base}/containerd.sock"
+[ttrpc]
+  address = "{base}/containerd.sock.ttrpc"
+[debug]
+  address = "{base}/containerd-debug.sock"
+"""
+
+
+@dataclasses.dataclass
+class SecondEngine:
+    """A second Docker engine on this machine, joined to the CI engine's swarm as a worker."""
+
+    name: str  # its host name (a UTS namespace of its own), the Swarm node's name
+    url: str  # unix:///.../docker.sock
+    base: Path  # its data root, exec root, socket and containerd live under it
+    started_s: float  # seconds from nothing to an engine that answers
+    joined_s: float
+
+
+@contextlib.contextmanager
+def second_swarm_node(name: str = "fastflow-node2"):
+    """A real second node (inside a running `one_node_swarm`): its own containerd and dockerd
+    with their own data root, exec root and socket, in a network namespace of their own joined
+    to the host by a veth pair (10.231.0.1 host side, 10.231.0.2 node side; the node routes
+    through the host, so it reaches the manager's advertised address), and a UTS namespace with
+    `name` as its host name. Joined as a worker; at the end it leaves, is removed from the
+    swarm, stopped, and its namespace, links and files are gone."""
+    tag = f"{os.getpid() % 100000}"
+    netns, host_if, node_if = f"ff{tag}", f"ffh{tag}", f"ffc{tag}"
+    base = Path(tempfile.mkdtemp(prefix="ffn-", dir="/tmp"))  # short: unix socket paths
+    procs: list[subprocess.Popen] = []
+
+    def sh(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    def inside(command: str, log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{netns}", "unshare", "--uts", "sh", "-c",
+             f"hostname {name}; exec {command}"],
+            stdout=open(base / log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    url = f"unix://{base}/docker.sock"
+    client = None
+    try:
+        begin = time.monotonic()
+        sh("ip", "netns", "add", netns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", node_if)
+        sh("ip", "link", "set", node_if, "netns", netns)
+        sh("ip", "addr", "add", "10.231.0.1/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        for cmd in (("addr", "add", "10.231.0.2/24", "dev", node_if), ("link", "set", node_if, "up"),
+                    ("link", "set", "lo", "up"), ("route", "add", "default", "via", "10.231.0.1")):
+            sh("ip", "netns", "exec", netns, "ip", *cmd)
+        (base / "containerd.toml").write_text(_CONTAINERD_CONFIG.format(base=base))
+        inside(f"containerd -c {base}/containerd.toml", "containerd.log")
+        wait_for(lambda: (base / "containerd.sock").exists(), timeout=30, what="containerd")
+        inside(f"dockerd --data-root {base}/data --exec-root {base}/exec -H {url} "
+               f"--pidfile {base}/docker.pid --containerd {base}/containerd.sock "
+               f"--cgroup-parent {netns}", "dockerd.log")
+        wait_for(lambda: docker_executor.docker_available(base_url=url), timeout=60,
+                 what=f"the second engine:\n{(base / 'dockerd.log').read_text()[-2000:]}")
+        client = docker_executor.connect(base_url=url)
+        started = time.monotonic() - begin
+        manager = docker_executor.connect()
+        token = manager.api.inspect_swarm()["JoinTokens"]["Worker"]
+        address = manager.api.info()["Swarm"]["NodeAddr"]
+        client.api.join_swarm([f"{address}:2377"], token, advertise_addr="10.231.0.2")
+        wait_for(lambda: any(n["Description"]["Hostname"] == name and n["Status"]["State"] == "ready"
+                             for n in manager.api.nodes()), timeout=60, what=f"{name} ready")
+        yield SecondEngine(name, url, base, round(started, 2), round(time.monotonic() - begin - started, 2))
+    finally:
+        if client is not None:
+            try:
+                client.api.leave_swarm(force=True)
+            except Exception:  # noqa: BLE001 - tearing down what may be half made
+                pass
+        subprocess.run(["docker", "node", "rm", "--force", name], capture_output=True)
+        for proc in reversed(procs):  # dockerd first, then containerd (and their shims)
+            try:
+                os.killpg(proc.pid, 15)
+                proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, 9)
+                except ProcessLookupError:
+                    pass
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["umount", "-R", str(base)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
