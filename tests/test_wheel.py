@@ -145,3 +145,16 @@ def test_the_wheel_brings_the_webhook_server_and_its_http_library(venv, tmp_path
     assert Path(result.stdout.strip()).resolve().is_relative_to(venv.resolve())
     result = run_in(venv, "fastflow", "serve", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--webhooks HOST:PORT" in result.stdout, result.stderr
+
+
+def test_the_wheel_brings_the_notification_library(venv, tmp_path):
+    # apprise comes from the wheel's own dependencies (pyproject), not from this environment.
+    result = run_in(venv, "python", "-c", "import apprise, fastflow.notify.delivery as d; "
+                    "print(apprise.__file__); print(d.describe('json://127.0.0.1:9/hook'))",
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path, shown = result.stdout.splitlines()
+    assert Path(path).resolve().is_relative_to(venv.resolve())
+    assert shown.startswith("json://127.0.0.1:9/hook")
+    result = run_in(venv, "fastflow", "notify", "test", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--target NAME" in result.stdout, result.stderr
