@@ -298,3 +298,36 @@ def test_a_schedule_starts_flow_runs_with_its_params(setup, tmp_path):
     assert data["trigger"]["schedule_id"] == "tick"
     assert data["params"] == {"who": "schedule"}
     assert "hello schedule" in log_of(serve, tmp_path, data["tasks"][0])
+
+
+def test_a_pipelines_downstream_trigger_starts_a_flow_run_once(setup, tmp_path):
+    user, serve = setup
+    user.push({
+        "pipelines/start/main.py": "print('start')\n",
+        "pipelines/start/pipeline.json": json.dumps(
+            {"downstream_triggers": [{"pipeline": "after", "on_success": True}]}),
+        ".fastflow/flows/after.json": json.dumps({"name": "after", "tasks": [
+            {"id": "one", "script": "one.py"}]}),
+        ".fastflow/flows/tasks/one.py": "import os\nprint('after', os.environ['FASTFLOW_FLOW'])\n",
+    }, "a pipeline that triggers a flow")
+    validate = subprocess.run([sys.executable, "-m", "fastflow", "validate", "--repo",
+                               str(user.work)], capture_output=True, text=True)
+    assert validate.returncode == 0 and "will not fire" not in validate.stdout + validate.stderr
+    serve.start()
+    from fastflow.daemon.statedir import queue_remote_run
+    run_id = queue_remote_run(serve.state, "start", {}, None, utc_now())
+    store = store_of(serve, tmp_path)
+
+    def parent():
+        try:
+            return store.read_run(run_id, "start")
+        except FastflowError:
+            return None
+
+    record = wait_for(parent, timeout=90, what=f"the run of start:\n{serve.output()}")
+    (fired,) = record.downstream
+    assert fired["pipeline"] == "after" and fired["skipped"] is None
+    data = flow_record(serve, tmp_path, fired["run_id"])
+    assert data["status"] == "succeeded"
+    assert (data["trigger"]["kind"], data["trigger"]["parent_run_id"]) == ("downstream", run_id)
+    assert store.list_flow_run_ids("after", 5) == [fired["run_id"]]

@@ -75,6 +75,7 @@ from fastflow.errors import FastflowError
 from fastflow.executors.base import (
     Executor,
 )
+from fastflow.flow.record import downstream_flow_run_id
 from fastflow.model import RepoConfig
 from fastflow.record import RunRecord, Trigger, WebhookInput, new_run_id, request_run_id
 from fastflow.results.publish import SitePublisher
@@ -599,6 +600,8 @@ class Daemon:
     def _decide_child(self, parent: RunRecord, fired: dict,
                       journalled: Mapping[tuple[str, str | None], str]) -> dict:
         key = (fired["pipeline"], fired.get("run_config_id"))
+        if self._is_flow(key[0]):  # a flow: its flow run starts now, its id derived from the
+            return self._decide_flow_child(parent, fired)  # parent's (decided twice: once)
         run_id, skipped = journalled.get(key), None
         if run_id is None:
             skipped = start_refusal(self.deployment, *key)
@@ -611,6 +614,17 @@ class Daemon:
         if skipped is not None:
             logger.warning("downstream %s of %s skipped: %s", key[0], parent.run_id, skipped)
         return {**fired, "run_id": run_id, "skipped": skipped}
+
+    def _decide_flow_child(self, parent: RunRecord, fired: dict) -> dict:
+        flow_run_id, skipped = downstream_flow_run_id(fired["pipeline"], parent.run_id), None
+        try:
+            self.submit(fired["pipeline"], Trigger(kind="downstream", parent_run_id=parent.run_id),
+                        now=self.clock(), run_id=flow_run_id, params={})
+        except (FastflowError, OSError) as exc:
+            skipped = f"not started: {exc}"
+            logger.warning("downstream flow %s of %s skipped: %s", fired["pipeline"],
+                           parent.run_id, skipped)
+        return {**fired, "run_id": None if skipped else flow_run_id, "skipped": skipped}
 
     def _after_record(self, record: RunRecord) -> None:
         """Downstream runs (journalled by `_decide_downstream`) are queued when their parent's

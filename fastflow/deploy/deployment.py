@@ -30,7 +30,7 @@ from fastflow.config import check_repo_config
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.changes import ChangeSet, change_set, normalise_pipelines_dir
 from fastflow.deploy.discovery import discover
-from fastflow.deploy.flows import discover_flows
+from fastflow.deploy.flows import discover_flows, with_flow_triggers
 from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
 from fastflow.model import InvalidPipeline, Pipeline, Problem, RepoConfig, Severity
@@ -97,6 +97,8 @@ def deploy_commit(
         config, config_commit = previous.config, previous.config_commit or previous.commit
         errors = [_kept(p, "the previous valid configuration stays active") for p in errors]
     discovery = discover(root, config)
+    found_flows = discover_flows(root, config, discovery)
+    discovery = with_flow_triggers(discovery, found_flows)  # a pipeline may trigger a flow
     warnings.extend(discovery.warnings)
     errors.extend(p for p in discovery.problems if p.severity is Severity.ERROR)
     base = normalise_pipelines_dir(discovery.pipelines_dir)  # pipelines/ or the root, as found
@@ -115,7 +117,7 @@ def deploy_commit(
             note = f"the last valid version (commit {old_active[name].commit[:10]}) stays active"
             errors.extend(_kept(p, note) for p in invalid.problems if p.severity is Severity.ERROR)
     schedules = _schedules(root, active, discovery.invalid, previous, errors, warnings,
-                           flows=tuple(discover_flows(root, config, discovery).flows))
+                           flows=tuple(found_flows.flows))
     return Deployment(
         commit=commit,
         root_tree=info.tree,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -140,6 +140,29 @@ def find_flow(found: FlowDiscovery, name: str) -> Flow:
     where = " and ".join(f"{f.flows_dir}/" for f in found.folders)
     hint = did_you_mean(name, found.names) or ("" if found.names else "; it has no flows")
     raise PipelineNotFound(f'no flow named "{name}" in {where}{hint}')
+
+
+def with_flow_triggers(pipelines: Discovery, flows: FlowDiscovery) -> Discovery:
+    """`pipelines` with each downstream trigger that names a valid flow (and no pipeline) made
+    live again: discovery judged it inert (`no pipeline named ...`) before the flows were known.
+    Its warning goes; a trigger naming an invalid flow stays inert, saying so."""
+    changed = {}
+    for name, pipeline in pipelines.pipelines.items():
+        triggers, dropped = [], set()
+        for index, trigger in enumerate(pipeline.downstream):
+            if trigger.inert_reason is not None and trigger.pipeline not in pipelines.pipelines:
+                if trigger.pipeline in flows.flows:
+                    trigger = replace(trigger, inert_reason=None)
+                    dropped.add(f"downstream_triggers[{index}].pipeline")
+                elif trigger.pipeline in flows.invalid:
+                    trigger = replace(trigger, inert_reason=f'flow "{trigger.pipeline}" is invalid')
+            triggers.append(trigger)
+        if dropped:
+            warnings = tuple(w for w in pipeline.warnings if w.field not in dropped)
+            changed[name] = replace(pipeline, downstream=tuple(triggers), warnings=warnings)
+    if not changed:
+        return pipelines
+    return replace(pipelines, pipelines={**pipelines.pipelines, **changed})
 
 
 def flows_at_commit(repository: git.GitRepo, commit: str, snapshots: Path) -> FlowDiscovery:

@@ -17,7 +17,7 @@ from fastflow.config.links import link_problem
 from fastflow.config.pipeline import run_config_field
 from fastflow.config.schedules import check_schedules, read_schedules_text
 from fastflow.deploy.discovery import Discovery, discover, find_pipeline
-from fastflow.deploy.flows import discover_flows
+from fastflow.deploy.flows import discover_flows, with_flow_triggers
 from fastflow.errors import ConfigError, SecretsError
 from fastflow.humanize import did_you_mean, without_surrogates
 from fastflow.model import Pipeline, Problem, RepoConfig, Severity
@@ -40,13 +40,19 @@ class Workspace:
         return _ordered(found)
 
 
+def discover_with_flows(root: Path, config: RepoConfig) -> Discovery:
+    """The pipelines of the tree, their downstream triggers to flows live (`deploy.flows`)."""
+    discovery = discover(root, config)
+    return with_flow_triggers(discovery, discover_flows(root, config, discovery))
+
+
 def open_workspace(root: Path) -> Workspace:
     """Load `.fastflow/config.yaml` and discover the pipelines of the repository at `root`."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise ConfigError(f"{root}: no such directory; pass the repository root with --repo")
     config, warnings = load_repo_config(root)
-    return Workspace(root, config, tuple(warnings), discover(root, config))
+    return Workspace(root, config, tuple(warnings), discover_with_flows(root, config))
 
 
 def validate_workspace(root: Path) -> list[Problem]:
@@ -55,7 +61,7 @@ def validate_workspace(root: Path) -> list[Problem]:
     config, problems = check_repo_config(root)
     if config is None:
         return _ordered(problems)
-    workspace = Workspace(root, config, tuple(problems), discover(root, config))
+    workspace = Workspace(root, config, tuple(problems), discover_with_flows(root, config))
     found = workspace.problems()
     for check in WORKSPACE_CHECKS:
         found += check(workspace)

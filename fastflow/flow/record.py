@@ -8,6 +8,7 @@ derived, so a task of a flow run can never run twice under two ids (`task_run_id
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping
@@ -43,6 +44,13 @@ def task_run_id(flow_run_id: str, flow: str, pipeline: str, generation: int = 0)
     suffix = parts[2][len(flow) + 1:]  # none for a schedule slot whose id is the flow's name
     rerun = f"r{generation}" if generation else ""
     return f"{flow_run_id[:16]}-{pipeline}" + (f"-{suffix}{rerun}" if suffix or rerun else "")
+
+
+def downstream_flow_run_id(flow: str, parent_run_id: str) -> str:
+    """The flow run id a pipeline run's downstream trigger to flow `flow` starts: the parent's
+    timestamp and a digest of its id, so deciding it again (after a crash) starts nothing new."""
+    digest = hashlib.sha1(f"{parent_run_id}->{flow}".encode("utf-8")).hexdigest()[:8]
+    return f"{parent_run_id[:16]}-{flow}-{digest}"
 
 
 @dataclass(frozen=True)
