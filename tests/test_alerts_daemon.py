@@ -80,3 +80,35 @@ def test_given_up_and_stuck_are_heard_once_and_inherit_false_keeps_the_defaults_
     assert f"run {failed}" in body["message"] and "own: failed" not in text
     record = daemon.store.read_run(sleeping, "sleepy")
     assert record.status is RunStatus.SUCCEEDED  # being stuck is heard, never acted on
+
+
+def test_a_slot_whose_run_cannot_start_within_the_grace_is_heard_as_missed(origin, hooks, tmp_path):
+    shared, _ = hooks
+    origin.push({
+        ".fastflow/config.yaml": "max_concurrent_runs: 1\n"
+                                 "notifications:\n"
+                                 f"  - {{url: '{shared.url()}', name: ops, group_window: 0, "
+                                 "events: [missed], missed_grace: 1}\n",
+        "pipelines/blocker/main.py": "import time; time.sleep(8)\n",
+        "pipelines/ticker/main.py": "print('tick')\n",
+        "pipelines/ticker/pipeline.json": json.dumps({"schedule_interval_seconds": 2}),
+    }, "missed")
+    daemon = make_daemon(origin.bare, tmp_path / "state", environ=dict(os.environ))
+    daemon.start()
+    try:
+        daemon.tick(utc_now())  # the schedule is first seen: slots from now on count
+        daemon.submit("blocker", Trigger(kind="manual"), now=utc_now())  # holds the one permit
+
+        def missed():
+            return [e for d in daemon.alerts.recent_deliveries() for e in d["events"]
+                    if d["outcome"] == "delivered"]
+
+        serve(daemon, missed, "a missed slot", timeout=30)
+    finally:
+        daemon.stop(grace=15)
+    first = missed()[0]
+    assert (first["kind"], first["pipeline"]) == ("missed", "ticker")
+    assert first["detail"].startswith("schedule ticker: the slot of ")
+    assert first["detail"].endswith("had no run started within 1 s")
+    [(_, body)] = shared.received[:1]
+    assert body["title"] == "Fast-Flow: ticker: missed a scheduled run" and body["type"] == "warning"

@@ -415,8 +415,8 @@ class Daemon:
             self.store.push_pending(now)  # a results push the remote refused or missed
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
-        self.alerts.tick(now, self._running_runs(), self.deployment.schedules
-                         if self.deployment else (), self._slot_started)
+        self.alerts.tick(now, self._running_runs(), self._pipeline_schedules(),
+                         self._slot_started)
         return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
                         self.lease.next_check_at, self.store.push_retry_at, supervision_at)
 
@@ -751,6 +751,13 @@ class Daemon:
             if order is not None and order.started_at is not None:
                 found.append((order.run_id, order.pipeline, order.started_at))
         return found
+
+    def _pipeline_schedules(self) -> list:
+        """The active schedules of pipelines (a flow's slot starts a flow run: not `missed`'s)."""
+        deployment = self.deployment
+        if deployment is None:
+            return []
+        return [s for s in deployment.schedules if s.pipeline in deployment.active]
 
     def _slot_started(self, run_id: str, pipeline: str) -> bool:
         """Whether the run of a schedule slot started: recorded, or journalled and started."""
