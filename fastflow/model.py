@@ -377,6 +377,7 @@ class RepoConfig:
     tasks_dir: str | None = None  # None: the tasks folder that goes with each flows folder
     executor: str = "docker"  # "docker" | "swarm" (docs/swarm.md); --local runs on the host
     swarm: SwarmSettings = SwarmSettings()
+    flow_workspace_keep: float = 604800.0  # seconds; defaults.DEFAULT_FLOW_WORKSPACE_KEEP
 
 
 @dataclass(frozen=True)

@@ -633,6 +633,7 @@ lease_timeout: 30
 tmp_size: 512m
 flows_dir: wf
 tasks_dir: wf/scripts
+flow_workspace_keep: 3600
 executor: swarm
 swarm:
   placement: ["node.labels.pool==batch"]
@@ -675,6 +676,7 @@ def test_repo_config_reads_every_key_with_sources():
     assert config.lease_timeout == 30.0
     assert config.tmp_size_bytes == 512 * 1024**2
     assert (config.flows_dir, config.tasks_dir) == ("wf", "wf/scripts")
+    assert config.flow_workspace_keep == 3600.0
     assert (config.executor, config.swarm) == ("swarm", SwarmSettings(("node.labels.pool==batch",), 20.0))
     assert config.webhooks == WebhookSettings(
         "127.0.0.1:8787", "https://ci.example.org", 2 * 1024**2, 30, 5, 50, 7, 4.0, 2, "127.0.0.1")

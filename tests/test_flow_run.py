@@ -240,3 +240,17 @@ def test_a_bad_output_fails_the_task_run_with_a_clear_error(tmp_path, written, m
     assert outcome.runs["a"].record.error.message == message  # the task's run record says it
     assert "the run failed: " + message in outcome.runs["a"].log_text
     assert (b.status, b.reason) == ("skipped", "dependency 'a' failed")
+
+
+def test_flow_workspace_keep_0_removes_a_failed_runs_workspace_at_once(tmp_path):
+    from fastflow.config.repo import parse_repo_config
+
+    config, _ = parse_repo_config("flow_workspace_keep: 0\n")
+    spaces = Workspaces(tmp_path / "ws")
+    folder = spaces.create(FLOW_RUN)
+    engine = engine_of(make_flow(task("a")))
+    engine.start_due(NOW)
+    end(engine, "a", "failed")
+    record = spaces.ended(engine.finish(NOW), NOW, config.flow_workspace_keep)
+    assert (record.workspace, record.workspace_kept_until) == (None, None)
+    assert not folder.exists()

@@ -31,7 +31,6 @@ from fastflow.daemon.statedir import (
     queue_remote_flow,
     queue_remote_run,
 )
-from fastflow.defaults import DEFAULT_FLOW_WORKSPACE_KEEP
 from fastflow.deploy.flows import discover_flows, find_flow
 from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
@@ -120,7 +119,7 @@ def run(name: str, *, repo: str | Path = ".", params: Mapping[str, object] | Non
             else (lambda line: None), events=lambda task, kind, text: None, cancel=cancel,
             secrets_for=lambda p: secrets_loader(workspace.root, workspace.config, p, environ,
                                                  None),
-            workspace_keep_s=DEFAULT_FLOW_WORKSPACE_KEEP)
+            workspace_keep_s=workspace.config.flow_workspace_keep)
         return RunResult("flow", outcome.record.status, outcome.record,
                          runs={t: o.record for t, o in outcome.runs.items()})
     pipeline = workspace.pipeline(name)

@@ -20,7 +20,6 @@ from fastflow.cli.render import console, print_table, status_cell
 from fastflow.cli.run import utc_now
 from fastflow.daemon.flowhere import FlowOutcome, run_flow_here
 from fastflow.daemon.statedir import default_state_dir, queue_remote_flow
-from fastflow.defaults import DEFAULT_FLOW_WORKSPACE_KEEP
 from fastflow.deploy.flows import discover_flows, find_flow
 from fastflow.deploy.workspace import open_workspace
 from fastflow.errors import ConfigError, FastflowError
@@ -130,7 +129,7 @@ def run_flow_now(repo: Path, name: str, params: dict, local: bool,
             params=resolved, workspaces=Workspaces(root), clock=utc_now,
             sink_for=printer.sink, events=printer.event, cancel=cancel,
             secrets_for=lambda p: _secrets(workspace, p, environ),
-            workspace_keep_s=DEFAULT_FLOW_WORKSPACE_KEEP)
+            workspace_keep_s=workspace.config.flow_workspace_keep)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -92,6 +92,9 @@ _SCALARS: dict[str, tuple[str, Any, Any, bool]] = {
     "tmp_size": ("tmp_size_bytes", tmp_size, defaults.DEFAULT_TMP_SIZE_BYTES, False),
     "flows_dir": ("flows_dir", nonempty_text, None, True),
     "tasks_dir": ("tasks_dir", nonempty_text, None, True),
+    "flow_workspace_keep": (
+        "flow_workspace_keep", seconds, defaults.DEFAULT_FLOW_WORKSPACE_KEEP, False
+    ),
     "executor": ("executor", choice(("docker", "swarm")), "docker", False),
 }
 _LIMIT_CHECKS = {

@@ -30,7 +30,6 @@ from fastflow import repo as git
 from fastflow.daemon.runs import LaunchContext, RunIdTaken, RunLauncher, RunOrder
 from fastflow.defaults import (
     DEFAULT_FLOW_OUTPUT_MAX_BYTES,
-    DEFAULT_FLOW_WORKSPACE_KEEP,
     STATE_FLOWS,
     STATE_WORKSPACES,
 )
@@ -340,8 +339,7 @@ class FlowRuns:
 
     def _finish(self, running: _Running, now: datetime) -> None:
         record = running.engine.finish(now)
-        keep = DEFAULT_FLOW_WORKSPACE_KEEP
-        record = self.workspaces.ended(record, now, keep)
+        record = self.workspaces.ended(record, now, running.config.flow_workspace_keep)
         running.engine.record = record
         self._save(running, commit=True)
         self.journal.remove(record.flow_run_id)
