@@ -125,7 +125,8 @@ class ServiceOutput:
         if self._thread.is_alive():
             self._closing = True
             try:  # a shutdown wakes the reading thread at once (a close would wait for it)
-                self.api._get_raw_response_socket(self._response).shutdown(socket.SHUT_RDWR)
+                raw = self.api._get_raw_response_socket(self._response)
+                getattr(raw, "_sock", raw).shutdown(socket.SHUT_RDWR)  # unix: a SocketIO
             except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
             self._thread.join(timeout=5)
