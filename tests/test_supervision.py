@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+from click.testing import CliRunner
+
+from fastflow.cli import main
 from fastflow.config import default_repo_config
 from fastflow.config.pipeline import parse_pipeline_metadata
+from fastflow.daemon.inbox import Inbox, SuperviseMessage
 from fastflow.daemon.supervision import (
     PendingRestart,
     Supervised,
+    Supervisor,
+    SupervisorHooks,
     cooldown,
     due,
     ended,
@@ -23,7 +29,9 @@ from fastflow.daemon.supervision import (
 )
 from fastflow.model import DaemonPolicy, RunStatus
 from fastflow.record import ErrorInfo, RunRecord, restart_run_id
-from fastflow.results.read import supervision_view
+from fastflow.results.publish import summaries_from_json
+from fastflow.results.read import supervision_view, supervision_views
+from fastflow.site import SiteData, render_overview, render_pipeline_index
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=timezone.utc)
 POLICY = DaemonPolicy(restart_on_crash=True)  # 60 s, doubling to 1 h, healthy 10 min, 5 in 10 min
@@ -219,3 +227,142 @@ def test_a_refused_request_is_no_crash_and_a_restart_keeps_the_run_configuration
     assert state.pending.run_config == "prod"
     hourly = DaemonPolicy(restart_interval=3600.0)
     assert started(Supervised(), "worker", "r1", T0, hourly, "prod").pending.run_config == "prod"
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_supervise_reset_leaves_a_request_in_the_inbox_and_refuses_with_the_fix(tmp_path):
+    state = tmp_path / "state"
+    missing = cli("supervise", "reset", "worker", "--state-dir", state)
+    assert (missing.exit_code, missing.stdout) == (1, "")
+    assert missing.stderr == (f"Error: {state}: no `fastflow serve` state dir here (no inbox/); "
+                              "pass the daemon's --state-dir\n")
+    (state / "inbox").mkdir(parents=True)
+    (state / "deployment.json").write_text(json.dumps({"active": {"worker": {}}}))
+    unknown = cli("supervise", "reset", "wroker", "--state-dir", state)
+    assert (unknown.exit_code, unknown.stdout) == (1, "")
+    assert unknown.stderr == (f"Error: {state}: the daemon has no active pipeline named 'wroker'; "
+                              'did you mean "worker"? Check the name (`fastflow status`)\n')
+    done = cli("supervise", "reset", "worker", "--state-dir", state)
+    assert done.exit_code == 0, done.output
+    assert done.stdout == (f"asked the daemon of {state} to reset the supervision of worker (a "
+                           "running daemon does it at once, otherwise at its next start); "
+                           "`fastflow status` shows it\n")
+    (message,) = Inbox(state).read()
+    assert isinstance(message, SuperviseMessage)
+    assert (message.action, message.pipeline) == ("reset", "worker")
+    assert message.name.startswith("supervise-") and message.name.endswith(".json")
+
+
+def test_a_malformed_supervise_message_is_set_aside_never_raised(tmp_path):
+    inbox = Inbox(tmp_path)
+    (inbox.path / "supervise-1-ab.json").write_text('{"action": "explode", "pipeline": "w"}')
+    (inbox.path / "supervise-2-ab").write_text("{}")  # no .json: not a message name
+    assert inbox.read() == []
+    assert sorted(p.name for p in (inbox.path / "bad").iterdir()) == [
+        "supervise-1-ab.json", "supervise-2-ab"]
+
+
+def test_the_site_shows_supervised_and_given_up_pipelines():
+    data = {"pipelines": {
+        "worker": Supervised(running="20261122T130000Z-worker-aa", up_since=T0 - timedelta(hours=1),
+                             restarts=(T0 - timedelta(minutes=30),)).to_json(),
+        "bot": Supervised(given_up_at=T0 - timedelta(minutes=4),
+                          given_up_after="20261122T135600Z-bot-restart-9f1c22d0").to_json()}}
+    summary = {"pipelines": {name: {"recent": [{"run_id": f"20261122T130000Z-{name}-aa",
+                                                 "status": "failed", "duration_s": 1.0,
+                                                 "finished_at": T0.isoformat()}]}
+                             for name in ("worker", "bot")}}
+    site = SiteData(now=T0, supervision=supervision_views(data, T0),
+                    summaries=summaries_from_json(summary))
+    page = render_overview(site)["index.html"].decode()
+    assert "supervised: up since 2026-11-22 13:00:00 UTC (1 h ago)" in page
+    assert "1 restart in the last day" in page
+    assert '<span class="tag tag-bad">given up</span>' in page
+    assert "Given up" in page and "20261122T135600Z-bot-restart-9f1c22d0" in page
+    card = render_pipeline_index(site, "bot", [])["pipelines/bot/index.html"].decode()
+    assert "Supervision" in card and "fastflow supervise reset bot" in card
+
+
+class FakeDaemon:
+    """The daemon side of `SupervisorHooks`, in memory: what was queued, cancelled, saved."""
+
+    def __init__(self, policy: DaemonPolicy, tree: str = "tree1") -> None:
+        self.policy, self.tree = policy, tree
+        self.queued: list[tuple[str, str, str | None]] = []
+        self.cancelled: list[str] = []
+        self.saved: list[dict] = []
+        self.busy: set[str] = set()
+        self.events = []
+
+    def hooks(self) -> SupervisorHooks:
+        return SupervisorHooks(
+            policy=lambda name: (self.policy, self.tree) if self.policy else None,
+            submit=lambda name, trigger, run_id, rc: self.queued.append((run_id, trigger.reason, rc)),
+            knows=lambda run_id, name: run_id in {q[0] for q in self.queued},
+            cancel=self.cancelled.append, save=self.saved.append,
+            active=lambda name, besides: bool(self.busy - {besides}), notify=self.events.append)
+
+
+def test_the_supervisor_queues_each_restart_once_and_stops_a_replaced_instance_once():
+    fake = FakeDaemon(POLICY)
+    supervisor = Supervisor(fake.hooks())
+    record = crashed(1, T0)
+    supervisor.run_ended(record, T0)
+    supervisor.run_ended(record, T0)  # the same record again: one decision
+    assert len(fake.saved) == 1 and [e.kind for e in fake.events] == ["restart_planned"]
+    assert supervisor.tick(T0 + timedelta(seconds=30)) == T0 + timedelta(seconds=60)
+    assert fake.queued == []
+    assert supervisor.tick(T0 + timedelta(seconds=60)) is None
+    planned = restart_run_id("worker", record.run_id, "crash", T0 + timedelta(seconds=60))
+    assert fake.queued == [(planned, "crash", None)]
+    # a second daemon loading the saved state before the queue was saved: knows the id
+    again = Supervisor(fake.hooks())
+    again.load(fake.saved[0], "state/supervision.json")
+    again.tick(T0 + timedelta(seconds=61))
+    assert fake.queued == [(planned, "crash", None)]
+    assert again.states["worker"].pending is None
+
+    hourly = FakeDaemon(DaemonPolicy(restart_interval=3600.0))
+    supervisor = Supervisor(hourly.hooks())
+    supervisor.run_started("worker", "20261122T140000Z-worker-aa", T0)
+    at = T0 + timedelta(hours=1)
+    supervisor.tick(at)
+    supervisor.tick(at + timedelta(seconds=1))
+    assert [q[1] for q in hourly.queued] == ["interval"]
+    assert hourly.cancelled == ["20261122T140000Z-worker-aa"]  # asked once
+    # a daemon restarted before the old instance ended asks once more (the ask was in memory)
+    restarted = Supervisor(hourly.hooks())
+    restarted.load(hourly.saved[-1], "state/supervision.json")
+    restarted.tick(at + timedelta(seconds=2))
+    assert hourly.cancelled == ["20261122T140000Z-worker-aa"] * 2 and len(hourly.queued) == 1
+
+
+def test_a_due_restart_is_dropped_when_another_run_is_the_instance_or_supervision_is_gone():
+    fake = FakeDaemon(POLICY)
+    supervisor = Supervisor(fake.hooks())
+    supervisor.run_ended(crashed(1, T0), T0)
+    fake.busy = {"20261122T140030Z-worker-manual"}  # someone queued a run meanwhile
+    supervisor.tick(T0 + timedelta(minutes=1))
+    assert fake.queued == [] and supervisor.states["worker"].pending is None
+    fake.busy = set()
+    fake.policy = None  # removed or disabled by a push: its state goes
+    supervisor.tick(T0 + timedelta(minutes=2))
+    assert supervisor.states == {} and fake.saved[-1] == {"schema": 1, "pipelines": {}}
+
+
+def test_a_push_that_changes_a_given_up_pipeline_resets_it_and_restarts_it_at_once():
+    fake = FakeDaemon(DaemonPolicy(restart_on_crash=True, restart_limit=1))
+    supervisor = Supervisor(fake.hooks())
+    supervisor.run_ended(crashed(1, T0), T0)
+    assert supervisor.states["worker"].given_up
+    assert [e.kind for e in fake.events] == ["given_up"]
+    supervisor.tick(T0 + timedelta(hours=1))
+    assert fake.queued == []  # the same tree: still given up
+    fake.tree = "tree2"
+    supervisor.tick(T0 + timedelta(hours=2))
+    assert [q[1] for q in fake.queued] == ["reset"]
+    assert not supervisor.states["worker"].given_up
+    assert [e.kind for e in fake.events] == ["given_up", "reset"]

@@ -216,7 +216,7 @@ def test_a_kill_9_in_the_cooldown_neither_loses_nor_doubles_the_restart(
                              what="the restart's record")[0]
         planned = crashed.finished_at + timedelta(seconds=8)
         assert restarted.run_id == restart_run_id("worker", crashed.run_id, "crash", planned)
-        assert restarted.started_at >= planned
+        assert planned <= restarted.started_at <= planned + timedelta(seconds=20)
         assert (restarted.trigger.kind, restarted.trigger.reason) == ("restart", "crash")
         # the second crash reaches restart_limit 2: given up; kill -9 and start once more
         wait_for(lambda: (json.loads(subprocess.run(
@@ -244,19 +244,16 @@ def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
         serve.start()
         run_id = queue_remote_run(tmp_path / "state", "worker", {}, None, utc_now())
         wait_for(lambda: running_workers() == 1, timeout=120, what="the worker's container")
+        (container,) = connect().containers.list(filters={"label": f"org.fastflow.run_id={run_id}"})
         serve.kill()
         serve.start()
-
-        def followed() -> bool:
-            status = json.loads((tmp_path / "state" / "status.json").read_text())
-            return run_id in status["running"]
-
-        wait_for(followed, timeout=60, what="the re-attached run in the daemon's status")
+        wait_for(lambda: f"{run_id}: re-attaching to its container" in serve.output(),
+                 timeout=60, what="the re-attach")
         time.sleep(5)  # longer than the cooldown: a restart would have been queued by now
-        status = json.loads((tmp_path / "state" / "status.json").read_text())
-        assert status["running"] == [run_id] and status["queued"] == []
         assert branch_runs(origin.bare, tmp_path) == [] and running_workers() == 1
-        assert "re-attaching" in serve.output()
+        assert [c.id for c in connect().containers.list(
+            filters={"label": "org.fastflow.pipeline=worker"})] == [container.id]
+        assert [p.name for p in (tmp_path / "state" / "active").glob("*.json")] == [f"{run_id}.json"]
         shown = json.loads(subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
             capture_output=True, text=True, check=True).stdout)["supervision"]["worker"]
@@ -311,7 +308,9 @@ def test_a_restart_interval_restart_stops_the_instance_first_and_keeps_one(
         assert order.started_at >= first.finished_at  # the new one started after the old ended
         assert (order.trigger.kind, order.trigger.reason, order.trigger.parent_run_id) == \
             ("restart", "interval", first.run_id)
-        assert first.finished_at - first.started_at >= timedelta(seconds=6)
+        # at its planned time (a run's start plans it on a worker thread: the loop is woken),
+        # then SIGTERM ends it at once (not a minute later, at the next heartbeat)
+        assert timedelta(seconds=6) <= first.finished_at - first.started_at <= timedelta(seconds=25)
         assert most[0] == 1
     finally:
         stop.set()

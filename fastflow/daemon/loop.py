@@ -656,6 +656,8 @@ class Daemon:
     def _save_supervision(self, data: dict) -> None:
         self.store.write_state(SUPERVISION_STATE, data)
         self._supervision_changed = True
+        if self._waiter is not None:  # a run's start or end planned a restart: the loop may
+            self._waiter.wake()  # sleep past it (up to a heartbeat); a round re-plans its wake
 
     def _publish_supervision(self) -> None:
         """Commit a changed supervision state with a fresh overview (status and the site show

@@ -381,13 +381,22 @@ class Supervisor:
         return True
 
     def tick(self, now: datetime) -> datetime | None:
-        """Reset given-up pipelines whose tree a push changed; queue the restarts due; ask
-        an instance replaced by a queued planned restart to stop. Returns the next due time."""
+        """Forget pipelines no longer supervised (removed, disabled, their fields gone) once
+        no run of theirs is up; reset given-up pipelines whose tree a push changed; queue the
+        restarts due; ask an instance replaced by a queued planned restart to stop. Returns
+        the next due time."""
         with self._lock:
             names = sorted(self.states)
         for name in names:
             found = self.hooks.policy(name)
-            state = self.states[name]
+            with self._lock:
+                state = self.states[name]
+                if (found is None or not found[0].supervised) and state.running is None:
+                    logger.info("supervision: %s is no longer supervised; its state is dropped",
+                                name)
+                    del self.states[name]
+                    self.hooks.save(states_to_json(self.states))
+                    continue
             if state.given_up and found is not None and found[1] != state.given_up_tree:
                 self.reset(name, now, "a push that changed the pipeline")
             self._restart_due(name, now, found)
