@@ -1,4 +1,4 @@
-"""When to notify whom (daemon.alerts), with a fixed clock; how a message reads (notify.message);
+"""When to notify whom (daemon.alert_rules), with a fixed clock; how a message reads (notify.message);
 and what config.yaml's and pipeline.json's `notifications` accept and refuse, by exact text."""
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from helpers import sample_record
 
 from fastflow.config.pipeline import parse_pipeline_metadata
 from fastflow.config.repo import parse_repo_config, read_repo_config
-from fastflow.daemon.alerts import (
+from fastflow.daemon.alert_rules import (
     Groups,
     Tally,
     missed_slots,
-    record_path,
     run_events,
     stuck_events,
     stuck_limit,
 )
+from fastflow.daemon.alerts import record_path
 from fastflow.model import NotificationTarget, NotifyEvent, RunStatus
 from fastflow.notify.message import Event, compose, tail_lines
 from fastflow.record import Resources

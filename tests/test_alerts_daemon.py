@@ -38,11 +38,14 @@ def test_given_up_and_stuck_are_heard_once_and_inherit_false_keeps_the_defaults_
     origin.push({
         ".fastflow/config.yaml": "notifications:\n"
                                  f"  - {{url: '{shared.url()}', name: ops, group_window: 0, "
-                                 "events: [given_up, stuck, every_failure], stuck_after: 1}\n",
+                                 "events: [given_up, every_failure]}\n",
         "pipelines/crashy/main.py": "import sys; print('crash'); sys.exit(3)\n",
         "pipelines/crashy/pipeline.json": json.dumps(
             {"restart_on_crash": True, "restart_limit": 1}),
         "pipelines/sleepy/main.py": "import time; time.sleep(4); print('done')\n",
+        "pipelines/sleepy/pipeline.json": json.dumps({"notifications": [
+            {"url": shared.url("stuck"), "name": "stuck-watch", "group_window": 0,
+             "events": ["stuck"], "stuck_after": 1}]}),
         "pipelines/own/main.py": "import sys; sys.exit(1)\n",
         "pipelines/own/pipeline.json": json.dumps({"notifications": {"inherit": False, "targets": [
             {"url": own.url("own"), "name": "own-hook", "group_window": 0,
@@ -60,7 +63,8 @@ def test_given_up_and_stuck_are_heard_once_and_inherit_false_keeps_the_defaults_
                           if d["target"] == target and d["outcome"] == "delivered"
                           for e in d["events"])
 
-        serve(daemon, lambda: len(heard("ops")) >= 3 and heard("own-hook"),
+        serve(daemon,
+              lambda: len(heard("ops")) >= 2 and heard("stuck-watch") and heard("own-hook"),
               f"given_up, every_failure and stuck; heard {heard('ops')}")
         assert daemon.dispatcher.wait_idle(60)
         for _ in range(10):  # a few more rounds: nothing is sent twice
@@ -68,8 +72,8 @@ def test_given_up_and_stuck_are_heard_once_and_inherit_false_keeps_the_defaults_
         assert daemon.alerts.courier.wait_idle(10)
     finally:
         daemon.stop(grace=10)
-    assert heard("ops") == [("crashy", "every_failure"), ("crashy", "given_up"),
-                            ("sleepy", "stuck")]
+    assert heard("ops") == [("crashy", "every_failure"), ("crashy", "given_up")]
+    assert heard("stuck-watch") == [("sleepy", "stuck")]  # added to config.yaml's target
     assert heard("own-hook") == [("own", "failure")]
     text = "\n".join(body["message"] for _, body in shared.received)
     assert "crashy: given up (no more restarts) (crashy: given up after 1 crashes" in text
