@@ -22,7 +22,7 @@ from fastflow.daemon.alert_rules import (
 from fastflow.daemon.alerts import record_path
 from fastflow.model import NotificationTarget, NotifyEvent, RunStatus
 from fastflow.notify.message import Event, compose, tail_lines
-from fastflow.record import Resources
+from fastflow.record import ErrorInfo, Resources
 from fastflow.schedule.spec import Schedule, ScheduleKind
 from fastflow.site import SiteData
 from fastflow.site.render import render_overview
@@ -60,6 +60,12 @@ def test_the_first_outcome_known_may_be_a_failure_and_cancelled_or_skipped_chang
     heard = kinds_over(["failed", "cancelled", "skipped", "failed", "cancelled", "succeeded"],
                        target(E.FAILURE, E.RECOVERY))
     assert heard == [["failure"], [], [], [], [], ["recovery"]]
+
+
+def test_a_refused_request_never_ran_and_changes_nothing():
+    refused = run("failed", error=ErrorInfo("refused", "pipeline 'etl' is disabled"))
+    tally = Tally(last="success", failures=0)
+    assert run_events(tally, refused, [target(E.FAILURE, E.EVERY_FAILURE)], NOW) == (tally, [])
 
 
 def test_every_failure_after_n_and_lost_counts_as_a_failure():

@@ -26,6 +26,7 @@ RUN_KINDS = (NotifyEvent.RECOVERY, NotifyEvent.FAILURE, NotifyEvent.AFTER,
 DURATIONS_KEPT = 20  # succeeded runs' durations kept for the median of `stuck`
 MIN_DURATIONS = 3  # fewer than this: no median, `stuck` only by `stuck_after`
 MAX_SLOTS_CHECKED = 100  # schedule slots looked at per schedule and round
+REFUSED = "refused"  # the error kind of a run request the daemon refused (daemon.requests)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ def run_events(tally: Tally, record: RunRecord, targets: Sequence[NotificationTa
     the first outcome known; while the failures go on, again only with `repeat`. `recovery`:
     a success after failures. `every_failure`: each failed outcome. `after`: the `after`-th
     consecutive failure (with `repeat`, each later one once `repeat` passed). Cancelled and
-    skipped runs change nothing. `soft_limit`: the run went over a soft limit."""
+    skipped runs, and refused requests (error kind `refused`: they never ran), change nothing. `soft_limit`: the run went over a soft limit."""
     status = record.status
+    if record.error is not None and record.error.kind == REFUSED:
+        return tally, []  # a refused request never ran: the pipeline's state is unchanged
     failed, succeeded = status in FAILURES, status is RunStatus.SUCCEEDED
     failures = tally.failures + 1 if failed else 0 if succeeded else tally.failures
     found: list[tuple[NotificationTarget, str, str]] = []
