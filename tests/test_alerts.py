@@ -138,6 +138,16 @@ def test_stuck_is_heard_once_per_run_unless_repeat():
     assert len(repeated) == 1
 
 
+def test_a_run_that_ended_is_forgotten_by_stuck():
+    tally = Tally(durations=(10.0, 20.0, 30.0))
+    record = run("succeeded", duration_s=100.0)
+    tally, _ = stuck_events(tally, record.run_id, NOW - timedelta(seconds=90), [target(E.STUCK)],
+                            NOW)
+    assert f"ops/stuck/{record.run_id}" in tally.sent
+    tally, _ = run_events(tally, record, [target(E.STUCK)], NOW)
+    assert tally.sent == {}
+
+
 def test_missed_slots_are_those_without_a_started_run_once_the_grace_passed():
     schedule = Schedule(id="etl", pipeline="etl", kind=ScheduleKind.INTERVAL, interval=600)
     since = NOW - timedelta(minutes=40)

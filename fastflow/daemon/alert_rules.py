@@ -88,6 +88,8 @@ def run_events(tally: Tally, record: RunRecord, targets: Sequence[NotificationTa
         events = record.resources.soft_limit_events if record.resources else ()
         if NotifyEvent.SOFT_LIMIT in target.events and events:
             found.append((target, NotifyEvent.SOFT_LIMIT.value, _soft_limit_detail(events)))
+    sent = {k: v for k, v in sent.items()  # a run that ended is stuck no more
+            if not k.endswith(f"/{NotifyEvent.STUCK.value}/{record.run_id}")}
     durations = tally.durations
     if succeeded and record.duration_s is not None:
         durations = (durations + (float(record.duration_s),))[-DURATIONS_KEPT:]

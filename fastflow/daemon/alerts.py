@@ -94,7 +94,7 @@ class Alerts:
         self.sources = sources
         self.groups = Groups()
         self.tallies: dict[str, Tally] = {}
-        self.checked: dict[str, str] = {}  # schedule id -> slots checked for `missed` up to
+        self.checked: dict[str, str] = {}  # "schedule id/target" -> `missed` checked up to
         self.recent: list[dict] = []  # the last deliveries, newest first (for the site)
         self._lock = threading.RLock()
         self.courier = courier or Courier(self._report, clock)
@@ -210,8 +210,10 @@ class Alerts:
         groups whose window ended."""
         for run_id, pipeline, started_at in running:
             self._check_stuck(run_id, pipeline, started_at, now)
-        for schedule in schedules:
-            self._check_missed(schedule, now, started)
+        moved = [self._check_missed(schedule, now, started) for schedule in schedules]
+        if any(moved):
+            with self._lock:
+                self._save()
         with self._lock:
             ready = self.groups.due(now)
         for group in ready:
@@ -251,31 +253,34 @@ class Alerts:
                                     run_url=self._run_url(pipeline, run_id)), now)
 
     def _check_missed(self, schedule: Schedule, now: datetime,
-                      started: Callable[[str, str], bool]) -> None:
+                      started: Callable[[str, str], bool]) -> bool:
+        """`missed` for the slots of `schedule`, each target by its own grace; returns whether
+        the slots checked moved on (the state is saved once per round)."""
         targets = [t for t in self.sources.targets(schedule.pipeline)
                    if NotifyEvent.MISSED in t.events]
         if not targets or not schedule.enabled:
-            return
-        grace = min(t.missed_grace for t in targets)
-        with self._lock:
-            since = self.checked.get(schedule.id)
-        if since is None:  # first seen: slots from now on (no flood of old ones)
+            return False
+        moved = False
+        for target in targets:
+            key = f"{schedule.id}/{target.name}"
             with self._lock:
-                self.checked[schedule.id] = now.isoformat()
-                self._save()
-            return
-        until, missed = missed_slots(schedule, datetime.fromisoformat(since), grace, now,
-                                     lambda run_id: started(run_id, schedule.pipeline))
-        if until.isoformat() != since:
-            with self._lock:
-                self.checked[schedule.id] = until.isoformat()
-                self._save()
-        for at in missed:
-            for target in targets:
+                since = self.checked.get(key)
+            if since is None:  # first seen: slots from now on (no flood of old ones)
+                until, missed = now, []
+            else:
+                until, missed = missed_slots(schedule, datetime.fromisoformat(since),
+                                             target.missed_grace, now,
+                                             lambda run_id: started(run_id, schedule.pipeline))
+            if until.isoformat() != since:
+                with self._lock:
+                    self.checked[key] = until.isoformat()
+                moved = True
+            for at in missed:
                 self._add(target, Event(
                     kind=NotifyEvent.MISSED.value, at=now, pipeline=schedule.pipeline,
                     detail=f"schedule {schedule.id}: the slot of {at.isoformat()} had no run "
                            f"started within {target.missed_grace:g} s"), now)
+        return moved
 
     # -- sending --------------------------------------------------------------------------------
 
