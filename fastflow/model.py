@@ -426,6 +426,7 @@ class Flow:
     requirements: str | None = None  # the flow's requirements for every script task (posix)
     params: Mapping[str, str | None] = field(default_factory=dict)
     warnings: tuple[Problem, ...] = ()
+    webhook_key: str | None = None  # POST /api/webhooks/<flow>/<key> starts a flow run
 
     def task(self, task_id: str) -> FlowTask:
         for task in self.tasks:

@@ -32,12 +32,12 @@ class Serve:
         self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
         self.procs: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
+    def start(self, *args: str) -> subprocess.Popen:
         (self.state / "status.json").unlink(missing_ok=True)
         out = open(self.logs / f"serve-{len(self.procs)}.log", "w")
         proc = subprocess.Popen(
             [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
-             "--state-dir", str(self.state), "--poll-interval", "1"],
+             "--state-dir", str(self.state), "--poll-interval", "1", *args],
             env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         wait_for(lambda: (self.state / "status.json").exists(), what="the daemon's status")
@@ -331,3 +331,54 @@ def test_a_pipelines_downstream_trigger_starts_a_flow_run_once(setup, tmp_path):
     assert data["status"] == "succeeded"
     assert (data["trigger"]["kind"], data["trigger"]["parent_run_id"]) == ("downstream", run_id)
     assert store.list_flow_run_ids("after", 5) == [fired["run_id"]]
+
+
+def test_a_webhook_starts_a_flow_run_with_the_bodys_params_and_a_repeat_starts_none(
+        setup, tmp_path):
+    import socket
+    import urllib.request
+
+    user, serve = setup
+    user.push({
+        ".fastflow/flows/hooked.json": json.dumps({
+            "name": "hooked", "webhook_key": "k3y-for-flow", "params": {"who": None},
+            "tasks": [{"id": "greet", "script": "greet.py", "args": ["${params.who}"]}]}),
+        ".fastflow/flows/tasks/greet.py": "import sys\nprint('hi', sys.argv[1])\n",
+    }, "a flow with a webhook key")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start("--webhooks", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/api/webhooks/hooked/k3y-for-flow"
+
+    def post(key_url: str) -> tuple[int, dict]:
+        request = urllib.request.Request(key_url, data=json.dumps({"params": {"who": "hook"}})
+                                         .encode(), method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  "Idempotency-Key": "delivery-1"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, {}
+
+    def listening():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    wait_for(listening, timeout=30, what="the webhook intake")
+    assert post(url.replace("k3y-for-flow", "wrong"))[0] == 404
+    status, body = post(url)
+    assert status == 202, body
+    flow_run_id = body["run_id"]
+    data = flow_record(serve, tmp_path, flow_run_id)
+    assert data["status"] == "succeeded" and data["params"] == {"who": "hook"}
+    assert data["trigger"]["kind"] == "webhook"
+    assert data["trigger"]["delivery_id"] == "delivery-1"
+    assert "hi hook" in log_of(serve, tmp_path, data["tasks"][0])
+    again, body = post(url)
+    assert (again, body["run_id"]) == (200, flow_run_id)
+    assert store_of(serve, tmp_path).list_flow_run_ids("hooked", 5) == [flow_run_id]

@@ -35,6 +35,7 @@ from fastflow.config.values import (
     seconds,
     string_list,
     text,
+    webhook_key,
 )
 from fastflow.config.values import (
     name as id_name,
@@ -58,7 +59,8 @@ from fastflow.model import (
 # Keys a task and the flow's top level share: defaults for the script tasks at the top level.
 RUN_KEYS = ("python_version", *LIMIT_CHECKS, "timeout", *RETRY_KEYS, "network")
 FLOW_KEYS = (
-    "name", "description", "version", "tasks", "max_parallel", "requirements", "params", *RUN_KEYS,
+    "name", "description", "version", "tasks", "max_parallel", "requirements", "params",
+    "webhook_key", *RUN_KEYS,
 )
 TASK_KEYS = (
     "id", "script", "pipeline", "args", "env", "depends_on", "when", "requirements", *RUN_KEYS,
@@ -96,6 +98,7 @@ def parse_flow(
     max_parallel = f.get("max_parallel", integer(1), nullable=True)
     requirements = f.get("requirements", relative_file, nullable=True)
     params = f.get("params", _param_defaults)
+    key = f.get("webhook_key", webhook_key, nullable=True)
     base = _flow_defaults(f, config)
     tasks = _tasks(f, base, None if requirements in (MISSING, None) else requirements)
     if tasks:
@@ -111,6 +114,7 @@ def parse_flow(
         requirements=None if requirements is MISSING else requirements,
         params={} if params is MISSING else params,
         warnings=tuple(problems),
+        webhook_key=None if key is MISSING else key,
     )
 
 

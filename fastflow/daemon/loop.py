@@ -42,6 +42,7 @@ from fastflow.daemon.inbox import (
     SuperviseMessage,
 )
 from fastflow.daemon.lease import Holder, Lease
+from fastflow.daemon.payloads import settle_accepted
 from fastflow.daemon.requests import (
     check_request,
     recordable,
@@ -567,6 +568,8 @@ class Daemon:
                         request.request_id)
         except FastflowError as exc:  # no run record: a flow has none; the log says why
             logger.warning("flow request %s refused: %s", request.request_id, exc)
+        if request.webhook is not None:  # a flow run's tasks get no body: it may go now
+            settle_accepted(self.state_dir, run_id)
 
     def _is_flow(self, name: str) -> bool:
         deployment = self.deployment

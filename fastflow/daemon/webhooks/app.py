@@ -66,6 +66,8 @@ class DaemonView(Protocol):
 
     def standby(self) -> bool: ...
 
+    def flow_keys(self) -> Mapping[str, str]: ...
+
 
 class Answer(Exception):
     """Stops handling a request with this status, body and extra headers."""
@@ -156,11 +158,11 @@ class WebhookApp:
     # --- the two URL forms -----------------------------------------------------------------
 
     def fastflow_form(self, environ: dict, pipeline: str, key: str) -> dict | Answer:
-        target = find_by_key(self.view.deployment(), pipeline, key)
+        target = find_by_key(self.view.deployment(), pipeline, key, self.view.flow_keys())
         if target is None:
             raise Answer(404, NOT_FOUND)
         body = _body(environ)
-        env = allowed_env(body, target.pipeline.webhook_env)
+        env = allowed_env(body, target.pipeline.webhook_env) if target.pipeline else {}
         return self._queue(target, environ, body, env)
 
     def signed_form(self, environ: dict, pipeline: str) -> dict | Answer:
@@ -201,17 +203,17 @@ class WebhookApp:
         except BadDelivery as exc:
             raise Answer(400, {"error": str(exc)}) from None
         if delivery is not None:
-            known = self.intake.known(target.pipeline.name, delivery)
+            known = self.intake.known(target.name, delivery)
             if known is not None:  # a retry: same answer, nothing queued, no rate taken
                 return Answer(200, self._accepted(known))
-        wait = self.pipelines.take(target.pipeline.name, self.monotonic())
+        wait = self.pipelines.take(target.name, self.monotonic())
         if wait:
             raise Answer(429, {"error": "rate limited"}, [("Retry-After", retry_after(wait))])
         try:
             accepted = self.intake.accept(target, delivery, body, selected_headers(headers), env)
         except OSError as exc:  # nothing was queued: the sender retries
             logger.error("webhook: a request to %s cannot be queued: %s (state dir %s)",
-                         target.pipeline.name, exc, self.intake.state_dir)
+                         target.name, exc, self.intake.state_dir)
             raise Answer(503, {"error": "unavailable"}, [("Retry-After", "60")]) from None
         if accepted is None:
             raise Answer(429, {"error": "queue full"}, [("Retry-After", "10")])

@@ -75,10 +75,17 @@ class BadDelivery(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """What a request may start: a pipeline (active, enabled) and one of its run configurations."""
+    """What a request may start: a pipeline (active, enabled) and one of its run configurations,
+    or a flow (`flow`, its name; `pipeline` None), whose run takes the body's `params`."""
 
-    pipeline: Pipeline
+    pipeline: Pipeline | None
     run_config_id: str | None
+    flow: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name, or the flow's: what the queue counts and the request names."""
+        return self.flow or self.pipeline.name
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,21 @@ def selected_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
+def body_params(body: bytes) -> dict[str, object]:
+    """The params of a flow run a body `{"params": {...}}` gives (string, number and boolean
+    values; anything else, and a body that is not such JSON, gives none)."""
+    if not body.lstrip().startswith(b"{"):
+        return {}
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    params = data.get("params") if isinstance(data, dict) else None
+    if not isinstance(params, dict):
+        return {}
+    return {str(k): v for k, v in params.items() if isinstance(v, (str, int, float, bool))}
+
+
 def allowed_env(body: bytes, allowed: tuple[str, ...]) -> dict[str, str]:
     """The variables a Fast-Flow-form body `{"env": {...}}` sets that the pipeline's
     `webhook_env` allows; anything else in it (and any body that is not such JSON) sets none.
@@ -136,16 +158,19 @@ def allowed_env(body: bytes, allowed: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def find_by_key(deployment: Deployment | None, pipeline: str, key: str) -> Target | None:
+def find_by_key(deployment: Deployment | None, pipeline: str, key: str,
+                flow_keys: Mapping[str, str] | None = None) -> Target | None:
     """The target of `POST /api/webhooks/<pipeline>/<key>`: the pipeline when `key` is its
     `webhook_key`, the run configuration whose key it is, else None; also None when
-    `start_refusal` refuses it (unknown, disabled pipeline or run configuration). Every key is
-    compared in constant time."""
+    `start_refusal` refuses it (unknown, disabled pipeline or run configuration). A name that
+    is no active pipeline may be a flow of `flow_keys` (name -> its `webhook_key`, the valid
+    flows of the deployed commit that have one). Every key is compared in constant time."""
     active = deployment.active.get(pipeline) if deployment else None
     given = key.encode("utf-8", "surrogateescape")
     if active is None:  # compared all the same: the time does not tell the pipeline is unknown
-        hmac.compare_digest(given, _NO_KEY)
-        return None
+        owned = (flow_keys or {}).get(pipeline)
+        matched = hmac.compare_digest(given, owned.encode("utf-8") if owned else _NO_KEY)
+        return Target(None, None, flow=pipeline) if owned and matched else None
     found: Target | None = None
     candidates = [(active.pipeline.webhook_key, None)]
     candidates += [(rc.webhook_key, rc.id) for rc in active.pipeline.run_configs]
@@ -313,7 +338,7 @@ class Intake:
         pipeline has `max_queued_per_pipeline` webhook runs waiting already (a 429: nothing is
         kept). A delivery seen before returns its run id with `repeat` and queues nothing.
         `OSError` (a full disk) when it cannot be written: then nothing of it is left."""
-        name = target.pipeline.name
+        name = target.name
         if delivery is not None:
             known = self.known(name, delivery)
             if known is not None:
@@ -327,7 +352,7 @@ class Intake:
 
     def _write(self, target: Target, delivery: str | None, body: bytes,
                headers: Mapping[str, str], env: Mapping[str, str]) -> Accepted:
-        name, now = target.pipeline.name, self.clock()
+        name, now = target.name, self.clock()
         while True:
             digest = _digest(name, delivery) if delivery is not None else secrets.token_hex(8)
             request_id = f"{run_stamp(now)}-{_SUFFIX}{digest}"
@@ -338,6 +363,8 @@ class Intake:
                        "request_id": request_id, "requested_at": now.isoformat(),
                        "webhook": webhook.to_json(), "run_id": run_id,
                        BODY_KEY: base64.b64encode(body).decode("ascii")}
+            if target.flow is not None:  # a flow run: the body's params
+                message["params"] = body_params(body)
             accepted = self.deliveries / f"{digest}.json"
             try:  # the one durable write of an accept
                 write_atomic(accepted, json.dumps(message), durable=True, exclusive=True,
@@ -361,7 +388,8 @@ class Intake:
         webhook = WebhookInput.from_json(message["webhook"])
         self.inbox.post_run_request(message["pipeline"], {}, message["run_config"], now,
                                     webhook=webhook, request_id=message["request_id"],
-                                    durable=False)  # the accepted file is the durable copy
+                                    durable=False,  # the accepted file is the durable copy
+                                    params=message.get("params"))
 
     def _claim(self, pipeline: str, delivery: str) -> Path:
         return self.deliveries / f"{_digest(pipeline, delivery)}.json"

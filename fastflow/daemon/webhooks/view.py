@@ -7,6 +7,7 @@ deployed commit once per (commit, pipeline) and kept in memory until the deploym
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import datetime
@@ -19,12 +20,15 @@ from fastflow.daemon.runs import RunJournal
 from fastflow.daemon.webhooks.intake import WEBHOOK_RUN_ID
 from fastflow.defaults import STATE_INBOX
 from fastflow.deploy.deployment import Deployment
+from fastflow.deploy.flows import flows_at_commit
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.model import Pipeline
 from fastflow.record import request_run_id
 from fastflow.results.read import history_row
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.runtime import webhook_secrets
+
+logger = logging.getLogger(__name__)
 
 # /api/runs answers for the run ids the intake gives (`intake.WEBHOOK_RUN_ID`) only, and never
 # touches a file for an id of another shape.
@@ -48,6 +52,7 @@ class DaemonLooks:
         self._last_tick_at = last_tick_at
         self._standby = standby
         self._secrets: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._flow_keys: tuple[str | None, dict[str, str]] = (None, {})
         self._failures: dict[tuple[str, str], tuple[float, FastflowError]] = {}
         self._lock = threading.Lock()
 
@@ -60,6 +65,24 @@ class DaemonLooks:
     def standby(self) -> bool:
         """Another daemon holds the lease on the repository (this one executes nothing)."""
         return self._standby()
+
+    def flow_keys(self) -> dict[str, str]:
+        """The webhook keys of the valid flows at the deployed commit, by flow (read once per
+        commit from its snapshot; none when the commit's flows cannot be read)."""
+        deployment = self._deployment()
+        if deployment is None or deployment.commit is None:
+            return {}
+        with self._lock:
+            if self._flow_keys[0] != deployment.commit:
+                try:
+                    found = flows_at_commit(self.repository, deployment.commit, self.snapshots)
+                    keys = {n: f.webhook_key for n, f in found.flows.items() if f.webhook_key}
+                except (FastflowError, OSError) as exc:
+                    logger.warning("webhook: the flows of commit %s cannot be read: %s",
+                                   deployment.commit[:12], exc)
+                    keys = {}
+                self._flow_keys = (deployment.commit, keys)
+            return self._flow_keys[1]
 
     def webhook_secrets(self, pipeline: Pipeline) -> tuple[str, ...]:
         """The values of `pipeline`'s `webhook_secret`s at the deployed commit (cached per
