@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
 import tarfile
 import threading
@@ -164,3 +165,40 @@ def test_a_run_leaves_no_service_config_or_network(swarm_executor_factory, tmp_p
     label = {"label": f"org.fastflow.run_id={spec.run_id}"}
     assert (services_of(spec.run_id), api.configs(filters=label), api.networks(filters=label)) == (
         [], [], [])
+
+
+def test_a_pipeline_folder_too_big_for_a_swarm_config_is_refused_with_the_fix(
+        swarm_executor_factory, tmp_path):
+    spec = make_spec(tmp_path, "print('never')")
+    (spec.workdir / "data.bin").write_bytes(os.urandom(1200 * 1024))
+    with pytest.raises(ExecutorError) as err:
+        swarm_executor_factory().execute(spec, Lines(), threading.Event())
+    size = len(pack_size_of(spec)) // 1024
+    assert str(err.value) == (
+        f"pipeline folder {spec.workdir} is {size} KiB as a gzipped tar; the swarm executor "
+        "ships code in a Swarm config, which holds at most 999 KiB: keep data files out of the "
+        "pipeline folder (fetch them at run time)")
+    assert services_of(spec.run_id) == []
+
+
+def pack_size_of(spec) -> bytes:
+    """The archive `pack` would make of `spec`'s folder, whatever its size."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(spec.workdir.rglob("*")):
+            info = tar.gettarinfo(str(path), path.relative_to(spec.workdir).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def test_a_flow_task_is_refused_on_swarm(swarm_executor_factory, tmp_path):
+    spec = make_spec(tmp_path, "print('never')", workspace=tmp_path)
+    with pytest.raises(ExecutorError) as err:
+        swarm_executor_factory().execute(spec, Lines(), threading.Event())
+    assert str(err.value) == (
+        "pipeline 'pipe': a flow's task needs its flow run's workspace on the same filesystem, "
+        "which the swarm executor does not have; run flows with `executor: docker`")

@@ -9,10 +9,11 @@ import threading
 import time
 
 import pytest
-from helpers import Lines, git, make_spec, second_swarm_node
+from helpers import Lines, git, make_spec, second_swarm_node, utc_now
 
+from fastflow.errors import ExecutorError
 from fastflow.executors.docker import connect
-from fastflow.executors.swarm import push_image_to_nodes
+from fastflow.executors.swarm import SwarmExecutor, push_image_to_nodes
 from fastflow.executors.swarm.service import LABEL_TREE, SwarmJobs
 from fastflow.model import Limits, RunStatus
 
@@ -93,3 +94,11 @@ def test_a_run_on_node_2_gets_its_commit_its_limits_and_its_record(
         assert mounts[("volume", "/cache")].startswith(str(node2.base)), mounts
     finally:
         executor.release(spec)
+
+
+def test_a_swarm_worker_is_not_enough_for_the_swarm_executor(node2):
+    with pytest.raises(ExecutorError) as err:
+        SwarmExecutor(clock=utc_now, client=connect(base_url=node2.url))
+    assert str(err.value) == (
+        "`executor: swarm` needs the Docker engine of a Swarm manager, and this one is a Swarm "
+        "worker; run `docker swarm init` here or point DOCKER_HOST at a manager (docs/swarm.md)")

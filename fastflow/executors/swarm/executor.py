@@ -75,6 +75,7 @@ from fastflow.executors.swarm.logs import ServiceOutput
 from fastflow.executors.swarm.preheat import preheat_on_nodes
 from fastflow.executors.swarm.service import (
     LABEL_NONCE,
+    NO_OP,
     SwarmJobs,
     service_name,
     stop_job,
@@ -207,6 +208,9 @@ class SwarmExecutor(Executor):
             tasks = self.api.tasks(filters={"service": service_id})
         except docker.errors.NotFound:
             return None
+        # the attempt's task, not the no-op `stop_job` replaces it with
+        tasks = [t for t in tasks if (t.get("Spec") or {}).get("ContainerSpec", {}).get(
+            "Command") != NO_OP]
         return sorted(tasks, key=lambda t: t.get("CreatedAt", ""), reverse=True)
 
     def _wait_for_start(self, service_id: str, spec: AttemptSpec,
@@ -432,11 +436,13 @@ def check_manager(client: docker.DockerClient) -> None:
         info = client.api.info().get("Swarm") or {}
     except DockerError as exc:
         raise ExecutorError(f"cannot ask the Docker engine about Swarm: {exc}") from exc
-    if info.get("LocalNodeState") != "active" or not info.get("ControlAvailable"):
+    state = info.get("LocalNodeState") or "inactive"
+    if state != "active" or not info.get("ControlAvailable"):
+        what = "a Swarm worker" if state == "active" else f"not in a swarm (state {state!r})"
         raise ExecutorError(
-            "`executor: swarm` needs the Docker engine of a Swarm manager, and this one is not "
-            f"(swarm state {info.get('LocalNodeState') or 'inactive'!r}); run `docker swarm "
-            "init` here or point DOCKER_HOST at a manager (docs/swarm.md)")
+            f"`executor: swarm` needs the Docker engine of a Swarm manager, and this one is "
+            f"{what}; run `docker swarm init` here or point DOCKER_HOST at a manager "
+            "(docs/swarm.md)")
 
 
 def _container_of(task: dict | None) -> str | None:

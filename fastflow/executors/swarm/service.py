@@ -62,6 +62,7 @@ CODE_TMPFS_BYTES = 256 * 1024 * 1024
 LABEL_TREE = "org.fastflow.tree"
 LABEL_NONCE = "org.fastflow.nonce"
 LABEL_SERVICE = "org.fastflow.swarm"  # on configs and networks: the service they belong to
+NO_OP = ["true"]  # the command `stop_job` replaces a running job's with
 SAMPLE_EVERY = 1.0  # seconds between the entry step's cgroup samples
 
 
@@ -281,7 +282,7 @@ def stop_job(api, service_id: str) -> None:
         info = api.inspect_service(service_id)
         spec = info["Spec"]
         template = spec["TaskTemplate"]
-        template["ContainerSpec"]["Command"] = ["true"]
+        template["ContainerSpec"]["Command"] = NO_OP
         template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
         api.update_service(service_id, info["Version"]["Index"], task_template=template,
                            name=spec["Name"], labels=spec.get("Labels"), mode=spec["Mode"],
