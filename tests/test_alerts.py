@@ -21,6 +21,8 @@ from fastflow.daemon.alert_rules import (
 )
 from fastflow.daemon.alerts import record_path
 from fastflow.model import NotificationTarget, NotifyEvent, RunStatus
+from fastflow.notify.courier import Courier, Parcel
+from fastflow.notify.delivery import DeliveryFailed
 from fastflow.notify.message import Event, compose, tail_lines
 from fastflow.record import ErrorInfo, Resources
 from fastflow.schedule.spec import Schedule, ScheduleKind
@@ -343,3 +345,42 @@ def test_the_overview_lists_the_last_deliveries():
     assert "no answer within 20 s" in section and "etl failure" in section
     assert "mailto://h/&lt;x&gt;" in section and "1 attempt<" in section
     assert "notifications-title" not in render_overview(SiteData(now=NOW))["index.html"].decode()
+
+
+def test_the_courier_retries_reports_every_attempt_and_never_records_a_token():
+    token = "TIiajkdnlazkcOXrIdevi7FQ"
+    url = f"slack://T1JJ3T3L2/A1BRTD4JD/{token}/#ops"
+    calls, reports = [], []
+
+    def refuse(to, message, timeout):
+        calls.append((to, timeout))
+        raise DeliveryFailed(f"Failed to send to https://hooks.slack.com/services/T1JJ3T3L2/"
+                             f"A1BRTD4JD/{token}: 404 - no_team")
+
+    courier = Courier(reports.append, lambda: NOW, attempts=3, retry_delay=0.01, timeout=7,
+                      send=refuse)
+    message = compose([Event("failure", NOW, "etl")])
+    courier.post(Parcel("20261123T090000Z-slack-ab12", "slack", "slack://T...2/A...D/T...Q/",
+                        url, message, NOW))
+    assert courier.wait_idle(10)
+    courier.stop()
+    assert calls == [(url, 7)] * 3
+    assert [r["outcome"] for r in reports] == ["pending", "pending", "failed"]
+    last = reports[-1]
+    assert [a["n"] for a in last["attempts"]] == [1, 2, 3]
+    assert last["attempts"][0]["error"] == \
+        "Failed to send to https://hooks.slack.com/services/***/***/***: 404 - no_team"
+    assert token not in json.dumps(reports) and last["to"] == "slack://T...2/A...D/T...Q/"
+
+
+def test_a_url_the_library_does_not_know_is_not_retried():
+    reports = []
+    courier = Courier(reports.append, lambda: NOW, attempts=4, retry_delay=0.01)
+    courier.post(Parcel("20261123T090000Z-x-ab12", "x", "nope://...", "nope://h/x",
+                        compose([Event("failure", NOW, "etl")]), NOW))
+    assert courier.wait_idle(10)
+    courier.stop()
+    [report] = reports
+    assert (report["outcome"], len(report["attempts"])) == ("failed", 1)
+    assert report["attempts"][0]["error"].startswith(
+        "the notification library knows no service for this URL")

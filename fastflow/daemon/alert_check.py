@@ -27,6 +27,7 @@ from fastflow.errors import FastflowError
 from fastflow.files import write_atomic
 from fastflow.model import NotificationTarget, NotifyEvent, Problem, Severity
 from fastflow.notify import delivery
+from fastflow.notify.courier import redact
 from fastflow.notify.message import TEST, Event, Message, compose
 from fastflow.secrets.runtime import notification_urls
 
@@ -176,15 +177,14 @@ def _try(root: Path, config, target: NotificationTarget, environ: Mapping[str, s
     message = compose([event or Event(TEST, now, target.pipeline,
                                       detail=f'target "{target.name}" of {target.file}: if you '
                                              "read this, its messages arrive")])
-    started = time.monotonic()
+    started, url = time.monotonic(), target.url or ""
     try:
-        url = target.url if target.secret is None else notification_urls(
-            root, config, {target.secret: target.pipeline}, environ)[target.secret]
-        send(url or "", message, timeout)
+        if target.secret is not None:
+            url = notification_urls(root, config, {target.secret: target.pipeline},
+                                    environ)[target.secret]
+        send(url, message, timeout)
     except FastflowError as exc:
-        error = str(exc)
-        if target.secret is None and target.url:
-            error = error.replace(target.url, shown)
+        error = redact(str(exc), url, shown)
         return TestOutcome(target.name, target.file, shown, False, error,
                            round(time.monotonic() - started, 3))
     return TestOutcome(target.name, target.file, shown, True, None,

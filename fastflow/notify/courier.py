@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from fastflow import defaults
 from fastflow.notify import delivery
@@ -156,6 +158,42 @@ class Courier:
             self._idle.notify_all()
 
 
+MIN_SECRET_PART = 6  # shorter parts of a URL (a port, "hook", "json") are not masked
+
+
 def _masked(reason: str, parcel: Parcel) -> str:
-    """The library's reason without the URL (it may carry a token)."""
-    return reason.replace(parcel.url, parcel.shown) if parcel.url else reason
+    return redact(reason, parcel.url, parcel.shown)
+
+
+def redact(reason: str, url: str, shown: str) -> str:
+    """`reason` (the library's words on a failed delivery) without `url` (written as `shown`)
+    or any part of it that may be a token: a service may name the address it called, which
+    holds the URL's path and credentials in its own form (`https://hooks.slack.com/services/
+    T.../B.../...` for `slack://T.../B.../...`)."""
+    if not url:
+        return reason
+    reason = reason.replace(url, shown)
+    for part in _secret_parts(url):
+        reason = reason.replace(part, "***")
+    return reason
+
+
+def _secret_parts(url: str) -> list[str]:
+    """The user, password, path segments and query values of `url`, longest first (its
+    scheme, host and port are left: they say where a message went)."""
+    try:
+        split = urlsplit(url)
+        host = split.hostname or ""
+    except ValueError:
+        split, host = None, ""
+    parts = re.split(r"[/:@?&=#;,]+", url.split("://", 1)[-1])
+    if split is not None:
+        parts += [unquote(p) for p in (split.username, split.password) if p]
+        parts += [unquote(v) for _, v in parse_qsl(split.query)]
+    return sorted({p for p in parts if len(p) >= MIN_SECRET_PART and p != host
+                   and p.lower() not in _PLAIN}, key=len, reverse=True)
+
+
+# Query keys and values of the library's own URLs that are no secret (kept readable)
+_PLAIN = {"method", "overflow", "upstream", "optional", "insecure", "format", "markdown",
+          "localhost"}
