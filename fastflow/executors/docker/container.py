@@ -243,22 +243,28 @@ class RunContainers:
         return config
 
     def env(self, spec: AttemptSpec, offline: bool) -> dict[str, str]:
-        """The attempt's environment inside the container: the pipeline's, then ours."""
-        env = dict(spec.env)
-        env.update(
-            FASTFLOW_ROUTE_FILE=f"{CONTAINER_ROUTE_DIR}/route", PYTHONUNBUFFERED="1",
-            HOME="/tmp", UV_CACHE_DIR="/cache/uv", UV_PYTHON_INSTALL_DIR="/cache/python",
-            UV_NO_PROGRESS="1",
-        )
-        if spec.webhook_payload is not None:
-            env[WEBHOOK_PAYLOAD_ENV] = CONTAINER_WEBHOOK_PAYLOAD
-        env.update(workspace_env(spec, CONTAINER_WORKSPACE))
-        if offline or spec.network is NetworkMode.NONE:
-            env["UV_OFFLINE"] = "1"
-        if self.ca_bundle and spec.network is not NetworkMode.NONE:
-            env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
-            env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
-        return env
+        """The attempt's environment inside the container (`attempt_env`)."""
+        return attempt_env(spec, offline=offline, ca_bundle=self.ca_bundle)
+
+
+def attempt_env(spec: AttemptSpec, *, offline: bool, ca_bundle: Path | None) -> dict[str, str]:
+    """The environment of an attempt inside a container (a Docker one, or a Swarm task's): the
+    pipeline's, then ours; `offline`: uv may not download (network none is offline too)."""
+    env = dict(spec.env)
+    env.update(
+        FASTFLOW_ROUTE_FILE=f"{CONTAINER_ROUTE_DIR}/route", PYTHONUNBUFFERED="1",
+        HOME="/tmp", UV_CACHE_DIR="/cache/uv", UV_PYTHON_INSTALL_DIR="/cache/python",
+        UV_NO_PROGRESS="1",
+    )
+    if spec.webhook_payload is not None:
+        env[WEBHOOK_PAYLOAD_ENV] = CONTAINER_WEBHOOK_PAYLOAD
+    env.update(workspace_env(spec, CONTAINER_WORKSPACE))
+    if offline or spec.network is NetworkMode.NONE:
+        env["UV_OFFLINE"] = "1"
+    if ca_bundle and spec.network is not NetworkMode.NONE:
+        env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
+        env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
+    return env
 
 
 def workdir_of(spec: AttemptSpec) -> str:

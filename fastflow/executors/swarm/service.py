@@ -37,12 +37,15 @@ from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     CONTAINER_WEBHOOK_PAYLOAD,
     NOTEBOOK_RUNNER,
-    WEBHOOK_PAYLOAD_ENV,
     AttemptSpec,
     uv_command,
 )
 from fastflow.executors.docker.cache import CONTAINER_CA_BUNDLE
-from fastflow.executors.docker.container import CONTAINER_NOTEBOOK_RUNNER
+from fastflow.executors.docker.container import (
+    CONTAINER_NOTEBOOK_RUNNER,
+    attempt_env,
+    workdir_of,
+)
 from fastflow.executors.docker.engine import DockerError
 from fastflow.executors.docker.reattach import (
     CONTAINER_ROUTE_DIR,
@@ -69,10 +72,6 @@ SAMPLE_EVERY = 1.0  # seconds between the entry step's cgroup samples
 def service_name(run_id: str, attempt: int) -> str:
     """The service of an attempt (Swarm names hold at most 63 characters: a digest)."""
     return "fastflow-" + hashlib.sha256(f"{run_id}/{attempt}".encode()).hexdigest()[:24]
-
-
-def workdir_of(spec: AttemptSpec) -> str:
-    return f"/work/{spec.pipeline}"
 
 
 @dataclass(frozen=True)
@@ -233,20 +232,9 @@ class SwarmJobs:
             mem_limit=limits.mem_hard_limit or None)
 
     def env(self, spec: AttemptSpec) -> dict[str, str]:
-        """The attempt's environment in the task: the pipeline's, then ours (as in Docker;
-        never offline: whether this node's cache holds the packages is not known here)."""
-        env = dict(spec.env)
-        env.update(FASTFLOW_ROUTE_FILE=f"{CONTAINER_ROUTE_DIR}/route", PYTHONUNBUFFERED="1",
-                   HOME="/tmp", UV_CACHE_DIR="/cache/uv", UV_PYTHON_INSTALL_DIR="/cache/python",
-                   UV_NO_PROGRESS="1")
-        if spec.webhook_payload is not None:
-            env[WEBHOOK_PAYLOAD_ENV] = CONTAINER_WEBHOOK_PAYLOAD
-        if spec.network is NetworkMode.NONE:
-            env["UV_OFFLINE"] = "1"
-        if self.ca_bundle and spec.network is not NetworkMode.NONE:
-            env["SSL_CERT_FILE"] = CONTAINER_CA_BUNDLE
-            env.setdefault("REQUESTS_CA_BUNDLE", CONTAINER_CA_BUNDLE)
-        return env
+        """The attempt's environment in the task, as in a Docker container (`attempt_env`),
+        never offline: whether this node's cache holds the packages is not known here."""
+        return attempt_env(spec, offline=False, ca_bundle=self.ca_bundle)
 
     def remove(self, name: str) -> None:
         """Remove an attempt's service, then its configs and network (what exists; gone is
