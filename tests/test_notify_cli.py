@@ -179,3 +179,21 @@ def test_validate_warns_about_a_url_the_library_knows_no_service_for(make_repo):
         'notification library knows no service for this URL (scheme "slack" or its form); see '
         "docs/notifications.md for the URL of each service",
         "ok: the repository is valid (2 warnings)"]
+
+
+def test_show_lists_a_pipelines_targets_without_their_urls(make_repo):
+    repo = make_repo({".fastflow/config.yaml": "notifications:\n"
+                                               "  - {url: 'json://hooks/x?token=s3cr3t', name: ops}\n",
+                      "pipelines/etl/main.py": "print(1)\n",
+                      "pipelines/etl/pipeline.json": json.dumps(
+                          {"notifications": [{"secret": "ETL_HOOK", "events": ["stuck"]}]})})
+    result = invoke("show", "etl", "--repo", str(repo), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["notifications"] == {
+        "value": [{"name": "ops", "to": "json://...",
+                   "events": ["failure", "recovery", "given_up", "scheduler_stale"],
+                   "declared_in": ".fastflow/config.yaml"},
+                  {"name": "ETL_HOOK", "to": "secret ETL_HOOK", "events": ["stuck"],
+                   "declared_in": "pipelines/etl/pipeline.json"}],
+        "source": "pipelines/etl/pipeline.json"}
+    assert "s3cr3t" not in result.output

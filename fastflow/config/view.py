@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from fastflow.config.sizes import spell_size
-from fastflow.model import Limits, Pipeline, RetryPolicy, RunConfig
+from fastflow.model import Limits, NotificationTarget, Pipeline, RetryPolicy, RunConfig
 
 FOLDER = "folder"
 DEFAULT = "default"
@@ -67,8 +67,18 @@ def resolved_view(pipeline: Pipeline) -> list[tuple[str, Any, str]]:
         row("webhook_env", list(pipeline.webhook_env)),
         row("network", pipeline.network.value),
         row("run_on_change", pipeline.run_on_change),
+        row("notifications", [_target(t) for t in pipeline.notifications]),
     ]
     return rows
+
+
+def _target(target: NotificationTarget) -> dict[str, Any]:
+    """A notification target as `fastflow show` lists it: where it goes without the URL's
+    token (a secret's name, or only the URL's scheme), its events and the file declaring it."""
+    to = f"secret {target.secret}" if target.secret else \
+        f"{(target.url or '').split('://', 1)[0]}://..."
+    return {"name": target.name, "to": to, "events": [e.value for e in target.events],
+            "declared_in": target.file}
 
 
 def _limits(limits: Limits) -> dict[str, Any]:
