@@ -197,3 +197,28 @@ def test_show_lists_a_pipelines_targets_without_their_urls(make_repo):
                    "declared_in": "pipelines/etl/pipeline.json"}],
         "source": "pipelines/etl/pipeline.json"}
     assert "s3cr3t" not in result.output
+
+
+def test_a_daemon_start_judges_the_state_dirs_heartbeat_too(origin, receivers, tmp_path):
+    # Down for 10 minutes: the branch's copy (every 5 min) is not stale yet, the state dir's
+    # (every minute) is: the next start says so.
+    hook, _ = receivers
+    origin.push({".fastflow/config.yaml": "notifications:\n"
+                                          f"  - {{url: '{hook.url()}', name: ops, "
+                                          "group_window: 0}\n",
+                 "pipelines/etl/main.py": "print(1)\n"}, "notify")
+    write_heartbeat(origin.bare, utc_now() - timedelta(minutes=11))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps({
+        "heartbeat": (utc_now() - timedelta(minutes=10)).isoformat(), "pid": 1,
+        "heartbeat_interval_s": 60.0}))
+    daemon = make_daemon(origin.bare, state, environ=dict(os.environ))
+    daemon.start()
+    try:
+        daemon.tick(utc_now())
+        wait_for(lambda: hook.received, timeout=20, what="the scheduler_stale message")
+    finally:
+        daemon.stop(grace=5)
+    [(_, body)] = hook.received
+    assert body["title"] == "Fast-Flow: the scheduler is stale"

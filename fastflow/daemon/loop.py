@@ -20,6 +20,7 @@ an idle daemon sleeps until then. The state dir holds everything local (names in
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -65,6 +66,7 @@ from fastflow.defaults import (
     HEARTBEAT_INTERVAL,
     STATE_JOURNAL,
     STATE_SNAPSHOTS,
+    STATE_STATUS,
 )
 from fastflow.deploy.deployment import (
     ActivePipeline,
@@ -268,7 +270,7 @@ class Daemon:
             self.follower.adopt_pushed_range(base)  # the first start run as if it had been up
         restored = self.deployment
         now = self.clock()
-        last_beat = self.store.read_state("daemon")  # the last holder's, before ours replaces it
+        last_beat = self._last_heartbeat()  # the last holder's, before ours replaces it
         self.alerts.load()  # at a takeover: what the previous holder's alerts remembered
         self._sync(now, safe=True)
         self.alerts.daemon_started(last_beat, now,
@@ -756,6 +758,25 @@ class Daemon:
             if order is not None and order.started_at is not None:
                 found.append((order.run_id, order.pipeline, order.started_at))
         return found
+
+    def _last_heartbeat(self) -> dict | None:
+        """The newest heartbeat another daemon process left: the branch's `state/daemon.json`
+        or this state dir's `status.json` (rewritten every minute: a shorter outage shows),
+        not one this process wrote itself (a standby taking over)."""
+        found = [self.store.read_state("daemon")]
+        try:
+            found.append(json.loads((self.state_dir / STATE_STATUS).read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass  # none yet, or being replaced: the branch's copy will do
+        beats = []
+        for data in found:
+            try:
+                at = datetime.fromisoformat(data["heartbeat"])
+            except (TypeError, KeyError, ValueError):
+                continue
+            if data.get("pid") != os.getpid() or data.get("stopped_at"):
+                beats.append((at, data))
+        return max(beats, key=lambda b: b[0])[1] if beats else None
 
     def _pipeline_schedules(self) -> list:
         """The active schedules of pipelines (a flow's slot starts a flow run: not `missed`'s)."""
