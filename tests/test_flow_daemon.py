@@ -201,7 +201,10 @@ def test_a_failing_branch_skips_its_dependents_and_a_rerun_runs_only_those(setup
     workspace = serve.state / "workspaces" / flow_run_id
     assert workspace.is_dir() and data["workspace_kept_until"]  # kept for a rerun
     (workspace / "fixed").write_text("yes")
-    queue_remote_flow(serve.state, "branches", {}, utc_now(), rerun_of=flow_run_id)
+    rerun = subprocess.run([sys.executable, "-m", "fastflow", "flow", "rerun", flow_run_id,
+                            "--state-dir", str(serve.state)], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip() == f"queued a rerun of {flow_run_id} on the daemon of {serve.state}"
     again = flow_record(serve, tmp_path, flow_run_id, status=("succeeded",))
     tasks2 = {t["id"]: t for t in again["tasks"]}
     assert (again["generation"], again["rerun_of"]) == (1, flow_run_id)
@@ -212,6 +215,13 @@ def test_a_failing_branch_skips_its_dependents_and_a_rerun_runs_only_those(setup
     assert tasks2["after_bad"]["status"] == "succeeded"
     assert tasks2["cleanup"]["reused_from"] == flow_run_id  # it succeeded: only failed and
     # skipped tasks run again
+    history = subprocess.run([sys.executable, "-m", "fastflow", "flow", "history", "branches",
+                              "--repo", str(serve.bare), "--json"], capture_output=True, text=True)
+    assert history.returncode == 0, history.stderr
+    (entry,) = json.loads(history.stdout)["runs"]
+    assert (entry["flow_run_id"], entry["status"], entry["generation"]) == \
+        (flow_run_id, "succeeded", 1)
+    assert entry["tasks"]["after_bad"] == "succeeded"
     assert not workspace.exists()
 
 
