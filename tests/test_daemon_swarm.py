@@ -4,6 +4,7 @@ kill end as they do with Docker. The daemon is a real process; the swarm is the 
 (`swarm_engine` always leaves swarm mode)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,10 @@ def test_fastflow_cancel_of_a_swarm_run_records_it_cancelled(serve, tmp_path):
     push(serve.origin, "import time\nprint('ready', flush=True)\ntime.sleep(300)\n")
     serve()
     run_id = run_until(serve, "ready")
+    listed = subprocess.run([sys.executable, "-m", "fastflow", "ps", "--json"],
+                            capture_output=True, text=True, check=True)
+    assert [(r["run_id"], bool(r["node"])) for r in json.loads(listed.stdout)
+            if r["pipeline"] == "job"] == [(run_id, True)]  # the Swarm job, once, with its node
     done = subprocess.run([sys.executable, "-m", "fastflow", "cancel", run_id, "--grace", "2"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

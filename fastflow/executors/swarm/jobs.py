@@ -39,7 +39,7 @@ def running_jobs(client: docker.DockerClient) -> list[RunningRun]:
     api, runs, nodes = client.api, [], {}
     for service in api.services(filters={"label": f"{LABEL_KIND}={KIND_RUN}"}):
         labels = service["Spec"].get("Labels") or {}
-        for task in api.tasks(filters={"service": service["ID"], "desired-state": "running"}):
+        for task in api.tasks(filters={"service": service["ID"]}):  # a job's desired state is "complete"
             status = task.get("Status") or {}
             if status.get("State") != "running":
                 continue
