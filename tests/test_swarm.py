@@ -202,3 +202,14 @@ def test_a_flow_task_is_refused_on_swarm(swarm_executor_factory, tmp_path):
     assert str(err.value) == (
         "pipeline 'pipe': a flow's task needs its flow run's workspace on the same filesystem, "
         "which the swarm executor does not have; run flows with `executor: docker`")
+
+
+def test_soft_limits_are_sampled_from_the_tasks_cgroup(swarm_executor_factory, tmp_path):
+    spec = make_spec(tmp_path, "import time\nx = bytearray(80 << 20)\nx[::4096] = b'x' * len(x[::4096])\n"
+                               "time.sleep(3.5)\n", limits=Limits(mem_soft_limit=32 * 1024**2))
+    result = swarm_executor_factory().execute(spec, Lines(), threading.Event())
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.resources.peak_memory_bytes > 64 * 1024**2
+    assert len(result.resources.samples) >= 3
+    assert [(e["kind"], e["limit"]) for e in result.resources.soft_limit_events] == [
+        ("memory", 32 * 1024**2)]
