@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import shutil
@@ -537,22 +538,57 @@ def host_address() -> str:
             return "127.0.0.1"
 
 
+SWARM_USERS = Path(tempfile.gettempdir()) / "fastflow-swarm-users"  # pids of sessions using it
+
+
+@contextlib.contextmanager
+def _swarm_users():
+    """The list of live test processes using the engine's swarm, under a file lock."""
+    with open(SWARM_USERS.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pids = {int(p) for p in SWARM_USERS.read_text().split()} if SWARM_USERS.exists() else set()
+        except ValueError:
+            pids = set()
+        users = {pid for pid in pids if _alive(pid)}
+        yield users
+        SWARM_USERS.write_text(" ".join(str(pid) for pid in sorted(users)))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def one_node_swarm(advertise_addr: str | None = None):
-    """The CI engine as a one-node Swarm manager inside the block; it ALWAYS leaves swarm mode
-    afterwards (`docker swarm leave --force`). Test code may shell out to docker; other tests
-    keep using the same engine meanwhile, so nothing else about dockerd is changed."""
+    """The CI engine as a one-node Swarm manager inside the block; the last test process using
+    it ALWAYS leaves swarm mode afterwards (`docker swarm leave --force`): test sessions running
+    at the same time on one engine share the swarm (`SWARM_USERS`, dead ones pruned) instead of
+    pulling it from under each other. Test code may shell out to docker; other tests keep using
+    the same engine meanwhile, so nothing else about dockerd is changed."""
     require_docker()
     advertise_addr = advertise_addr or host_address()
-    state = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    if state != "active":
-        subprocess.run(["docker", "swarm", "init", "--advertise-addr", advertise_addr],
-                       capture_output=True, text=True, check=True)
+    with _swarm_users() as users:
+        state = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        if state != "active":
+            subprocess.run(["docker", "swarm", "init", "--advertise-addr", advertise_addr],
+                           capture_output=True, text=True, check=True)
+        users.add(os.getpid())
     try:
         yield
     finally:
-        subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, text=True)
+        with _swarm_users() as users:
+            users.discard(os.getpid())
+            if not users:
+                subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True,
+                               text=True)
 
 
 def services_of(run_id: str) -> list:
