@@ -193,6 +193,17 @@ def test_run_log_escapes_html_and_marks_stderr(sample):
     assert '<span class="ln ln-plain"><span class="tx">a line without prefix</span>' in html
 
 
+def test_run_page_names_the_node_that_ran_it(sample):
+    data, runs_by_pipeline, _ = sample
+    record = runs_by_pipeline["etl_daily"][0]
+    on_node = dataclasses.replace(record, environment=dataclasses.replace(
+        record.environment, node="swarm-node-2"))
+    html = text(render_run_page(data, on_node, SAMPLE_LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
+    assert "swarm-node-2" in html and "Node" in html
+    plain = text(render_run_page(data, record, SAMPLE_LOG), f"runs/etl_daily/2026/11/{record.run_id}.html")
+    assert ">Node<" not in plain  # an executor that does not name the node: no row
+
+
 def test_run_page_links_the_downstream_runs_it_started_and_says_why_one_was_skipped(sample):
     data, runs_by_pipeline, _ = sample
     record = dataclasses.replace(runs_by_pipeline["etl_daily"][0], downstream=(
