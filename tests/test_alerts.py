@@ -20,12 +20,16 @@ from fastflow.daemon.alert_rules import (
     stuck_limit,
 )
 from fastflow.daemon.alerts import record_path
+from fastflow.errors import SecretsError
 from fastflow.model import NotificationTarget, NotifyEvent, RunStatus
 from fastflow.notify.courier import Courier, Parcel
 from fastflow.notify.delivery import DeliveryFailed
 from fastflow.notify.message import Event, compose, tail_lines
 from fastflow.record import ErrorInfo, Resources
 from fastflow.schedule.spec import Schedule, ScheduleKind
+from fastflow.secrets.age import X25519Identity
+from fastflow.secrets.runtime import notification_urls
+from fastflow.secrets.store import grant_secret, init_secrets, set_secret
 from fastflow.site import SiteData
 from fastflow.site.render import render_overview
 
@@ -384,3 +388,38 @@ def test_a_url_the_library_does_not_know_is_not_retried():
     assert (report["outcome"], len(report["attempts"])) == ("failed", 1)
     assert report["attempts"][0]["error"].startswith(
         "the notification library knows no service for this URL")
+
+
+@pytest.fixture
+def secrets_repo(tmp_path):
+    identity = X25519Identity.generate()
+    path = tmp_path / ".fastflow" / "secrets.enc.yaml"
+    init_secrets(path, [identity.recipient], NOW, tmp_path)
+    set_secret(path, "OPS_URL", "json://hooks/ops-Zq9", [identity], NOW)
+    set_secret(path, "ETL_URL", "json://hooks/etl-Zq9", [identity], NOW)
+    grant_secret(path, "ETL_URL", ["etl"], [identity], NOW)
+    return tmp_path, {"SOPS_AGE_KEY": identity.to_string(), "SOPS_AGE_KEY_FILE": "",
+                      "SOPS_AGE_KEY_CMD": ""}
+
+
+def test_a_targets_url_comes_from_the_secrets_file_granted_as_for_runs(secrets_repo):
+    root, environ = secrets_repo
+    config = parse_repo_config("")[0]
+    assert notification_urls(root, config, {"OPS_URL": None, "ETL_URL": "etl"}, environ) == {
+        "OPS_URL": "json://hooks/ops-Zq9", "ETL_URL": "json://hooks/etl-Zq9"}
+    with pytest.raises(SecretsError) as refused:
+        notification_urls(root, config, {"OPS_URL": "etl"}, environ)
+    assert str(refused.value) == (
+        ".fastflow/secrets.enc.yaml: notifications of a pipeline name secrets not granted to "
+        "it: OPS_URL (pipeline etl) (grant with `fastflow secrets grant NAME PIPELINE`)")
+    with pytest.raises(SecretsError) as missing:
+        notification_urls(root, config, {"SLACK_URL": None}, environ)
+    assert str(missing.value) == (
+        ".fastflow/secrets.enc.yaml: notifications name secrets that do not exist: SLACK_URL "
+        "(create them with `fastflow secrets set NAME`)")
+    (root / ".fastflow" / "secrets.enc.yaml").unlink()
+    with pytest.raises(SecretsError) as none:
+        notification_urls(root, config, {"SLACK_URL": None}, environ)
+    assert str(none.value) == (
+        ".fastflow/secrets.enc.yaml: does not exist, but notifications name secrets SLACK_URL; "
+        "create it with `fastflow secrets init` and `fastflow secrets set NAME`")
