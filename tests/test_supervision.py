@@ -19,6 +19,7 @@ from fastflow.daemon.supervision import (
     cooldown,
     due,
     ended,
+    explained,
     next_wake,
     planned_restart_at,
     queued,
@@ -156,6 +157,9 @@ def test_a_started_instance_is_up_and_its_interval_restart_is_planned():
     assert stopping.pending.queued and due(stopping, at) is None and stopping.restarts == (at,)
     old = RunRecord(run_id="20261122T140000Z-worker-aa", pipeline="worker",
                     status=RunStatus.CANCELLED, started_at=T0, finished_at=at, duration_s=3600)
+    assert explained(stopping, old).error == ErrorInfo(
+        "cancelled", f"stopped for its planned restart {stopping.pending.run_id} (restart_interval)")
+    assert explained(state, old) == old  # not yet queued: a person's cancel stays as it is
     done, events = ended(stopping, old, hourly, "t", at)
     assert done.pending is None and done.running is None and events == ()
 

@@ -31,7 +31,7 @@ from fastflow.results.store import ResultsStore
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=timezone.utc)
-CRASH = "import sys\nprint('worker up, then down', flush=True)\nsys.exit(3)\n"
+CRASH = "import sys\nprint('supworker up, then down', flush=True)\nsys.exit(3)\n"
 
 
 def docker_daemon(origin, state: Path, clock, docker_executor_factory) -> Daemon:
@@ -40,40 +40,42 @@ def docker_daemon(origin, state: Path, clock, docker_executor_factory) -> Daemon
                   executor_factory=lambda config: docker_executor_factory())
 
 
-def runs(daemon: Daemon, pipeline: str = "worker") -> list:
+def runs(daemon: Daemon, pipeline: str = "supworker") -> list:
     return sorted(daemon.store.list_runs(pipeline, limit=100), key=lambda r: r.run_id)
 
 
 def settle(daemon: Daemon, count: int) -> list:
-    """Wait until the daemon recorded `count` runs of worker and is idle; returns them."""
+    """Wait until the daemon recorded `count` runs of supworker and is idle; returns them."""
     wait_for(lambda: len(runs(daemon)) >= count and daemon.dispatcher.wait_idle(0.1),
-             timeout=180, what=f"{count} recorded runs of worker")
+             timeout=180, what=f"{count} recorded runs of supworker")
     return runs(daemon)
 
 
 def state_of(daemon: Daemon) -> dict:
-    return daemon.store.read_state("supervision")["pipelines"]["worker"]
+    return daemon.store.read_state("supervision")["pipelines"]["supworker"]
 
 
 @pytest.fixture
-def cleanup_containers():
+def cleanup_containers(tmp_path):
+    """Remove what a test left: only its own containers (their mounts are under tmp_path)."""
     yield
     for container in connect().containers.list(
-            all=True, filters={"label": "org.fastflow.pipeline=worker"}):
-        container.remove(force=True)
+            all=True, filters={"label": "org.fastflow.pipeline=supworker"}):
+        if str(tmp_path) in str(container.attrs.get("Mounts")):
+            container.remove(force=True)
 
 
 def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
         origin, tmp_path, docker_executor_factory, cleanup_containers):
-    origin.push({"pipelines/worker/main.py": CRASH,
-                 "pipelines/worker/pipeline.json": json.dumps({
+    origin.push({"pipelines/supworker/main.py": CRASH,
+                 "pipelines/supworker/pipeline.json": json.dumps({
                      "restart_on_crash": True, "restart_cooldown": 60, "restart_limit": 3,
-                     "restart_limit_window": 3600})}, "worker")
+                     "restart_limit_window": 3600})}, "supworker")
     clock = Clock(T0)
     daemon = docker_daemon(origin, tmp_path / "state", clock, docker_executor_factory)
     daemon.start()
     try:
-        daemon.submit("worker", Trigger(kind="manual"), now=clock.now)
+        daemon.submit("supworker", Trigger(kind="manual"), now=clock.now)
         (first,) = settle(daemon, 1)
         assert first.status is RunStatus.FAILED
         pending = state_of(daemon)["pending"]
@@ -87,7 +89,7 @@ def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
         clock.advance(seconds=1)
         daemon.tick(clock.now)
         second = settle(daemon, 2)[1]
-        assert second.run_id == restart_run_id("worker", first.run_id, "crash", clock.now)
+        assert second.run_id == restart_run_id("supworker", first.run_id, "crash", clock.now)
         assert (second.trigger.kind, second.trigger.reason, second.trigger.parent_run_id) == \
             ("restart", "crash", first.run_id)
         assert second.status is RunStatus.FAILED
@@ -111,22 +113,22 @@ def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
         time.sleep(1)
         assert len(runs(daemon)) == 3
         summary = daemon.store.read_summary()
-        assert summary["supervision"]["worker"]["given_up"] is True
+        assert summary["supervision"]["supworker"]["given_up"] is True
         status = subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare),
              "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, check=True)
-        assert "supervised worker: GIVEN UP" in status.stdout
+        assert "supervised supworker: GIVEN UP" in status.stdout
         assert f"after {third.run_id}; restarts stopped until a push changes it or " \
-               "`fastflow supervise reset worker`" in status.stdout
+               "`fastflow supervise reset supworker`" in status.stdout
         as_json = json.loads(subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
             capture_output=True, text=True, check=True).stdout)
-        assert as_json["supervision"]["worker"]["given_up"] is True
+        assert as_json["supervision"]["supworker"]["given_up"] is True
         page = git.read_blob(daemon.repository, daemon.store.head(), "site/index.html").decode()
         assert "given up" in page and third.run_id in page
 
         # a push that changes the pipeline clears it and starts it again at once
-        origin.push({"pipelines/worker/main.py": CRASH + "# fixed?\n"}, "try a fix")
+        origin.push({"pipelines/supworker/main.py": CRASH + "# fixed?\n"}, "try a fix")
         daemon.sync(clock.now)
         daemon.tick(clock.now)
         fourth = settle(daemon, 4)[3]
@@ -144,10 +146,10 @@ def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
         assert state_of(daemon)["given_up"]
         sixth = runs(daemon)[5]
         reset = subprocess.run(
-            [sys.executable, "-m", "fastflow", "supervise", "reset", "worker", "--state-dir",
+            [sys.executable, "-m", "fastflow", "supervise", "reset", "supworker", "--state-dir",
              str(tmp_path / "state")], capture_output=True, text=True)
         assert reset.returncode == 0, reset.stderr
-        assert "to reset the supervision of worker" in reset.stdout
+        assert "to reset the supervision of supworker" in reset.stdout
         daemon.tick(clock.now)
         seventh = settle(daemon, 7)[6]
         assert (seventh.trigger.reason, seventh.trigger.parent_run_id) == ("reset", sixth.run_id)
@@ -193,19 +195,19 @@ class Serve:
 
 def branch_runs(bare: Path, state: Path) -> list:
     store = ResultsStore(bare, state / "journal-reader", utc_now)
-    return sorted(store.list_runs("worker", limit=100), key=lambda r: r.run_id)
+    return sorted(store.list_runs("supworker", limit=100), key=lambda r: r.run_id)
 
 
 def test_a_kill_9_in_the_cooldown_neither_loses_nor_doubles_the_restart(
         origin, tmp_path, runner_image, shared_cache, cleanup_containers):
-    origin.push({"pipelines/worker/main.py": CRASH,
-                 "pipelines/worker/pipeline.json": json.dumps({
+    origin.push({"pipelines/supworker/main.py": CRASH,
+                 "pipelines/supworker/pipeline.json": json.dumps({
                      "restart_on_crash": True, "restart_cooldown": 8, "restart_limit": 2})},
-                "worker")
+                "supworker")
     serve = Serve(origin.bare, tmp_path / "state", shared_cache, tmp_path)
     try:
         serve.start()
-        queue_remote_run(tmp_path / "state", "worker", {}, None, utc_now())
+        queue_remote_run(tmp_path / "state", "supworker", {}, None, utc_now())
         (crashed,) = wait_for(lambda: branch_runs(origin.bare, tmp_path), timeout=120,
                               what="the first crash on the results branch")
         serve.kill()  # within the 8 s cooldown: the restart is pending, nothing queued yet
@@ -215,13 +217,13 @@ def test_a_kill_9_in_the_cooldown_neither_loses_nor_doubles_the_restart(
         restarted = wait_for(lambda: branch_runs(origin.bare, tmp_path)[1:], timeout=120,
                              what="the restart's record")[0]
         planned = crashed.finished_at + timedelta(seconds=8)
-        assert restarted.run_id == restart_run_id("worker", crashed.run_id, "crash", planned)
+        assert restarted.run_id == restart_run_id("supworker", crashed.run_id, "crash", planned)
         assert planned <= restarted.started_at <= planned + timedelta(seconds=20)
         assert (restarted.trigger.kind, restarted.trigger.reason) == ("restart", "crash")
         # the second crash reaches restart_limit 2: given up; kill -9 and start once more
         wait_for(lambda: (json.loads(subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
-            capture_output=True, text=True, check=True).stdout)["supervision"].get("worker")
+            capture_output=True, text=True, check=True).stdout)["supervision"].get("supworker")
             or {}).get("given_up"), timeout=60, what="given up on the branch")
         serve.kill()
         serve.start()
@@ -235,28 +237,28 @@ def test_a_kill_9_in_the_cooldown_neither_loses_nor_doubles_the_restart(
 
 def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
         origin, tmp_path, runner_image, shared_cache, cleanup_containers):
-    origin.push({"pipelines/worker/main.py": "import time\nprint('up', flush=True)\n"
+    origin.push({"pipelines/supworker/main.py": "import time\nprint('up', flush=True)\n"
                                             "while True:\n    time.sleep(0.2)\n",
-                 "pipelines/worker/pipeline.json": json.dumps({
-                     "restart_on_crash": True, "restart_cooldown": 1})}, "long-running worker")
+                 "pipelines/supworker/pipeline.json": json.dumps({
+                     "restart_on_crash": True, "restart_cooldown": 1})}, "long-running supworker")
     serve = Serve(origin.bare, tmp_path / "state", shared_cache, tmp_path)
     try:
         serve.start()
-        run_id = queue_remote_run(tmp_path / "state", "worker", {}, None, utc_now())
-        wait_for(lambda: running_workers() == 1, timeout=120, what="the worker's container")
+        run_id = queue_remote_run(tmp_path / "state", "supworker", {}, None, utc_now())
+        wait_for(lambda: running_supworkers() == 1, timeout=120, what="the supworker's container")
         (container,) = connect().containers.list(filters={"label": f"org.fastflow.run_id={run_id}"})
         serve.kill()
         serve.start()
         wait_for(lambda: f"{run_id}: re-attaching to its container" in serve.output(),
                  timeout=60, what="the re-attach")
         time.sleep(5)  # longer than the cooldown: a restart would have been queued by now
-        assert branch_runs(origin.bare, tmp_path) == [] and running_workers() == 1
+        assert branch_runs(origin.bare, tmp_path) == [] and running_supworkers() == 1
         assert [c.id for c in connect().containers.list(
-            filters={"label": "org.fastflow.pipeline=worker"})] == [container.id]
+            filters={"label": "org.fastflow.pipeline=supworker"})] == [container.id]
         assert [p.name for p in (tmp_path / "state" / "active").glob("*.json")] == [f"{run_id}.json"]
         shown = json.loads(subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
-            capture_output=True, text=True, check=True).stdout)["supervision"]["worker"]
+            capture_output=True, text=True, check=True).stdout)["supervision"]["supworker"]
         assert shown["running"] == run_id and shown["up_since"] is not None
         assert (shown["next_restart"], shown["given_up"], shown["restarts_last_day"]) == \
             (None, False, 0)
@@ -271,24 +273,24 @@ def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
         serve.stop_all()
 
 
-def running_workers() -> int:
-    return len(connect().containers.list(filters={"label": "org.fastflow.pipeline=worker",
+def running_supworkers() -> int:
+    return len(connect().containers.list(filters={"label": "org.fastflow.pipeline=supworker",
                                                   "status": "running"}))
 
 
 def test_a_restart_interval_restart_stops_the_instance_first_and_keeps_one(
         origin, tmp_path, docker_executor_factory, cleanup_containers):
-    origin.push({"pipelines/worker/main.py": "import time\nprint('up', flush=True)\n"
+    origin.push({"pipelines/supworker/main.py": "import time\nprint('up', flush=True)\n"
                                             "while True:\n    time.sleep(0.2)\n",
-                 "pipelines/worker/pipeline.json": json.dumps({"restart_interval": 6})},
-                "long-running worker")
+                 "pipelines/supworker/pipeline.json": json.dumps({"restart_interval": 6})},
+                "long-running supworker")
     daemon = docker_daemon(origin, tmp_path / "state", utc_now, docker_executor_factory)
     daemon.start()
     most, stop = [0], threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            most[0] = max(most[0], running_workers())
+            most[0] = max(most[0], running_supworkers())
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -296,19 +298,27 @@ def test_a_restart_interval_restart_stops_the_instance_first_and_keeps_one(
     watcher.start()
     server.start()
     try:
-        first_id = daemon.submit("worker", Trigger(kind="manual"), now=utc_now())
-        (first,) = wait_for(lambda: runs(daemon), timeout=120, what="the planned restart's stop")
+        first_id = daemon.submit("supworker", Trigger(kind="manual"), now=utc_now())
+        first = wait_for(lambda: runs(daemon), timeout=120, what="the planned restart's stop")[0]
         assert (first.run_id, first.status) == (first_id, RunStatus.CANCELLED)
-        second_id = restart_run_id("worker", first.run_id, "interval",
+        second_at = first.started_at + timedelta(seconds=6)
+        assert first.error.message == (
+            f"stopped for its planned restart {restart_run_id('supworker', first.run_id, 'interval', second_at)}"
+            " (restart_interval)")
+        second_id = restart_run_id("supworker", first.run_id, "interval",
                                    first.started_at + timedelta(seconds=6))
-        wait_for(lambda: second_id in {j.run_id for j in daemon.dispatcher.running()}
-                 and state_of(daemon).get("running") == second_id, timeout=60,
-                 what="the new instance running")
-        order = daemon.launcher.journal.get(second_id)
-        assert order.started_at >= first.finished_at  # the new one started after the old ended
-        assert (order.trigger.kind, order.trigger.reason, order.trigger.parent_run_id) == \
+
+        def second_started():  # running (journalled), or already replaced in turn (recorded)
+            order = daemon.launcher.journal.get(second_id)
+            if order is not None:
+                return order if order.started_at else None
+            return next((r for r in runs(daemon) if r.run_id == second_id), None)
+
+        second = wait_for(second_started, timeout=60, what="the new instance started")
+        assert second.started_at >= first.finished_at  # the new one started after the old ended
+        assert (second.trigger.kind, second.trigger.reason, second.trigger.parent_run_id) == \
             ("restart", "interval", first.run_id)
-        # at its planned time (a run's start plans it on a worker thread: the loop is woken),
+        # at its planned time (a run's start plans it on a supworker thread: the loop is woken),
         # then SIGTERM ends it at once (not a minute later, at the next heartbeat)
         assert timedelta(seconds=6) <= first.finished_at - first.started_at <= timedelta(seconds=25)
         assert most[0] == 1

@@ -705,7 +705,7 @@ class Daemon:
         so a kill -9 between them never loses it (`Supervisor.run_ended` is idempotent)."""
         record = self._decide_downstream(record)
         try:
-            self.supervisor.run_ended(record, self.clock())
+            record = self.supervisor.run_ended(record, self.clock())
         except Exception as exc:  # noqa: BLE001 - the record is stored all the same
             logger.error("run %s: supervision could not decide: %s: %s", record.run_id,
                          type(exc).__name__, exc)

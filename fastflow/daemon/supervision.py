@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from fastflow.model import DaemonPolicy, RunStatus
-from fastflow.record import RunRecord, Trigger, restart_run_id
+from fastflow.record import ErrorInfo, RunRecord, Trigger, restart_run_id
 from fastflow.results.layout import SUPERVISION_STATE
 from fastflow.schedule.cron import cron_instants, parse_cron
 
@@ -226,6 +226,18 @@ def ended(state: Supervised, record: RunRecord, policy: DaemonPolicy, tree: str 
         Event("restart_planned", name, at, planned.run_id, message),)
 
 
+def explained(state: Supervised, record: RunRecord) -> RunRecord:
+    """`record` with its error saying why, when it is the instance a planned restart stopped
+    (else as it is): `stopped for its planned restart <run id> (restart_interval)`, so the
+    history tells it from a person's cancel."""
+    pending = state.pending
+    if pending is None or pending.reason != INTERVAL or not pending.queued \
+            or pending.after != record.run_id or record.status is not RunStatus.CANCELLED:
+        return record
+    return replace(record, error=ErrorInfo(
+        "cancelled", f"stopped for its planned restart {pending.run_id} (restart_interval)"))
+
+
 def reset(state: Supervised, pipeline: str, now: datetime, why: str
           ) -> tuple[Supervised, tuple[Event, ...]]:
     """Clear the crash count and the given-up state (`why`: `supervise reset`, a push); a
@@ -356,18 +368,21 @@ class Supervisor:
             self._set(pipeline, started(self.states.get(pipeline, Supervised()), pipeline,
                                         run_id, at, found[0], run_config))
 
-    def run_ended(self, record: RunRecord, now: datetime) -> None:
+    def run_ended(self, record: RunRecord, now: datetime) -> RunRecord:
         """`record` is final (called before it is stored, so the decision is journalled
-        first: a kill -9 between the two re-derives the record, never the decision)."""
+        first: a kill -9 between the two re-derives the record, never the decision).
+        Returns the record to store (`explained`)."""
         found = self.hooks.policy(record.pipeline)
         with self._lock:
             state = self.states.get(record.pipeline)
             if found is None or (not found[0].supervised and state is None):
-                return
+                return record
+            record = explained(state or Supervised(), record)
             new, events = ended(state or Supervised(), record, found[0], found[1], now)
             self._stopping.discard(record.run_id)
             self._set(record.pipeline, new)
         self._emit(events)
+        return record
 
     def reset(self, pipeline: str, now: datetime, why: str) -> bool:
         """Clear `pipeline`'s crash count and given-up state; False when it has none."""
