@@ -370,3 +370,16 @@ def test_a_push_that_changes_a_given_up_pipeline_resets_it_and_restarts_it_at_on
     assert [q[1] for q in fake.queued] == ["reset"]
     assert not supervisor.states["worker"].given_up
     assert [e.kind for e in fake.events] == ["given_up", "reset"]
+
+
+def test_a_run_that_ends_after_its_pipeline_was_disabled_is_down_and_forgotten():
+    fake = FakeDaemon(DaemonPolicy(restart_interval=3600.0))
+    supervisor = Supervisor(fake.hooks())
+    supervisor.run_started("worker", "20261122T140000Z-worker-aa", T0)
+    fake.policy = None  # a push disabled it while it ran
+    supervisor.tick(T0 + timedelta(minutes=1))
+    assert supervisor.states["worker"].running == "20261122T140000Z-worker-aa"  # kept: it is up
+    supervisor.run_ended(RunRecord(run_id="20261122T140000Z-worker-aa", pipeline="worker",
+                                   status=RunStatus.SUCCEEDED, finished_at=T0), T0)
+    supervisor.tick(T0 + timedelta(minutes=2))
+    assert supervisor.states == {}

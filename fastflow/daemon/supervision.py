@@ -276,10 +276,6 @@ def drop_pending(state: Supervised) -> Supervised:
     return replace(state, pending=None)
 
 
-def restarts_within_day(state: Supervised, now: datetime) -> int:
-    return sum(1 for t in state.restarts if t > now - RESTARTS_KEPT)
-
-
 def next_wake(states: Iterable[Supervised]) -> datetime | None:
     """The earliest time a pending restart is due (None: none pending)."""
     times = [s.pending.at for s in states if s.pending is not None and not s.pending.queued]
@@ -376,6 +372,8 @@ class Supervisor:
         with self._lock:
             state = self.states.get(record.pipeline)
             if found is None or (not found[0].supervised and state is None):
+                if state is not None and state.running == record.run_id:  # e.g. disabled
+                    self._set(record.pipeline, replace(state, running=None, up_since=None))
                 return record
             record = explained(state or Supervised(), record)
             new, events = ended(state or Supervised(), record, found[0], found[1], now)
