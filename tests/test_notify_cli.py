@@ -222,3 +222,28 @@ def test_a_daemon_start_judges_the_state_dirs_heartbeat_too(origin, receivers, t
         daemon.stop(grace=5)
     [(_, body)] = hook.received
     assert body["title"] == "Fast-Flow: the scheduler is stale"
+
+
+def test_status_counts_the_last_deliveries_and_names_the_newest_failed(make_repo):
+    repo = make_repo({"pipelines/etl/main.py": "print(1)\n"})
+    git("init", "-q", "-b", "main", cwd=repo)
+    write_heartbeat(repo, utc_now())
+    attempt = {"n": 1, "at": NOW.isoformat(), "outcome": "failed",
+               "error": "A Connection error occurred\nsending JSON notification to ***."}
+    store = ResultsStore(repo, repo / ".git" / "ff-journal", utc_now)
+    store.write_state("notifications", {"recent": [
+        {"id": "b", "target": "mail", "outcome": "delivered", "queued_at": NOW.isoformat()},
+        {"id": "a", "target": "ops", "outcome": "failed", "queued_at": NOW.isoformat(),
+         "attempts": [attempt]},
+        {"id": "c", "target": "ops", "outcome": "delivered", "queued_at": NOW.isoformat()}]},
+        commit=True)
+    result = invoke("status", "--repo", str(repo))
+    assert result.exit_code == 0, result.output
+    assert ("notifications: the last 3: 2 delivered, 1 failed (the newest failed: ops, queued "
+            "2026-11-23T09:00:00+00:00: A Connection error occurred sending JSON notification "
+            "to ***.)") in result.output.splitlines()
+    report = json.loads(invoke("status", "--repo", str(repo), "--json").output)
+    assert report["notifications"] == {
+        "recent": 3, "outcomes": {"delivered": 2, "failed": 1},
+        "last_failed": {"id": "a", "target": "ops", "queued_at": NOW.isoformat(),
+                        "error": attempt["error"]}}

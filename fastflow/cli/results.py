@@ -109,11 +109,25 @@ def print_status(report: dict) -> None:
         click.echo(visible_controls(f"configuration error: {message}", lines=False))
     for name, view in (report.get("supervision") or {}).items():
         click.echo(_supervision_line(name, view))
+    if report.get("notifications"):
+        click.echo(_notifications_line(report["notifications"]))
     click.echo(_daemon_line(report["daemon"]))
     if report["sync"]:
         click.echo(f"last sync: {report['sync']['commit']} at {_seconds(report['sync']['at'])}")
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
+
+
+def _notifications_line(view: dict) -> str:
+    """`notifications: the last 12: 11 delivered, 1 failed (the newest failed: ops at ...)`."""
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(view["outcomes"].items()))
+    line = f"notifications: the last {view['recent']}: {counts}"
+    failed = view.get("last_failed")
+    if failed:
+        line += (f" (the newest failed: {failed['target']}, queued {_seconds(failed['queued_at'])}"
+                 + (f": {' '.join(str(failed['error']).split())}" if failed.get("error") else "")
+                 + ")")
+    return visible_controls(line, lines=False)
 
 
 def _supervision_line(name: str, view: dict) -> str:

@@ -352,8 +352,26 @@ def status_report(results: Results, now: datetime, state_dir: Path | None = None
         "daemon": daemon,
         "sync": {"commit": sync.get("commit"), "at": sync.get("at")} if sync else None,
         "supervision": supervision,
+        "notifications": notifications_status(results),
         "notes": notes,
     }
+
+
+def notifications_status(results: Results) -> dict | None:
+    """The last deliveries of notifications (`recent` of state/notifications.json) counted by
+    outcome, with the newest that failed; None when none was ever sent."""
+    recent = (results.store.read_state("notifications") or {}).get("recent") or []
+    if not recent:
+        return None
+    outcomes: dict[str, int] = {}
+    for entry in recent:
+        outcomes[str(entry.get("outcome"))] = outcomes.get(str(entry.get("outcome")), 0) + 1
+    failed = next((e for e in recent if e.get("outcome") in ("failed", "dropped")), None)
+    errors = [a.get("error") for a in (failed or {}).get("attempts") or [] if a.get("error")]
+    return {"recent": len(recent), "outcomes": outcomes,
+            "last_failed": None if failed is None else {
+                "id": failed.get("id"), "target": failed.get("target"),
+                "queued_at": failed.get("queued_at"), "error": errors[-1] if errors else None}}
 
 
 def flow_runs_view(results: Results) -> list[dict]:
