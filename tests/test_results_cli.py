@@ -218,9 +218,10 @@ def test_status_json_shape(recorded, store, tmp_path, t):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert sorted(data) == ["branch", "configuration_from", "daemon", "deployment", "errors",
-                            "head", "invalid", "notes", "now", "pipelines", "repository",
-                            "supervision", "sync"]
+                            "head", "invalid", "notes", "notifications", "now", "pipelines",
+                            "repository", "supervision", "sync"]
     assert data["supervision"] == {}  # no supervised pipeline
+    assert data["notifications"] is None  # none ever sent
     report = next(p for p in data["pipelines"] if p["name"] == "report")
     assert sorted(report) == ["last_duration_s", "last_finished", "last_run_id", "last_status",
                               "last_trigger", "name", "next_run", "runs_recorded", "success_rate", "valid"]
