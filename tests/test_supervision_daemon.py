@@ -138,25 +138,32 @@ def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
         assert not after_push["given_up"] and after_push["consecutive"] == 1
         assert after_push["pending"]["at"] == (clock.now + timedelta(seconds=60)).isoformat()
 
-        # two more crashes give up again; `fastflow supervise reset` (the real CLI) resets
+        # two more crashes give up again; with no daemon running, `fastflow supervise reset`
+        # (the real CLI) leaves its request for the next start, which resets and restarts
         for n in (5, 6):
             clock.advance(seconds=600)
             daemon.tick(clock.now)
             settle(daemon, n)
         assert state_of(daemon)["given_up"]
         sixth = runs(daemon)[5]
+        daemon.stop(grace=30)
         reset = subprocess.run(
             [sys.executable, "-m", "fastflow", "supervise", "reset", "supworker", "--state-dir",
              str(tmp_path / "state")], capture_output=True, text=True)
         assert reset.returncode == 0, reset.stderr
         assert "to reset the supervision of supworker" in reset.stdout
+        daemon = docker_daemon(origin, tmp_path / "state", clock, docker_executor_factory)
+        daemon.start()
+        assert state_of(daemon)["given_up"]  # from the results branch: still given up
+        clock.advance(hours=1)
         daemon.tick(clock.now)
         seventh = settle(daemon, 7)[6]
         assert (seventh.trigger.reason, seventh.trigger.parent_run_id) == ("reset", sixth.run_id)
         assert not state_of(daemon)["given_up"]
         assert list(Inbox(tmp_path / "state").read()) == []  # the request was acknowledged
     finally:
-        daemon.stop(grace=30)
+        if daemon.lock._fd is not None:
+            daemon.stop(grace=30)
 
 
 class Serve:
