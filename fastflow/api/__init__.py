@@ -18,25 +18,23 @@ process's environment) is where the executor's settings (Docker host, uv) come f
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping
 
-from fastflow.daemon.flowhere import run_flow_here
+from fastflow.daemon.flowhere import run_workspace_flow
 from fastflow.daemon.statedir import (
     default_state_dir,
     queue_remote_flow,
     queue_remote_run,
 )
-from fastflow.deploy.flows import discover_flows, find_flow
+from fastflow.deploy.flows import discover_flows
 from fastflow.deploy.workspace import open_workspace
 from fastflow.executors import choose_executor
 from fastflow.executors.base import OutputLine
 from fastflow.flow.record import FlowRunRecord
-from fastflow.flow.run import Workspaces, resolve_params
 from fastflow.record import RunRecord, Trigger
 from fastflow.results.read import flow_history, open_results, run_history, status_report
 from fastflow.run.runner import RunRequest, run_pipeline
@@ -108,18 +106,10 @@ def run(name: str, *, repo: str | Path = ".", params: Mapping[str, object] | Non
     workspace = open_workspace(Path(repo))
     executor = choose_executor(workspace.config, local=local, environ=environ, clock=_now)
     if _is_flow(workspace, name):
-        flow = find_flow(discover_flows(workspace.root, workspace.config, workspace.discovery),
-                         name)
-        pipelines = {t.pipeline: workspace.pipeline(t.pipeline) for t in flow.tasks if t.pipeline}
-        outcome = run_flow_here(
-            flow, pipelines=pipelines, config=workspace.config, executor=executor,
-            params=resolve_params(flow, params or {}),
-            workspaces=Workspaces(Path(tempfile.gettempdir()) / "fastflow-workspaces"),
+        outcome = run_workspace_flow(
+            workspace, name, params=params or {}, executor=executor, environ=environ,
             clock=_now, sink_for=lambda task: (lambda line: on_line(task, line)) if on_line
-            else (lambda line: None), events=lambda task, kind, text: None, cancel=cancel,
-            secrets_for=lambda p: secrets_loader(workspace.root, workspace.config, p, environ,
-                                                 None),
-            workspace_keep_s=workspace.config.flow_workspace_keep)
+            else (lambda line: None), events=lambda task, kind, text: None, cancel=cancel)
         return RunResult("flow", outcome.record.status, outcome.record,
                          runs={t: o.record for t, o in outcome.runs.items()})
     pipeline = workspace.pipeline(name)

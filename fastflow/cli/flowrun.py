@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
 import threading
 from pathlib import Path
 
@@ -18,19 +17,15 @@ from rich.table import Table
 from fastflow.cli.common import echo_json, host_environment, repo_option
 from fastflow.cli.render import console, print_table, status_cell
 from fastflow.cli.run import utc_now
-from fastflow.daemon.flowhere import FlowOutcome, run_flow_here
+from fastflow.daemon.flowhere import FlowOutcome, run_workspace_flow
 from fastflow.daemon.statedir import default_state_dir, queue_remote_flow
-from fastflow.deploy.flows import discover_flows, find_flow
 from fastflow.deploy.workspace import open_workspace
-from fastflow.errors import ConfigError, FastflowError
 from fastflow.executors import choose_executor
 from fastflow.executors.base import STDERR, STDOUT, OutputLine
-from fastflow.flow.run import Workspaces, resolve_params
 from fastflow.humanize import format_elapsed, visible_controls
 from fastflow.model import RunStatus
 from fastflow.record import run_id_month
 from fastflow.results.read import flow_history, open_results
-from fastflow.secrets.runtime import secrets_loader
 
 FLOW_FAILED_EXIT = 10  # any task failed (as `fastflow run` for a failed run)
 
@@ -113,23 +108,15 @@ def run_flow_now(repo: Path, name: str, params: dict, local: bool,
                  record_json: Path | None = None) -> None:
     """Run flow `name` of the working tree here (see the module doc) and exit with its status."""
     workspace = open_workspace(repo)
-    flows = discover_flows(workspace.root, workspace.config, workspace.discovery)
-    flow = find_flow(flows, name)
-    resolved = resolve_params(flow, params)
     environ = host_environment()
     executor = choose_executor(workspace.config, local=local, environ=environ, clock=utc_now)
-    pipelines = {t.pipeline: workspace.pipeline(t.pipeline) for t in flow.tasks if t.pipeline}
     printer = TaskPrinter()
     cancel = threading.Event()
     previous = _install_cancel_handlers(cancel)
-    root = Path(tempfile.gettempdir()) / "fastflow-workspaces"
     try:
-        outcome = run_flow_here(
-            flow, pipelines=pipelines, config=workspace.config, executor=executor,
-            params=resolved, workspaces=Workspaces(root), clock=utc_now,
-            sink_for=printer.sink, events=printer.event, cancel=cancel,
-            secrets_for=lambda p: _secrets(workspace, p, environ),
-            workspace_keep_s=workspace.config.flow_workspace_keep)
+        outcome = run_workspace_flow(workspace, name, params=params, executor=executor,
+                                     environ=environ, clock=utc_now, sink_for=printer.sink,
+                                     events=printer.event, cancel=cancel)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -138,13 +125,6 @@ def run_flow_now(repo: Path, name: str, params: dict, local: bool,
                                encoding="utf-8")
     print_flow_summary(outcome)
     raise SystemExit(0 if outcome.record.status == "succeeded" else FLOW_FAILED_EXIT)
-
-
-def _secrets(workspace, pipeline, environ):
-    try:
-        return secrets_loader(workspace.root, workspace.config, pipeline, environ, None)
-    except (ConfigError, FastflowError):
-        return None
 
 
 def _install_cancel_handlers(cancel: threading.Event) -> dict:

@@ -9,16 +9,27 @@ record and log of every task run.
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Mapping
 
+from fastflow.deploy.flows import discover_flows, find_flow
+from fastflow.deploy.workspace import Workspace
 from fastflow.executors.base import Clock, Executor, OutputSink
 from fastflow.flow.record import FlowRunRecord, TaskState
-from fastflow.flow.run import FlowEngine, Workspaces, new_flow_record, task_as_pipeline
+from fastflow.flow.run import (
+    FlowEngine,
+    Workspaces,
+    new_flow_record,
+    resolve_params,
+    task_as_pipeline,
+)
 from fastflow.model import Flow, Pipeline, RepoConfig
 from fastflow.record import CommitRef, ErrorInfo, RunRecord, Trigger, new_run_id
 from fastflow.run.runner import RunOutcome, RunRequest, run_pipeline
+from fastflow.secrets.runtime import secrets_loader
 
 # (task id, what happened): "started", "ended", "skipped"; the text says it for people.
 TaskEvents = Callable[[str, str, str], None]
@@ -35,6 +46,31 @@ class FlowOutcome:
 def task_trigger(record: FlowRunRecord, task_id: str) -> Trigger:
     """The trigger of a task's run: kind `flow`, naming the flow run and the task."""
     return Trigger(kind="flow", flow_run_id=record.flow_run_id, task=task_id)
+
+
+def local_workspaces() -> Workspaces:
+    """Where `fastflow flow run` (and the API) keep flow runs' workspaces on this machine: a
+    folder of the system's temporary directory (the daemon keeps them in its state dir)."""
+    return Workspaces(Path(tempfile.gettempdir()) / "fastflow-workspaces")
+
+
+def run_workspace_flow(
+    workspace: Workspace, name: str, *, params: Mapping[str, object], executor: Executor,
+    environ: Mapping[str, str], clock: Clock, sink_for: Callable[[str], OutputSink],
+    events: TaskEvents, cancel: threading.Event | None = None,
+) -> FlowOutcome:
+    """Run flow `name` of the working tree `workspace` here (`fastflow flow run NAME`, the
+    API's `run`): the flow and the pipelines its tasks name as the tree has them, its params
+    resolved (`ConfigError` before anything runs for a missing one), secrets decrypted at each
+    task's start, the workspace kept after a failure for `flow_workspace_keep`."""
+    flow = find_flow(discover_flows(workspace.root, workspace.config, workspace.discovery), name)
+    resolved = resolve_params(flow, params)
+    pipelines = {t.pipeline: workspace.pipeline(t.pipeline) for t in flow.tasks if t.pipeline}
+    return run_flow_here(
+        flow, pipelines=pipelines, config=workspace.config, executor=executor, params=resolved,
+        workspaces=local_workspaces(), clock=clock, sink_for=sink_for, events=events,
+        cancel=cancel, workspace_keep_s=workspace.config.flow_workspace_keep,
+        secrets_for=lambda p: secrets_loader(workspace.root, workspace.config, p, environ, None))
 
 
 def run_flow_here(
