@@ -16,11 +16,11 @@ from pygit2.enums import FileMode, ObjectType
 from fastflow.errors import RepositoryError
 
 # libgit2 keeps the objects it parses in a per-process cache of up to 256 MiB by default; a
-# daemon that commits every run's record (new trees each time) grew ~8 KiB per run that way
-# (bench/daemon_memory.py). 4 MiB still holds the trees that reads come back to (the newest
-# month folders: reading a pipeline's last 51 records is 3x faster with it than without).
-GIT_OBJECT_CACHE_BYTES = 4 << 20
-pygit2.settings.cache_max_size(GIT_OBJECT_CACHE_BYTES)
+# daemon that commits every run's record (new trees each time) grew ~35 KiB per run with it,
+# ~30 KiB still with the cache capped at 4 MiB (its accounting counts raw object bytes, not
+# what parsed trees take) and ~2 KiB with it off (bench/daemon_memory.py). Off, objects are
+# re-read from the object database: reading a pipeline's newest 51 records costs a few ms more.
+pygit2.settings.enable_caching(False)
 
 
 @dataclass(frozen=True)
