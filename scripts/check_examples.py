@@ -10,7 +10,13 @@
    /api/webhooks/NAME/KEY` to `fastflow serve --webhooks`, a JSON body `{"env": {...}}`), and
    waits until the daemon has committed each record to the results branch (downstream runs of
    `chain_start` included).
-4. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
+   A supervised example (`restart_on_crash`) that crashed is followed to the restart
+   supervision starts; its outcome is the restart's.
+4. Notifications: the demo server's `.fastflow/config.yaml` gets a target (`json://` to a small
+   HTTP receiver this script runs on loopback, events `every_failure` and `recovery`), so each
+   failing example is notified; the script checks the receiver heard of `failing` and that the
+   deliveries are recorded on the results branch (`notifications/`).
+5. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
    published on the results branch to `artifacts/site/`, and stops the daemon.
 
 Usage: python3 scripts/check_examples.py [NAME ...]    (default: every example)
@@ -27,8 +33,10 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +60,34 @@ def fastflow(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fastflow", *args], cwd=ROOT, text=True, **kw)
 
 
-def make_origin() -> None:
-    """A bare repository holding the gallery, pushed from a scratch clone."""
+class Receiver(ThreadingHTTPServer):
+    """A notification receiver on loopback: keeps the body of every POST (apprise's json://)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.bodies.append(json.loads(raw or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server_address[1]}/gallery"
+
+
+def make_origin(receiver: Receiver) -> None:
+    """A bare repository holding the gallery, pushed from a scratch clone; its config.yaml
+    notifies `receiver` of every failure and recovery."""
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir(parents=True)
     git("init", "-q", "--bare", "-b", "main", str(BARE))
@@ -62,6 +96,11 @@ def make_origin() -> None:
     git("checkout", "-q", "-b", "main", cwd=work)
     shutil.copytree(ROOT / "pipelines", work / "pipelines")
     shutil.copytree(ROOT / ".fastflow", work / ".fastflow")
+    with open(work / ".fastflow" / "config.yaml", "a") as config:
+        config.write("# Added by scripts/check_examples.py: its receiver on loopback.\n"
+                     "notifications:\n"
+                     f"  - {{name: gallery-receiver, url: \"{receiver.url}\", "
+                     "events: [every_failure, recovery]}\n")
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "The example gallery", cwd=work)
     git("push", "-q", "origin", "main", cwd=work)
@@ -94,6 +133,66 @@ def recorded(run_ids: dict[str, str]) -> dict[str, dict]:
 
 def downstream_of(record: dict) -> list[str]:
     return [d["pipeline"] for d in record.get("downstream") or []]
+
+
+def restarts_on_crash(name: str) -> bool:
+    meta = ROOT / "pipelines" / name / "pipeline.json"
+    return meta.exists() and bool(json.loads(meta.read_text()).get("restart_on_crash"))
+
+
+def restart_of(record: dict) -> dict | None:
+    """The recorded run supervision started after the crashed run `record`, if any yet."""
+    pipeline, month = record["pipeline"], f"{record['run_id'][:4]}/{record['run_id'][4:6]}"
+    try:
+        names = git("--git-dir", str(BARE), "ls-tree", "--name-only",
+                    f"{RESULTS}:runs/{pipeline}/{month}").split()
+    except subprocess.CalledProcessError:
+        return None
+    for name in names:
+        if "-restart-" not in name:
+            continue
+        child = json.loads(results_file(f"runs/{pipeline}/{month}/{name}") or "{}")
+        trigger = child.get("trigger") or {}
+        if trigger.get("kind") == "restart" and trigger.get("parent_run_id") == record["run_id"]:
+            return child
+    return None
+
+
+def follow_restarts(records: dict[str, dict], daemon: subprocess.Popen) -> None:
+    """Replace the crashed record of each supervised example with its restart's, waiting for it."""
+    deadline = time.monotonic() + 300
+    for name, record in records.items():
+        if not restarts_on_crash(name) or record["status"] == "succeeded":
+            continue
+        while (restart := restart_of(record)) is None:
+            if time.monotonic() > deadline or daemon.poll() is not None:
+                raise SystemExit(f"{name} crashed ({record['run_id']}) and no restart was "
+                                 f"recorded; see {DEMO}/serve.log")
+            time.sleep(1)
+        print(f"{name} crashed ({record['status']}, {record['run_id']}); supervision restarted "
+              f"it: {restart['run_id']} {restart['status']}", flush=True)
+        records[name] = restart
+
+
+def check_notifications(receiver: Receiver) -> list[str]:
+    """What is wrong with the notifications of the run: the receiver must have heard of
+    `failing`, and the deliveries must be on the results branch."""
+    problems = []
+    heard = json.dumps(receiver.bodies)
+    print(f"\nNotifications: {len(receiver.bodies)} message(s) received on loopback "
+          f"({receiver.url}): " + "; ".join(b.get("title", "?") for b in receiver.bodies))
+    if "failing" not in heard:
+        problems.append("notifications: the receiver heard nothing of the failing example")
+    try:
+        delivered = git("--git-dir", str(BARE), "ls-tree", "-r", "--name-only", RESULTS,
+                        "notifications/").split()
+    except subprocess.CalledProcessError:
+        delivered = []
+    print(f"Deliveries recorded on the results branch: {len(delivered)} (notifications/)")
+    if not delivered:
+        problems.append("notifications: no delivery recorded under notifications/ on the "
+                        "results branch")
+    return problems
 
 
 def wait_for_records(run_ids: dict[str, str], daemon: subprocess.Popen) -> dict[str, dict]:
@@ -158,7 +257,8 @@ def post_webhook(port: int, name: str, key: str) -> str:
 def main(argv: list[str]) -> int:
     expected = json.loads((ROOT / "pipelines" / "expected.json").read_text())
     names = argv or list(expected)
-    make_origin()
+    receiver = Receiver()
+    make_origin(receiver)
     fastflow("hooks", "install", str(BARE), "--state-dir", str(STATE), check=True,
              stdout=subprocess.DEVNULL)
     log = open(DEMO / "serve.log", "w")
@@ -186,6 +286,7 @@ def main(argv: list[str]) -> int:
             run_ids[name] = queued.stdout.split()[1]  # "queued <run id> on the daemon of ..."
             print(f"queued {name}: {run_ids[name]}", flush=True)
         records = wait_for_records(run_ids, daemon)
+        follow_restarts(records, daemon)
         for record in list(records.values()):
             for child in downstream_of(record):  # chain_start starts chain_publish by its route
                 print(f"{record['pipeline']} started {child} (route {record.get('route')!r})")
@@ -194,12 +295,14 @@ def main(argv: list[str]) -> int:
         daemon.wait(timeout=120)
         log.close()
     copy_site()
-    return report(names, expected, records)
+    receiver.shutdown()
+    return report(names, expected, records, check_notifications(receiver))
 
 
-def report(names: list[str], expected: dict, records: dict[str, dict]) -> int:
+def report(names: list[str], expected: dict, records: dict[str, dict],
+           problems: list[str]) -> int:
     print()
-    mismatches = []
+    mismatches = list(problems)
     for name in names:
         record = records[name]
         status = record["status"]
