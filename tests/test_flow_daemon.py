@@ -389,6 +389,10 @@ def test_a_webhook_starts_a_flow_run_with_the_bodys_params_and_a_repeat_starts_n
     assert data["trigger"]["kind"] == "webhook"
     assert data["trigger"]["delivery_id"] == "delivery-1"
     assert "hi hook" in log_of(serve, tmp_path, data["tasks"][0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{body['status_url']}", timeout=10) as answer:
+        looked = json.loads(answer.read())  # the status URL of the 202 answers for a flow run
+    assert (looked["flow"], looked["flow_run_id"], looked["status"], looked["tasks"]) == \
+        ("hooked", flow_run_id, "succeeded", {"greet": "succeeded"})
     again, body = post(url)
     assert (again, body["run_id"]) == (200, flow_run_id)
     assert store_of(serve, tmp_path).list_flow_run_ids("hooked", 5) == [flow_run_id]

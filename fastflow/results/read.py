@@ -442,18 +442,21 @@ def flow_history(results: Results, flow: str, limit: int = 20) -> dict:
     """The flow runs of `flow`, newest first, at most `limit`: each run's id, status, trigger,
     times, params and its tasks' statuses (`flow.record` fields), from the results branch."""
     results.require_branch()
-    runs = []
-    for flow_run_id in results.store.list_flow_run_ids(flow, limit):
-        data = results.store.read_flow(flow_run_id, flow)
-        runs.append({
-            "flow_run_id": flow_run_id, "status": data.get("status"),
-            "trigger": (data.get("trigger") or {}).get("kind"),
-            "started_at": data.get("started_at"), "finished_at": data.get("finished_at"),
-            "duration_s": data.get("duration_s"), "generation": data.get("generation", 0),
-            "params": data.get("params") or {},
-            "tasks": {t["id"]: t["status"] for t in data.get("tasks") or ()},
-        })
+    runs = [flow_history_row(results.store.read_flow(flow_run_id, flow))
+            for flow_run_id in results.store.list_flow_run_ids(flow, limit)]
     return {"flow": flow, "runs": runs}
+
+
+def flow_history_row(data: dict) -> dict:
+    """One flow run as `fastflow flow history --json` lists it, from its record's JSON."""
+    return {
+        "flow_run_id": data.get("flow_run_id"), "status": data.get("status"),
+        "trigger": (data.get("trigger") or {}).get("kind"),
+        "started_at": data.get("started_at"), "finished_at": data.get("finished_at"),
+        "duration_s": data.get("duration_s"), "generation": data.get("generation", 0),
+        "params": data.get("params") or {},
+        "tasks": {t["id"]: t["status"] for t in data.get("tasks") or ()},
+    }
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from fastflow.deploy.flows import flows_at_commit
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.model import Pipeline
 from fastflow.record import request_run_id
-from fastflow.results.read import history_row
+from fastflow.results.read import flow_history_row, history_row
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.runtime import webhook_secrets
 
@@ -122,8 +122,9 @@ class DaemonLooks:
 
     def run_status(self, run_id: str) -> dict | None:
         """A webhook run as `fastflow history --json` shows it: from the results branch once
-        recorded, else `queued` or `running` from the journal or the inbox; None when unknown
-        or not a webhook run id."""
+        recorded, else `queued` or `running` from the journal or the inbox; a webhook flow run
+        as `fastflow flow history --json` shows it (its record is written when it starts and
+        as its tasks end); None when unknown or not a webhook run id."""
         match = WEBHOOK_RUN_ID.fullmatch(run_id)
         if match is None:
             return None
@@ -139,6 +140,8 @@ class DaemonLooks:
             return _pending_row(run_id, {"kind": "webhook", "delivery_id": delivery}, "queued",
                                 None)
         try:
+            if pipeline in self.flow_keys():
+                return {"flow": pipeline, **flow_history_row(self.store.read_flow(run_id, pipeline))}
             record = self.store.read_run(run_id, pipeline=pipeline)
         except RepositoryError:
             return None
