@@ -27,6 +27,7 @@ from fastflow.daemon.alert_rules import (
     run_events,
     stuck_events,
 )
+from fastflow.deploy.deployment import Deployment
 from fastflow.errors import FastflowError
 from fastflow.model import NotificationTarget, NotifyEvent, RepoConfig, RunStatus
 from fastflow.notify import delivery
@@ -81,6 +82,17 @@ class AlertSources:
     environ: Mapping[str, str]
     wake: Callable[[], None] = lambda: None
     pages: Callable[[], Mapping[str, bytes | None]] = lambda: {}
+
+
+def notification_targets(deployment: Deployment | None, pipeline: str) -> tuple:
+    """Where `pipeline`'s events go: its resolved targets while it is active, else
+    config.yaml's (a pipeline removed or invalid since its run started)."""
+    if deployment is None:
+        return ()
+    active = deployment.active.get(pipeline)
+    if active is not None:
+        return active.pipeline.notifications
+    return deployment.config.notifications if deployment.config else ()
 
 
 class Alerts:

@@ -64,6 +64,26 @@ class Heartbeat:
             self._branch.done(now)
 
 
+def last_heartbeat(store: ResultsStore, state_dir: Path) -> dict | None:
+    """The newest heartbeat another daemon process left: the branch's `state/daemon.json` or
+    the state dir's `status.json` (rewritten every minute: a shorter outage shows), not one
+    this process wrote itself (a standby taking over)."""
+    found = [store.read_state("daemon")]
+    try:
+        found.append(json.loads((state_dir / STATE_STATUS).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass  # none yet, or being replaced: the branch's copy will do
+    beats = []
+    for data in found:
+        try:
+            at = datetime.fromisoformat(data["heartbeat"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if data.get("pid") != os.getpid() or data.get("stopped_at"):
+            beats.append((at, data))
+    return max(beats, key=lambda b: b[0])[1] if beats else None
+
+
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 FULL_RETRY_INTERVAL = 5.0  # seconds between checks of a full state dir
 FULL_RESUME_BYTES = 1024 * 1024  # free space a full state dir needs before intake resumes

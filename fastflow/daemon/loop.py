@@ -20,7 +20,6 @@ an idle daemon sleeps until then. The state dir holds everything local (names in
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -32,10 +31,15 @@ from typing import Callable, Mapping
 from fastflow import repo as git
 from fastflow.config import default_repo_config
 from fastflow.daemon.alert_check import stale_already_notified
-from fastflow.daemon.alerts import Alerts, AlertSources
+from fastflow.daemon.alerts import Alerts, AlertSources, notification_targets
 from fastflow.daemon.dispatcher import Dispatcher
 from fastflow.daemon.flows import FlowRuns
-from fastflow.daemon.heartbeat import Heartbeat, StateDirSpace, is_disk_full
+from fastflow.daemon.heartbeat import (
+    Heartbeat,
+    StateDirSpace,
+    is_disk_full,
+    last_heartbeat,
+)
 from fastflow.daemon.inbox import (
     Inbox,
     PushMessage,
@@ -66,7 +70,6 @@ from fastflow.defaults import (
     HEARTBEAT_INTERVAL,
     STATE_JOURNAL,
     STATE_SNAPSHOTS,
-    STATE_STATUS,
 )
 from fastflow.deploy.deployment import (
     ActivePipeline,
@@ -220,7 +223,7 @@ class Daemon:
     def _open_alerts(self) -> None:
         """Notifications (`daemon.alerts`): their state from the results branch, a courier."""
         self.alerts = Alerts(self.store, self.clock, AlertSources(
-            targets=self._notification_targets,
+            targets=lambda pipeline: notification_targets(self.deployment, pipeline),
             config=lambda: self.deployment.config if self.deployment else None,
             secrets_root=self._secrets_root, environ=self.environ, wake=self._wake,
             pages=lambda: self.publisher.pages_for_pipelines(())))
@@ -270,7 +273,7 @@ class Daemon:
             self.follower.adopt_pushed_range(base)  # the first start run as if it had been up
         restored = self.deployment
         now = self.clock()
-        last_beat = self._last_heartbeat()  # the last holder's, before ours replaces it
+        last_beat = last_heartbeat(self.store, self.state_dir)  # the last holder's, before ours
         self.alerts.load()  # at a takeover: what the previous holder's alerts remembered
         self._sync(now, safe=True)
         self.alerts.daemon_started(last_beat, now,
@@ -418,8 +421,9 @@ class Daemon:
             self.store.push_pending(now)  # a results push the remote refused or missed
         if self.heartbeat.every.due(now):
             self.heartbeat.beat(now, self.status(now))
-        self.alerts.tick(now, self._running_runs(), self._pipeline_schedules(),
-                         self._slot_started)
+        self.alerts.tick(now, self.launcher.running_runs(),
+                         self.deployment.pipeline_schedules() if self.deployment else [],
+                         self.launcher.slot_started)
         return earliest(self._poll.next_at, self.heartbeat.every.next_at, self._slots.at,
                         self.lease.next_check_at, self.store.push_retry_at, supervision_at)
 
@@ -728,17 +732,6 @@ class Daemon:
 
     # --- notifications (daemon.alerts) ----------------------------------------------------
 
-    def _notification_targets(self, pipeline: str) -> tuple:
-        """Where `pipeline`'s events go: its resolved targets while it is active, else
-        config.yaml's."""
-        deployment = self.deployment
-        if deployment is None:
-            return ()
-        active = deployment.active.get(pipeline)
-        if active is not None:
-            return active.pipeline.notifications
-        return deployment.config.notifications if deployment.config else ()
-
     def _secrets_root(self) -> Path | None:
         """A snapshot of the deployed commit's tree: its secrets file holds targets' URLs."""
         deployment = self.deployment
@@ -749,48 +742,6 @@ class Daemon:
     def _wake(self) -> None:
         if self._waiter is not None:
             self._waiter.wake()
-
-    def _running_runs(self) -> list[tuple[str, str, datetime]]:
-        """(run id, pipeline, started at) of the runs executing now."""
-        found = []
-        for job in self.dispatcher.running():
-            order = self.launcher.journal.get(job.run_id)
-            if order is not None and order.started_at is not None:
-                found.append((order.run_id, order.pipeline, order.started_at))
-        return found
-
-    def _last_heartbeat(self) -> dict | None:
-        """The newest heartbeat another daemon process left: the branch's `state/daemon.json`
-        or this state dir's `status.json` (rewritten every minute: a shorter outage shows),
-        not one this process wrote itself (a standby taking over)."""
-        found = [self.store.read_state("daemon")]
-        try:
-            found.append(json.loads((self.state_dir / STATE_STATUS).read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            pass  # none yet, or being replaced: the branch's copy will do
-        beats = []
-        for data in found:
-            try:
-                at = datetime.fromisoformat(data["heartbeat"])
-            except (TypeError, KeyError, ValueError):
-                continue
-            if data.get("pid") != os.getpid() or data.get("stopped_at"):
-                beats.append((at, data))
-        return max(beats, key=lambda b: b[0])[1] if beats else None
-
-    def _pipeline_schedules(self) -> list:
-        """The active schedules of pipelines (a flow's slot starts a flow run: not `missed`'s)."""
-        deployment = self.deployment
-        if deployment is None:
-            return []
-        return [s for s in deployment.schedules if s.pipeline in deployment.active]
-
-    def _slot_started(self, run_id: str, pipeline: str) -> bool:
-        """Whether the run of a schedule slot started: recorded, or journalled and started."""
-        order = self.launcher.journal.get(run_id)
-        if order is not None:
-            return order.started_at is not None
-        return self.launcher.store_has(run_id, pipeline)
 
     # --- status -----------------------------------------------------------------------------
 

@@ -518,6 +518,23 @@ class RunLauncher:
                         len(removed), ", ".join(removed))
         return removed
 
+    def running_runs(self) -> list[tuple[str, str, datetime]]:
+        """(run id, pipeline, started at) of the runs executing now."""
+        found = []
+        for job in self.dispatcher.running():
+            order = self.journal.get(job.run_id)
+            if order is not None and order.started_at is not None:
+                found.append((order.run_id, order.pipeline, order.started_at))
+        return found
+
+    def slot_started(self, run_id: str, pipeline: str) -> bool:
+        """Whether the run `run_id` (a schedule slot's) started: recorded, or journalled and
+        started."""
+        order = self.journal.get(run_id)
+        if order is not None:
+            return order.started_at is not None
+        return self.store_has(run_id, pipeline)
+
     def knows(self, run_id: str, pipeline: str) -> bool:
         """True when a run with this id is journalled (queued or running) or already recorded:
         a deterministic id (a schedule slot, a remote request) must never run twice."""

@@ -69,6 +69,10 @@ class Deployment:
     def pipelines(self) -> dict[str, Pipeline]:
         return {name: a.pipeline for name, a in self.active.items()}
 
+    def pipeline_schedules(self) -> list[Schedule]:
+        """The active schedules of pipelines (a flow's slot starts a flow run, not a run)."""
+        return [s for s in self.schedules if s.pipeline in self.active]
+
     def to_json(self) -> dict:
         return {
             "commit": self.commit,
