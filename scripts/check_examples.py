@@ -16,10 +16,14 @@
    HTTP receiver this script runs on loopback, events `every_failure` and `recovery`), so each
    failing example is notified; the script checks the receiver heard of `failing` and that the
    deliveries are recorded on the results branch (`notifications/`).
-5. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
-   published on the results branch to `artifacts/site/`, and stops the daemon.
+5. Stops the daemon, then runs `SWARM_EXAMPLES` again on a Docker Swarm: the engine becomes a
+   one-node Swarm manager (unless it is one already), a second `fastflow serve --executor
+   swarm` (its own state dir) runs them as one-shot Swarm jobs, and the engine leaves swarm mode
+   again (`--no-swarm` skips this; docs/swarm.md).
+6. Compares each outcome with `pipelines/expected.json`, copies the status site the daemon
+   published on the results branch to `artifacts/site/`.
 
-Usage: python3 scripts/check_examples.py [NAME ...]    (default: every example)
+Usage: python3 scripts/check_examples.py [--no-swarm] [NAME ...]    (default: every example)
 Exit 0 when every example ended as expected.
 """
 from __future__ import annotations
@@ -44,6 +48,8 @@ ART = ROOT / "artifacts"
 DEMO = ART / "demo"
 BARE = DEMO / "origin.git"
 STATE = DEMO / "state"
+SWARM_STATE = DEMO / "state-swarm"
+SWARM_EXAMPLES = ("minimal", "oom_fails")  # a success and an OOM kill, as one-shot Swarm jobs
 SITE = ART / "site"
 RESULTS = "fastflow/results"
 TIMEOUT = 900  # seconds for every run to be recorded
@@ -256,22 +262,16 @@ def post_webhook(port: int, name: str, key: str) -> str:
 
 def main(argv: list[str]) -> int:
     expected = json.loads((ROOT / "pipelines" / "expected.json").read_text())
+    swarm = "--no-swarm" not in argv
+    argv = [a for a in argv if a != "--no-swarm"]
     names = argv or list(expected)
     receiver = Receiver()
     make_origin(receiver)
     fastflow("hooks", "install", str(BARE), "--state-dir", str(STATE), check=True,
              stdout=subprocess.DEVNULL)
-    log = open(DEMO / "serve.log", "w")
     port = free_port()
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "fastflow", "serve", "--repo", str(BARE), "--state-dir", str(STATE),
-         "--poll-interval", "5", "--webhooks", f"127.0.0.1:{port}"], cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT)
+    daemon, log = start_serve(STATE, "serve.log", "--webhooks", f"127.0.0.1:{port}")
     try:
-        while not (STATE / "inbox").is_dir() or not (STATE / "deployment.json").exists():
-            if daemon.poll() is not None:
-                raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/serve.log")
-            time.sleep(0.2)
         print(f"fastflow serve follows {BARE.relative_to(ROOT)} (log {DEMO.relative_to(ROOT)}/serve.log)")
         wait_listening(port, daemon)
         run_ids = {}
@@ -281,9 +281,7 @@ def main(argv: list[str]) -> int:
                 run_ids[name] = post_webhook(port, name, key)
                 print(f"started {name} by webhook (127.0.0.1:{port}): {run_ids[name]}", flush=True)
                 continue
-            queued = fastflow("run", name, "--remote", "--state-dir", str(STATE), check=True,
-                              capture_output=True)
-            run_ids[name] = queued.stdout.split()[1]  # "queued <run id> on the daemon of ..."
+            run_ids[name] = queue_remote(name, STATE)
             print(f"queued {name}: {run_ids[name]}", flush=True)
         records = wait_for_records(run_ids, daemon)
         follow_restarts(records, daemon)
@@ -294,9 +292,78 @@ def main(argv: list[str]) -> int:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=120)
         log.close()
-    copy_site()
+    problems = check_notifications(receiver)
     receiver.shutdown()
-    return report(names, expected, records, check_notifications(receiver))
+    if swarm:
+        problems += run_on_swarm(expected)[1]
+    copy_site()
+    return report(names, expected, records, problems)
+
+
+def start_serve(state: Path, log_name: str, *extra: str) -> tuple[subprocess.Popen, object]:
+    """`fastflow serve` on the demo repository with `state`, once its first deployment is in."""
+    log = open(DEMO / log_name, "w")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "fastflow", "serve", "--repo", str(BARE), "--state-dir", str(state),
+         "--poll-interval", "5", *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    while not (state / "inbox").is_dir() or not (state / "deployment.json").exists():
+        if daemon.poll() is not None:
+            raise SystemExit(f"fastflow serve exited ({daemon.returncode}); see {DEMO}/{log_name}")
+        time.sleep(0.2)
+    return daemon, log
+
+
+def queue_remote(name: str, state: Path) -> str:
+    queued = fastflow("run", name, "--remote", "--state-dir", str(state), check=True,
+                      capture_output=True)
+    return queued.stdout.split()[1]  # "queued <run id> on the daemon of ..."
+
+
+def swarm_state() -> str:
+    return subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def advertise_address() -> str:
+    """The host's address on its default route (no packet is sent), else loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def run_on_swarm(expected: dict) -> tuple[dict[str, dict], list[str]]:
+    """`SWARM_EXAMPLES` through `fastflow serve --executor swarm` on a one-node Swarm; returns
+    their records and what went wrong. Leaves swarm mode afterwards when it entered it."""
+    entered = swarm_state() != "active"
+    if entered:
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", advertise_address()],
+                       check=True, capture_output=True)
+    try:
+        daemon, log = start_serve(SWARM_STATE, "serve-swarm.log", "--executor", "swarm")
+        try:
+            run_ids = {name: queue_remote(name, SWARM_STATE) for name in SWARM_EXAMPLES}
+            print(f"on a Docker Swarm ({'a one-node swarm made for this' if entered else 'the engine is a manager'}): "
+                  + ", ".join(f"{n} {r}" for n, r in run_ids.items()), flush=True)
+            records = wait_for_records(run_ids, daemon)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=120)
+            log.close()
+    finally:
+        if entered:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+    problems = []
+    for name, record in records.items():
+        node = (record.get("environment") or {}).get("node")
+        print(f"swarm: {name:10} {record['status']:11} on node {node}  {record['run_id']}")
+        if record["status"] != expected[name]:
+            problems.append(f"{name} on Swarm: expected {expected[name]}, got {record['status']}")
+        if not node:
+            problems.append(f"{name} on Swarm: the record names no node")
+    return records, problems
 
 
 def report(names: list[str], expected: dict, records: dict[str, dict],
