@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -285,6 +286,45 @@ def make_daemon(source: str | Path, state_dir: Path, *, clock: Callable[[], date
         executor_factory=lambda c: choose_executor(c, local=True, environ=environ, clock=clock),
     )
 
+
+
+class ServeProcesses:
+    """`fastflow serve` processes on one state dir, started, killed with SIGKILL and stopped by
+    the test (the Docker, flow and supervision daemon tests' one harness): each start logs to
+    `<logs>/serve-<n>.log` and returns once the daemon wrote its status."""
+
+    def __init__(self, bare: Path, state: Path, cache: Path, logs: Path) -> None:
+        self.bare, self.state, self.logs = bare, state, logs
+        self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        (self.state / "status.json").unlink(missing_ok=True)  # the new process writes its own
+        out = open(self.logs / f"serve-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
+             "--state-dir", str(self.state), "--poll-interval", "1", *args],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        wait_for(lambda: (self.state / "status.json").exists(), what="the daemon's status")
+        return proc
+
+    def kill(self) -> None:
+        proc = self.procs[-1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    def output(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
 
 
 def start_serve(source: str | Path, state_dir: Path, log: Path, *args: str,

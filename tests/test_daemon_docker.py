@@ -7,14 +7,11 @@ daemon and reads what the results branch says about the run.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from helpers import Origin, containers_of, utc_now, wait_for
+from helpers import ServeProcesses as Serve
 
 from fastflow.daemon.statedir import queue_remote_run
 from fastflow.errors import RepositoryError
@@ -23,43 +20,6 @@ from fastflow.model import RunStatus
 from fastflow.results.store import ResultsStore
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-class Serve:
-    """`fastflow serve` processes on one state dir, started and killed by the test."""
-
-    def __init__(self, bare: Path, state: Path, cache: Path, logs: Path) -> None:
-        self.bare, self.state, self.logs = bare, state, logs
-        self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        out = open(self.logs / f"serve-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
-             "--state-dir", str(self.state), "--poll-interval", "1"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        wait_for(lambda: (self.state / "status.json").exists(), what="the daemon's status")
-        return proc
-
-    def kill(self) -> None:
-        proc = self.procs[-1]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        (self.state / "status.json").unlink(missing_ok=True)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-    def output(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
 
 
 @pytest.fixture

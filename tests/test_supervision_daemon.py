@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import Clock, utc_now, wait_for
+from helpers import ServeProcesses as Serve
 
 from fastflow import repo as git
 from fastflow.daemon.inbox import Inbox
@@ -164,40 +164,6 @@ def test_a_crashing_pipeline_restarts_with_doubling_waits_gives_up_and_is_reset(
     finally:
         if daemon.lock._fd is not None:
             daemon.stop(grace=30)
-
-
-class Serve:
-    """`fastflow serve` as a real process on one state dir (killed with SIGKILL by the test)."""
-
-    def __init__(self, bare: Path, state: Path, cache: Path, logs: Path) -> None:
-        self.bare, self.state, self.logs = bare, state, logs
-        self.env = {**os.environ, "FASTFLOW_CACHE_DIR": str(cache)}
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        (self.state / "status.json").unlink(missing_ok=True)
-        out = open(self.logs / f"serve-{len(self.procs)}.log", "w")
-        self.procs.append(subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "serve", "--repo", str(self.bare),
-             "--state-dir", str(self.state), "--poll-interval", "1"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT))
-        wait_for(lambda: (self.state / "status.json").exists(), what="the daemon's status")
-
-    def kill(self) -> None:
-        self.procs[-1].send_signal(signal.SIGKILL)
-        self.procs[-1].wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-    def output(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.logs.glob("serve-*.log")))
 
 
 def branch_runs(bare: Path, state: Path) -> list:

@@ -23,9 +23,9 @@ from helpers import CA_BUNDLE, Origin, git, make_daemon, utc_now, wait_for
 
 from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.daemon.payloads import materialize_payload
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.daemon.payloads import materialize_payload
 from fastflow.daemon.webhooks.intake import Intake, Target
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
