@@ -271,7 +271,7 @@ def require_docker() -> None:
 def containers_of(run_id: str) -> list:
     """Every container (running or not) labelled with `run_id`."""
     return docker_executor.connect().containers.list(
-        all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
+        ignore_removed=True, all=True, filters={"label": f"org.fastflow.run_id={run_id}"})
 
 
 # --- the daemon ---------------------------------------------------------------------------------

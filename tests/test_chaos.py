@@ -172,7 +172,7 @@ def test_chaos_kills_restarts_and_a_second_daemon_lose_and_double_nothing(
         for run_id in run_ids:
             status = store.read_run(run_id, name).status.value
             statuses[status] = statuses.get(status, 0) + 1
-    left = [c.name for c in connect().containers.list(all=True)
+    left = [c.name for c in connect().containers.list(ignore_removed=True, all=True)
             if str(tmp_path) in json.dumps(c.attrs.get("Mounts"))]
     fsck = subprocess.run(["git", "fsck", "--strict"], cwd=user.bare, capture_output=True, text=True)
     output = daemons.output()

@@ -28,7 +28,7 @@ def setup(tmp_path, origin, runner_image, shared_cache):
     yield origin, serve
     serve.stop_all()
     for container in connect().containers.list(
-            all=True, filters={"label": "org.fastflow.pipeline=slow"}):
+        ignore_removed=True, all=True, filters={"label": "org.fastflow.pipeline=slow"}):
         if str(tmp_path) in str(container.attrs.get("Mounts")):
             container.remove(force=True)
 

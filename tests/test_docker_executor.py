@@ -182,7 +182,7 @@ class TestContainers:
         spec = make_spec(tmp_path, "import sys; sys.exit(3)")
         result, _ = run(self.executor, spec)
         assert (result.status, result.exit_code, result.error) == (RunStatus.FAILED, 3, None)
-        left = connect().containers.list(all=True, filters={"label": f"org.fastflow.run_id={spec.run_id}"})
+        left = connect().containers.list(ignore_removed=True, all=True, filters={"label": f"org.fastflow.run_id={spec.run_id}"})
         assert left == []
 
     def test_hardening_non_root_read_only_no_capabilities_no_socket(self, tmp_path):
@@ -315,7 +315,7 @@ class TestContainers:
         sink = Lines()
 
         def remove():
-            for c in connect().containers.list(filters={"label": f"org.fastflow.run_id={spec.run_id}"}):
+            for c in connect().containers.list(ignore_removed=True, filters={"label": f"org.fastflow.run_id={spec.run_id}"}):
                 c.remove(force=True)
 
         sink.triggers["ready"] = lambda: threading.Thread(target=remove).start()
@@ -335,7 +335,9 @@ class TestContainers:
         res = result.resources
         assert result.status is RunStatus.SUCCEEDED
         assert len(res.samples) >= 2
-        assert 0.3 <= res.cpu_max_cores <= 0.6, res
+        # A 0.5-core quota: a busy loop stays well under the 2 cores it would take unlimited;
+        # a sample's window may still catch a burst above the quota on a loaded machine.
+        assert 0.3 <= res.cpu_max_cores <= 0.8, res
         assert res.peak_memory_bytes > 1_000_000
         assert [e["kind"] for e in res.soft_limit_events] == ["cpu"]
 

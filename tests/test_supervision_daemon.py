@@ -60,7 +60,7 @@ def cleanup_containers(tmp_path):
     """Remove what a test left: only its own containers (their mounts are under tmp_path)."""
     yield
     for container in connect().containers.list(
-            all=True, filters={"label": "org.fastflow.pipeline=supworker"}):
+        ignore_removed=True, all=True, filters={"label": "org.fastflow.pipeline=supworker"}):
         if str(tmp_path) in str(container.attrs.get("Mounts")):
             container.remove(force=True)
 
@@ -219,7 +219,7 @@ def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
         serve.start()
         run_id = queue_remote_run(tmp_path / "state", "supworker", {}, None, utc_now())
         wait_for(lambda: running_supworkers(tmp_path) == 1, timeout=120, what="the supworker's container")
-        (container,) = connect().containers.list(filters={"label": f"org.fastflow.run_id={run_id}"})
+        (container,) = connect().containers.list(ignore_removed=True, filters={"label": f"org.fastflow.run_id={run_id}"})
         serve.kill()
         serve.start()
         wait_for(lambda: f"{run_id}: re-attaching to its container" in serve.output(),
@@ -227,7 +227,7 @@ def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
         time.sleep(5)  # longer than the cooldown: a restart would have been queued by now
         assert branch_runs(origin.bare, tmp_path) == [] and running_supworkers(tmp_path) == 1
         assert [c.id for c in connect().containers.list(
-            filters={"label": "org.fastflow.pipeline=supworker"})] == [container.id]
+        ignore_removed=True, filters={"label": "org.fastflow.pipeline=supworker"})] == [container.id]
         assert [p.name for p in (tmp_path / "state" / "active").glob("*.json")] == [f"{run_id}.json"]
         shown = json.loads(subprocess.run(
             [sys.executable, "-m", "fastflow", "status", "--repo", str(origin.bare), "--json"],
@@ -248,7 +248,7 @@ def test_a_supervised_run_running_at_a_kill_9_is_reattached_not_restarted(
 
 def running_supworkers(tmp_path: Path) -> int:
     """Running containers of the test whose files are under `tmp_path`."""
-    return len([c for c in connect().containers.list(filters={
+    return len([c for c in connect().containers.list(ignore_removed=True, filters={
         "label": "org.fastflow.pipeline=supworker", "status": "running"})
         if str(tmp_path) in str(c.attrs.get("Mounts"))])
 
@@ -265,7 +265,7 @@ def test_a_restart_interval_restart_stops_the_instance_first_and_keeps_one(
 
     def watch() -> None:
         while not stop.is_set():
-            found = [c for c in connect().containers.list(filters={
+            found = [c for c in connect().containers.list(ignore_removed=True, filters={
                 "label": "org.fastflow.pipeline=supworker", "status": "running"})
                 if str(tmp_path) in str(c.attrs.get("Mounts"))]  # this test's only
             if len(found) > most[0]:
