@@ -16,6 +16,7 @@ from fastflow.daemon.alert_rules import (
     Tally,
     missed_slots,
     run_events,
+    soft_limit_events,
     stuck_events,
     stuck_limit,
 )
@@ -114,6 +115,20 @@ def test_soft_limit_is_heard_for_a_run_that_went_over_one():
                        "2 excesses in all")]
     _, found = run_events(Tally(), run("succeeded"), [target(E.SOFT_LIMIT)], NOW)
     assert found == []
+
+
+def test_a_soft_limit_told_while_running_is_heard_once_and_not_again_with_the_record():
+    first = {"t": 3.0, "kind": "cpu", "value": 0.6, "limit": 0.2}
+    ops, other = target(E.SOFT_LIMIT), target(E.FAILURE, name="other")
+    record = run("succeeded", resources=Resources(soft_limit_events=(first,)))
+    tally, found = soft_limit_events(Tally(), record.run_id, first, [ops, other], NOW)
+    assert [(t.name, k, d) for t, k, d in found] == [
+        (ops.name, "soft_limit", "first over its cpu soft limit (0.6 > 0.2) 3.0 s into the run")]
+    again, found = soft_limit_events(tally, record.run_id, first, [ops], NOW)
+    assert found == [] and again == tally  # a second excursion of the same run: nothing
+    tally, found = run_events(tally, record, [ops], NOW)
+    assert found == []  # told already, while it ran
+    assert not any(record.run_id in key for key in tally.sent)  # forgotten once it ended
 
 
 def test_durations_of_succeeded_runs_feed_the_stuck_median():

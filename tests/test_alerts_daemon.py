@@ -116,3 +116,35 @@ def test_a_slot_whose_run_cannot_start_within_the_grace_is_heard_as_missed(origi
     assert first["detail"].endswith("had no run started within 1 s")
     [(_, body)] = shared.received[:1]
     assert body["title"] == "Fast-Flow: ticker: missed a scheduled run" and body["type"] == "warning"
+
+
+def test_a_soft_limit_is_heard_while_the_run_goes_on_and_once(origin, hooks, tmp_path):
+    """A run over its CPU soft limit: the executor tells the excess as it starts, and the
+    target hears `soft_limit` while the run still runs; its record then sends it no more."""
+    shared, _ = hooks
+    origin.push({
+        ".fastflow/config.yaml": "notifications:\n"
+                                 f"  - {{url: '{shared.url()}', name: ops, group_window: 0, "
+                                 "events: [soft_limit]}\n",
+        "pipelines/busy/main.py": "import time\nend = time.monotonic() + 8\n"
+                                  "while time.monotonic() < end:\n    pass\nprint('done')\n",
+        "pipelines/busy/pipeline.json": json.dumps({"cpu_soft_limit": 0.1}),
+    }, "a busy pipeline with a CPU soft limit")
+    daemon = make_daemon(origin.bare, tmp_path / "state", environ=dict(os.environ))
+    daemon.start()
+    try:
+        run_id = daemon.submit("busy", Trigger(kind="manual"), now=utc_now())
+        serve(daemon, lambda: shared.received, "the soft_limit message", timeout=30)
+        assert daemon.launcher.journal.has(run_id)  # heard while the run goes on
+        assert daemon.dispatcher.wait_idle(60)
+        for _ in range(10):  # its record: nothing more
+            daemon.tick(utc_now())
+        assert daemon.alerts.courier.wait_idle(10)
+    finally:
+        daemon.stop(grace=10)
+    [(_, body)] = shared.received
+    assert f"run {run_id}" in body["message"] and "status running" in body["message"]
+    assert "first over its cpu soft limit" in body["message"]
+    record = daemon.store.read_run(run_id, "busy")
+    assert record.status is RunStatus.SUCCEEDED and record.resources.soft_limit_events
+    assert "soft limit: cpu " in daemon.store.read_log(run_id, "busy")

@@ -331,8 +331,14 @@ class TestContainers:
             while time.monotonic() < end:
                 pass
         """, limits=Limits(cpu_hard_limit=0.5, cpu_soft_limit=0.2))
-        result, _ = run(self.executor, spec)
+        result, sink = run(self.executor, spec)
         res = result.resources
+        # The excess is told as it starts (a runner line carrying the event), not only recorded.
+        [told] = [line for line in sink.lines if line.event is not None]
+        first = res.soft_limit_events[0]  # its value is the excursion's peak by the end
+        assert told.stream == "runner" and (told.event["kind"], told.event["t"]) == \
+            (first["kind"], first["t"]) and told.event["value"] <= first["value"]
+        assert told.text.startswith("soft limit: cpu ") and told.at < result.finished_at
         assert result.status is RunStatus.SUCCEEDED
         assert len(res.samples) >= 2
         # A 0.5-core quota: a busy loop stays well under the 2 cores it would take unlimited;

@@ -86,10 +86,12 @@ def run_events(tally: Tally, record: RunRecord, targets: Sequence[NotificationTa
                 for other in (NotifyEvent.FAILURE, NotifyEvent.AFTER):
                     sent.pop(_sent_key(target, other.value), None)
         events = record.resources.soft_limit_events if record.resources else ()
-        if NotifyEvent.SOFT_LIMIT in target.events and events:
+        told = _sent_key(target, NotifyEvent.SOFT_LIMIT.value, record.run_id) in tally.sent
+        if NotifyEvent.SOFT_LIMIT in target.events and events and not told:  # not told live
             found.append((target, NotifyEvent.SOFT_LIMIT.value, _soft_limit_detail(events)))
-    sent = {k: v for k, v in sent.items()  # a run that ended is stuck no more
-            if not k.endswith(f"/{NotifyEvent.STUCK.value}/{record.run_id}")}
+    ended = (f"/{NotifyEvent.STUCK.value}/{record.run_id}",  # a run that ended is stuck no
+             f"/{NotifyEvent.SOFT_LIMIT.value}/{record.run_id}")  # more, nor over a limit
+    sent = {k: v for k, v in sent.items() if not k.endswith(ended)}
     durations = tally.durations
     if succeeded and record.duration_s is not None:
         durations = (durations + (float(record.duration_s),))[-DURATIONS_KEPT:]
@@ -140,6 +142,22 @@ def stuck_limit(target: NotificationTarget, durations: Sequence[float]) -> float
     if len(durations) < MIN_DURATIONS:
         return None
     return target.stuck_factor * statistics.median(durations)
+
+
+def soft_limit_events(tally: Tally, run_id: str, event: Mapping,
+                      targets: Sequence[NotificationTarget], now: datetime
+                      ) -> tuple[Tally, list[tuple[NotificationTarget, str, str]]]:
+    """What each target hears of running run `run_id` going over a soft limit (`event`, as
+    the executor tells it when the excursion starts): `soft_limit` once per run, at its first
+    excess; its record then tells it no more (`run_events`)."""
+    found, sent = [], dict(tally.sent)
+    for target in targets:
+        key = _sent_key(target, NotifyEvent.SOFT_LIMIT.value, run_id)
+        if NotifyEvent.SOFT_LIMIT not in target.events or key in sent:
+            continue
+        found.append((target, NotifyEvent.SOFT_LIMIT.value, _soft_limit_detail([event])))
+        sent[key] = now.isoformat()
+    return replace(tally, sent=sent), found
 
 
 def stuck_events(tally: Tally, run_id: str, started_at: datetime,

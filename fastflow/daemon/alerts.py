@@ -25,6 +25,7 @@ from fastflow.daemon.alert_rules import (
     Tally,
     missed_slots,
     run_events,
+    soft_limit_events,
     stuck_events,
 )
 from fastflow.deploy.deployment import Deployment
@@ -248,6 +249,24 @@ class Alerts:
         self.flush_all()
         self.courier.wait_idle(timeout)
         self.courier.stop(timeout)
+
+    def soft_limit(self, run_id: str, pipeline: str, event: Mapping) -> None:
+        """Running run `run_id` went over a soft limit (`event`, told by its executor as the
+        excursion starts): `soft_limit` now, once per run (its record does not tell it again)."""
+        targets = [t for t in self.sources.targets(pipeline) if NotifyEvent.SOFT_LIMIT in t.events]
+        if not targets:
+            return
+        now = self.clock()
+        with self._lock:
+            tally, found = soft_limit_events(self.tallies.get(pipeline, Tally()), run_id, event,
+                                             targets, now)
+            if found:
+                self.tallies[pipeline] = tally
+                self._save()
+        for target, kind, detail in found:
+            self._add(target, Event(kind=kind, at=now, pipeline=pipeline, run_id=run_id,
+                                    status=RunStatus.RUNNING.value, detail=detail,
+                                    run_url=self._run_url(pipeline, run_id)), now)
 
     def _check_stuck(self, run_id: str, pipeline: str, started_at: datetime, now: datetime) -> None:
         targets = [t for t in self.sources.targets(pipeline) if NotifyEvent.STUCK in t.events]

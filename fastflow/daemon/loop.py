@@ -211,6 +211,8 @@ class Daemon:
             on_finished=self.publisher.pages_for_run, after_record=self._after_record,
             on_ended=self._run_ended, before_record=self._before_record,
             on_started=self._run_started,
+            on_event=lambda order, event: self.alerts.soft_limit(
+                order.run_id, order.pipeline, event),
         )
         self.flows = FlowRuns(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,

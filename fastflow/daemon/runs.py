@@ -35,7 +35,7 @@ from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
 from fastflow.errors import FastflowError, RepositoryError
-from fastflow.executors.base import Executor, OutputLine
+from fastflow.executors.base import Executor, OutputLine, OutputSink
 from fastflow.files import write_atomic
 from fastflow.humanize import format_elapsed
 from fastflow.model import Pipeline, RepoConfig, RunStatus
@@ -197,6 +197,7 @@ class _FinishFaults:
         "before_record": "recorded without its downstream runs: none of them starts",
         "after_record": "recorded; its downstream runs were not all started",
         "started": "it runs; its supervision does not know it is up",
+        "event": "it runs; the event is told with its record instead",
     }
 
     def __init__(self) -> None:
@@ -246,7 +247,8 @@ class RunLauncher:
                  after_record: Callable[[RunRecord], None] | None = None,
                  on_ended: Callable[[str], None] | None = None,
                  before_record: Callable[[RunRecord], RunRecord] | None = None,
-                 on_started: Callable[[RunOrder], None] | None = None) -> None:
+                 on_started: Callable[[RunOrder], None] | None = None,
+                 on_event: Callable[[RunOrder, Mapping], None] | None = None) -> None:
         self.repository = repository
         self.snapshots = snapshots
         self.store = store
@@ -263,6 +265,7 @@ class RunLauncher:
         self.after_record = after_record  # e.g. downstream triggers
         self.on_ended = on_ended  # a run ended (recorded or not yet): overlap, waiting runs
         self.on_started = on_started  # a run started (its start journalled): supervision
+        self.on_event = on_event  # a running run's event (a soft-limit excess): notifications
         self._faults = _FinishFaults()
         self._unrecorded: dict[str, tuple[RunRecord, str, str | None]] = {}
         self._flush_due: str | None = None  # the run whose commit failed, retried each round
@@ -358,7 +361,7 @@ class RunLauncher:
     def _run(self, order: RunOrder, context: LaunchContext, permit: Permit,
              cancel: threading.Event) -> RunOutcome:
         pipeline = context.active.pipeline
-        sink = self.live.sink(order.run_id, context.config.log_cap_bytes)
+        sink = self._telling(order, self.live.sink(order.run_id, context.config.log_cap_bytes))
         with git.pin_snapshot(self.snapshots, order.tree):
             workdir = git.snapshot_tree(self.repository, order.tree, "", self.snapshots)
             request = self._request(order, context, pipeline, workdir)
@@ -373,6 +376,17 @@ class RunLauncher:
 
             return run_pipeline(request, self.executor, clock=self.clock, wait=wait, sink=sink,
                                 cancel=cancel, run_id=order.run_id)
+
+    def _telling(self, order: RunOrder, sink: OutputSink) -> OutputSink:
+        """`sink`, also handing each line's event (`OutputLine.event`) to `on_event`."""
+        if self.on_event is None:
+            return sink
+
+        def telling(line: OutputLine) -> None:
+            sink(line)
+            if line.event is not None:
+                self._guard(order.run_id, "event", lambda: self.on_event(order, line.event))
+        return telling
 
     def _request(self, order: RunOrder, context: LaunchContext, pipeline: Pipeline,
                  workdir: Path) -> RunRequest:

@@ -151,11 +151,26 @@ def missing_requirements(workdir: Path, requirements: str) -> ExecutorError:
 
 @dataclass(frozen=True)
 class OutputLine:
-    """One line of output (without its newline), the stream it came on, and when."""
+    """One line of output (without its newline), the stream it came on, and when. A line of
+    Fast-Flow's own (stream `runner`) may carry `event`: a soft-limit excursion as it starts
+    (`soft_limit_line`), which the daemon hands to notifications while the run goes on."""
 
     stream: str
     text: str
     at: datetime
+    event: Mapping[str, object] | None = None
+
+
+def soft_limit_line(event: Mapping[str, object], at: datetime) -> OutputLine:
+    """The runner line telling that an attempt went over a soft limit (`event`: {t, kind, value,
+    limit} as in `Resources.soft_limit_events`), carrying the event. The run goes on."""
+    kind, value, limit = event.get("kind"), event.get("value"), event.get("limit")
+    if kind == "memory" and isinstance(value, (int, float)) and isinstance(limit, (int, float)):
+        shown = f"{value / 1024**2:.0f} MiB over the soft limit {limit / 1024**2:.0f} MiB"
+    else:
+        shown = f"{value} cores over the soft limit {limit}"
+    return OutputLine(RUNNER, f"soft limit: {kind} {shown}, {event.get('t')} s into the "
+                      "attempt (a warning: the run goes on)", at, dict(event))
 
 
 class OutputSink(Protocol):

@@ -65,6 +65,7 @@ from fastflow.executors.base import (
     preheat_failure,
     read_route,
     requirements_problem,
+    soft_limit_line,
     uv_command,
     with_uv_warnings,
     workspace_env,
@@ -286,7 +287,8 @@ class LocalExecutor(Executor):
                 pass
             now = time.monotonic()
             if now >= next_sample:
-                sampler.sample(now)
+                for event in sampler.sample(now):  # an excess is told at once (notifications)
+                    self._tell(sink, soft_limit_line(event, self.clock()))
                 next_sample = now + self.sample_interval
             if cancel.is_set():
                 self._note(sink, "cancel requested: stopping the attempt's processes")
@@ -347,8 +349,11 @@ class LocalExecutor(Executor):
                 )
 
     def _note(self, sink: OutputSink, text: str) -> None:
+        self._tell(sink, OutputLine(RUNNER, text, self.clock()))
+
+    def _tell(self, sink: OutputSink, line: OutputLine) -> None:
         try:
-            sink(OutputLine(RUNNER, text, self.clock()))
+            sink(line)
         except Exception:
             logger.exception("output sink failed")
 
@@ -474,8 +479,10 @@ class TreeSampler:
         self._over: set[str] = set()
         self._first: float | None = None
 
-    def sample(self, now: float) -> None:
-        """Take one sample at monotonic time `now`."""
+    def sample(self, now: float) -> list[dict]:
+        """Take one sample at monotonic time `now`; returns the soft-limit excursions it
+        started (their events)."""
+        known = len(self.events)
         stats = _session_stats(self.sid)
         memory = sum(rss for _, _, rss in stats)
         ticks = {pid: t for pid, t, _ in stats}
@@ -497,6 +504,7 @@ class TreeSampler:
             self.samples = self.samples[::2]
         self._check_soft("memory", memory, self.limits.mem_soft_limit, t)
         self._check_soft("cpu", cpu, self.limits.cpu_soft_limit, t)
+        return [dict(e) for e in self.events[known:]]
 
     def _check_soft(self, kind: str, value: float, limit: float | None, t: float) -> None:
         # One event per crossing from under to over the soft limit, not one per sample.

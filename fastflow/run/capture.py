@@ -40,6 +40,7 @@ import logging
 import re
 import threading
 from collections import deque
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
@@ -219,7 +220,7 @@ class LogCapture:
 
     def __call__(self, line: OutputLine) -> None:
         if self._masker:
-            line = OutputLine(line.stream, self._masker.mask(line.text), line.at)
+            line = replace(line, text=self._masker.mask(line.text))
         rendered = self._fit(format_line(line)) + "\n"
         size = len(rendered.encode("utf-8"))
         with self._lock:

@@ -207,7 +207,7 @@ class _Handover:
 
     def __call__(self, line: OutputLine) -> None:
         if self.masker is not None:
-            self.watcher(OutputLine(line.stream, self.masker.mask(line.text), line.at))
+            self.watcher(replace(line, text=self.masker.mask(line.text)))
 
     def delivered(self, attempt: int) -> dict[str, int]:
         # Asked before the first line is handed over: what the live log holds is read first.

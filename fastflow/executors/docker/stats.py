@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from fastflow.model import Limits
 from fastflow.record import Resources
@@ -29,9 +29,11 @@ MAX_SOFT_LIMIT_EVENTS = 100
 class ResourceSampler:
     """Accumulates samples into a `Resources` summary (peak, mean, max, series, events)."""
 
-    def __init__(self, limits: Limits = Limits(), max_points: int = DEFAULT_MAX_POINTS) -> None:
+    def __init__(self, limits: Limits = Limits(), max_points: int = DEFAULT_MAX_POINTS,
+                 on_excess: Callable[[dict], None] | None = None) -> None:
         self.limits = limits
         self.max_points = max_points
+        self.on_excess = on_excess  # called with each new excursion's event, as it starts
         self._series: list[dict] = []
         self._peak_memory: int | None = None
         self._cpu_total = 0.0
@@ -43,6 +45,13 @@ class ResourceSampler:
 
     def add(self, t: float, memory: int | None, cpu: float | None) -> None:
         """One sample: seconds since start, memory in bytes, CPU in cores (None = unknown)."""
+        before = len(self._events)
+        self._add(t, memory, cpu)
+        if self.on_excess is not None:
+            for event in self._events[before:]:  # new excursions, told outside the lock
+                self.on_excess(dict(event))
+
+    def _add(self, t: float, memory: int | None, cpu: float | None) -> None:
         with self._lock:
             if memory is not None:
                 self._peak_memory = max(self._peak_memory or 0, memory)

@@ -31,6 +31,7 @@ from fastflow.executors.base import (
     Clock,
     OutputLine,
     OutputSink,
+    soft_limit_line,
 )
 from fastflow.executors.docker.engine import DockerError, parse_engine_time
 from fastflow.executors.docker.reattach import SkipDelivered
@@ -69,11 +70,18 @@ class ContainerSupervisor:
                  cancel: threading.Event, pace: Pace) -> None:
         self.api, self.spec, self.id, self.sink, self.cancel = api, spec, container_id, sink, cancel
         self.pace = pace
-        self.sampler = ResourceSampler(spec.limits)
+        self.sampler = ResourceSampler(  # an excess is told at once (notifications)
+            spec.limits, on_excess=lambda event: self._tell(soft_limit_line(event, pace.clock())))
         self.exit_status: dict | None = None
         self.final_state: dict = {}  # the container's State once it ended (from _verdict)
         self.done = threading.Event()
         self.stopped_by_us = False
+
+    def _tell(self, line: OutputLine) -> None:
+        try:
+            self.sink(line)
+        except Exception:  # noqa: BLE001 - a broken sink must not break the run
+            logger.exception("output sink failed")
 
     def supervise(self) -> tuple[RunStatus, int | None, ErrorInfo | None]:
         """Start the container (attached first) and supervise it to its end."""
