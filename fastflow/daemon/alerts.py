@@ -253,33 +253,30 @@ class Alerts:
     def soft_limit(self, run_id: str, pipeline: str, event: Mapping) -> None:
         """Running run `run_id` went over a soft limit (`event`, told by its executor as the
         excursion starts): `soft_limit` now, once per run (its record does not tell it again)."""
-        targets = [t for t in self.sources.targets(pipeline) if NotifyEvent.SOFT_LIMIT in t.events]
-        if not targets:
-            return
         now = self.clock()
-        with self._lock:
-            tally, found = soft_limit_events(self.tallies.get(pipeline, Tally()), run_id, event,
-                                             targets, now)
-            if found:
-                self.tallies[pipeline] = tally
-                self._save()
-        for target, kind, detail in found:
-            self._add(target, Event(kind=kind, at=now, pipeline=pipeline, run_id=run_id,
-                                    status=RunStatus.RUNNING.value, detail=detail,
-                                    run_url=self._run_url(pipeline, run_id)), now)
+        self._running_events(run_id, pipeline, NotifyEvent.SOFT_LIMIT, now,
+                             lambda tally, targets: soft_limit_events(tally, run_id, event,
+                                                                      targets, now))
 
     def _check_stuck(self, run_id: str, pipeline: str, started_at: datetime, now: datetime) -> None:
-        targets = [t for t in self.sources.targets(pipeline) if NotifyEvent.STUCK in t.events]
+        self._running_events(run_id, pipeline, NotifyEvent.STUCK, now,
+                             lambda tally, targets: stuck_events(tally, run_id, started_at,
+                                                                 targets, now))
+
+    def _running_events(self, run_id: str, pipeline: str, kind: NotifyEvent, now: datetime,
+                        decide: Callable[[Tally, list], tuple[Tally, list]]) -> None:
+        """An event of running run `run_id` for the targets of `pipeline` that want `kind`:
+        `decide(tally, targets)` says who hears what; the tally is saved when it did."""
+        targets = [t for t in self.sources.targets(pipeline) if kind in t.events]
         if not targets:
             return
         with self._lock:
-            tally = self.tallies.get(pipeline, Tally())
-            tally, found = stuck_events(tally, run_id, started_at, targets, now)
+            tally, found = decide(self.tallies.get(pipeline, Tally()), targets)
             if found:
                 self.tallies[pipeline] = tally
                 self._save()
-        for target, kind, detail in found:
-            self._add(target, Event(kind=kind, at=now, pipeline=pipeline, run_id=run_id,
+        for target, event_kind, detail in found:
+            self._add(target, Event(kind=event_kind, at=now, pipeline=pipeline, run_id=run_id,
                                     status=RunStatus.RUNNING.value, detail=detail,
                                     run_url=self._run_url(pipeline, run_id)), now)
 
