@@ -32,7 +32,10 @@ import pytest
 
 from fastflow.config.repo import default_repo_config
 from fastflow.config.schedules import check_schedules
+from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
+from fastflow.daemon.payloads import AcceptedRequests
+from fastflow.daemon.webhooks.intake import Intake
 from fastflow.deploy.discovery import discover
 from fastflow.executors import choose_executor
 from fastflow.executors import docker as docker_executor
@@ -275,6 +278,15 @@ def containers_of(run_id: str) -> list:
 
 
 # --- the daemon ---------------------------------------------------------------------------------
+
+def make_intake(state_dir: Path, max_queued: int = 100,
+                clock: Callable[[], datetime] = None) -> Intake:
+    """A webhook intake on `state_dir` as the daemon builds it (its accepted requests opened,
+    handing to an inbox of the state dir), without HTTP or a daemon loop."""
+    requests = AcceptedRequests(state_dir)
+    requests.open()
+    return Intake(requests, Inbox(state_dir), clock or utc_now, max_queued)
+
 
 def make_daemon(source: str | Path, state_dir: Path, *, clock: Callable[[], datetime] = utc_now,
                 environ: dict[str, str] | None = None, **options) -> Daemon:

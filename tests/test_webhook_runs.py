@@ -15,18 +15,18 @@ import os
 import re
 import subprocess
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from helpers import CA_BUNDLE, Origin, git, make_daemon, utc_now, wait_for
+from helpers import CA_BUNDLE, Origin, git, make_daemon, make_intake, utc_now, wait_for
 
 from fastflow.daemon.inbox import Inbox
 from fastflow.daemon.loop import Daemon, ServeOptions
-from fastflow.daemon.payloads import materialize_payload
 from fastflow.daemon.runs import RunJournal, RunOrder
 from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
-from fastflow.daemon.webhooks.intake import Intake, Target
+from fastflow.daemon.webhooks.intake import Target
 from fastflow.executors import choose_executor
 from fastflow.model import Pipeline, PipelineType, RunConfig, RunStatus
 from fastflow.record import RunRecord, Trigger, WebhookInput, request_run_id, run_stamp
@@ -423,31 +423,31 @@ def test_a_request_through_the_http_intake_gives_its_run_the_body_headers_and_al
 
 
 def test_two_concurrent_deliveries_of_one_id_in_one_second_keep_the_runs_payload(tmp_path):
-    """Both look before either claims (a sender retrying at once): one is queued, the other
-    is a repeat, and the repeat must not remove the payload, which has the same run id."""
-    intake = Intake(tmp_path, lambda: NOW, 100)
+    """Both arrive before either is stored (a sender retrying at once): one is queued, the
+    other waits for it and is a repeat with the same run id, and the run gets the payload."""
+    intake = make_intake(tmp_path, clock=lambda: NOW)
     target = Target(hook_pipeline(tmp_path / "hook"), None)
-    looked = threading.Barrier(2)
-    real_known, calls = intake.known, []
+    arrived = threading.Barrier(2)
+    real_add = intake.requests.add
 
-    def known(pipeline: str, delivery: str) -> str | None:
-        found = real_known(pipeline, delivery)
-        calls.append(delivery)
-        if len(calls) <= 2:  # the first look of each: neither has claimed yet
-            looked.wait(timeout=10)
-        return found
+    def add(message: dict, body: bytes) -> None:
+        arrived.wait(timeout=10)  # the second is in `accept` while the first is being stored
+        time.sleep(0.2)
+        real_add(message, body)
 
-    intake.known = known
+    intake.requests.add = add
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(
         intake.accept(target, "d-1", payload_body("race"), {}, {}))) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    threads[0].start()
+    time.sleep(0.05)
+    threads[1].start()
+    arrived.wait(timeout=10)
     for thread in threads:
         thread.join(20)
     assert sorted(a.repeat for a in answers) == [False, True]
     assert answers[0].run_id == answers[1].run_id
-    [request] = Inbox(tmp_path).read()
+    [request] = intake.inbox.read()
     assert request.webhook.payload_file == str(webhook_payload_file(tmp_path, answers[0].run_id))
-    materialize_payload(tmp_path, answers[0].run_id, request.webhook)  # as the run start does
+    intake.requests.materialize(answers[0].run_id, request.webhook)  # as the run start does
     assert webhook_payload_file(tmp_path, answers[0].run_id).read_bytes() == payload_body("race")

@@ -22,23 +22,23 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import Origin, make_daemon, start_serve, utc_now, wait_for
+from helpers import Origin, make_daemon, make_intake, start_serve, utc_now, wait_for
 
 from fastflow.config.repo import read_repo_config
-from fastflow.daemon.inbox import Inbox
+from fastflow.daemon.payloads import AcceptedRequests, delivery_digest
 from fastflow.daemon.runs import RunJournal, RunOrder
-from fastflow.daemon.webhooks.intake import Intake, QueueCount, Target
+from fastflow.daemon.segmentlog import SegmentLog
+from fastflow.daemon.webhooks.intake import Target
 from fastflow.daemon.webhooks.limits import RateLimit, retry_after
 from fastflow.daemon.webhooks.server import SWITCH_INTERVAL
 from fastflow.errors import RepositoryError
 from fastflow.model import RunStatus
-from fastflow.record import Trigger, WebhookInput
+from fastflow.record import Trigger
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.age import X25519Identity
 from fastflow.secrets.store import grant_secret, init_secrets, set_secret
@@ -281,105 +281,97 @@ def test_a_delivery_replayed_after_a_restart_starts_nothing(origin, tmp_path):
         again.close()
 
 
-def test_an_accepted_request_the_daemon_never_took_is_posted_at_the_next_start(origin, tmp_path):
-    """The one durable write of an accept is its accepted file; the inbox request after it is
-    not fsynced. A stop before the daemon took the request (a kill -9, or a power cut that lost
-    the inbox file): the next start posts it again from the accepted file, the run gets the
-    body, and it runs once; once recorded, the file keeps the claim without the body."""
+def test_an_accepted_request_the_daemon_never_took_is_handed_again_at_the_next_start(
+        origin, tmp_path):
+    """An accept is one record flushed in the log, and the daemon gets it in memory: no file
+    per request. A stop before the daemon journalled it (kill -9, power cut) loses only the
+    handoff: the next start hands it again from the log, the run gets the body and runs once;
+    once recorded, a repeat of its delivery still gets its run id."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state, loop=False)
     status, body = s.post(f"/api/webhooks/hook/{KEY}", b'{"env": {"SOURCE": "kept"}}',
                           Idempotency_Key="crash-window")
-    s.close()
-    assert status == 202
-    claim = next((state / "webhooks" / "deliveries").glob("*.json"))
-    assert "body_base64" in json.loads(claim.read_text())
-    assert claim.stat().st_mode & 0o777 == 0o600  # it holds the body
-    assert not list((state / "webhooks" / "payload").iterdir())  # the daemon writes it
-    for path in (state / "inbox").glob("run-*.json"):
-        path.unlink()  # lost with the power
+    assert status == 202 and s.daemon.requests.pending(body["run_id"]) is not None
+    s.close()  # nobody took the handoff
+    assert not list((state / "inbox").glob("run-*")) and not (state / "webhooks" / "deliveries").exists()
+    assert not list((state / "webhooks" / "payload").glob("*"))  # the run start writes it
+    segments = list((state / "webhooks" / "log").glob("*.log"))
+    assert segments and all(p.stat().st_mode & 0o777 == 0o600 for p in segments)  # bodies
     again = Served(origin, state)
     try:
         record = again.finished(body["run_id"])
         assert record.status is RunStatus.SUCCEEDED
         assert "source kept" in again.daemon.store.read_log(body["run_id"], "hook")
-        for _ in range(100):  # the record is stored, then the body dropped
-            kept = json.loads(claim.read_text())
-            if "body_base64" not in kept:
-                break
-            time.sleep(0.05)
-        assert kept["run_id"] == body["run_id"] and "body_base64" not in kept
-        assert Intake(state, utc_now, 100).recover() == 0
+        wait_for(lambda: again.daemon.requests.pending(body["run_id"]) is None, 10, "settled")
         assert again.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="crash-window") == \
             (200, body)
+        assert again.daemon.store.list_run_ids("hook", 100) == [body["run_id"]]
     finally:
         again.close()
 
 
-def test_a_body_left_in_an_accepted_file_after_its_record_goes_at_the_next_start(origin, tmp_path):
-    """A stop between a run's record and the drop of its body (the file rewritten without it):
-    the next start sees the run recorded and drops the body; it does not post it again."""
+def test_a_settle_lost_with_the_power_is_made_again_at_the_next_start(origin, tmp_path):
+    """A settle record is not flushed on its own. Lost in a power cut (here: the log cut
+    where it began), the next start finds the run recorded on the results branch: it settles
+    it again, runs nothing twice, and keeps the delivery's claim."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state)
     try:
         status, body = s.post(f"/api/webhooks/hook/{KEY}", b"once", Idempotency_Key="late")
         assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+        wait_for(lambda: s.daemon.requests.pending(body["run_id"]) is None, 10, "settled")
     finally:
         s.close()
-    claim = next((state / "webhooks" / "deliveries").glob("*.json"))
-    message = json.loads(claim.read_text())
-    claim.write_text(json.dumps({**message, "body_base64": base64.b64encode(b"once").decode()}))
+    records = SegmentLog(state / "webhooks" / "log").open()
+    [settle] = [r for r in records if r.meta.get("settle") == body["run_id"]]
+    path = state / "webhooks" / "log" / f"{settle.location.seq:012d}.log"
+    with open(path, "r+b") as handle:  # everything from the settle on never reached the disk
+        handle.seek(settle.location.offset)
+        handle.write(bytes(path.stat().st_size - settle.location.offset))
     again = Served(origin, state)
     try:
-        assert "body_base64" not in json.loads(claim.read_text())
-        assert not list((state / "inbox").glob("run-*.json"))
+        assert again.daemon.requests.pending(body["run_id"]) is None
         assert again.daemon.store.list_run_ids("hook", 100) == [body["run_id"]]
+        assert again.post(f"/api/webhooks/hook/{KEY}", b"once", Idempotency_Key="late") == \
+            (200, body)
+        assert not list((state / "webhooks" / "payload").glob("*"))
     finally:
         again.close()
 
 
-def test_recover_leaves_a_journalled_request_alone(tmp_path):
-    """A queued or running webhook run keeps its body in its accepted file: the intake's start
-    must not post it again (it would count against the queue cap until the daemon drops it)."""
-    intake = Intake(tmp_path, utc_now, 100)
-    target = Target(SimpleNamespace(name="hook"), None)
-    accepted = intake.accept(target, "d-journalled", b"body", {}, {})
-    for path in (tmp_path / "inbox").glob("run-*.json"):
-        path.unlink()
-    (tmp_path / "active").mkdir(exist_ok=True)
-    (tmp_path / "active" / f"{accepted.run_id}.json").write_text("{}")
-    assert Intake(tmp_path, utc_now, 100).recover() == 0
-    (tmp_path / "active" / f"{accepted.run_id}.json").unlink()
-    assert Intake(tmp_path, utc_now, 100).recover() == 1
-
-
-def test_a_request_without_delivery_id_leaves_no_accepted_file_once_recorded(origin, tmp_path):
-    """Without a delivery id nothing needs remembering: its accepted file goes once the run is
-    recorded, with the run's payload file."""
+def test_a_request_without_delivery_id_leaves_nothing_once_recorded(origin, tmp_path):
+    """Without a delivery id nothing needs remembering: once the run is recorded it is settled
+    (no claim kept) and its payload file is gone."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     s = Served(origin, state)
     try:
         status, body = s.post(f"/api/webhooks/hook/{KEY}", b"plain")
         assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
-        assert not list((state / "webhooks" / "deliveries").iterdir())
-        assert not list((state / "webhooks" / "payload").iterdir())
+        wait_for(lambda: s.daemon.requests.pending(body["run_id"]) is None, 10, "settled")
+        assert not s.daemon.requests._claims
+        assert not list((state / "webhooks" / "payload").glob("*"))
     finally:
         s.close()
 
 
-def test_a_full_state_dir_answers_503_leaves_nothing_and_the_retry_is_accepted(origin, tmp_path):
-    """A real full filesystem (a 16 MiB tmpfs as the state dir; needs root for mount): the
-    request cannot be made durable, so it is not accepted, and nothing of it stays behind."""
+def test_a_full_state_dir_takes_what_fits_in_the_log_then_answers_503_and_loses_nothing(
+        origin, tmp_path):
+    """A real full filesystem (a 64 MiB tmpfs as the state dir; needs root for mount). The
+    log's segment was made, full of zeros, before the disk filled: the requests that fit in it
+    are durable, so they are accepted (their runs wait for room: the daemon pauses). The first
+    that needs a new segment cannot be made durable: 503, and nothing of it stays. Once there
+    is room every accepted run runs, and the retry is accepted."""
     origin.push({**PIPELINES, **config()}, "pipelines")
     state = tmp_path / "state"
     state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(state)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(state)], check=True)
     s, filler = None, state / "filler"
     try:
         s = Served(origin, state)
+        wait_for(lambda: s.daemon.requests.log.ready, 10, "the log's first segment")
         fd, size = os.open(filler, os.O_WRONLY | os.O_CREAT), 1 << 20
         while size >= 512:  # smaller and smaller writes, to the last free block
             try:
@@ -387,14 +379,25 @@ def test_a_full_state_dir_answers_503_leaves_nothing_and_the_retry_is_accepted(o
             except OSError:
                 size //= 2
         os.close(fd)
-        status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}", b"x" * 65536,
-                                          {"Idempotency-Key": "full-1"})
-        assert (status, json.loads(data), headers["Retry-After"]) == (503, {"error": "unavailable"}, "60")
-        assert not list((state / "webhooks" / "payload").iterdir())
-        assert not list((state / "webhooks" / "deliveries").iterdir())
+        accepted, answer = [], None
+        for n in range(40):  # 1,000,000-byte bodies: about 16 fit in the 16 MiB segment
+            status, data, headers = s.request("POST", f"/api/webhooks/hook/{KEY}",
+                                              b"x" * 1_000_000, {"Idempotency-Key": f"full-{n}"})
+            if status != 202:
+                answer = (n, status, json.loads(data), headers["Retry-After"])
+                break
+            accepted.append(json.loads(data)["run_id"])
+        assert answer is not None and answer[1:] == (503, {"error": "unavailable"}, "60")
+        assert 10 <= len(accepted) == answer[0] <= 16
+        assert all(s.daemon.requests.pending(run_id) for run_id in accepted)
+        assert s.daemon.requests.claim(delivery_digest("hook", f"full-{answer[0]}")) is None
+        assert not list((state / "webhooks" / "payload").glob("*"))
         filler.unlink()
-        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"x" * 65536, Idempotency_Key="full-1")
-        assert status == 202 and s.finished(body["run_id"]).status is RunStatus.SUCCEEDED
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"x" * 65536,
+                              Idempotency_Key=f"full-{answer[0]}")
+        assert status == 202
+        for run_id in accepted + [body["run_id"]]:
+            assert s.finished(run_id).status is RunStatus.SUCCEEDED
     finally:
         filler.unlink(missing_ok=True)
         if s is not None:
@@ -868,49 +871,24 @@ def test_x_forwarded_for_names_the_client_only_from_the_trusted_proxy(origin, tm
         s.close()
 
 
-def test_the_queue_count_follows_the_journal_and_the_inbox(tmp_path):
-    count = QueueCount(tmp_path)
-    journal, inbox = RunJournal(tmp_path), Inbox(tmp_path)
-    now = utc_now()
-    waiting = RunOrder(run_id="20261201T120000Z-my-hook-wh0123456789abcdef", pipeline="my-hook",
-                       commit="c", root_tree="r", tree="t", queued_at=now,
-                       trigger=Trigger(kind="webhook"))
-    journal.create(waiting)
-    journal.create(replace(waiting, run_id="20261201T120000Z-other-wh0123456789abcdef",
-                           pipeline="other"))
-    journal.create(replace(waiting, run_id="20261201T120000Z-my-hook-7f3a09c2"))  # not a webhook's
-    webhook = WebhookInput(None, str(tmp_path / "payload"))
-    inbox.post_run_request("my-hook", {}, None, now, webhook=webhook)
-    inbox.post_run_request("my-hook", {}, None, now)  # `fastflow run --remote`: not counted
-    assert count.count("my-hook") == 2 and count.count("other") == 1
-    journal.write(replace(waiting, started_at=now))  # it started: its place is free
-    assert count.count("my-hook") == 1
-    for message in inbox.read():
-        inbox.acknowledge(message)
-    assert count.count("my-hook") == 0
-    journal.remove(waiting.run_id)
-    assert count.count("my-hook") == 0 and count.count("other") == 1
-
-
-def test_an_accept_far_below_the_cap_reads_no_queued_request(tmp_path, monkeypatch):
-    intake = Intake(tmp_path, utc_now, 5)
-    hook = Target(SimpleNamespace(name="my-hook"), None)
-    other = Target(SimpleNamespace(name="other"), None)
-    read = []
-    exact = QueueCount.count
-    monkeypatch.setattr(QueueCount, "count", lambda self, p: read.append(p) or exact(self, p))
-    for n in range(3):  # 3 inbox messages < the cap of 5: the cheap bound is enough
-        assert intake.accept(other, f"o-{n}", b"{}", {}, {}).repeat is False
-    assert read == []
-    # At the cap the count is exact: the other pipeline's requests do not fill my-hook's queue.
-    for n in range(2):  # 3, then 4 messages: still below
-        assert intake.accept(hook, f"h-{n}", b"{}", {}, {}) is not None
-    assert read == []
-    for n in range(2, 5):  # 5 messages and more: counted exactly, my-hook's own 5 fill it
-        assert intake.accept(hook, f"h-{n}", b"{}", {}, {}) is not None
-    assert read == ["my-hook"] * 3
-    assert intake.accept(hook, "h-5", b"{}", {}, {}) is None  # my-hook's queue is full
-    assert intake.accept(other, "o-3", b"{}", {}, {}) is not None  # 3 of other's < 5
+def test_the_queue_cap_counts_each_pipelines_requests_not_started(tmp_path):
+    """The cap counts a pipeline's accepted requests whose runs have not started: another
+    pipeline's do not fill it, a started run frees its place, a settled one too."""
+    intake = make_intake(tmp_path, 2)
+    hook, other = (Target(SimpleNamespace(name=n), None) for n in ("my-hook", "other"))
+    assert [intake.accept(other, f"o-{n}", b"{}", {}, {}) is not None for n in range(2)] == \
+        [True, True]
+    first = intake.accept(hook, "h-0", b"{}", {}, {})
+    assert intake.accept(hook, "h-1", b"{}", {}, {}) is not None
+    assert intake.accept(hook, "h-2", b"{}", {}, {}) is None  # my-hook's two wait: full
+    assert intake.queued("my-hook") == 2 and intake.queued("other") == 2
+    [message] = [m for m in intake.inbox.handed() if m.request_id.endswith(first.run_id[-16:])]
+    intake.requests.materialize(first.run_id, message.webhook)  # its run starts
+    assert intake.queued("my-hook") == 1
+    assert intake.accept(hook, "h-2", b"{}", {}, {}) is not None
+    assert intake.accept(hook, "h-3", b"{}", {}, {}) is None
+    intake.requests.settle(first.run_id)  # started already: nothing changes
+    assert intake.queued("my-hook") == 2
 
 
 def test_api_runs_of_a_journalled_webhook_run_says_running_from_the_journal(tmp_path):
@@ -923,7 +901,8 @@ def test_api_runs_of_a_journalled_webhook_run_says_running_from_the_journal(tmp_
         queued_at=now, trigger=Trigger("webhook", delivery_id="d-1"), started_at=now))
     view = DaemonLooks(state_dir=tmp_path, deployment=lambda: None, repository=None,
                        snapshots=tmp_path / "snapshots", store=None, environ={},
-                       last_tick_at=lambda: None, standby=lambda: False)
+                       last_tick_at=lambda: None, standby=lambda: False,
+                       requests=AcceptedRequests(tmp_path))
     assert view.run_status(run_id) == {
         "pipeline": "hook", "run_id": run_id, "status": "running",
         "trigger": {"kind": "webhook", "schedule_id": None, "parent_run_id": None,

@@ -16,6 +16,10 @@ half a message:
   JSON object with `action` (`reset`), `pipeline` and `requested_at`; acknowledged once the
   daemon journalled the new supervision state (docs/supervision.md).
 
+Run requests from a thread of the daemon's own process (the webhook intake, whose store
+`daemon.payloads` is the durable copy) are handed over in memory (`Inbox.hand_run_request`): no
+file, read and acknowledged like the others, and a waiter wakes at once.
+
 `Inbox.read()` returns every message in arrival order (by `time_ns`, then name) and leaves it
 in place; the daemon `acknowledge`s (deletes) a message only once what it asked for is durable:
 a run request once its run is journalled (or its refusal recorded), a push once the sync it asked
@@ -29,11 +33,13 @@ daemon uses no CPU and wakes within milliseconds; a polling observer when inotif
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -217,6 +223,10 @@ class Inbox:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / STATE_INBOX
         self.path.mkdir(parents=True, exist_ok=True)
+        self._handed: dict[str, RunRequestMessage] = {}  # in memory: name -> message
+        self._handed_lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._waiters: list[FolderWaiter] = []
 
     def __repr__(self) -> str:
         return f"Inbox({str(self.state_dir)!r})"
@@ -280,6 +290,29 @@ class Inbox:
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
         return self._post(f"supervise-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
 
+    def hand_run_request(
+        self, pipeline: str, run_config: str | None, now: datetime, *, request_id: str,
+        webhook: WebhookInput | None = None, params: dict | None = None,
+    ) -> RunRequestMessage:
+        """Queue a run of `pipeline` from this process, in memory (module doc): for a caller
+        that keeps the request durably itself and hands it again after a restart. Wakes the
+        waiters; returns the message."""
+        message = RunRequestMessage(
+            name=f"hand-{_ns_of(now)}-{next(self._numbers)}", posted_ns=_ns_of(now),
+            request_id=request_id, pipeline=pipeline, env={}, run_config=run_config,
+            requested_at=now, webhook=webhook, params=dict(params) if params is not None else None)
+        with self._handed_lock:
+            self._handed[message.name] = message
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.wake()
+        return message
+
+    def handed(self) -> list[RunRequestMessage]:
+        """The run requests handed in memory and not acknowledged yet, oldest first."""
+        with self._handed_lock:
+            return sorted(self._handed.values(), key=lambda m: (m.posted_ns, m.name))
+
     # -- reading ---------------------------------------------------------------------------------
     def _names(self) -> list[str]:
         try:
@@ -291,7 +324,7 @@ class Inbox:
 
     def pending(self) -> bool:
         """True when at least one message (or malformed file) waits in the inbox."""
-        return bool(self._names())
+        return bool(self._handed) or bool(self._names())
 
     def _set_aside(self, name: str, reason: str) -> None:
         bad = self.path / STATE_INBOX_BAD
@@ -315,6 +348,9 @@ class Inbox:
     def acknowledge(self, message: Message) -> None:
         """Delete `message` from the inbox: what it asked for is done or durably journalled.
         Acknowledging twice (or a message another reader took) is harmless."""
+        with self._handed_lock:
+            if self._handed.pop(message.name, None) is not None:
+                return
         (self.path / message.name).unlink(missing_ok=True)
 
     def read(self) -> list[Message]:
@@ -338,9 +374,16 @@ class Inbox:
                 self._set_aside(name, str(exc))
                 continue
             messages.append(message)
+        handed = self.handed()
+        if handed:
+            messages = sorted(messages + handed, key=lambda m: (m.posted_ns, m.name))
         return messages
 
     def waiter(self, polling: bool = False) -> FolderWaiter:
         """A started waiter on this inbox (inotify; `polling=True` forces the fallback): its
         `wait` returns True when a message landed (already pending ones included)."""
-        return FolderWaiter(self.path, pending=self.pending, ignore=(STATE_INBOX_BAD,), polling=polling)
+        waiter = FolderWaiter(self.path, pending=self.pending, ignore=(STATE_INBOX_BAD,),
+                              polling=polling)
+        with self._handed_lock:
+            self._waiters.append(waiter)
+        return waiter

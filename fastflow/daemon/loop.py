@@ -47,7 +47,7 @@ from fastflow.daemon.inbox import (
     SuperviseMessage,
 )
 from fastflow.daemon.lease import Holder, Lease
-from fastflow.daemon.payloads import settle_accepted
+from fastflow.daemon.payloads import AcceptedRequests
 from fastflow.daemon.requests import (
     check_request,
     recordable,
@@ -61,7 +61,7 @@ from fastflow.daemon.supervision import STATE_NAME as SUPERVISION_STATE
 from fastflow.daemon.supervision import Supervisor, SupervisorHooks
 from fastflow.daemon.sync import Follower, open_source, pushed_base
 from fastflow.daemon.timers import Alarm, Every, earliest
-from fastflow.daemon.webhooks import WebhookServer, start_webhooks
+from fastflow.daemon.webhooks import WebhookServer, hand, start_webhooks
 from fastflow.daemon.webhooks.view import DaemonLooks
 from fastflow.defaults import (
     BRANCH_HEARTBEAT_INTERVAL,
@@ -153,6 +153,8 @@ class Daemon:
         """Lock the state dir; open the repository, the results store and the run machinery."""
         self.lock.acquire()
         self.inbox = Inbox(self.state_dir)
+        self.requests = AcceptedRequests(self.state_dir)  # webhook requests, until recorded
+        self.requests.open()
         self.repository = open_source(self.options.source, self.state_dir, self.credentials,
                                       self.options.branch)
         self.follower = Follower(source=self.options.source, branch=self.options.branch,
@@ -213,6 +215,7 @@ class Daemon:
             on_started=self._run_started,
             on_event=lambda order, event: self.alerts.soft_limit(
                 order.run_id, order.pipeline, event),
+            requests=self.requests,
         )
         self.flows = FlowRuns(
             state_dir=self.state_dir, repository=self.repository, snapshots=self.snapshots,
@@ -264,7 +267,8 @@ class Daemon:
         """Recover what a previous daemon of this state dir left (journalled records, active
         runs), and sync once. Returns notes on what reconciliation did."""
         self._working = True
-        self.launcher.sweep_webhook_payloads()  # of runs recorded before a crash
+        for message in self.launcher.recover_webhooks():  # accepted, not taken before a stop
+            hand(self.inbox, message)
         left = self.launcher.journal.orders()  # read before the first sync journals its own runs
         for order in left:  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:
@@ -298,6 +302,7 @@ class Daemon:
             return deployment
         finally:
             self.preheater.shutdown()
+            self.requests.close()
             self.lock.release()
 
     def stop(self, grace: float | None = None) -> None:
@@ -318,6 +323,7 @@ class Daemon:
             self.heartbeat.beat(now, self.status(now), stopped=True, local_only=True)
         self.lease.release(now)
         self.preheater.shutdown()
+        self.requests.close()
         self.lock.release()
 
     def serve(self) -> None:
@@ -377,10 +383,11 @@ class Daemon:
                             repository=self.repository, snapshots=self.snapshots,
                             store=self.store, environ=self.environ,
                             last_tick_at=lambda: self.last_tick_at,
-                            standby=lambda: not self.lease.held)
+                            standby=lambda: not self.lease.held, requests=self.requests)
         source = "--webhooks" if self.options.webhooks_listen else f"{CONFIG_FILE}: webhooks.listen"
         self.webhooks = start_webhooks(replace(settings, listen=listen), looks,
-                                       state_dir=self.state_dir, clock=self.clock, source=source)
+                                       requests=self.requests, inbox=self.inbox,
+                                       clock=self.clock, source=source)
 
     def _stop_webhooks(self) -> None:
         if self.webhooks is not None:
@@ -577,7 +584,7 @@ class Daemon:
         except FastflowError as exc:  # no run record: a flow has none; the log says why
             logger.warning("flow request %s refused: %s", request.request_id, exc)
         if request.webhook is not None:  # a flow run's tasks get no body: it may go now
-            settle_accepted(self.state_dir, run_id)
+            self.requests.settle(run_id)
 
     def _is_flow(self, name: str) -> bool:
         deployment = self.deployment

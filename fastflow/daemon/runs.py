@@ -24,13 +24,8 @@ from typing import Callable, Mapping
 
 from fastflow import repo as git
 from fastflow.daemon.dispatcher import Dispatcher, Job, Permit
-from fastflow.daemon.payloads import (
-    accepted_dir,
-    accepted_run_id,
-    materialize_payload,
-    settle_accepted,
-)
-from fastflow.daemon.statedir import webhook_payload_dir, webhook_payload_file
+from fastflow.daemon.payloads import AcceptedRequests
+from fastflow.daemon.statedir import webhook_payload_file
 from fastflow.defaults import DEFAULT_LOG_CAP_BYTES, STATE_ACTIVE, STATE_LIVE
 from fastflow.deploy.deployment import ActivePipeline
 from fastflow.deploy.preheat import Preheater
@@ -248,8 +243,10 @@ class RunLauncher:
                  on_ended: Callable[[str], None] | None = None,
                  before_record: Callable[[RunRecord], RunRecord] | None = None,
                  on_started: Callable[[RunOrder], None] | None = None,
-                 on_event: Callable[[RunOrder, Mapping], None] | None = None) -> None:
+                 on_event: Callable[[RunOrder, Mapping], None] | None = None,
+                 requests: AcceptedRequests | None = None) -> None:
         self.repository = repository
+        self.requests = requests  # the webhook requests' bodies (`daemon.payloads`)
         self.snapshots = snapshots
         self.store = store
         self.executor = executor
@@ -333,8 +330,8 @@ class RunLauncher:
         if self.on_started is not None:
             self._guard(order.run_id, "started", lambda: self.on_started(order))
         try:
-            if order.webhook is not None:  # its body, from the request's accepted file
-                materialize_payload(self.state_dir, order.run_id, order.webhook)
+            if order.webhook is not None and self.requests is not None:  # its body
+                self.requests.materialize(order.run_id, order.webhook)
             outcome = self._run(order, context, permit, permit.cancel)
         except Exception as exc:  # noqa: BLE001 - e.g. no room for its snapshot: record why
             logger.error("run %s: could not run: %s: %s", order.run_id, type(exc).__name__, exc)
@@ -443,10 +440,10 @@ class RunLauncher:
                                  "kept in memory and in the run journal; retried every round")
             return
         self._faults.solved(record.run_id, "record")
-        if journalled is not None:
-            self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
         if record.trigger.kind == "webhook":  # refused requests too: they have no journal entry
             self._guard(record.run_id, "payload", lambda: self._drop_payload(record.run_id))
+        if journalled is not None:  # after the payload: until then it reads as not recorded
+            self._guard(record.run_id, "cleanup", lambda: self._forget(journalled))
         self._flush(record.run_id)
         logger.info("run %s: %s in %s", record.run_id, record.status.value,
                     format_elapsed(record.duration_s))
@@ -454,9 +451,11 @@ class RunLauncher:
             self._guard(record.run_id, "after_record", lambda: self.after_record(record))
 
     def _drop_payload(self, run_id: str) -> None:
-        """A recorded webhook run's body goes: its payload file and from its accepted file."""
+        """A recorded webhook run's body goes: its payload file, and it is settled in the
+        accepted requests."""
         webhook_payload_file(self.state_dir, run_id).unlink(missing_ok=True)
-        settle_accepted(self.state_dir, run_id)
+        if self.requests is not None:
+            self.requests.settle(run_id)
 
     def _forget(self, run_id: str) -> None:
         self.journal.remove(run_id)
@@ -501,36 +500,14 @@ class RunLauncher:
         with self._faults.lock:
             return sorted(self._unrecorded)
 
-    def sweep_webhook_payloads(self) -> list[str]:
-        """Remove the stored webhook bodies (`statedir.webhook_payload_dir`, and in the
-        accepted files of `daemon.payloads`) of runs already recorded: a daemon that died between
-        a run's record and the removal left them. A body whose run is journalled, or not yet
-        accepted (its request still in the inbox), stays. Returns the run ids whose bodies were
-        removed."""
-        folder = webhook_payload_dir(self.state_dir)
-        try:
-            names = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
-        except FileNotFoundError:
-            names = set()
-        for path in accepted_dir(self.state_dir).glob("*.json"):
-            run_id = accepted_run_id(path)
-            if run_id is not None:
-                names.add(run_id)
-        removed = []
-        for run_id in sorted(names):
-            if self.journal.has(run_id) or not self.store_has(run_id, None):
-                continue
-            try:
-                self._drop_payload(run_id)
-            except OSError as exc:  # e.g. a folder of that name: never stops the start
-                logger.warning("run %s: its webhook payload %s cannot be removed: %s", run_id,
-                               folder / run_id, exc)
-                continue
-            removed.append(run_id)
-        if removed:
-            logger.info("removed the webhook payloads of %d run(s) already recorded: %s",
-                        len(removed), ", ".join(removed))
-        return removed
+    def recover_webhooks(self) -> list[dict]:
+        """At start: the accepted webhook requests (`AcceptedRequests.recover`) whose runs are
+        recorded are settled, payload files of runs recorded are removed, and the requests to
+        hand to the daemon again (neither journalled nor recorded) are returned."""
+        if self.requests is None:
+            return []
+        started = {o.run_id: o.started_at is not None for o in self.journal.orders()}
+        return self.requests.recover(started, lambda run_id: self.store_has(run_id, None))
 
     def running_runs(self) -> list[tuple[str, str, datetime]]:
         """(run id, pipeline, started at) of the runs executing now."""
@@ -568,6 +545,8 @@ class RunLauncher:
         notes = []
         for order in self.journal.orders() if left is None else left:
             if self.store_has(order.run_id, order.pipeline):
+                if order.webhook is not None:  # the daemon died between record and cleanup
+                    self._drop_payload(order.run_id)
                 self.journal.remove(order.run_id)
                 notes.append(f"{order.run_id}: already recorded")
                 continue

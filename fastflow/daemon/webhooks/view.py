@@ -1,8 +1,8 @@
 """What the webhook intake reads of a running daemon (`app.DaemonView`), from its pieces.
 
 Read-only and safe from the HTTP threads: the deployment is an immutable value swapped whole
-by a sync; the results store guards its reads with its own lock; the run journal and the inbox
-are files. The secrets a signed pipeline is checked with are decrypted from the snapshot of the
+by a sync; the results store guards its reads with its own lock; the run journal is files, and the
+accepted requests (`daemon.payloads`) guard their index with a lock. The secrets a signed pipeline is checked with are decrypted from the snapshot of the
 deployed commit once per (commit, pipeline) and kept in memory until the deployment changes.
 """
 from __future__ import annotations
@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from fastflow import repo as git
-from fastflow.daemon.inbox import MalformedMessage, RunRequestMessage, parse_message
+from fastflow.daemon.payloads import AcceptedRequests
 from fastflow.daemon.runs import RunJournal
 from fastflow.daemon.webhooks.intake import WEBHOOK_RUN_ID
-from fastflow.defaults import STATE_INBOX
 from fastflow.deploy.deployment import Deployment
 from fastflow.deploy.flows import flows_at_commit
 from fastflow.errors import FastflowError, RepositoryError
 from fastflow.model import Pipeline
-from fastflow.record import request_run_id
 from fastflow.results.read import flow_history_row, history_row
 from fastflow.results.store import ResultsStore
 from fastflow.secrets.runtime import webhook_secrets
@@ -41,8 +39,9 @@ class DaemonLooks:
     def __init__(self, *, state_dir: Path, deployment: Callable[[], Deployment | None],
                  repository: git.GitRepo, snapshots: Path, store: ResultsStore,
                  environ: Mapping[str, str], last_tick_at: Callable[[], datetime | None],
-                 standby: Callable[[], bool]) -> None:
+                 standby: Callable[[], bool], requests: AcceptedRequests) -> None:
         self.state_dir = Path(state_dir)
+        self.requests = requests
         self.journal = RunJournal(self.state_dir)
         self._deployment = deployment
         self.repository = repository
@@ -122,7 +121,7 @@ class DaemonLooks:
 
     def run_status(self, run_id: str) -> dict | None:
         """A webhook run as `fastflow history --json` shows it: from the results branch once
-        recorded, else `queued` or `running` from the journal or the inbox; a webhook flow run
+        recorded, else `queued` or `running` from the journal or the accepted requests; a webhook flow run
         as `fastflow flow history --json` shows it (its record is written when it starts and
         as its tasks end); None when unknown or not a webhook run id."""
         match = WEBHOOK_RUN_ID.fullmatch(run_id)
@@ -134,9 +133,9 @@ class DaemonLooks:
             started = order.started_at.isoformat() if order.started_at else None
             return _pending_row(run_id, order.trigger.to_json(),
                                 "running" if started else "queued", started)
-        message = self._in_inbox(run_id, pipeline)
+        message = self.requests.pending(run_id)  # accepted, not journalled yet
         if message is not None:
-            delivery = message.webhook.delivery_id if message.webhook else None
+            delivery = (message.get("webhook") or {}).get("delivery_id")
             return _pending_row(run_id, {"kind": "webhook", "delivery_id": delivery}, "queued",
                                 None)
         try:
@@ -146,19 +145,6 @@ class DaemonLooks:
         except RepositoryError:
             return None
         return {"pipeline": pipeline, **history_row(record)}
-
-    def _in_inbox(self, run_id: str, pipeline: str) -> RunRequestMessage | None:
-        """The inbox request of `run_id` (not read by the daemon yet), or None; only looks
-        (`Inbox.read` sets bad files aside, which is the daemon's to do)."""
-        for path in (self.state_dir / STATE_INBOX).glob("run-*.json"):
-            try:
-                message = parse_message(path.name, path.read_bytes())
-            except (OSError, MalformedMessage):
-                continue
-            if isinstance(message, RunRequestMessage) and message.pipeline == pipeline and \
-                    request_run_id(pipeline, message.request_id) == run_id:
-                return message
-        return None
 
 
 def _pending_row(run_id: str, trigger: dict, status: str, started_at: str | None) -> dict:
