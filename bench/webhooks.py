@@ -16,6 +16,8 @@ raised in config.yaml so the load is not answered 429), then:
    same run and at the same rate: `GET /healthz` (the server's own minimum). Target: p99 < 50 ms.
 3. Throughput: the same requests closed loop (8 clients, each sending the next on the answer),
    requests per second answered 202.
+4. The group commit: requests stored durably per flush of the intake's log (from the daemon's
+   log line at its stop).
 
     python bench/webhooks.py [--starts 10] [--rate 200] [--seconds 5] [--image fastflow-runner:py3.11]
 """
@@ -25,6 +27,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -259,6 +262,15 @@ def main() -> None:
               f"target p99 < 50 ms ({'met' if quantile(accepted, 0.99) < 0.050 else 'NOT met'})")
         print(f"3. closed loop: {done} accepted in {took:.2f} s = {done / took:.0f} req/s "
               f"(statuses {dict(sorted(closed_statuses.items()))})")
+        daemon.terminate()
+        daemon.wait(120)
+        daemon = None
+        found = re.search(r"(\d+) records appended, (\d+) of them durable, in (\d+) flushes",
+                          log_path.read_text())
+        if found:
+            durable, flushes = int(found[2]), int(found[3])
+            print(f"4. the intake's log: {durable} requests stored durably in {flushes} flushes "
+                  f"({durable / max(flushes, 1):.1f} requests per flush: the group commit)")
     finally:
         events.close()
         if daemon is not None:

@@ -569,6 +569,75 @@ def test_a_burst_of_200_in_5_seconds_is_202_or_429_and_each_202_recorded_once(or
         s.close()
 
 
+@pytest.mark.timeout(240)
+def test_a_kill_9_during_a_burst_loses_no_202_and_runs_each_once(origin, tmp_path):
+    """A real `fastflow serve` killed with SIGKILL while 8 clients send: every request answered
+    202 before the kill runs exactly once after the restart (from the log: the handoff to the
+    loop was in memory), and sending every request again starts nothing for those."""
+    origin.push({**PIPELINES, **config(threads=8)}, "pipelines")
+    state, log = tmp_path / "state", tmp_path / "serve.log"
+    serve = start_serve(origin.bare, state, log, "--local", "--webhooks", "127.0.0.1:0")
+    port = serve_log_port(log)
+    answered: dict[str, str] = {}  # Idempotency-Key -> run id of a 202
+    lock, killed = threading.Lock(), threading.Event()
+
+    def client(n: int) -> None:
+        for i in range(40):
+            key = f"kill-{n}-{i}"
+            try:
+                status, data, _ = Client(port).request(key)
+            except OSError:
+                if killed.is_set():
+                    return
+                continue
+            if status == 202:
+                with lock:
+                    answered[key] = json.loads(data)["run_id"]
+                    if len(answered) >= 60 and not killed.is_set():
+                        killed.set()
+                        serve.send_signal(signal.SIGKILL)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    serve.wait(10)
+    assert killed.is_set() and len(answered) >= 60
+    log = tmp_path / "serve-again.log"
+    serve = start_serve(origin.bare, state, log, "--local", "--webhooks", "127.0.0.1:0")
+    try:
+        store = ResultsStore(origin.bare, tmp_path / "reader", utc_now)
+        wait_for(lambda: not set(answered.values()) - set(store.list_run_ids("hook", 2000)),
+                 150, "every run answered 202 before the kill recorded")
+        port = serve_log_port(log)
+        for key, run_id in sorted(answered.items()):  # the senders' retries
+            status, data, _ = Client(port).request(key)
+            assert (status, json.loads(data)["run_id"]) == (200, run_id)
+        recorded = store.list_run_ids("hook", 2000)
+        assert sorted(recorded) == sorted(set(recorded)) and set(answered.values()) <= set(recorded)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(40)
+
+
+class Client:
+    """One request to the intake on a fresh connection: (status, body, headers)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, key: str):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("POST", f"/api/webhooks/hook/{KEY}", body=b"{}",
+                         headers={"Idempotency-Key": key})
+            resp = conn.getresponse()
+            return resp.status, resp.read(), dict(resp.getheaders())
+        finally:
+            conn.close()
+
+
 def test_fastflow_serve_webhooks_sigterm_stops_listening_and_exits(origin, tmp_path):
     origin.push({**PIPELINES, **config()}, "pipelines")
     state, log = tmp_path / "state", tmp_path / "serve.log"

@@ -251,14 +251,12 @@ class Inbox:
     def post_run_request(
         self, pipeline: str, env: dict[str, str], run_config: str | None, now: datetime,
         *, webhook: WebhookInput | None = None, request_id: str | None = None,
-        durable: bool = True, params: dict | None = None, rerun_of: str | None = None,
+        params: dict | None = None, rerun_of: str | None = None,
     ) -> str:
         """Queue a run of `pipeline` on the daemon; returns the request id.
 
         `now` (aware) is the request time: it goes into the message and its file name, which is
-        what orders it among other messages. The file is fsynced: a request is a user's intent;
-        `durable=False` only for a caller that keeps its own durable copy (the webhook intake's
-        accepted file, posted again at start) and wants the answer without a second fsync.
+        what orders it among other messages. The file is fsynced: a request is a user's intent.
         `webhook`: what a webhook request gives the run (its trigger is then `webhook`).
         `request_id` (`<stamp>-<suffix>`, default a fresh one) makes the run id
         (`record.request_run_id`) deterministic, e.g. from a webhook's delivery id.
@@ -278,7 +276,7 @@ class Inbox:
         if rerun_of is not None:
             body["rerun_of"] = rerun_of
         data = json.dumps(body, indent=2, sort_keys=True).encode("utf-8")
-        self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=durable)
+        self._post(f"run-{_ns_of(now)}-{secrets.token_hex(4)}.json", data, durable=True)
         return request_id
 
     def post_supervise(self, action: str, pipeline: str, now: datetime) -> Path:

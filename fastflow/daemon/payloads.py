@@ -98,6 +98,7 @@ class AcceptedRequests:
         self.log = log or SegmentLog(self.state_dir / STATE_WEBHOOK_LOG, segment_bytes)
         self.claims_dir = self.state_dir / STATE_WEBHOOK_CLAIMS
         self._lock = threading.Lock()
+        self._compacting = threading.Lock()  # one compaction at a time (runs settle at once)
         self._outstanding: dict[str, Pending] = {}
         self._claims: dict[str, Claim] = {}
         self._live: dict[int, int] = {}  # segment -> accepts in it not settled
@@ -326,27 +327,46 @@ class AcceptedRequests:
 
     def _move_forward(self) -> None:
         """Append the outstanding requests of segments not written by this process to the
-        current one (durably), so that those segments can go."""
+        current one (flushed once, at the end), so that those segments can go."""
         retired = set(self.log.retired())
         with self._lock:
             old = [(run_id, p) for run_id, p in self._outstanding.items()
                    if p.location.seq in retired]
+        moved = []
         for run_id, pending in sorted(old, key=lambda item: item[1].location):
             try:
                 record = self.log.read(pending.location)
-                location = self.log.append({"accept": record.meta["accept"]}, record.body)
+                location = self.log.append({"accept": record.meta["accept"]}, record.body,
+                                           durable=False)
             except (OSError, ValueError, KeyError) as exc:  # its segment stays, and says why
                 logger.error("webhooks: the request of %s cannot be moved out of %s (%s); "
                              "its segment is kept", run_id, self.log.folder, exc)
                 continue
-            with self._lock:
+            moved.append((run_id, record.meta["accept"], location))
+        try:
+            self.log.flush()
+        except OSError as exc:  # the old segments stay: the next start moves them again
+            logger.error("webhooks: the requests moved out of the old segments of %s are not "
+                         "durable (%s); those segments are kept", self.log.folder, exc)
+            return
+        with self._lock:
+            for run_id, message, location in moved:
                 if run_id in self._outstanding:
-                    self._index(record.meta["accept"], location)
+                    self._index(message, location)
         self.compact()
 
     def compact(self) -> None:
-        """Drop each segment other than the current one that has no outstanding request,
-        its claims saved first; drop claims past `DELIVERY_KEEP_S`."""
+        """Drop each retired segment (`SegmentLog.retired`) left with no outstanding request,
+        its claims saved first; drop claims past `DELIVERY_KEEP_S`. A failure (a full disk) is
+        logged: the segment stays, tried again at the next settle."""
+        with self._compacting:
+            try:
+                self._compact()
+            except OSError as exc:
+                logger.warning("webhooks: a settled segment of %s cannot be dropped yet (%s)",
+                               self.log.folder, exc)
+
+    def _compact(self) -> None:
         retired = self.log.retired()
         with self._lock:
             empty = [seq for seq in retired if self._live.get(seq, 0) <= 0]

@@ -120,6 +120,7 @@ class SegmentLog:
         self._preparer: threading.Thread | None = None
         self._closed = False
         self.flushes = 0  # fdatasync calls made (what the group commit saves is seen here)
+        self.durable_appends = 0  # appends that waited for a flush
 
     # --- opening -------------------------------------------------------------------------
 
@@ -234,9 +235,16 @@ class SegmentLog:
             self._written += 1
             ticket = self._written
             self._dirty[segment.seq] = segment
+            self.durable_appends += durable
         if durable:
             self._wait_flushed(ticket)
         return Location(segment.seq, offset, len(record))
+
+    def flush(self) -> None:
+        """Return once everything appended so far is durable (`OSError` as `append`)."""
+        with self._lock:
+            ticket = self._written
+        self._wait_flushed(ticket)
 
     def _room(self, length: int) -> _Segment:
         """The segment the next `length` bytes go to: the current one, else the one prepared
@@ -364,6 +372,9 @@ class SegmentLog:
             self._wait_flushed(ticket)
         except OSError:
             pass  # logged by the flush; their appends were told
+        if ticket:
+            logger.info("%s: %d records appended, %d of them durable, in %d flushes",
+                        self.folder, ticket, self.durable_appends, self.flushes)
         with self._lock:
             for segment in self._writers.values():
                 os.close(segment.fd)
