@@ -163,6 +163,20 @@ def test_webhook_env_refuses_secrets_runner_and_fastflow_variables_and_says_why(
     ]
 
 
+def test_webhook_env_refuses_values_an_environment_cannot_carry(tmp_path):
+    pipeline = hook_pipeline(tmp_path, webhook_env=("SOURCE", "BIG", "OK"))
+    webhook = WebhookInput(None, "/p", {}, {"SOURCE": "a\0b", "BIG": "x" * 131_073, "OK": "y"})
+    allowed, refused = webhook_env(pipeline, webhook, {})
+    assert allowed == {"OK": "y"}
+    assert refused == [
+        "webhook env: SOURCE refused: its value contains a NUL character, which environment "
+        "values cannot hold",
+        "webhook env: BIG refused: its value of 131,073 characters is above the maximum of "
+        "131,072; send large data in the body, which the run reads from "
+        "FASTFLOW_WEBHOOK_PAYLOAD",
+    ]
+
+
 # --- runs through the daemon --------------------------------------------------------------------
 
 # The pipeline prints what it got, but never the payload itself: its marker must not reach the

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
-from fastflow.config.values import is_runner_variable
+from fastflow.config.values import MAX_ENV_VALUE, is_runner_variable
 from fastflow.defaults import RESERVED_ENV_PREFIX
 from fastflow.errors import ConfigError
 from fastflow.model import Pipeline, PipelineType, RunConfig
@@ -58,7 +58,8 @@ def webhook_env(pipeline: Pipeline, webhook: WebhookInput,
     against the pipeline at the run's commit, whatever the intake let through: a variable must
     be in the pipeline's `webhook_env`, and may never be a secret's variable, a `FASTFLOW_*`
     variable or a runner variable (`config.values.is_runner_variable`: PATH, HOME, PYTHON*,
-    UV_*, LD_* and the like)."""
+    UV_*, LD_* and the like); its value may hold no NUL character and at most
+    `MAX_ENV_VALUE` characters (what an environment can carry)."""
     allowed, refused = {}, []
     for name, value in webhook.env.items():
         if name in secrets:
@@ -70,6 +71,12 @@ def webhook_env(pipeline: Pipeline, webhook: WebhookInput,
         elif name not in pipeline.webhook_env:
             reason = (f"it is not in the webhook_env of pipeline {pipeline.name!r}; add it "
                       "there to allow it")
+        elif "\0" in value:
+            reason = "its value contains a NUL character, which environment values cannot hold"
+        elif len(value) > MAX_ENV_VALUE:
+            reason = (f"its value of {len(value):,} characters is above the maximum of "
+                      f"{MAX_ENV_VALUE:,}; send large data in the body, which the run reads "
+                      "from FASTFLOW_WEBHOOK_PAYLOAD")
         else:
             allowed[name] = value
             continue
