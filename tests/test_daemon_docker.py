@@ -7,10 +7,11 @@ daemon and reads what the results branch says about the run.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from helpers import Origin, containers_of, utc_now, wait_for
+from helpers import JsonReceiver, Origin, containers_of, utc_now, wait_for
 from helpers import ServeProcesses as Serve
 
 from fastflow.daemon.statedir import queue_remote_run
@@ -200,3 +201,32 @@ def test_a_kill_between_the_start_line_and_the_container_runs_the_attempt_after_
            "started); it starts now" in serve.output()
     assert [r.run_id for r in store.list_runs("slow")].count(order.run_id) == 1
     assert containers_of(order.run_id) == []
+
+
+def test_a_re_attached_run_over_its_soft_limit_is_heard_while_it_goes_on(setup, tmp_path):
+    """The daemon killed while the run sleeps; after the restart the run busies a core over its
+    CPU soft limit: the re-attached run's excess is heard at once (a real JSON receiver on
+    loopback), while the run is still journalled, and its record sends it no more."""
+    user, serve = setup
+    receiver = JsonReceiver()
+    try:
+        user.push({".fastflow/config.yaml":
+                   "notifications:\n"
+                   f"  - {{url: '{receiver.url()}', group_window: 0, events: [soft_limit]}}\n"},
+                  "notify soft limits")
+        push_slow(user, "import time\nprint('ready', flush=True)\ntime.sleep(4)\n"
+                        "end = time.monotonic() + 8\nwhile time.monotonic() < end:\n    pass\n"
+                        "print('done', flush=True)\n", '{"cpu_soft_limit": 0.1}')
+        serve.start()
+        run_id = run_until(serve, "ready")
+        serve.kill()
+        serve.start()
+        wait_for(lambda: receiver.received, 30, f"the soft_limit message:\n{serve.output()}")
+        assert (serve.state / "active" / f"{run_id}.json").exists()  # heard while it goes on
+        store, record = recorded(serve, run_id, tmp_path)
+        assert record.status is RunStatus.SUCCEEDED and record.resources.soft_limit_events
+        time.sleep(2)  # the record's alerts, were there any
+        [(_, body)] = receiver.received
+        assert f"run {run_id}" in body["message"] and "status running" in body["message"]
+    finally:
+        receiver.stop()

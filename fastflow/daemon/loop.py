@@ -33,6 +33,7 @@ from fastflow.config import default_repo_config
 from fastflow.daemon.alert_check import stale_already_notified
 from fastflow.daemon.alerts import Alerts, AlertSources, notification_targets
 from fastflow.daemon.dispatcher import Dispatcher
+from fastflow.daemon.downstream import DownstreamHooks, DownstreamRuns
 from fastflow.daemon.flows import FlowRuns
 from fastflow.daemon.heartbeat import (
     Heartbeat,
@@ -48,13 +49,7 @@ from fastflow.daemon.inbox import (
 )
 from fastflow.daemon.lease import Holder, Lease
 from fastflow.daemon.payloads import AcceptedRequests
-from fastflow.daemon.requests import (
-    check_request,
-    recordable,
-    refusal,
-    request_trigger,
-    start_refusal,
-)
+from fastflow.daemon.requests import RequestHooks, RunRequests
 from fastflow.daemon.runs import LaunchContext, RunLauncher, RunOrder
 from fastflow.daemon.statedir import StateLock, is_remote
 from fastflow.daemon.supervision import STATE_NAME as SUPERVISION_STATE
@@ -81,9 +76,8 @@ from fastflow.errors import FastflowError
 from fastflow.executors.base import (
     Executor,
 )
-from fastflow.flow.record import downstream_flow_run_id
 from fastflow.model import RepoConfig
-from fastflow.record import RunRecord, Trigger, WebhookInput, new_run_id, request_run_id
+from fastflow.record import RunRecord, Trigger, WebhookInput, new_run_id
 from fastflow.results.publish import SitePublisher
 from fastflow.results.retention import prune_pipelines
 from fastflow.results.store import ResultsStore
@@ -223,6 +217,12 @@ class Daemon:
             config_for=lambda commit: self.deployment.config if self.deployment else None,
             on_ended=self._run_ended,  # a flow run's schedule slot ends with it
             pages=self.publisher.pages_for_flow_run)
+        self.downstream = DownstreamRuns(self.launcher, DownstreamHooks(
+            deployment=lambda: self.deployment, is_flow=self._is_flow, submit=self.submit,
+            clock=self.clock, lock=self._lock))
+        self.run_requests = RunRequests(self.launcher, self.requests, RequestHooks(
+            deployment=lambda: self.deployment, is_flow=self._is_flow, submit=self.submit,
+            rerun=self.flows.rerun))
         return config
 
     def _open_alerts(self) -> None:
@@ -415,7 +415,7 @@ class Daemon:
             self.inbox.acknowledge(message)
         for message in messages:
             if isinstance(message, RunRequestMessage):
-                self._accept_request(message, now)
+                self.run_requests.accept(message, now)
                 self.inbox.acknowledge(message)
             elif isinstance(message, SuperviseMessage):
                 self._supervise_request(message, now)
@@ -551,45 +551,6 @@ class Daemon:
             return deployment.root_tree
         return git.commit_info(self.repository, active.commit).tree
 
-    def _accept_request(self, request: RunRequestMessage, now: datetime) -> None:
-        """Queue (journal) the run a request asks for, unless its deterministic id is known:
-        a request read again after a crash, before its acknowledgement, never runs twice."""
-        run_id = request_run_id(request.pipeline, request.request_id)
-        if self.launcher.knows(run_id, request.pipeline):
-            logger.info("request %s: %s was already accepted", request.request_id, run_id)
-        else:
-            self._queue_request(request, run_id, now)
-
-    def _queue_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
-        if request.rerun_of or self._is_flow(request.pipeline):
-            self._start_flow_request(request, run_id, now)
-            return
-        try:
-            check_request(request, self.deployment)
-            run_id = self.submit(request.pipeline, request_trigger(request), now=now,
-                                 env=request.env, run_config_id=request.run_config,
-                                 run_id=run_id, webhook=request.webhook)
-            logger.info("queued %s (request %s)", run_id, request.request_id)
-        except FastflowError as exc:
-            logger.warning("run request %s refused: %s", request.request_id, exc)
-            if recordable(request.pipeline):  # the user sees why, by the run id they got
-                self.launcher.store_record(*refusal(request, run_id, str(exc), now))
-
-    def _start_flow_request(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
-        """A request naming a flow: a flow run (`run_id` is its flow run id), or a rerun."""
-        try:
-            if request.rerun_of:
-                self.flows.rerun(request.rerun_of, now)
-            else:
-                self.submit(request.pipeline, request_trigger(request), now=now, run_id=run_id,
-                            params=request.params or {})
-            logger.info("flow run %s queued (request %s)", request.rerun_of or run_id,
-                        request.request_id)
-        except FastflowError as exc:  # no run record: a flow has none; the log says why
-            logger.warning("flow request %s refused: %s", request.request_id, exc)
-        if request.webhook is not None:  # a flow run's tasks get no body: it may go now
-            self.requests.settle(run_id)
-
     def _is_flow(self, name: str) -> bool:
         deployment = self.deployment
         return deployment is not None and name not in deployment.active \
@@ -603,53 +564,8 @@ class Daemon:
         with self._lock:
             self.timetable.ended(run_id)
 
-    def _decide_downstream(self, record: RunRecord) -> RunRecord:
-        """Before a finished run is recorded: each downstream run it fires is journalled (held
-        until the parent's record is stored, `_after_record`) or skipped, and the record says
-        which: `run_id` of the child, or `skipped` with the reason (`start_refusal`: a disabled
-        pipeline or run configuration, one no longer active). Idempotent: decided entries stay,
-        and a child journalled before a crash (found by its parent run id) is not queued twice."""
-        if all("run_id" in fired for fired in record.downstream):
-            return record
-        with self._lock:
-            journalled = {(o.pipeline, o.run_config_id): o.run_id
-                          for o in self.launcher.journal.orders()
-                          if o.trigger.parent_run_id == record.run_id}
-            decided = [fired if "run_id" in fired else self._decide_child(record, fired, journalled)
-                       for fired in record.downstream]
-        return replace(record, downstream=tuple(decided))
-
-    def _decide_child(self, parent: RunRecord, fired: dict,
-                      journalled: Mapping[tuple[str, str | None], str]) -> dict:
-        key = (fired["pipeline"], fired.get("run_config_id"))
-        if self._is_flow(key[0]):  # a flow: its flow run starts now, its id derived from the
-            return self._decide_flow_child(parent, fired)  # parent's (decided twice: once)
-        run_id, skipped = journalled.get(key), None
-        if run_id is None:
-            skipped = start_refusal(self.deployment, *key)
-        if run_id is None and skipped is None:
-            try:
-                run_id = self.submit(key[0], Trigger(kind="downstream", parent_run_id=parent.run_id),
-                                     now=self.clock(), run_config_id=key[1], hold=True)
-            except (FastflowError, OSError) as exc:
-                skipped = f"not queued: {exc}"
-        if skipped is not None:
-            logger.warning("downstream %s of %s skipped: %s", key[0], parent.run_id, skipped)
-        return {**fired, "run_id": run_id, "skipped": skipped}
-
-    def _decide_flow_child(self, parent: RunRecord, fired: dict) -> dict:
-        flow_run_id, skipped = downstream_flow_run_id(fired["pipeline"], parent.run_id), None
-        try:
-            self.submit(fired["pipeline"], Trigger(kind="downstream", parent_run_id=parent.run_id),
-                        now=self.clock(), run_id=flow_run_id, params={})
-        except (FastflowError, OSError) as exc:
-            skipped = f"not started: {exc}"
-            logger.warning("downstream flow %s of %s skipped: %s", fired["pipeline"],
-                           parent.run_id, skipped)
-        return {**fired, "run_id": None if skipped else flow_run_id, "skipped": skipped}
-
     def _after_record(self, record: RunRecord) -> None:
-        """Downstream runs (journalled by `_decide_downstream`) are queued when their parent's
+        """Downstream runs (journalled by `DownstreamRuns.decide`) are queued when their parent's
         record is stored; a schedule's waiting run (overlap queue/replace) starts when its
         running one ended. A stopping daemon queues nothing: the next start finds them. Its
         targets hear of it (`alerts`) in any case."""
@@ -659,9 +575,7 @@ class Daemon:
             return
         with self._lock:
             self.timetable.ended(record.run_id)
-        for fired in record.downstream:
-            if fired.get("run_id") and not fired.get("skipped"):
-                self.launcher.release(fired["run_id"])
+        self.downstream.release(record)
         self.flows.task_recorded(record)  # a flow's task ended: what is due next starts
 
     # --- supervision (daemon.supervision) ---------------------------------------------------
@@ -717,10 +631,10 @@ class Daemon:
         self.flows.task_started(order)  # a flow's task: `running` in its flow record
 
     def _before_record(self, record: RunRecord) -> RunRecord:
-        """Before a finished run is recorded: its downstream runs (`_decide_downstream`), and
+        """Before a finished run is recorded: its downstream runs (`DownstreamRuns.decide`), and
         supervision's decision (a restart planned, or given up), journalled before the record
         so a kill -9 between them never loses it (`Supervisor.run_ended` is idempotent)."""
-        record = self._decide_downstream(record)
+        record = self.downstream.decide(record)
         try:
             record = self.supervisor.run_ended(record, self.clock())
         except Exception as exc:  # noqa: BLE001 - the record is stored all the same

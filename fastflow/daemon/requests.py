@@ -7,21 +7,34 @@ triggers and is the check a webhook intake calls). The CLI checks what it can be
 reading: then the refusal becomes a run record of its own, under the run id the CLI printed,
 with status `failed`, error kind `refused`, the reason, and a log line saying it; so
 `fastflow logs <run_id>`, `fastflow history` and the status site show the user why.
+
+`RunRequests.accept` is what the daemon loop does with each run request of its inbox: queue
+(journal) its run under its deterministic id, unless that id is known already, so a request
+read again after a crash, before its acknowledgement, never runs twice; a request naming a flow
+starts a flow run (or a rerun), and a webhook request's body is settled once a flow run took it
+(its tasks get none).
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from fastflow.config.values import NAME_RE
 from fastflow.daemon.inbox import RunRequestMessage
+from fastflow.daemon.payloads import AcceptedRequests
+from fastflow.daemon.runs import RunLauncher
 from fastflow.deploy.deployment import Deployment
 from fastflow.errors import FastflowError
 from fastflow.executors.base import RUNNER, OutputLine
 from fastflow.model import RunStatus
-from fastflow.record import ErrorInfo, LogInfo, RunRecord, Trigger
+from fastflow.record import ErrorInfo, LogInfo, RunRecord, Trigger, request_run_id
 from fastflow.results.layout import log_path
 from fastflow.run.capture import format_line
 from fastflow.run.runner import resolve_settings
+
+logger = logging.getLogger(__name__)
 
 
 class RequestRefused(FastflowError):
@@ -83,3 +96,62 @@ def refusal(request: RunRequestMessage, run_id: str, reason: str,
         log=LogInfo(log_path(request.pipeline, run_id), len(log_text.encode())),
     )
     return record, log_text
+
+
+@dataclass(frozen=True)
+class RequestHooks:
+    """What accepting a request needs of the daemon: its deployment, whether a name is a
+    flow, its `submit` (`Daemon.submit`) and a flow rerun (`FlowRuns.rerun`)."""
+
+    deployment: Callable[[], Deployment | None]
+    is_flow: Callable[[str], bool]
+    submit: Callable[..., str]
+    rerun: Callable[[str, datetime], object]
+
+
+class RunRequests:
+    """The daemon's handling of run requests (module doc)."""
+
+    def __init__(self, launcher: RunLauncher, accepted: AcceptedRequests,
+                 hooks: RequestHooks) -> None:
+        self.launcher = launcher
+        self.accepted = accepted
+        self.hooks = hooks
+
+    def accept(self, request: RunRequestMessage, now: datetime) -> None:
+        """Queue the run `request` asks for, unless its run id is known (module doc).
+        `OSError` (a full state dir) leaves it to be accepted again."""
+        run_id = request_run_id(request.pipeline, request.request_id)
+        if self.launcher.knows(run_id, request.pipeline):
+            logger.info("request %s: %s was already accepted", request.request_id, run_id)
+        elif request.rerun_of or self.hooks.is_flow(request.pipeline):
+            self._start_flow(request, run_id, now)
+        else:
+            self._queue(request, run_id, now)
+
+    def _queue(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
+        try:
+            check_request(request, self.hooks.deployment())
+            run_id = self.hooks.submit(request.pipeline, request_trigger(request), now=now,
+                                       env=request.env, run_config_id=request.run_config,
+                                       run_id=run_id, webhook=request.webhook)
+            logger.info("queued %s (request %s)", run_id, request.request_id)
+        except FastflowError as exc:
+            logger.warning("run request %s refused: %s", request.request_id, exc)
+            if recordable(request.pipeline):  # the user sees why, by the run id they got
+                self.launcher.store_record(*refusal(request, run_id, str(exc), now))
+
+    def _start_flow(self, request: RunRequestMessage, run_id: str, now: datetime) -> None:
+        """A request naming a flow: a flow run (`run_id` is its flow run id), or a rerun."""
+        try:
+            if request.rerun_of:
+                self.hooks.rerun(request.rerun_of, now)
+            else:
+                self.hooks.submit(request.pipeline, request_trigger(request), now=now,
+                                  run_id=run_id, params=request.params or {})
+            logger.info("flow run %s queued (request %s)", request.rerun_of or run_id,
+                        request.request_id)
+        except FastflowError as exc:  # no run record: a flow has none; the log says why
+            logger.warning("flow request %s refused: %s", request.request_id, exc)
+        if request.webhook is not None:  # a flow run's tasks get no body: it may go now
+            self.accepted.settle(run_id)

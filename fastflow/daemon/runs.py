@@ -616,7 +616,8 @@ class RunLauncher:
         cap = context.config.log_cap_bytes if context else DEFAULT_LOG_CAP_BYTES
         return recover_run(
             self.executor, base, live_path=self.live.dir / f"{order.run_id}.log",
-            live_sink=self.live.sink(order.run_id, cap), masker=self._masker(order, context),
+            live_sink=self._telling(order, self.live.sink(order.run_id, cap)),  # its events too
+            masker=self._masker(order, context),
             pipeline=pipeline, settings=settings, clock=self.clock, cancel=cancel, cap_bytes=cap,
         )
 
