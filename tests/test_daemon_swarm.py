@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from helpers import services_of, utc_now, wait_for
 
-from fastflow.daemon.statedir import queue_remote_run
-from fastflow.errors import RepositoryError
+from fastflow.daemon.statedir import queue_remote_flow, queue_remote_run
+from fastflow.errors import FastflowError, RepositoryError
 from fastflow.model import RunStatus
 from fastflow.results.store import ResultsStore
 
@@ -118,3 +118,39 @@ def test_an_oom_kill_on_swarm_is_recorded_oom_killed(serve, tmp_path):
     _, record = recorded(serve, run_id, tmp_path)
     assert (record.status, record.exit_code) == (RunStatus.OOM_KILLED, 137), serve.output()
     assert record.environment.node
+
+
+def test_a_flow_runs_on_swarm_its_tasks_sharing_the_workspace_on_the_daemons_node(
+        serve, tmp_path):
+    """`executor: swarm` runs a flow's tasks as Swarm jobs placed on the daemon's node, where
+    the flow run's workspace is: a file one task leaves there and its output reach the next."""
+    serve.origin.push({
+        ".fastflow/flows/pair.json": json.dumps({"name": "pair", "tasks": [
+            {"id": "make", "script": "make.py"},
+            {"id": "use", "script": "use.py", "depends_on": ["make"]}]}),
+        ".fastflow/flows/tasks/make.py": (
+            "import json, os\n"
+            "open(os.path.join(os.environ['TMP_DIR'], 'made.txt'), 'w').write('on the node')\n"
+            "json.dump({'n': 42}, open(os.environ['FASTFLOW_OUTPUT'], 'w'))\n"),
+        ".fastflow/flows/tasks/use.py": (
+            "import json, os\n"
+            "print('use got', open(os.path.join(os.environ['TMP_DIR'], 'made.txt')).read(),\n"
+            "      json.loads(os.environ['FASTFLOW_INPUTS'])['make']['n'])\n"),
+    }, "pair flow")
+    serve()
+    flow_run_id = queue_remote_flow(serve.state, "pair", {}, utc_now())
+    store = ResultsStore(serve.origin.bare, tmp_path / "reader-journal", utc_now)
+
+    def ended():
+        try:
+            data = store.read_flow(flow_run_id)
+        except FastflowError:
+            return None
+        return data if data["status"] in ("succeeded", "failed") else None
+
+    data = wait_for(ended, timeout=120, what=f"flow run {flow_run_id}:\n{serve.output()}")
+    assert data["status"] == "succeeded", json.dumps(data, indent=1) + serve.output()
+    use = next(t for t in data["tasks"] if t["id"] == "use")
+    assert "use got on the node 42" in store.read_log(use["run_id"], use["pipeline"])
+    record = store.read_run(use["run_id"], use["pipeline"])
+    assert record.environment.node  # a Swarm task: the node it ran on

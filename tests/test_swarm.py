@@ -195,13 +195,29 @@ def pack_size_of(spec) -> bytes:
     return gzip.compress(raw.getvalue(), mtime=0)
 
 
-def test_a_flow_task_is_refused_on_swarm(swarm_executor_factory, tmp_path):
-    spec = make_spec(tmp_path, "print('never')", workspace=tmp_path)
-    with pytest.raises(ExecutorError) as err:
-        swarm_executor_factory().execute(spec, Lines(), threading.Event())
-    assert str(err.value) == (
-        "pipeline 'pipe': a flow's task needs its flow run's workspace on the same filesystem, "
-        "which the swarm executor does not have; run flows with `executor: docker`")
+def test_a_flow_task_runs_on_the_daemons_node_with_its_workspace(swarm_executor_factory,
+                                                                  tmp_path):
+    """A flow's task shares its flow run's workspace (a folder of the daemon's state dir): it is
+    bind-mounted read-write, and the task is placed on this engine's node, where it is."""
+    workspace = tmp_path / "workspace"
+    (workspace / ".fastflow" / "outputs").mkdir(parents=True)
+    (workspace / "input.txt").write_text("from an earlier task\n")
+    os.chmod(workspace, 0o777)
+    os.chmod(workspace / ".fastflow" / "outputs", 0o777)
+    spec = make_spec(tmp_path, """
+        import os, pathlib
+        root = pathlib.Path(os.environ["TMP_DIR"])
+        print(root, (root / "input.txt").read_text().strip())
+        (root / "result.txt").write_text("written by the task")
+        """, workspace=workspace)
+    lines = Lines()
+    executor = swarm_executor_factory()
+    result = executor.execute(spec, lines, threading.Event())
+    assert result.status is RunStatus.SUCCEEDED, lines.texts("stderr") + lines.texts("runner")
+    assert lines.texts("stdout") == ["/workspace from an earlier task"]
+    assert (workspace / "result.txt").read_text() == "written by the task"
+    node = connect().info()["Swarm"]["NodeID"]
+    assert executor.jobs._workspace_node(spec) == [f"node.id=={node}"]
 
 
 def test_soft_limits_are_sampled_from_the_tasks_cgroup(swarm_executor_factory, tmp_path):

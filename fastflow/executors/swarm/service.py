@@ -36,6 +36,7 @@ import docker.types
 from fastflow.errors import ExecutorError
 from fastflow.executors.base import (
     CONTAINER_WEBHOOK_PAYLOAD,
+    CONTAINER_WORKSPACE,
     NOTEBOOK_RUNNER,
     AttemptSpec,
     uv_command,
@@ -122,15 +123,12 @@ class SwarmJobs:
         self.api, self.pids_limit, self.tmp_size = api, pids_limit, tmp_size
         self.ca_bundle = ca_bundle
         self.placement_default = placement_default
+        self._node_id: str | None = None  # this engine's Swarm node (flow tasks run there)
 
     def create(self, spec: AttemptSpec, image: str, shipment: Shipment | None = None) -> str:
         """Create the attempt's service (configs and network first); its id. `ExecutorError`
         (having removed what it made) when it cannot. `shipment`: the code as packed
         (default: `pack(spec)`)."""
-        if spec.workspace is not None:
-            raise ExecutorError(f"pipeline {spec.pipeline!r}: a flow's task needs its flow run's "
-                                "workspace on the same filesystem, which the swarm executor "
-                                "does not have; run flows with `executor: docker`")
         shipment = shipment or pack(spec)
         name = service_name(spec.run_id, spec.attempt)
         nonce = os.urandom(8).hex()
@@ -143,7 +141,8 @@ class SwarmJobs:
                 resources=self._resources(spec),
                 restart_policy=docker.types.RestartPolicy("none"),
                 placement=docker.types.Placement(
-                    constraints=list(self.placement_default) + list(spec.placement)),
+                    constraints=list(self.placement_default) + list(spec.placement)
+                    + self._workspace_node(spec)),
                 log_driver=docker.types.DriverConfig("json-file",
                                                      log_config(spec.log_cap_bytes)["Config"]),
                 networks=networks,
@@ -185,6 +184,19 @@ class SwarmJobs:
                                                      mode=0o444))
         return refs
 
+    def _workspace_node(self, spec: AttemptSpec) -> list[str]:
+        """A flow's task runs on this engine's node, where its flow run's workspace is (a
+        folder of the daemon's state dir, bind-mounted): `node.id==<this node>`."""
+        if spec.workspace is None:
+            return []
+        if self._node_id is None:
+            self._node_id = self.api.info().get("Swarm", {}).get("NodeID") or None
+        if self._node_id is None:
+            raise ExecutorError(f"pipeline {spec.pipeline!r}: a flow's task runs on the daemon's "
+                                "own node, and this engine is not a Swarm node; run `docker "
+                                "swarm init` here, or flows with `executor: docker`")
+        return [f"node.id=={self._node_id}"]
+
     def _networks(self, spec: AttemptSpec, name: str, labels: dict) -> list:
         if spec.network is not NetworkMode.NONE:
             return []  # the engine's default for tasks: the node's bridge (docker_gwbridge)
@@ -212,6 +224,9 @@ class SwarmJobs:
             docker.types.Mount("/cache", NODE_CACHE_VOLUME, type="volume",
                                labels={"org.fastflow.kind": "cache"}),
         ]
+        if spec.workspace is not None:  # a flow's task: its flow run's workspace, read-write
+            mounts.append(docker.types.Mount(CONTAINER_WORKSPACE, str(spec.workspace.resolve()),
+                                             type="bind"))
         return docker.types.ContainerSpec(
             image, ["python3", "-I", CONTAINER_ENTRY, json.dumps(order)], env=self.env(spec),
             workdir="/", user="0:0", labels=labels, mounts=mounts, configs=configs,
