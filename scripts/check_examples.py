@@ -16,7 +16,8 @@
    HTTP receiver this script runs on loopback, events `every_failure` and `recovery`), so each
    failing example is notified; the script checks the receiver heard of `failing` and that the
    deliveries are recorded on the results branch (`notifications/`).
-5. Stops the daemon, then runs `SWARM_EXAMPLES` again on a Docker Swarm: the engine becomes a
+5. Stops the daemon, then runs `SWARM_EXAMPLES` (two pipelines and the `fan_in` flow) again
+   on a Docker Swarm: the engine becomes a
    one-node Swarm manager (unless it is one already), a second `fastflow serve --executor
    swarm` (its own state dir) runs them as one-shot Swarm jobs, and the engine leaves swarm mode
    again (`--no-swarm` skips this; docs/swarm.md).
@@ -49,7 +50,8 @@ DEMO = ART / "demo"
 BARE = DEMO / "origin.git"
 STATE = DEMO / "state"
 SWARM_STATE = DEMO / "state-swarm"
-SWARM_EXAMPLES = ("minimal", "oom_fails")  # a success and an OOM kill, as one-shot Swarm jobs
+# A success and an OOM kill as one-shot Swarm jobs, and a flow (its tasks on the daemon's node)
+SWARM_EXAMPLES = ("minimal", "oom_fails", "fan_in")
 SITE = ART / "site"
 RESULTS = "fastflow/results"
 TIMEOUT = 900  # seconds for every run to be recorded
@@ -357,10 +359,14 @@ def run_on_swarm(expected: dict) -> tuple[dict[str, dict], list[str]]:
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
     problems = []
     for name, record in records.items():
-        node = (record.get("environment") or {}).get("node")
-        print(f"swarm: {name:10} {record['status']:11} on node {node}  {record['run_id']}")
         if record["status"] != expected[name]:
             problems.append(f"{name} on Swarm: expected {expected[name]}, got {record['status']}")
+        if "flow_run_id" in record:  # a flow: its tasks ran as Swarm jobs on the daemon's node
+            tasks = ", ".join(f"{t['id']} {t['status']}" for t in record.get("tasks", []))
+            print(f"swarm: {name:10} {record['status']:11} flow run {record['flow_run_id']}: {tasks}")
+            continue
+        node = (record.get("environment") or {}).get("node")
+        print(f"swarm: {name:10} {record['status']:11} on node {node}  {record['run_id']}")
         if not node:
             problems.append(f"{name} on Swarm: the record names no node")
     return records, problems
