@@ -393,11 +393,19 @@ def test_a_full_state_dir_takes_what_fits_in_the_log_then_answers_503_and_loses_
         assert s.daemon.requests.claim(delivery_digest("hook", f"full-{answer[0]}")) is None
         assert not list((state / "webhooks" / "payload").glob("*"))
         filler.unlink()
-        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"x" * 65536,
-                              Idempotency_Key=f"full-{answer[0]}")
+        status, body = s.post(f"/api/webhooks/hook/{KEY}", b"x" * 1_000_000,
+                              Idempotency_Key=f"full-{answer[0]}")  # in a new segment
         assert status == 202
         for run_id in accepted + [body["run_id"]]:
             assert s.finished(run_id).status is RunStatus.SUCCEEDED
+        # The first segment is no longer written and every run of it is recorded: it goes,
+        # its claims kept.
+        log = s.daemon.requests.log
+        wait_for(lambda: 1 not in log.segments(), 10, "the settled first segment dropped")
+        claims = json.loads((state / "webhooks" / "claims" / f"{1:012d}.json").read_text())
+        assert claims["claims"][delivery_digest("hook", "full-0")][0] == accepted[0]
+        assert s.post(f"/api/webhooks/hook/{KEY}", Idempotency_Key="full-0") == \
+            (200, {"run_id": accepted[0], "status_url": f"/api/runs/{accepted[0]}"})
     finally:
         filler.unlink(missing_ok=True)
         if s is not None:
