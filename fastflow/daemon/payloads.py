@@ -289,8 +289,8 @@ class AcceptedRequests:
                 recorded: Callable[[str], bool]) -> list[dict]:
         """At the daemon's start: count started the outstanding requests `journalled` says
         (run id -> started: the daemon's reconcile settles those recorded meanwhile), settle
-        the others whose runs are recorded, remove the payload files of runs not outstanding,
-        and return, oldest first, the requests to hand to the daemon again (neither journalled
+        the others whose runs are recorded, remove the payload files of runs recorded, and
+        return, oldest first, the requests to hand to the daemon again (neither journalled
         nor recorded). Then compact every old segment."""
         again = []
         for run_id, pending in sorted(self._outstanding.items(),
