@@ -38,7 +38,7 @@ import re
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -78,6 +78,25 @@ def frame(meta: dict, body: bytes = b"") -> bytes:
     head = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode("utf-8")
     payload = head + body
     return _HEADER.pack(MAGIC, len(payload), len(head), zlib.crc32(payload)) + payload
+
+
+def _parse(data: bytes, seq: int, offset: int) -> Record | None:
+    """The record at `offset` of `data` (segment `seq`), or None when the bytes there do not
+    check: magic, lengths within `data`, CRC-32 of the payload, meta a JSON object."""
+    if offset + HEADER_BYTES > len(data):
+        return None
+    magic, length, head, crc = _HEADER.unpack_from(data, offset)
+    end = offset + HEADER_BYTES + length
+    payload = data[offset + HEADER_BYTES:end]
+    if magic != MAGIC or head > length or end > len(data) or zlib.crc32(payload) != crc:
+        return None
+    try:
+        meta = json.loads(payload[:head])
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return Record(Location(seq, offset, end - offset), meta, payload[head:])
 
 
 def segment_name(seq: int) -> str:
@@ -160,25 +179,16 @@ class SegmentLog:
             return
         offset = 0
         while offset + HEADER_BYTES <= len(data):
-            magic, length, head, crc = _HEADER.unpack_from(data, offset)
-            if magic == b"\0\0\0\0" and not any(data[offset:offset + HEADER_BYTES]):
+            if not any(data[offset:offset + HEADER_BYTES]):
                 return  # never written
-            start, end = offset + HEADER_BYTES, offset + HEADER_BYTES + length
-            payload = data[start:end]
-            meta = None
-            if magic == MAGIC and head <= length and end <= len(data) and \
-                    zlib.crc32(payload) == crc:
-                try:
-                    meta = json.loads(payload[:head])
-                except ValueError:
-                    meta = None
-            if not isinstance(meta, dict):
+            record = _parse(data, seq, offset)
+            if record is None:
                 logger.warning("%s: the record at byte %d does not check (a write cut short, "
                                "never acknowledged); the rest of the segment is skipped",
                                path, offset)
                 return
-            yield Record(Location(seq, offset, end - offset), meta, payload[head:])
-            offset = end
+            yield record
+            offset += record.location.length
 
     def read(self, location: Location) -> Record:
         """The record at `location` (`OSError` when its segment is gone; `ValueError` when the
@@ -188,13 +198,10 @@ class SegmentLog:
             data = os.pread(fd, location.length, location.offset)
         finally:
             os.close(fd)
-        if len(data) < HEADER_BYTES:
+        record = _parse(data, location.seq, 0)
+        if record is None or record.location.length != location.length:
             raise ValueError(f"no record at {location}")
-        magic, length, head, crc = _HEADER.unpack_from(data)
-        payload = data[HEADER_BYTES:]
-        if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
-            raise ValueError(f"no record at {location}")
-        return Record(location, json.loads(payload[:head]), payload[head:])
+        return replace(record, location=location)
 
     # --- writing -------------------------------------------------------------------------
 
