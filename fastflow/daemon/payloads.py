@@ -103,6 +103,7 @@ class AcceptedRequests:
         self._claims: dict[str, Claim] = {}
         self._live: dict[int, int] = {}  # segment -> accepts in it not settled
         self._waiting: dict[str, int] = {}  # pipeline -> outstanding not started
+        self._claim_files: dict[Path, float] = {}  # claims file -> its newest claim's time
         self._opened = False
 
     # --- opening -------------------------------------------------------------------------
@@ -171,9 +172,11 @@ class AcceptedRequests:
                 logger.error("%s cannot be read (%s); the deliveries it remembers may start a "
                              "run again if sent again; left in place", path, exc)
                 continue
-            if not claims or max(at for _, at in claims.values()) < cutoff:
+            newest = max((at for _, at in claims.values()), default=0.0)
+            if newest < cutoff:
                 path.unlink(missing_ok=True)
                 continue
+            self._claim_files[path] = newest
             for digest, (run_id, at) in claims.items():
                 if at >= cutoff:
                     self._claims[digest] = Claim(run_id, at, 0)
@@ -386,26 +389,21 @@ class AcceptedRequests:
 
     def _save_claims(self, name: str, claims: Mapping[str, tuple[str, float]]) -> None:
         self.claims_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(self.claims_dir / f"{name}.json",
-                     json.dumps({"claims": {d: list(v) for d, v in sorted(claims.items())}}),
+        path = self.claims_dir / f"{name}.json"
+        write_atomic(path, json.dumps({"claims": {d: list(v) for d, v in sorted(claims.items())}}),
                      durable=True, mode=0o600)
+        self._claim_files[path] = max(at for _, at in claims.values())
 
     def _expire_claims(self) -> None:
         cutoff = self.now() - DELIVERY_KEEP_S
         with self._lock:
             for digest in [d for d, c in self._claims.items() if c.at < cutoff and not c.seq]:
                 del self._claims[digest]
-        removed = False
-        for path in self.claims_dir.glob("*.json"):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                newest = max((float(v[1]) for v in data["claims"].values()), default=0.0)
-            except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-                continue  # reported at the next start
-            if newest < cutoff:
-                path.unlink(missing_ok=True)
-                removed = True
-        if removed:
+        expired = [path for path, newest in self._claim_files.items() if newest < cutoff]
+        for path in expired:  # known from their load or save: no file is read again
+            path.unlink(missing_ok=True)
+            del self._claim_files[path]
+        if expired:
             fsync_dir(self.claims_dir)
 
     def _unclaim(self, run_id: str) -> None:
