@@ -267,13 +267,13 @@ class Daemon:
         """Recover what a previous daemon of this state dir left (journalled records, active
         runs), and sync once. Returns notes on what reconciliation did."""
         self._working = True
-        again = self.launcher.recover_webhooks()  # accepted, not journalled before a stop
+        left = self.launcher.journal.orders()  # read before the first sync journals its own runs
+        again = self.launcher.recover_webhooks(left)  # accepted, not journalled before a stop
         for message in again:
             hand(self.inbox, message)
         if again:
             logger.info("webhooks: %d accepted request(s) the previous daemon had not taken "
                         "are queued now", len(again))
-        left = self.launcher.journal.orders()  # read before the first sync journals its own runs
         for order in left:  # runs of schedules a previous daemon left
             if order.trigger.schedule_id:
                 self.timetable.track(order.run_id, order.trigger.schedule_id)

@@ -500,13 +500,14 @@ class RunLauncher:
         with self._faults.lock:
             return sorted(self._unrecorded)
 
-    def recover_webhooks(self) -> list[dict]:
-        """At start: the accepted webhook requests (`AcceptedRequests.recover`) whose runs are
-        recorded are settled, payload files of runs recorded are removed, and the requests to
-        hand to the daemon again (neither journalled nor recorded) are returned."""
+    def recover_webhooks(self, journalled: list[RunOrder]) -> list[dict]:
+        """At start, given the run journal as read (`journalled`): the accepted webhook
+        requests (`AcceptedRequests.recover`) whose runs are recorded are settled, payload
+        files of runs recorded are removed, and the requests to hand to the daemon again
+        (neither journalled nor recorded) are returned."""
         if self.requests is None:
             return []
-        started = {o.run_id: o.started_at is not None for o in self.journal.orders()}
+        started = {o.run_id: o.started_at is not None for o in journalled}
         return self.requests.recover(started, lambda run_id: self.store_has(run_id, None))
 
     def running_runs(self) -> list[tuple[str, str, datetime]]:
