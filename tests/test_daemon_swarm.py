@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import services_of, utc_now, wait_for
+from helpers import ServeProcesses, services_of, utc_now, wait_for
 
 from fastflow.daemon.statedir import queue_remote_flow, queue_remote_run
 from fastflow.errors import FastflowError, RepositoryError
@@ -22,31 +21,22 @@ from fastflow.results.store import ResultsStore
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
+class SwarmServe(ServeProcesses):
+    """The harness's `fastflow serve` processes with `--executor swarm`; calling it starts one."""
+
+    def __init__(self, origin, state: Path, cache: Path, logs: Path) -> None:
+        super().__init__(origin.bare, state, cache, logs)
+        self.origin = origin
+
+    def __call__(self) -> subprocess.Popen:
+        return self.start("--executor", "swarm")
+
+
 @pytest.fixture
-def serve(tmp_path, origin, swarm_engine):
-    procs: list[subprocess.Popen] = []
-    state = tmp_path / "state"
-
-    def start() -> subprocess.Popen:
-        out = open(tmp_path / f"serve-{len(procs)}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fastflow", "serve", "--repo", str(origin.bare), "--state-dir",
-             str(state), "--poll-interval", "1", "--executor", "swarm"],
-            env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        wait_for(lambda: (state / "status.json").exists(), what="the daemon's status")
-        return proc
-
-    start.procs, start.state, start.origin = procs, state, origin
-    start.output = lambda: "".join(p.read_text() for p in sorted(tmp_path.glob("serve-*.log")))
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+def serve(tmp_path, origin, swarm_engine, shared_cache):
+    procs = SwarmServe(origin, tmp_path / "state", shared_cache, tmp_path)
+    yield procs
+    procs.stop_all()
 
 
 def push(origin, code: str, metadata: str = "{}") -> None:
@@ -79,9 +69,7 @@ def test_a_swarm_run_survives_a_kill_of_the_daemon_and_is_recorded_once_with_its
                        "print('after', flush=True)\n")
     serve()
     run_id = run_until(serve, "before")
-    serve.procs[-1].send_signal(signal.SIGKILL)
-    serve.procs[-1].wait(10)
-    (serve.state / "status.json").unlink(missing_ok=True)
+    serve.kill()
     assert len(services_of(run_id)) == 1  # the job runs on without its owner
     serve()
     store, record = recorded(serve, run_id, tmp_path)
