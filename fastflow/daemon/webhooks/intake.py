@@ -200,7 +200,10 @@ class Intake:
     def queued(self, pipeline: str) -> int:
         """Webhook runs of `pipeline` accepted (or being accepted) but not started."""
         with self._lock:
-            return self.requests.waiting(pipeline) + self._writing.get(pipeline, 0)
+            return self._queued(pipeline)
+
+    def _queued(self, pipeline: str) -> int:
+        return self.requests.waiting(pipeline) + self._writing.get(pipeline, 0)
 
     def known(self, pipeline: str, delivery: str) -> str | None:
         """The run id a delivery of `pipeline` was given already, or None."""
@@ -221,8 +224,7 @@ class Intake:
                     known = self.requests.claim(digest) if digest else None
                     if known is not None:
                         return Accepted(known, repeat=True)
-                    if self.requests.waiting(name) + self._writing.get(name, 0) \
-                            >= self.max_queued:
+                    if self._queued(name) >= self.max_queued:
                         return None
                     self._writing[name] = self._writing.get(name, 0) + 1
                     if digest:
